@@ -1,0 +1,365 @@
+"""Start and stop the Google Cloud SDK emulators (Firestore, Pub/Sub) for tests and local development.
+
+Each emulator runs as its own process group bound to 127.0.0.1, so :meth:`EmulatorProcess.stop` kills
+the whole tree (the ``gcloud`` wrapper spawns a shell and a JVM). By default the emulator jars shipped
+with the SDK are started directly with ``java``, which skips ``gcloud``'s Python start-up; the
+``gcloud`` wrapper is the fallback when the jars or ``java`` cannot be found (``method="gcloud"``
+forces it).
+
+    with start_firestore() as fs, start_pubsub("my-project") as ps:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = fs.host_port
+        os.environ["PUBSUB_EMULATOR_HOST"] = ps.host_port
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "EmulatorError",
+    "EmulatorProcess",
+    "free_port",
+    "reset_firestore",
+    "sdk_root",
+    "start_firestore",
+    "start_pubsub",
+]
+
+HOST = "127.0.0.1"
+Method = Literal["auto", "jar", "gcloud"]
+
+_FIRESTORE_JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+_FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+_PUBSUB_LIB = "platform/pubsub-emulator/lib"
+_STOP_GRACE_S = 5.0
+
+
+class EmulatorError(RuntimeError):
+    """An emulator could not be found, did not come up, or died."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the caller races other processes for it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def sdk_root() -> Path | None:
+    """The Cloud SDK's root directory: ``$CLOUDSDK_ROOT_DIR``, or found from the ``gcloud`` on PATH."""
+    env = os.environ.get("CLOUDSDK_ROOT_DIR")
+    candidates = [Path(env)] if env else []
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        # /usr/bin/gcloud -> /usr/lib/google-cloud-sdk/bin/gcloud
+        candidates.append(Path(os.path.realpath(gcloud)).parent.parent)
+    candidates += [Path("/usr/lib/google-cloud-sdk"), Path("/usr/share/google-cloud-sdk")]
+    for c in candidates:
+        if (c / "platform").is_dir():
+            return c
+    return None
+
+
+class EmulatorProcess:
+    """A started emulator. ``host_port`` is ``"127.0.0.1:PORT"``; ``stop()`` (or leaving the ``with``
+    block) kills its process group. Stopping twice is harmless."""
+
+    def __init__(
+        self, name: str, popen: subprocess.Popen[bytes], port: int, log_path: str, *, owns_log: bool
+    ) -> None:
+        self.name = name
+        self.popen = popen
+        self.port = port
+        self.host = HOST
+        self.log_path = log_path
+        self.started_s: float | None = None
+        """Seconds from spawning the process to the emulator answering."""
+        self._owns_log = owns_log
+        self._stopped = False
+        self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    @property
+    def host_port(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        return _tail(self.log_path, n)
+
+    def stop(self, grace: float = _STOP_GRACE_S) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds if anything is left."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        _LIVE.discard(self)
+        pgid = self.popen.pid  # start_new_session=True: the child leads its own group
+        _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            self.popen.poll()
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            _killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+        if self._owns_log:
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else ("running" if self.alive() else "exited")
+        return f"<EmulatorProcess {self.name} {self.host_port} pid={self.pid} {state}>"
+
+
+_LIVE: set[EmulatorProcess] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Safety net: no emulator outlives the interpreter that started it."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(grace=2.0)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: str, n: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16_384))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(lines[-n:])
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return resp.status == 200 and resp.read(16).strip().startswith(b"Ok")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _java() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.access(os.path.join(java_home, "bin", "java"), os.X_OK):
+        return os.path.join(java_home, "bin", "java")
+    return shutil.which("java")
+
+
+def _spawn_and_wait(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    log_path: str | None,
+    timeout: float,
+) -> EmulatorProcess:
+    owns_log = log_path is None
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix=f"agex-{name}-emulator-", suffix=".log")
+        os.close(fd)
+    t0 = time.monotonic()
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=tempfile.gettempdir(),
+        )
+    proc = EmulatorProcess(name, popen, port, log_path, owns_log=owns_log)
+    url = f"http://{HOST}:{port}/"
+    deadline = t0 + timeout
+    delay = 0.05
+    while True:
+        if _http_ok(url):
+            proc.started_s = time.monotonic() - t0
+            return proc
+        if not proc.alive():
+            tail = proc.log_tail()
+            proc._owns_log = False  # keep the log for the message's reader
+            proc.stop()
+            raise EmulatorError(
+                f"{name} emulator exited with code {popen.returncode} before answering on {url}; "
+                f"command: {' '.join(argv)}; log {log_path}:\n{tail}"
+            )
+        if time.monotonic() > deadline:
+            tail = proc.log_tail()
+            proc._owns_log = False
+            proc.stop()
+            raise EmulatorError(
+                f"{name} emulator did not answer on {url} within {timeout:.0f}s; "
+                f"command: {' '.join(argv)}; log {log_path}:\n{tail}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _start(
+    name: str,
+    argv_for: Callable[[int], list[str]],
+    port: int | None,
+    log_path: str | None,
+    timeout: float,
+) -> EmulatorProcess:
+    """Start with a given or picked port; a picked port lost to a race is retried with a new one."""
+    attempts = 1 if port is not None else 3
+    last: EmulatorError | None = None
+    for _ in range(attempts):
+        p = port if port is not None else free_port()
+        try:
+            return _spawn_and_wait(name, argv_for(p), p, log_path, timeout)
+        except EmulatorError as e:
+            last = e
+            if "already in use" not in str(e).lower() and "bindexception" not in str(e).lower():
+                raise
+    assert last is not None
+    raise last
+
+
+def _firestore_argv(method: Method) -> tuple[str, Callable[[int], list[str]]]:
+    root = sdk_root()
+    java = _java()
+    jar = root / _FIRESTORE_JAR if root else None
+    if method in ("auto", "jar") and java and jar and jar.is_file():
+        def argv(p: int) -> list[str]:
+            return [
+                java, "-Duser.language=en", "-cp", str(jar), _FIRESTORE_MAIN, "start",
+                f"--host={HOST}", f"--port={p}",
+            ]  # fmt: skip
+        return "jar", argv
+    if method == "jar":
+        raise EmulatorError(f"Firestore emulator jar or java not found (SDK root {root}, java {java})")
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        raise EmulatorError(
+            "neither the Firestore emulator jar nor gcloud was found; install the Cloud SDK and run "
+            "`gcloud components install cloud-firestore-emulator`"
+        )
+
+    def argv_g(p: int) -> list[str]:
+        return [gcloud, "emulators", "firestore", "start", f"--host-port={HOST}:{p}", "--quiet"]
+
+    return "gcloud", argv_g
+
+
+def _pubsub_argv(method: Method, project: str) -> tuple[str, Callable[[int], list[str]]]:
+    root = sdk_root()
+    java = _java()
+    lib = root / _PUBSUB_LIB if root else None
+    jars = sorted(lib.glob("cloud-pubsub-emulator-*.jar")) if lib and lib.is_dir() else []
+    if method in ("auto", "jar") and java and jars:
+        def argv(p: int) -> list[str]:
+            return [java, "-jar", str(jars[-1]), f"--host={HOST}", f"--port={p}", f"--projects={project}"]
+        return "jar", argv
+    if method == "jar":
+        raise EmulatorError(f"Pub/Sub emulator jar or java not found (SDK root {root}, java {java})")
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        raise EmulatorError(
+            "neither the Pub/Sub emulator jar nor gcloud was found; install the Cloud SDK and run "
+            "`gcloud components install pubsub-emulator`"
+        )
+
+    def argv_g(p: int) -> list[str]:
+        return [
+            gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={HOST}:{p}",
+            f"--project={project}", "--quiet",
+        ]  # fmt: skip
+
+    return "gcloud", argv_g
+
+
+def start_firestore(
+    port: int | None = None,
+    log_path: str | None = None,
+    timeout: float = 60,
+    *,
+    method: Method = "auto",
+) -> EmulatorProcess:
+    """Start the Firestore emulator (native mode) on 127.0.0.1 and wait until it answers ``Ok``.
+
+    ``method``: ``"jar"`` runs the SDK's jar with ``java`` (faster), ``"gcloud"`` the ``gcloud
+    emulators firestore start`` wrapper, ``"auto"`` (default) the jar when present, else gcloud.
+    The emulator keeps data in memory only; it accepts every project id.
+    """
+    used, argv = _firestore_argv(method)
+    proc = _start("firestore", argv, port, log_path, timeout)
+    proc.name = f"firestore({used})"
+    return proc
+
+
+def start_pubsub(
+    project: str,
+    port: int | None = None,
+    log_path: str | None = None,
+    timeout: float = 60,
+    *,
+    method: Method = "auto",
+) -> EmulatorProcess:
+    """Start the Pub/Sub emulator for ``project`` on 127.0.0.1 and wait until it answers ``Ok``."""
+    used, argv = _pubsub_argv(method, project)
+    proc = _start("pubsub", argv, port, log_path, timeout)
+    proc.name = f"pubsub({used})"
+    return proc
+
+
+def reset_firestore(host_port: str, project: str, database: str = "(default)", timeout: float = 10) -> None:
+    """Delete every document of ``project``'s database in the Firestore emulator at ``host_port``."""
+    url = f"http://{host_port}/emulator/v1/projects/{project}/databases/{database}/documents"
+    req = urllib.request.Request(url, method="DELETE")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - emulator endpoint
+            if resp.status != 200:
+                raise EmulatorError(f"resetting Firestore emulator at {url}: HTTP {resp.status}")
+    except urllib.error.URLError as e:
+        raise EmulatorError(f"resetting Firestore emulator at {url}: {e}") from e

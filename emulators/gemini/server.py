@@ -1,0 +1,280 @@
+"""WSGI application: routing, API-key check, fault application and the request log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import ClosingIterator
+
+from .faults import FaultEffect, FaultQueue, FaultRequest, TurnFaultTracker, normalize_model
+from .scenario import ScenarioError, ScenarioSet, load_scenarios
+from .wire import ApiError, build_response, invalid, parse_generate_request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+logger = logging.getLogger(__name__)
+
+# The client defaults to /v1 (google-genai 3.x) and can be pointed at /v1beta.
+_MODEL_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
+_GENERATE_METHODS = ("generateContent", "streamGenerateContent")
+
+# Messages the real API uses for these statuses, so logs read the same as in production.
+_FAULT_MESSAGES: dict[int, str] = {
+    429: "Resource has been exhausted (e.g. check quota).",
+    500: "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+    503: "The model is overloaded. Please try again later.",
+    504: "The request timed out. Please try again.",
+}
+
+_MISSING_KEY_MESSAGE = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json")
+
+
+def _error(exc: ApiError) -> Response:
+    return _json(exc.body(), status=exc.code)
+
+
+def _has_credentials(request: Request) -> bool:
+    # Any non-empty key is accepted: the emulator checks that a key is sent, not which.
+    key = request.headers.get("x-goog-api-key") or request.args.get("key")
+    auth = request.headers.get("Authorization", "")
+    return bool((key and key.strip()) or (auth.lower().startswith("bearer ") and auth[7:].strip()))
+
+
+class RequestLog:
+    """Bounded log of generateContent requests, for tests and benchmarks to inspect."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._lock = threading.Lock()
+        self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._dropped = 0
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._entries) == self._entries.maxlen:
+                self._dropped += 1
+            self._entries.append(entry)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": list(self._entries), "dropped": self._dropped}
+
+    def clear(self) -> int:
+        with self._lock:
+            n = len(self._entries)
+            self._entries.clear()
+            self._dropped = 0
+        return n
+
+
+class EmulatorApp:
+    def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000) -> None:
+        self.scenarios = scenarios
+        self.latency_ms = latency_ms
+        self.faults = FaultQueue()
+        self.turn_faults = TurnFaultTracker()
+        self.log = RequestLog(log_size)
+        # Set on shutdown: cuts injected delays short so in-flight requests are answered
+        # (and drained) instead of being dropped with the process.
+        self._stopping = threading.Event()
+        self._inflight = 0
+        self._inflight_cond = threading.Condition()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        with self._inflight_cond:
+            self._inflight += 1
+        try:
+            request = Request(environ)
+            try:
+                response = self._dispatch(request)
+            except ApiError as exc:
+                response = _error(exc)
+            except Exception as exc:  # a bug here must still answer in the API's error shape
+                logger.exception("emulator error")
+                response = _error(ApiError(500, f"Gemini emulator internal error: {exc!r}"))
+            # The server calls close() after writing the body, so the request counts as
+            # in flight until its answer is on the wire.
+            return ClosingIterator(response(environ, start_response), self._request_done)
+        except BaseException:
+            self._request_done()
+            raise
+
+    def _request_done(self) -> None:
+        with self._inflight_cond:
+            self._inflight -= 1
+            self._inflight_cond.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Stops delaying answers and waits for in-flight requests; False on timeout."""
+        self._stopping.set()
+        with self._inflight_cond:
+            return self._inflight_cond.wait_for(lambda: self._inflight <= 0, timeout=timeout)
+
+    # -- routing -------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if path == "/healthz":
+            return _json({"status": "ok", "scenarios": len(self.scenarios.scenarios)})
+        if path.startswith("/_emulator/"):
+            return self._admin(request, path.removeprefix("/_emulator/").rstrip("/"), method)
+        m = _MODEL_PATH.match(path)
+        if m is None:
+            raise ApiError(404, f"Path {path!r} is not served by the Gemini emulator.")
+        model, rpc = m.group(1), m.group(2)
+        if rpc not in _GENERATE_METHODS:
+            raise ApiError(
+                404,
+                f"Method {rpc!r} is not supported by the Gemini emulator (only {', '.join(_GENERATE_METHODS)}).",
+            )
+        if method != "POST":
+            raise ApiError(405, f"{rpc} requires POST, got {method}.")
+        return self._generate(request, normalize_model(model), stream=rpc == "streamGenerateContent")
+
+    def _admin(self, request: Request, name: str, method: str) -> Response:
+        if name == "faults":
+            if method == "POST":
+                try:
+                    fault = self.faults.add(FaultRequest.model_validate(_admin_body(request)))
+                except ValidationError as exc:
+                    raise invalid(f"Invalid fault: {exc.errors(include_url=False)}") from None
+                return _json({"queued": fault.as_json(), "pending": self.faults.pending()})
+            if method == "DELETE":
+                return _json({"cleared": self.faults.clear()})
+            if method == "GET":
+                return _json({"pending": self.faults.pending()})
+        elif name == "requests":
+            if method == "GET":
+                return _json(self.log.snapshot())
+            if method == "DELETE":
+                return _json({"cleared": self.log.clear()})
+        elif name == "scenarios" and method == "GET":
+            return _json(
+                {
+                    "directory": str(self.scenarios.directory),
+                    "scenarios": [{"name": s.name, "file": s.source} for s in self.scenarios.scenarios],
+                }
+            )
+        elif name == "scenarios/reload" and method == "POST":
+            try:
+                # Swapping the reference is atomic; in-flight requests keep the old set.
+                self.scenarios = load_scenarios(self.scenarios.directory)
+            except ScenarioError as exc:
+                raise invalid(str(exc)) from None
+            return _json({"scenarios": [s.name for s in self.scenarios.scenarios]})
+        elif name == "reset" and method == "POST":
+            # Everything stateful, so a test can start from a clean emulator.
+            self.faults.clear()
+            self.turn_faults.reset()
+            self.log.clear()
+            return _json({"reset": True})
+        else:
+            raise ApiError(404, f"Unknown emulator admin endpoint /_emulator/{name}.")
+        raise ApiError(405, f"/_emulator/{name} does not accept {method}.")
+
+    # -- generateContent ------------------------------------------------------------
+
+    def _generate(self, request: Request, model: str, stream: bool) -> Response:
+        entry: dict[str, Any] = {
+            "model": model,
+            "turn": None,
+            "scenario": None,
+            "first_user_text": None,
+            "status": 200,
+            "at": time.time(),
+            "fault": None,
+            "error": None,
+        }
+        delay = [self.latency_ms]
+        try:
+            payload = self._answer(request, model, entry, delay)
+            response = self._stream_response(request, payload) if stream else _json(payload)
+        except ApiError as exc:
+            entry["status"] = exc.code
+            entry["error"] = exc.message
+            response = _error(exc)
+        if delay[0] > 0:
+            self._stopping.wait(delay[0] / 1000)
+        self.log.append(entry)
+        return response
+
+    def _answer(
+        self, request: Request, model: str, entry: dict[str, Any], delay: list[int]
+    ) -> dict[str, Any]:
+        if not _has_credentials(request):
+            raise ApiError(403, _MISSING_KEY_MESSAGE, "PERMISSION_DENIED")
+        parsed = parse_generate_request(model, request.get_data(cache=False))
+        entry["turn"] = parsed.model_turns
+        entry["first_user_text"] = parsed.first_user_text
+
+        # Injected faults come first: an overloaded backend fails before it looks at
+        # the request, so they apply even when no scenario would match.
+        injected = self.faults.take(model)
+        if injected is not None:
+            self._apply(injected, entry, delay, what="injected fault")
+
+        scenarios = self.scenarios
+        found = scenarios.find(parsed)
+        if found is None:
+            raise invalid(
+                f"Gemini emulator: no scenario matched (model {model!r}, first user text "
+                f"{_clip(parsed.first_user_text)!r}, system instruction {_clip(parsed.system_text or '')!r}). "
+                f"Add a scenario file to {scenarios.directory} whose `match` covers this request."
+            )
+        scenario, regex_match = found
+        entry["scenario"] = scenario.name
+        reply = scenario.reply(parsed, regex_match)
+        if reply.fault is not None and self.turn_faults.should_fault(parsed.digest, reply.fault.times):
+            effect = FaultEffect(
+                status=reply.fault.status, delay_ms=reply.fault.delay_ms or 0, source="scenario"
+            )
+            self._apply(
+                effect, entry, delay, what=f"scenario {scenario.name!r} turn {parsed.model_turns} fault"
+            )
+        return build_response(parsed, reply.text, reply.function_calls)
+
+    @staticmethod
+    def _apply(effect: FaultEffect, entry: dict[str, Any], delay: list[int], what: str) -> None:
+        entry["fault"] = effect.source
+        delay[0] += effect.delay_ms
+        if effect.status is not None:
+            message = _FAULT_MESSAGES.get(effect.status, f"Simulated HTTP {effect.status}.")
+            raise ApiError(effect.status, f"{message} ({what} from the Gemini emulator)")
+
+    @staticmethod
+    def _stream_response(request: Request, payload: dict[str, Any]) -> Response:
+        # One chunk carries the whole answer; the client concatenates chunks anyway.
+        if request.args.get("alt") == "sse":
+            body = f"data: {json.dumps(payload, ensure_ascii=False)}\r\n\r\n"
+            return Response(body, mimetype="text/event-stream")
+        return _json([payload])
+
+
+def _admin_body(request: Request) -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"Invalid JSON payload received. {exc}") from None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,69 @@
+"""A customer-support agent: looks up an order, checks the refund policy, issues the refund."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from agex.agent import Agent
+from agex.run import Limits
+from agex.tools import ToolContext, tool
+from examples import support_backend as backend
+
+
+class OrderRef(BaseModel):
+    order_id: str = Field(pattern=r"^A-\d{4}$", description="Order number, like A-1042.")
+
+
+class RefundRequest(BaseModel):
+    order_id: str = Field(pattern=r"^A-\d{4}$", description="Order number, like A-1042.")
+    amount_usd: float = Field(gt=0, description="Amount to refund in US dollars.")
+    reason: str = Field(min_length=3, max_length=500, description="Why the customer is refunded.")
+
+
+@tool
+def lookup_order(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
+    """Look up an order by its number: customer, item, amount paid, delivery date and status."""
+    order = backend.ORDERS.get(args.order_id)
+    if order is None:
+        raise LookupError(f"no order {args.order_id}")
+    return order
+
+
+@tool
+def check_refund_policy(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
+    """Check whether an order can be refunded under the store's policy, and up to what amount."""
+    order = backend.ORDERS.get(args.order_id)
+    if order is None:
+        raise LookupError(f"no order {args.order_id}")
+    age = backend.days_since(str(order["delivered_on"]), datetime.now(UTC).date())
+    if order["final_sale"]:
+        return {"eligible": False, "reason": "final-sale items cannot be refunded"}
+    if age > backend.REFUND_WINDOW_DAYS:
+        return {"eligible": False, "reason": f"delivered {age} days ago; the window is {backend.REFUND_WINDOW_DAYS} days"}
+    return {"eligible": True, "max_refund_usd": min(float(order["amount_usd"]), backend.AUTO_REFUND_LIMIT_USD),
+            "window_days": backend.REFUND_WINDOW_DAYS}
+
+
+@tool
+def issue_refund(args: RefundRequest, ctx: ToolContext) -> dict[str, object]:
+    """Refund an order to the customer's original payment method. Only after the policy check allows it."""
+    if args.order_id not in backend.ORDERS:
+        raise LookupError(f"no order {args.order_id}")
+    # the payment system dedupes on the key, so a retried step cannot pay twice
+    return backend.issue_refund(args.order_id, args.amount_usd, args.reason, ctx.idempotency_key)
+
+
+agent = Agent(
+    name="support",
+    version="1",
+    description="Answers customer refund requests for the Acme outdoor store.",
+    instructions=(
+        "You are the customer support agent for Acme Outdoor. When a customer asks for a refund: look up "
+        "the order, check the refund policy, and issue the refund only if the policy allows it, for at most "
+        "the allowed amount. Then answer the customer briefly with the outcome and the refund id."),
+    model="gemini-2.5-flash",
+    tools=(lookup_order, check_refund_policy, issue_refund),
+    limits=Limits(max_steps=10, max_tokens=100_000, max_cost_usd=0.50, max_wall_time_s=3600),
+)

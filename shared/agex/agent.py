@@ -1,0 +1,66 @@
+"""Agent definitions and the registry the functions load them from."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agex.errors import ConfigurationError, NotFound
+from agex.run import Limits
+from agex.tools import Tool
+
+
+class Agent(BaseModel):
+    """What a team writes: instructions, a model, typed tools and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    version: str = "1"
+    description: str = ""
+    instructions: str
+    model: str = "gemini-2.5-flash"
+    tools: tuple[Tool, ...] = ()
+    limits: Limits = Field(default_factory=Limits)
+    context_window_steps: int = Field(default=20, ge=1, le=1000)
+    """The model sees the run's input and the last this-many steps. Bounding the window keeps each
+    step's reads and request size flat however long the run gets."""
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+class AgentRegistry:
+    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+        self._agents: dict[str, Agent] = {}
+        for agent in agents:
+            if agent.name in self._agents:
+                raise ConfigurationError(f"two agents are named {agent.name!r}; agent names must be unique")
+            self._agents[agent.name] = agent
+
+    def get(self, name: str) -> Agent:
+        agent = self._agents.get(name)
+        if agent is None:
+            known = ", ".join(sorted(self._agents)) or "none"
+            raise NotFound(f"unknown agent {name!r}; agents here: {known}")
+        return agent
+
+    def all(self) -> list[Agent]:
+        return [self._agents[n] for n in sorted(self._agents)]
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[str]) -> AgentRegistry:
+        """Load agents from ``module:attribute`` specs (an Agent or a list of them)."""
+        agents: list[Agent] = []
+        for spec in specs:
+            module_name, _, attr = spec.partition(":")
+            if not attr:
+                raise ConfigurationError(f"agent spec {spec!r}: expected 'module:attribute'")
+            try:
+                value = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as e:
+                raise ConfigurationError(f"agent spec {spec!r} cannot be loaded: {e}") from e
+            agents.extend(value if isinstance(value, list | tuple) else [value])
+        return cls(agents)

@@ -1,0 +1,72 @@
+"""Rebuild what the model sees, and what the step in progress already did, from events. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agex.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
+from agex.run import Event, EventKind
+
+
+@dataclass
+class StepProgress:
+    """What earlier attempts of the current step recorded."""
+
+    response: ModelResponse | None = None
+    results: dict[str, tuple[bool, dict[str, Any]]] = field(default_factory=dict)
+    intents: set[str] = field(default_factory=set)
+
+
+def window_start(current_step: int, window_steps: int) -> int:
+    """First step whose events the model sees at ``current_step``."""
+    return max(1, current_step - window_steps)
+
+
+def _response_of(event: Event) -> ModelResponse:
+    data = event.data
+    return ModelResponse(message=Message.model_validate(data["message"]),
+                         usage=TokenUsage(input_tokens=data["usage"]["input_tokens"],
+                                          output_tokens=data["usage"]["output_tokens"]),
+                         model_version=data.get("model_version", ""), finish_reason=data.get("finish_reason", ""))
+
+
+def _tool_message(results: list[Event]) -> Message:
+    return Message(role="user", parts=[
+        Part(function_response=FunctionResponse(id=e.data["call_id"], name=e.data["name"], response=e.data["output"]))
+        for e in results])
+
+
+def rebuild(run_input: str, events: list[Event], current_step: int) -> tuple[list[Message], StepProgress]:
+    """Messages of the committed steps in ``events`` (after the user's input), and the progress of
+    ``current_step``. Events must be ordered by seq and cover whole steps."""
+    messages = [Message(role="user", parts=[Part(text=run_input)])]
+    progress = StepProgress()
+    by_step: dict[int, list[Event]] = {}
+    for event in events:
+        by_step.setdefault(event.step, []).append(event)
+    for step in sorted(by_step):
+        step_events = by_step[step]
+        if step == current_step:
+            for e in step_events:
+                if e.kind == EventKind.model_response:
+                    progress.response = _response_of(e)
+                elif e.kind == EventKind.tool_intent:
+                    progress.intents.add(e.data["call_id"])
+                elif e.kind == EventKind.tool_result:
+                    progress.results[e.data["call_id"]] = (e.data["ok"], e.data["output"])
+            continue
+        if step > current_step:
+            continue
+        response = next((e for e in step_events if e.kind == EventKind.model_response), None)
+        if response is None:
+            continue
+        messages.append(Message.model_validate(response.data["message"]))
+        results = [e for e in step_events if e.kind == EventKind.tool_result]
+        if results:
+            messages.append(_tool_message(results))
+    return messages, progress
+
+
+def pending_calls(response: ModelResponse, progress: StepProgress) -> list[FunctionCall]:
+    return [c for c in response.message.function_calls if c.id not in progress.results]

@@ -1,0 +1,214 @@
+"""Pure decisions of the step protocol: each takes the run head read in a transaction and returns the
+``Mutation`` to commit. No I/O, no clock, no randomness: time and identities are arguments.
+
+Why the protocol is safe under redelivery and crashes (see docs/architecture.md):
+- ``head.step`` is a fencing sequence number: only the task for step ``head.step + 1`` may work, so a
+  duplicate or stale task finds its step committed and is acknowledged without a write;
+- a step is worked by the holder of the lease alone, and every write of the step checks the lease, so
+  an attempt that was taken over cannot write after the one that took over;
+- what a step learns (the model's response, each tool's result) is written as it is learned, so a
+  retried step reuses it instead of paying for it, or doing it, twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from agex.errors import Conflict, LeaseHeld, LeaseLost, StaleDelivery
+from agex.messages import FunctionCall, Message, ModelResponse
+from agex.ports.checkpoint_store import Mutation
+from agex.run import Event, EventKind, Lease, RunError, RunHead, RunStatus
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery attempt of one step task, as Cloud Tasks describes it in its headers."""
+
+    tenant: str
+    run_id: str
+    step: int
+    task_name: str
+    attempt: int
+    """``X-CloudTasks-TaskRetryCount``: Cloud Tasks never runs two attempts of one task at once, so a
+    higher attempt of the same task proves the earlier one is over and may take its lease."""
+    instance: str
+
+    @property
+    def owner(self) -> str:
+        return f"{self.task_name}#{self.attempt}@{self.instance}"
+
+
+class Claim(StrEnum):
+    work = "work"
+    finished = "finished"
+
+
+def _events(head: RunHead, now: datetime, step: int, *items: tuple[EventKind, dict[str, Any]]) -> list[Event]:
+    return [
+        Event(seq=head.seq + i, step=step, kind=kind, at=now, expire_at=head.expire_at, data=data)
+        for i, (kind, data) in enumerate(items, start=1)
+    ]
+
+
+def _advance(head: RunHead, now: datetime, events: list[Event], **changes: Any) -> RunHead:
+    return head.model_copy(update={"seq": head.seq + len(events), "updated_at": now, **changes})
+
+
+def finish(head: RunHead, now: datetime, status: RunStatus, *, result: str | None = None,
+           error: RunError | None = None, step: int | None = None,
+           extra: tuple[tuple[EventKind, dict[str, Any]], ...] = ()) -> Mutation[Claim]:
+    """End the run: terminal status, no lease, a ``run_finished`` event."""
+    at_step = head.step if step is None else step
+    summary = {"status": status.value, "result": result, "error": error.model_dump() if error else None,
+               "usage": head.usage.model_dump()}
+    events = _events(head, now, at_step, *extra, (EventKind.run_finished, summary))
+    new = _advance(head, now, events, status=status, lease=None, result=result, error=error)
+    return Mutation(new, events, Claim.finished)
+
+
+def expire(head: RunHead, now: datetime) -> Mutation[Claim]:
+    """End a run past its retention; the Firestore TTL policy deletes it some time after."""
+    if head.status.terminal:
+        return Mutation(None)
+    return finish(head, now, RunStatus.expired,
+                  error=RunError(code="expired", message="the run passed its 7-day retention and expired"))
+
+
+def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mutation[Claim]:
+    """Take the lease of step ``d.step``, or refuse the delivery."""
+    if head.status.terminal:
+        raise StaleDelivery(f"run {head.run_id} is already {head.status.value}")
+    if d.step <= head.step:
+        raise StaleDelivery(f"step {d.step} of run {head.run_id} is already committed (at step {head.step})")
+    if d.step > head.step + 1:
+        raise StaleDelivery(f"step {d.step} is ahead of run {head.run_id} (at step {head.step}); ignored")
+    if head.status not in (RunStatus.queued, RunStatus.running):
+        raise StaleDelivery(f"run {head.run_id} is {head.status.value}; its step task is not due")
+    if now >= head.expire_at:
+        return expire(head, now)
+    if now - head.created_at > timedelta(seconds=head.limits.max_wall_time_s):
+        return finish(head, now, RunStatus.failed, error=RunError(
+            code="max_wall_time", message=f"the run exceeded its wall-time limit of {head.limits.max_wall_time_s} s"))
+    lease = head.lease
+    if lease and lease.step == d.step and lease.owner != d.owner and lease.until > now:
+        retry_of_same_task = lease.task == d.task_name and lease.attempt < d.attempt
+        if not retry_of_same_task:
+            raise LeaseHeld(f"step {d.step} of run {head.run_id} is being worked by {lease.owner} "
+                            f"until {lease.until.isoformat()}")
+    if lease and lease.owner == d.owner and lease.step == d.step:
+        raise LeaseHeld(f"step {d.step} of run {head.run_id}: this delivery is already in progress")
+    resumed = lease is not None and lease.step == d.step
+    events = _events(head, now, d.step, (EventKind.step_started, {
+        "attempt": d.attempt, "task": d.task_name, "resumed": resumed,
+        **({"previous_owner": lease.owner} if resumed and lease else {})}))
+    new_lease = Lease(owner=d.owner, task=d.task_name, attempt=d.attempt, step=d.step,
+                      until=now + timedelta(seconds=lease_seconds))
+    return Mutation(_advance(head, now, events, status=RunStatus.running, lease=new_lease), events, Claim.work)
+
+
+def check_fence(head: RunHead, owner: str, step: int) -> None:
+    """Every write of a step goes through here: only the lease holder of the current step may write."""
+    if head.status != RunStatus.running or head.lease is None or head.lease.owner != owner or head.step + 1 != step:
+        why = f"run is {head.status.value}" if head.status != RunStatus.running else "the lease moved on"
+        raise LeaseLost(f"step {step} of run {head.run_id}: stopped writing because {why}")
+
+
+def idempotency_key(head: RunHead, step: int, call: FunctionCall) -> str:
+    return f"{head.run_id}:{step}:{call.id}"
+
+
+def intent_event(head: RunHead, step: int, call: FunctionCall) -> tuple[EventKind, dict[str, Any]]:
+    return (EventKind.tool_intent, {"call_id": call.id, "name": call.name, "args": call.args,
+                                    "idempotency_key": idempotency_key(head, step, call)})
+
+
+def record_model_response(head: RunHead, owner: str, step: int, response: ModelResponse, model: str,
+                          cost_usd: float, now: datetime) -> Mutation[Claim]:
+    """Record what the model said (so a retry reuses it), its usage, and the intent of its first tool
+    call; or end the run if the usage went over a limit."""
+    check_fence(head, owner, step)
+    tokens = response.usage.input_tokens + response.usage.output_tokens
+    usage = head.usage.add(response.usage.input_tokens, response.usage.output_tokens, cost_usd)
+    record = (EventKind.model_response, {
+        "model": model, "model_version": response.model_version, "finish_reason": response.finish_reason,
+        "message": response.message.model_dump(mode="json", exclude_none=True),
+        "usage": {**response.usage.model_dump(), "cost_usd": cost_usd}})
+    head = head.model_copy(update={"usage": usage})
+    limits = head.limits
+    over = None
+    if usage.input_tokens + usage.output_tokens > limits.max_tokens:
+        over = RunError(code="max_tokens", message=f"the run used {usage.input_tokens + usage.output_tokens} "
+                        f"tokens, over its limit of {limits.max_tokens} (this call used {tokens})")
+    elif usage.cost_usd > limits.max_cost_usd:
+        over = RunError(code="max_cost", message=f"the run cost ${usage.cost_usd:.6f}, over its limit of "
+                        f"${limits.max_cost_usd:.6f}")
+    if over:
+        return finish(head, now, RunStatus.failed, error=over, step=step, extra=(record,))
+    calls = response.message.function_calls
+    items = [record] + ([intent_event(head, step, calls[0])] if calls else [])
+    events = _events(head, now, step, *items)
+    return Mutation(_advance(head, now, events), events, Claim.work)
+
+
+def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool,
+                       output: dict[str, Any], next_call: FunctionCall | None, now: datetime) -> Mutation[None]:
+    """Record one tool's result and, in the same write, the intent of the next call of the step."""
+    check_fence(head, owner, step)
+    items = [(EventKind.tool_result, {"call_id": call.id, "name": call.name, "ok": ok, "output": output})]
+    if next_call:
+        items.append(intent_event(head, step, next_call))
+    events = _events(head, now, step, *items)
+    return Mutation(_advance(head, now, events), events)
+
+
+def record_intent(head: RunHead, owner: str, step: int, call: FunctionCall, now: datetime) -> Mutation[None]:
+    """The intent of a call whose predecessor's result was written by an earlier attempt."""
+    check_fence(head, owner, step)
+    events = _events(head, now, step, intent_event(head, step, call))
+    return Mutation(_advance(head, now, events), events)
+
+
+def fail_step(head: RunHead, owner: str, step: int, error: RunError, now: datetime) -> Mutation[Claim]:
+    check_fence(head, owner, step)
+    return finish(head, now, RunStatus.failed, error=error, step=step)
+
+
+def complete_step(head: RunHead, owner: str, step: int, message: Message, now: datetime) -> Mutation[Claim]:
+    """Evaluate the step and commit it: done, over the step limit, or on to the next step."""
+    check_fence(head, owner, step)
+    calls = message.function_calls
+    evaluation = {"tool_calls": len(calls), "done": not calls}
+    committed = head.model_copy(update={"step": step})
+    if not calls:
+        if not message.text.strip():
+            return finish(committed, now, RunStatus.failed, step=step, extra=((EventKind.step_completed, evaluation),),
+                          error=RunError(code="model_error", message="the model returned neither text nor tool calls"))
+        return finish(committed, now, RunStatus.succeeded, result=message.text, step=step,
+                      extra=((EventKind.step_completed, evaluation),))
+    if step >= head.limits.max_steps:
+        return finish(committed, now, RunStatus.failed, step=step, extra=((EventKind.step_completed, evaluation),),
+                      error=RunError(code="max_steps", message=f"the run reached its limit of "
+                                     f"{head.limits.max_steps} steps without a final answer"))
+    events = _events(committed, now, step, (EventKind.step_completed, evaluation))
+    return Mutation(_advance(committed, now, events, lease=None), events, Claim.work)
+
+
+def cancel(head: RunHead, principal: str, now: datetime) -> Mutation[None]:
+    if head.status.terminal:
+        raise Conflict(f"run {head.run_id} is already {head.status.value}; only an unfinished run can be cancelled")
+    events = _events(head, now, head.step, (EventKind.run_cancelled, {"by": principal}))
+    return Mutation(_advance(head, now, events, status=RunStatus.cancelled, lease=None), events)
+
+
+def reenqueue(head: RunHead, now: datetime, stale_before: datetime) -> Mutation[int]:
+    """The sweep's decision for an active run whose step task was lost: a new task generation."""
+    if head.status not in (RunStatus.queued, RunStatus.running) or head.updated_at > stale_before:
+        return Mutation(None)
+    if head.lease and head.lease.until > now:
+        return Mutation(None)
+    generation = head.generation + 1
+    events = _events(head, now, head.step + 1, (EventKind.sweep_reenqueued, {"generation": generation}))
+    return Mutation(_advance(head, now, events, generation=generation), events, generation)

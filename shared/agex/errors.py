@@ -1,0 +1,140 @@
+"""The one error taxonomy of Agent Executor.
+
+Three families, as in the best runtimes of this field:
+- request errors a caller can fix (``RequestError`` and subclasses): each carries an HTTP status and a
+  stable ``code`` so the API can answer ``{"error": {"code", "message"}}`` without a lookup table;
+- developer mistakes in an agent definition or configuration (``ConfigurationError``);
+- control flow of the step protocol (``StaleDelivery``, ``LeaseHeld``, ``LeaseLost``) and transient
+  infrastructure failures (``TransientError``) that tell the step function to acknowledge or to let
+  Cloud Tasks retry.
+
+Adapters translate SDK exceptions into these with ``raise ... from e``; nothing above the adapters
+catches a ``google.*`` exception.
+"""
+
+from __future__ import annotations
+
+
+class AgexError(Exception):
+    """Base of every error raised on purpose by Agent Executor."""
+
+    code = "internal"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- errors a caller can fix -------------------------------------------------------------------------
+
+
+class RequestError(AgexError):
+    """A request that cannot be served as sent. The message says what was wrong and what to do."""
+
+    code = "invalid_argument"
+    status = 400
+
+
+class InvalidJson(RequestError):
+    code = "invalid_json"
+
+
+class Unauthenticated(RequestError):
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDenied(RequestError):
+    code = "permission_denied"
+    status = 403
+
+
+class NotFound(RequestError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(RequestError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+# --- developer mistakes -------------------------------------------------------------------------------
+
+
+class ConfigurationError(AgexError):
+    """An agent definition, tool or setting is wrong; fixing it needs a code or config change."""
+
+    code = "configuration_error"
+
+
+# --- step protocol control flow -----------------------------------------------------------------------
+
+
+class StepControl(AgexError):
+    """Raised inside a step to stop it; the step function maps each to a delivery outcome."""
+
+
+class StaleDelivery(StepControl):
+    """The task is for a step that already committed, or for a finished run: acknowledge, do nothing."""
+
+    code = "stale_delivery"
+    status = 200
+
+
+class LeaseHeld(StepControl):
+    """Another live attempt holds the step's lease: answer non-2xx so Cloud Tasks tries again later."""
+
+    code = "lease_held"
+    status = 409
+
+
+class LeaseLost(StepControl):
+    """This attempt's lease was taken over (it was too slow, or the run was cancelled): stop writing."""
+
+    code = "lease_lost"
+    status = 200
+
+
+# --- infrastructure -----------------------------------------------------------------------------------
+
+
+class TransientError(AgexError):
+    """A dependency failed in a way worth retrying (quota, unavailable, timeout). Cloud Tasks retries."""
+
+    code = "unavailable"
+    status = 503
+
+
+class AlreadyExists(AgexError):
+    """A create found the name taken (task names, run ids). Adapters raise it; callers decide."""
+
+    code = "already_exists"
+    status = 409
+
+    def __init__(self, message: str, existing: object | None = None) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class ModelError(AgexError):
+    """The model refused the request for a reason retrying will not fix (bad request, blocked)."""
+
+    code = "model_error"
+    status = 502

@@ -1,0 +1,36 @@
+"""Failpoints: named places where an operator can make a process die on purpose, for chaos drills.
+
+Like etcd's gofail or TiKV's fail-rs: ``hit("step.after_model")`` does nothing unless the file named
+by ``AGEX_FAILPOINTS_FILE`` lists that point. Each line is ``<point> <action>``; the one action is
+``kill`` (SIGKILL this process, the crash a lost Cloud Run instance looks like). A line fires once: it
+is removed from the file before the process dies, so the restarted process gets past it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+
+ENV = "AGEX_FAILPOINTS_FILE"
+
+
+def hit(point: str) -> None:
+    path = os.environ.get(ENV)
+    if not path or not os.path.exists(path):
+        return
+    with open(path, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        lines = f.read().splitlines()
+        match = next((i for i, line in enumerate(lines) if line.split()[:1] == [point]), None)
+        if match is None:
+            return
+        action = lines[match].split()[1] if len(lines[match].split()) > 1 else "kill"
+        del lines[match]
+        f.seek(0)
+        f.truncate()
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,165 @@
+"""The public HTTP API (``/v1``), served by the ``api`` function. Documented in docs/api.md; the
+OpenAPI document at ``GET /v1/openapi.json`` is built from the same views."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from agex.agent import AgentRegistry
+from agex.auth import Authenticator, Caller
+from agex.errors import (
+    AgexError,
+    InvalidJson,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
+from agex.http import openapi
+from agex.http.responses import error_response, json_response
+from agex.http.views import AgentList, AgentView, EventsPage, EventView, RunView
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.service import CreateRunRequest, RunService
+
+MAX_PAGE_SIZE = 1000
+_log = log.get("api")
+
+
+class _IdConverter(BaseConverter):
+    """Ids are URL-safe and never contain ':', so ``/v1/runs/{id}:cancel`` splits cleanly."""
+
+    regex = r"[A-Za-z0-9_-]+"
+
+
+_routes = Map([
+    Rule("/healthz", endpoint="health", methods=["GET"]),
+    Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
+    Rule("/v1/agents", endpoint="list_agents", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>", endpoint="get_agent", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>/runs", endpoint="start_run", methods=["POST"]),
+    Rule("/v1/runs/<id:run_id>", endpoint="get_run", methods=["GET"]),
+    Rule("/v1/runs/<id:run_id>/events", endpoint="list_events", methods=["GET"]),
+    Rule("/v1/runs/<id:run_id>:cancel", endpoint="cancel_run", methods=["POST"]),
+], converters={"id": _IdConverter}, strict_slashes=False)
+
+_PUBLIC = {"health", "openapi"}
+
+
+class PublicApi:
+    def __init__(self, *, service: RunService, agents: AgentRegistry, authenticator: Authenticator,
+                 max_body_bytes: int, base_url: str = "") -> None:
+        self.service, self.agents, self.auth = service, agents, authenticator
+        self.max_body_bytes = max_body_bytes
+        self.base_url = base_url.rstrip("/")
+
+    def __call__(self, request: Request) -> Response:
+        with tracing.tracer().start_as_current_span(
+                f"{request.method} {request.path}", context=tracing.extract(request.headers)):
+            try:
+                endpoint, params = _routes.bind("", path_info=request.path).match(method=request.method)
+                caller = None if endpoint in _PUBLIC else self.auth.authenticate(request.headers)
+                with log.labels(tenant=caller.tenant if caller else None):
+                    return getattr(self, f"_{endpoint}")(request, caller, **params)
+            except WerkzeugNotFound:
+                return error_response(NotFound(f"no route for {request.method} {request.path}; see GET /v1/openapi.json"))
+            except WerkzeugMethodNotAllowed as e:
+                allowed = ", ".join(sorted(e.valid_methods or []))
+                return error_response(MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}"))
+            except AgexError as e:
+                if e.status >= 500:
+                    _log.exception("request failed")
+                return error_response(e)
+
+    # --- endpoints -----------------------------------------------------------------------------------
+
+    def _health(self, request: Request, caller: None) -> Response:
+        return json_response({"status": "ok"})
+
+    def _openapi(self, request: Request, caller: None) -> Response:
+        return json_response(openapi.document(self.base_url))
+
+    def _list_agents(self, request: Request, caller: Caller) -> Response:
+        return json_response(AgentList(agents=[AgentView.of(a) for a in self.agents.all()]).model_dump(mode="json"))
+
+    def _get_agent(self, request: Request, caller: Caller, agent: str) -> Response:
+        return json_response(AgentView.of(self.agents.get(agent)).model_dump(mode="json"))
+
+    def _start_run(self, request: Request, caller: Caller, agent: str) -> Response:
+        self.agents.get(agent)  # an unknown agent is a 404 before the body is even read
+        body = self._json_body(request)
+        try:
+            create = CreateRunRequest.model_validate(body)
+        except ValidationError as e:
+            raise RequestError(f"invalid run request: {_describe(e)}") from e
+        started = self.service.start(caller, agent, create, idempotency_key=request.headers.get("Idempotency-Key"),
+                                     traceparent=tracing.current_traceparent())
+        view = RunView.of(started.run, self.base_url)
+        log.info(_log, "run started" if not started.replayed else "run request replayed",
+                 run=started.run.run_id, agent=agent)
+        headers = {"Location": view.links.self, **({"Idempotent-Replayed": "true"} if started.replayed else {})}
+        return json_response(view.model_dump(mode="json"), 202, headers)
+
+    def _get_run(self, request: Request, caller: Caller, run_id: str) -> Response:
+        return json_response(RunView.of(self.service.get(caller, run_id), self.base_url).model_dump(mode="json"))
+
+    def _list_events(self, request: Request, caller: Caller, run_id: str) -> Response:
+        after = _int_param(request, "page_token", 0, 0, 2**62)
+        size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
+        events = self.service.events(caller, run_id, after_seq=after, limit=size + 1)
+        more = len(events) > size
+        page = EventsPage(events=[EventView.of(e) for e in events[:size]],
+                          next_page_token=str(events[size - 1].seq) if more else None)
+        return json_response(page.model_dump(mode="json"))
+
+    def _cancel_run(self, request: Request, caller: Caller, run_id: str) -> Response:
+        return json_response(RunView.of(self.service.cancel(caller, run_id), self.base_url).model_dump(mode="json"))
+
+    # --- parsing -------------------------------------------------------------------------------------
+
+    def _json_body(self, request: Request) -> Any:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {self.max_body_bytes}")
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
+        raw = request.get_data(cache=False)
+        if len(raw) > self.max_body_bytes:
+            raise PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidJson(f"request body is not valid JSON: {e}") from e
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RequestError(f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise RequestError(f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = "unknown field; allowed fields are input and metadata" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+Handler = Callable[[Request], Response]

@@ -1,0 +1,82 @@
+"""The endpoint Cloud Tasks calls: ``POST /`` runs one step, ``POST /sweep`` runs the sweep (called by
+Cloud Scheduler in the cloud, by ``agex dev`` locally). Both demand the expected OIDC token.
+
+Status codes are the retry protocol with Cloud Tasks: 2xx acknowledges (done, or nothing to do);
+409 (lease held elsewhere), 503 (a dependency is unavailable) and 500 (a crash) make it retry the task
+with the queue's backoff, so waiting never keeps an instance busy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+from opentelemetry import context
+from pydantic import BaseModel, ConfigDict, ValidationError
+from werkzeug.wrappers import Request, Response
+
+from agex.engine.decisions import Delivery
+from agex.engine.stepper import StepRunner
+from agex.errors import AgexError, InvalidJson, NotFound, RequestError, StepControl
+from agex.http.responses import error_response, json_response
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.ports.task_queue import StepTask
+from agex.service import RunService
+
+_log = log.get("step")
+
+
+class StepTaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    run_id: str
+    step: int
+    generation: int = 0
+
+
+class StepEndpoint:
+    def __init__(self, *, runner: StepRunner, service: RunService, verify: Callable[[Mapping[str, str]], None],
+                 instance: str) -> None:
+        self.runner, self.service, self.verify, self.instance = runner, service, verify, instance
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            if request.method != "POST":
+                raise RequestError("the step endpoint takes POST requests from Cloud Tasks only")
+            self.verify(request.headers)
+            if request.path.rstrip("/") == "/sweep":
+                report = self.service.sweep()
+                return json_response({"outcome": "swept", **report.__dict__})
+            return self._step(request)
+        except StepControl as e:
+            return json_response({"outcome": e.code, "detail": e.message}, e.status)
+        except NotFound as e:
+            # the run is gone (deleted by TTL, or never existed): nothing will ever make this task useful
+            _log.warning("acknowledged a task for a missing run: %s", e.message)
+            return json_response({"outcome": "stale", "detail": e.message})
+        except AgexError as e:
+            if e.status >= 500:
+                _log.exception("step failed; Cloud Tasks will retry it")
+            return error_response(e)
+
+    def _step(self, request: Request) -> Response:
+        try:
+            body = StepTaskBody.model_validate(json.loads(request.get_data() or b"null"))
+        except json.JSONDecodeError as e:
+            raise InvalidJson(f"step task body is not JSON: {e}") from e
+        except ValidationError as e:
+            raise RequestError(f"step task body is malformed: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
+        task_name = request.headers.get("X-CloudTasks-TaskName") or StepTask(
+            tenant=body.tenant, run_id=body.run_id, step=body.step, generation=body.generation).name
+        delivery = Delivery(tenant=body.tenant, run_id=body.run_id, step=body.step, task_name=task_name,
+                            attempt=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
+                            instance=self.instance)
+        token = tracing.extract(request.headers)
+        attached = context.attach(token)
+        try:
+            result = self.runner.run(delivery)
+        finally:
+            context.detach(attached)
+        return json_response({"outcome": result.outcome.value, "detail": result.detail})

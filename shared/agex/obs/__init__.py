@@ -1,0 +1,1 @@
+"""Observability: Cloud Logging JSON logs and one trace per run."""

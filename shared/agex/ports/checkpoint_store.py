@@ -1,0 +1,62 @@
+"""Checkpoint store port: run heads and their append-only events."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from agex.run import Event, RunHead, RunStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Mutation(Generic[T]):
+    """What a transactional update decided: the new head (or None to write nothing), new events, and a
+    value handed back to the caller. ``events`` must continue ``head.seq`` of the head read."""
+
+    head: RunHead | None
+    events: Sequence[Event] = field(default_factory=tuple)
+    value: T | None = None
+
+
+class CheckpointStore(abc.ABC):
+    """Transactions on one run head plus appends to its events.
+
+    ``update_run`` is the only way to change a run: the store reads the head, calls ``mutate`` (a pure
+    function, which may run several times when the store retries on contention), and writes the new head
+    and events atomically, or nothing. Events are created, never overwritten.
+    """
+
+    @abc.abstractmethod
+    def create_run(self, head: RunHead, events: Sequence[Event]) -> RunHead:
+        """Create the head and its first events; raise ``AlreadyExists`` with the stored head attached
+        as ``existing`` if a run with this id exists already."""
+
+    @abc.abstractmethod
+    def get_run(self, tenant: str, run_id: str) -> RunHead | None: ...
+
+    @abc.abstractmethod
+    def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
+        """Apply ``mutate`` in a transaction; raise ``NotFound`` if the run does not exist."""
+
+    @abc.abstractmethod
+    def list_events(
+        self, tenant: str, run_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Event]:
+        """Events with ``seq > after_seq`` in order, at most ``limit``."""
+
+    @abc.abstractmethod
+    def events_since_step(self, tenant: str, run_id: str, step: int) -> list[Event]:
+        """Events of steps ``>= step`` in order: the context window and the step in progress."""
+
+    @abc.abstractmethod
+    def find_runs(
+        self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100
+    ) -> list[RunHead]:
+        """Runs of every tenant in one of ``statuses`` not updated since ``updated_before``: the sweep's
+        query for runs that lost their step task."""
+

@@ -1,0 +1,138 @@
+"""The durable state of a run: its head document and its append-only events.
+
+Stored as ``tenants/{tenant}/runs/{run}`` (the head) and ``tenants/{tenant}/runs/{run}/events/{seq}``.
+The head has a fixed shape whatever the run's length: history lives only in events, so a step writes
+its own delta and the head never approaches Firestore's 1 MiB document limit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+"""Bumped when the stored shape changes incompatibly; every head and event carries it."""
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    waiting_approval = "waiting_approval"
+    waiting_timer = "waiting_timer"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    expired = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = {RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.expired}
+ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running)
+"""Statuses in which a run must have a live step task; the sweep looks for runs that lost theirs."""
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(_Doc):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    model_calls: int = 0
+
+    def add(self, input_tokens: int, output_tokens: int, cost_usd: float) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + input_tokens,
+            output_tokens=self.output_tokens + output_tokens,
+            cost_usd=round(self.cost_usd + cost_usd, 9),
+            model_calls=self.model_calls + 1,
+        )
+
+
+class Limits(_Doc):
+    """Per-run limits; a run over any of them stops as ``failed`` with the limit named."""
+
+    max_steps: int = Field(default=25, ge=1, le=10_000)
+    max_tokens: int = Field(default=500_000, ge=1)
+    """Input plus output tokens over all model calls of the run."""
+    max_cost_usd: float = Field(default=1.0, gt=0)
+    max_wall_time_s: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
+
+
+class Lease(_Doc):
+    """Who may write the step in progress. Fencing: every write of a step checks the owner."""
+
+    owner: str
+    """``{task name}#{retry count}/{instance}``: unique per delivery attempt."""
+    task: str
+    attempt: int
+    step: int
+    until: datetime
+
+
+class RunError(_Doc):
+    code: str
+    """Stable, machine-readable: ``max_steps``, ``max_tokens``, ``max_cost``, ``max_wall_time``,
+    ``model_error``, ``tool_uncertain``, ``expired``, ``internal``."""
+    message: str
+
+
+class RunHead(_Doc):
+    format: int = FORMAT_VERSION
+    run_id: str
+    tenant: str
+    agent: str
+    agent_version: str
+    principal: str
+    """Who started the run."""
+    status: RunStatus = RunStatus.queued
+    step: int = 0
+    """Steps committed so far; the task for step ``step + 1`` is the only one that may run."""
+    seq: int = 0
+    """Events written so far; the next event gets ``seq + 1``."""
+    generation: int = 0
+    """Bumped by the sweep when it re-enqueues a lost step task, so the new task gets a fresh name."""
+    input: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    usage: Usage = Field(default_factory=Usage)
+    lease: Lease | None = None
+    result: str | None = None
+    error: RunError | None = None
+    trace: str = ""
+    """W3C traceparent of the run's root span; every step task carries a child of it."""
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    expire_at: datetime
+    """Firestore TTL deletes the run after this; the runtime also refuses to step past it."""
+
+
+class EventKind(StrEnum):
+    run_created = "run_created"
+    step_started = "step_started"
+    model_response = "model_response"
+    tool_intent = "tool_intent"
+    tool_result = "tool_result"
+    step_completed = "step_completed"
+    run_finished = "run_finished"
+    run_cancelled = "run_cancelled"
+    sweep_reenqueued = "sweep_reenqueued"
+
+
+class Event(_Doc):
+    format: int = FORMAT_VERSION
+    seq: int
+    step: int
+    kind: EventKind
+    at: datetime
+    expire_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,110 @@
+"""The composition root: builds the ports, the service and the handlers from ``Settings``.
+
+Everything is built on first use, so each function pays at start only for what it serves: the API
+never imports ``google.genai``, and the step function imports it on its first model call.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from datetime import timedelta
+
+from agex.agent import Agent, AgentRegistry
+from agex.auth import StaticTokenAuthenticator
+from agex.clock import RandomIds, SystemClock
+from agex.engine.stepper import StepRunner, StepSettings
+from agex.http.public_api import PublicApi
+from agex.http.step_endpoint import StepEndpoint
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.event_bus import EventBus
+from agex.ports.model import Model
+from agex.ports.task_queue import TaskQueue
+from agex.pricing import Pricing
+from agex.service import RunService
+from agex.settings import Settings
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.clock = SystemClock()
+        self.ids = RandomIds()
+        self.pricing = Pricing()
+        log.setup(self.settings.project)
+        tracing.setup()
+
+    @functools.cached_property
+    def agents(self) -> AgentRegistry:
+        registry = AgentRegistry.from_specs(self.settings.agent_specs)
+        for agent in registry.all():
+            self.pricing.check(agent.model)
+        return registry
+
+    @functools.cached_property
+    def store(self) -> CheckpointStore:
+        from google.cloud import firestore
+
+        from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+        return FirestoreCheckpointStore(firestore.Client(project=self.settings.project))
+
+    @functools.cached_property
+    def queue(self) -> TaskQueue:
+        from agex.gcp.cloud_tasks import CloudTasksQueue
+
+        s = self.settings
+        return CloudTasksQueue(project=s.project, location=s.location, queue=s.queue, url=s.step_url,
+                               service_account=s.step_service_account, audience=s.audience,
+                               emulator_host=s.tasks_emulator_host)
+
+    @functools.cached_property
+    def bus(self) -> EventBus:
+        from agex.gcp.pubsub_bus import PubSubEventBus
+
+        return PubSubEventBus(self.settings.project)
+
+    @functools.cached_property
+    def _model(self) -> Model:
+        from agex.gcp.gemini import GeminiModel
+
+        s = self.settings
+        return GeminiModel(api_key=s.gemini_api_key, base_url=s.gemini_base_url, vertex=s.vertex, project=s.project,
+                           location=s.location, timeout_seconds=s.model_timeout_seconds)
+
+    def model_for(self, agent: Agent) -> Model:
+        return self._model
+
+    @functools.cached_property
+    def service(self) -> RunService:
+        return RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock, ids=self.ids,
+                          max_input_bytes=self.settings.max_input_bytes,
+                          sweep_after=timedelta(seconds=self.settings.sweep_after_seconds))
+
+    @functools.cached_property
+    def public_api(self) -> PublicApi:
+        return PublicApi(service=self.service, agents=self.agents,
+                         authenticator=StaticTokenAuthenticator.parse(self.settings.dev_tokens),
+                         max_body_bytes=self.settings.max_input_bytes * 2 + 16 * 1024,
+                         base_url=self.settings.public_url)
+
+    @functools.cached_property
+    def step_endpoint(self) -> StepEndpoint:
+        from agex.gcp.oidc import OidcVerifier
+
+        s = self.settings
+        runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
+                            models=self.model_for, pricing=self.pricing, clock=self.clock,
+                            settings=StepSettings(lease_seconds=s.step_lease_seconds))
+        verify = OidcVerifier(audience=s.audience, service_account=s.step_service_account, certs_url=s.oidc_certs_url)
+        return StepEndpoint(runner=runner, service=self.service, verify=verify,
+                            instance=f"{socket.gethostname()}-{os.getpid()}")
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """The process-wide runtime, built from the environment on first use."""
+    return Runtime()

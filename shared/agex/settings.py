@@ -1,0 +1,57 @@
+"""Process settings, from ``AGEX_*`` environment variables (documented in docs/operations.md).
+
+The Google client libraries read their own emulator variables (``FIRESTORE_EMULATOR_HOST``,
+``PUBSUB_EMULATOR_HOST``); ours are ``AGEX_TASKS_EMULATOR_HOST`` and ``AGEX_GEMINI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGEX_", extra="ignore")
+
+    project: str = "agex-local"
+    location: str = "us-central1"
+    agents: str = "examples.support_agent:agent"
+    """Comma-separated ``module:attribute`` specs of the agents this deployment runs."""
+
+    # step tasks
+    queue: str = "agex-steps"
+    step_url: str = "http://127.0.0.1:8081/"
+    """Where Cloud Tasks delivers step tasks: the ``step`` function's URL."""
+    step_service_account: str = "agex-step@agex-local.iam.gserviceaccount.com"
+    """The identity Cloud Tasks signs the OIDC token as; the step function accepts only this one."""
+    step_audience: str = ""
+    """Audience of the OIDC token; defaults to ``step_url``."""
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    """Where the step function fetches the keys that sign OIDC tokens; the emulator's locally."""
+    tasks_emulator_host: str = ""
+    step_lease_seconds: float = 120.0
+    sweep_after_seconds: float = 300.0
+    """An active run with no write for this long and no live task is re-enqueued by the sweep."""
+
+    # model
+    gemini_api_key: str = ""
+    gemini_base_url: str = ""
+    """Base URL of the Gemini API; set to the emulator's locally."""
+    vertex: bool = False
+    """Use Vertex AI (project and location, application default credentials) instead of an API key."""
+    model_timeout_seconds: float = 60.0
+
+    # API
+    dev_tokens: str = "dev-token=dev:dev@example.com"
+    """``token=tenant:principal`` pairs, comma-separated, for the dev authenticator. Empty disables it."""
+    max_input_bytes: int = Field(default=32 * 1024, ge=1)
+    public_url: str = ""
+    """Base URL put in links of API responses; empty for relative links."""
+
+    @property
+    def audience(self) -> str:
+        return self.step_audience or self.step_url
+
+    @property
+    def agent_specs(self) -> list[str]:
+        return [s.strip() for s in self.agents.split(",") if s.strip()]

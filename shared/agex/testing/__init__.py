@@ -1,0 +1,5 @@
+"""Test doubles that ship with the library, so agent authors can unit-test agents without a model."""
+
+from agex.testing.models import FunctionModel, TestModel
+
+__all__ = ["FunctionModel", "TestModel"]

@@ -1,0 +1,76 @@
+"""An in-process runtime on the in-memory ports: the whole step protocol, no emulators.
+
+For unit tests of agents and of the engine (like Temporal's test environments): start a run, then
+``drive()`` delivers due step tasks until the queue is empty. The clock is manual, so leases, limits and
+expiry can be tested without waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agex.agent import Agent, AgentRegistry
+from agex.auth import Caller
+from agex.clock import ManualClock, SequentialIds
+from agex.engine.decisions import Delivery
+from agex.engine.stepper import StepResult, StepRunner, StepSettings
+from agex.errors import LeaseHeld, TransientError
+from agex.memory.checkpoint_store import InMemoryCheckpointStore
+from agex.memory.event_bus import InMemoryEventBus
+from agex.memory.task_queue import InMemoryTaskQueue
+from agex.ports.model import Model
+from agex.ports.task_queue import StepTask
+from agex.pricing import Pricing
+from agex.run import RunHead
+from agex.service import CreateRunRequest, RunService
+
+DEFAULT_CALLER = Caller("dev", "dev@example.com")
+
+
+class InMemoryRuntime:
+    def __init__(self, agents: list[Agent], model: Model | Callable[[Agent], Model], *,
+                 lease_seconds: float = 60.0) -> None:
+        self.clock = ManualClock()
+        self.store = InMemoryCheckpointStore()
+        self.queue = InMemoryTaskQueue()
+        self.bus = InMemoryEventBus()
+        self.agents = AgentRegistry(agents)
+        models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
+        self.runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
+                                 models=models, pricing=Pricing(), clock=self.clock,
+                                 settings=StepSettings(lease_seconds=lease_seconds))
+        self.service = RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock,
+                                  ids=SequentialIds())
+        self.results: list[StepResult] = []
+
+    def start(self, agent: str, input: str, caller: Caller = DEFAULT_CALLER, **kwargs: object) -> RunHead:
+        return self.service.start(caller, agent, CreateRunRequest(input=input), **kwargs).run  # type: ignore[arg-type]
+
+    def deliver(self, task: StepTask, attempt: int = 0, instance: str = "test") -> StepResult:
+        """One delivery of ``task``, as Cloud Tasks would make it."""
+        result = self.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
+                                          task_name=task.name, attempt=attempt, instance=instance))
+        self.results.append(result)
+        return result
+
+    def drive(self, max_deliveries: int = 10_000) -> int:
+        """Deliver due tasks until none is left; a delivery that asks for a retry is retried."""
+        delivered = 0
+
+        def handle(task: StepTask, attempt: int) -> bool:
+            try:
+                self.deliver(task, attempt)
+                return True
+            except (LeaseHeld, TransientError):
+                return False
+
+        while self.queue.pending() and delivered < max_deliveries:
+            delivered += self.queue.deliver_due(self.clock.now(), handle)
+        return delivered
+
+    def run(self, agent: str, input: str) -> RunHead:
+        head = self.start(agent, input)
+        self.drive()
+        final = self.store.get_run(head.tenant, head.run_id)
+        assert final is not None
+        return final

@@ -1,0 +1,618 @@
+"""The Gemini emulator, exercised through the real google-genai client.
+
+One emulator process serves the whole module (startup dominates runtime); an autouse
+fixture resets its state (faults, request log, per-turn fault counters) before each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google import genai
+from google.genai import errors, types
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "gemini-2.5-flash"
+READY_RE = re.compile(r"^READY http=127\.0\.0\.1:(\d+)$")
+
+SCENARIOS: dict[str, str] = {
+    # Sorted by file name: flaky, greet, loop, slow-turn, support-refund, tpl.
+    "flaky.yaml": """
+name: flaky
+match: {input_regex: "^flaky$"}
+turns:
+  - text: "first"
+    fault: {status: 503, times: 2}
+  - text: "second"
+""",
+    "greet.yaml": """
+name: greet
+match: {input_regex: "^hello"}
+turns:
+  - text: "Hi there!"
+""",
+    "loop.yaml": """
+name: loop
+match: {input_regex: "^loop (\\\\d+)$"}
+loop: {count: "{input.1}", function_call: {name: tick, args: {n: "{turn}", label: "tick {turn}"}}, final_text: "looped {input.1} times", payload_bytes: 50}
+""",
+    "slow-turn.yaml": """
+name: slow-turn
+match: {input_regex: "^slow turn$"}
+turns:
+  - text: "late"
+    fault: {delay_ms: 500}
+""",
+    "support-refund.yaml": """
+name: support-refund
+match:
+  system_contains: "customer support"
+  input_regex: "refund.*order (A-\\\\d+)"
+turns:
+  - function_calls: [{name: lookup_order, args: {order_id: "{input.1}"}}]
+  - function_calls: [{name: check_refund_policy, args: {order_id: "{input.1}", options: ["{input.1}", 3]}}]
+  - text: "Refund for {input.1} approved"
+""",
+    "tpl.json": json.dumps(
+        {
+            "name": "tpl",
+            "match": {"input_regex": "^echo (\\w+) (\\w+)$"},
+            "turns": [{"text": "{input.2} {input.1} at turn {turn}"}],
+        }
+    ),
+}
+
+
+@dataclass
+class Emulator:
+    base_url: str
+    proc: subprocess.Popen[str]
+
+
+def _start(scenarios_dir: Path, *extra: str) -> Emulator:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emulators.gemini",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--scenarios",
+            str(scenarios_dir),
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = READY_RE.match(line.strip())
+            assert m, f"unexpected first stdout line: {line!r}"
+            return Emulator(base_url=f"http://127.0.0.1:{m.group(1)}", proc=proc)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    _, err = proc.communicate(timeout=5)
+    raise AssertionError(f"emulator did not print READY (rc={proc.returncode}): {err}")
+
+
+def _stop(emu: Emulator, sig: int = signal.SIGTERM) -> int:
+    emu.proc.send_signal(sig)
+    try:
+        return emu.proc.wait(timeout=10)
+    finally:
+        if emu.proc.poll() is None:
+            emu.proc.kill()
+            emu.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def scenarios_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("gemini-scenarios")
+    for name, text in SCENARIOS.items():
+        (d / name).write_text(text, encoding="utf-8")
+    (d / "notes.txt").write_text("ignored: not a scenario file", encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def emulator(scenarios_dir: Path) -> Iterator[Emulator]:
+    emu = _start(scenarios_dir)
+    try:
+        yield emu
+    finally:
+        rc = _stop(emu)
+    assert rc == 0, "emulator did not exit cleanly on SIGTERM"
+
+
+@pytest.fixture(autouse=True)
+def _reset(request: pytest.FixtureRequest) -> None:
+    if "emulator" in request.fixturenames:
+        emu: Emulator = request.getfixturevalue("emulator")
+        requests.post(f"{emu.base_url}/_emulator/reset", timeout=5).raise_for_status()
+
+
+def client_for(emu: Emulator, **http: Any) -> genai.Client:
+    # google-genai retries nothing when retry_options is unset; attempts=1 makes that
+    # explicit so a fault is seen exactly once by the test.
+    http.setdefault("retry_options", types.HttpRetryOptions(attempts=1))
+    return genai.Client(
+        vertexai=False, api_key="local-key", http_options=types.HttpOptions(base_url=emu.base_url, **http)
+    )
+
+
+def user(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+def logged(emu: Emulator) -> list[dict[str, Any]]:
+    resp = requests.get(f"{emu.base_url}/_emulator/requests", timeout=5)
+    resp.raise_for_status()
+    return resp.json()["requests"]
+
+
+def inject(emu: Emulator, **fault: Any) -> None:
+    requests.post(f"{emu.base_url}/_emulator/faults", json=fault, timeout=5).raise_for_status()
+
+
+SUPPORT_CONFIG = types.GenerateContentConfig(
+    system_instruction="You are a customer support agent.",
+    tools=[
+        types.Tool(
+            function_declarations=[
+                types.FunctionDeclaration(
+                    name=name,
+                    description=f"{name} tool",
+                    parameters_json_schema={
+                        "type": "object",
+                        "properties": {"order_id": {"type": "string"}},
+                        "required": ["order_id"],
+                    },
+                )
+                for name in ("lookup_order", "check_refund_policy")
+            ]
+        )
+    ],
+    automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+)
+
+
+# -- basic answers -------------------------------------------------------------------
+
+
+def test_text_turn_and_usage_are_deterministic(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    first = client.models.generate_content(model=MODEL, contents="hello world")
+    assert first.text == "Hi there!"
+    assert first.model_version == MODEL
+    assert first.candidates and first.candidates[0].finish_reason == types.FinishReason.STOP
+    usage = first.usage_metadata
+    assert usage is not None
+    # ceil(len("hello world") / 4) and ceil(len("Hi there!") / 4)
+    assert usage.prompt_token_count == math.ceil(11 / 4)
+    assert usage.candidates_token_count == math.ceil(9 / 4)
+    assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count
+
+    again = client.models.generate_content(model=MODEL, contents="hello world")
+    assert again.response_id == first.response_id
+    assert again.usage_metadata == usage
+
+
+def test_v1beta_prefix_streaming_and_async(emulator: Emulator) -> None:
+    beta = client_for(emulator, api_version="v1beta")
+    assert beta.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+    chunks = list(beta.models.generate_content_stream(model=MODEL, contents="hello"))
+    assert "".join(c.text or "" for c in chunks) == "Hi there!"
+
+    client = client_for(emulator)
+
+    async def run() -> str | None:
+        resp = await client.aio.models.generate_content(model=MODEL, contents="hello")
+        return resp.text
+
+    assert asyncio.run(run()) == "Hi there!"
+
+
+def test_templating_from_input_regex(emulator: Emulator) -> None:
+    # Keep a reference to the Client: it closes its HTTP pool when garbage-collected.
+    client = client_for(emulator)
+    resp = client.models.generate_content(model=MODEL, contents="echo foo bar")
+    assert resp.text == "bar foo at turn 0"
+
+
+# -- function calling -----------------------------------------------------------------
+
+
+def test_function_calling_round_trip(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    history = [user("I want a refund for order A-123 please")]
+
+    r1 = client.models.generate_content(model=MODEL, contents=history, config=SUPPORT_CONFIG)
+    assert r1.function_calls and len(r1.function_calls) == 1
+    call = r1.function_calls[0]
+    assert call.name == "lookup_order" and call.args == {"order_id": "A-123"} and call.id
+
+    # Same request again: same call id (answers are a pure function of the request).
+    r1_retry = client.models.generate_content(model=MODEL, contents=history, config=SUPPORT_CONFIG)
+    assert r1_retry.function_calls and r1_retry.function_calls[0].id == call.id
+
+    assert r1.candidates and r1.candidates[0].content
+    history.append(r1.candidates[0].content)
+    history.append(
+        types.Content(
+            role="user",
+            parts=[
+                types.Part(
+                    function_response=types.FunctionResponse(
+                        id=call.id, name=call.name, response={"status": "delivered"}
+                    )
+                )
+            ],
+        )
+    )
+    r2 = client.models.generate_content(model=MODEL, contents=history, config=SUPPORT_CONFIG)
+    assert r2.function_calls
+    assert r2.function_calls[0].name == "check_refund_policy"
+    assert r2.function_calls[0].args == {"order_id": "A-123", "options": ["A-123", 3]}
+    assert r2.function_calls[0].id != call.id
+
+    assert r2.candidates and r2.candidates[0].content
+    history.append(r2.candidates[0].content)
+    history.append(
+        types.Content(
+            role="user",
+            parts=[
+                types.Part.from_function_response(name="check_refund_policy", response={"refundable": True})
+            ],
+        )
+    )
+    r3 = client.models.generate_content(model=MODEL, contents=history, config=SUPPORT_CONFIG)
+    assert r3.text == "Refund for A-123 approved"
+    assert not r3.function_calls
+
+    # Past the script the last text turn repeats.
+    assert r3.candidates and r3.candidates[0].content
+    history += [r3.candidates[0].content, user("thanks!")]
+    r4 = client.models.generate_content(model=MODEL, contents=history, config=SUPPORT_CONFIG)
+    assert r4.text == "Refund for A-123 approved"
+
+    turns = [(e["scenario"], e["turn"], e["status"]) for e in logged(emulator)]
+    assert turns == [("support-refund", t, 200) for t in (0, 0, 1, 2, 3)]
+
+
+def test_system_instruction_is_part_of_the_match(emulator: Emulator) -> None:
+    # Same user text without the support system instruction: support-refund must not match.
+    client = client_for(emulator)
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model=MODEL, contents="refund for order A-1")
+    assert info.value.code == 400 and "no scenario matched" in (info.value.message or "")
+
+
+def test_loop_generator(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    history = [user("loop 3")]
+    ticks = []
+    for _ in range(10):
+        resp = client.models.generate_content(model=MODEL, contents=history)
+        if not resp.function_calls:
+            break
+        call = resp.function_calls[0]
+        assert call.name == "tick"
+        assert call.args is not None
+        ticks.append(call.args["n"])
+        assert call.args["label"] == f"tick {call.args['n']}"
+        assert call.args["pad"] == "x" * 50
+        assert resp.candidates and resp.candidates[0].content
+        history.append(resp.candidates[0].content)
+        history.append(
+            types.Content(
+                role="user",
+                parts=[
+                    types.Part(
+                        function_response=types.FunctionResponse(
+                            id=call.id, name="tick", response={"ok": True}
+                        )
+                    )
+                ],
+            )
+        )
+    assert ticks == [0, 1, 2]  # `{turn}` as a whole arg value is an int
+    assert resp.text == "looped 3 times"
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_no_scenario_matched(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model=MODEL, contents="what is the weather?")
+    err = info.value
+    assert err.code == 400 and err.status == "INVALID_ARGUMENT"
+    assert "no scenario matched" in (err.message or "")
+    assert "what is the weather?" in (err.message or "")
+
+
+def test_missing_api_key(emulator: Emulator) -> None:
+    keyless = client_for(emulator, headers={"x-goog-api-key": ""})
+    with pytest.raises(errors.ClientError) as info:
+        keyless.models.generate_content(model=MODEL, contents="hello")
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+
+    raw = requests.post(
+        f"{emulator.base_url}/v1beta/models/{MODEL}:generateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "hello"}]}]},
+        timeout=5,
+    )
+    assert raw.status_code == 403
+    assert raw.json()["error"]["status"] == "PERMISSION_DENIED"
+
+    # The real API also accepts the key as a query parameter.
+    raw = requests.post(
+        f"{emulator.base_url}/v1beta/models/{MODEL}:generateContent?key=k",
+        json={"contents": [{"role": "user", "parts": [{"text": "hello"}]}]},
+        timeout=5,
+    )
+    assert raw.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "Invalid JSON payload"),
+        (b"[]", "Expected a GenerateContentRequest object"),
+        (b"{}", "contents is not specified"),
+        (json.dumps({"contents": [{"role": "system", "parts": [{"text": "x"}]}]}).encode(), "valid role"),
+        (json.dumps({"contents": [{"role": "user", "parts": []}]}).encode(), "parts must not be empty"),
+        (json.dumps({"contents": [{"role": "user", "parts": [{"foo": 1}]}]}).encode(), "oneof field 'data'"),
+        (
+            json.dumps(
+                {
+                    "contents": [
+                        {"role": "user", "parts": [{"text": "hello"}]},
+                        {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+                        {"role": "user", "parts": [{"text": "no response part"}]},
+                    ]
+                }
+            ).encode(),
+            "number of function response parts",
+        ),
+    ],
+)
+def test_malformed_bodies(emulator: Emulator, body: bytes, needle: str) -> None:
+    resp = requests.post(
+        f"{emulator.base_url}/v1beta/models/{MODEL}:generateContent",
+        data=body,
+        headers={"x-goog-api-key": "k", "Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+    assert needle in error["message"]
+
+
+def test_unknown_paths(emulator: Emulator) -> None:
+    for path in (
+        "/nope",
+        f"/v1beta/models/{MODEL}:countTokens",
+        "/v2/models/x:generateContent",
+        "/_emulator/nope",
+    ):
+        resp = requests.post(
+            f"{emulator.base_url}{path}", json={}, headers={"x-goog-api-key": "k"}, timeout=5
+        )
+        assert resp.status_code == 404, path
+        assert resp.json()["error"]["status"] == "NOT_FOUND"
+    assert requests.get(f"{emulator.base_url}/healthz", timeout=5).status_code == 200
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+def test_injected_faults_raise_and_recover(emulator: Emulator) -> None:
+    client = client_for(emulator)
+
+    inject(emulator, status=429, count=1)
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model=MODEL, contents="hello")
+    assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
+    assert client.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+
+    # A model-scoped fault leaves other models alone.
+    inject(emulator, status=500, count=2, model="gemini-2.5-pro")
+    assert client.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+    for _ in range(2):
+        with pytest.raises(errors.ServerError) as server_info:
+            client.models.generate_content(model="gemini-2.5-pro", contents="hello")
+        assert server_info.value.code == 500 and server_info.value.status == "INTERNAL"
+    assert client.models.generate_content(model="gemini-2.5-pro", contents="hello").text == "Hi there!"
+
+    inject(emulator, status=503, count=1)
+    with pytest.raises(errors.ServerError) as server_info:
+        client.models.generate_content(model=MODEL, contents="hello")
+    assert server_info.value.code == 503 and server_info.value.status == "UNAVAILABLE"
+
+    statuses = [(e["model"], e["status"], e["fault"]) for e in logged(emulator)]
+    assert statuses == [
+        (MODEL, 429, "injected"),
+        (MODEL, 200, None),
+        (MODEL, 200, None),
+        ("gemini-2.5-pro", 500, "injected"),
+        ("gemini-2.5-pro", 500, "injected"),
+        ("gemini-2.5-pro", 200, None),
+        (MODEL, 503, "injected"),
+    ]
+
+
+def test_client_retries_recover_with_the_same_answer(emulator: Emulator) -> None:
+    retrying = client_for(
+        emulator,
+        retry_options=types.HttpRetryOptions(attempts=3, initial_delay=0.01, max_delay=0.05, jitter=0),
+    )
+    inject(emulator, status=503, count=2)
+    assert retrying.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+    assert [e["status"] for e in logged(emulator)] == [503, 503, 200]
+
+
+def test_fault_admin_validation_and_clear(emulator: Emulator) -> None:
+    url = f"{emulator.base_url}/_emulator/faults"
+    bad = requests.post(url, json={"count": 1}, timeout=5)
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert requests.post(url, json={"status": 500, "bogus": 1}, timeout=5).status_code == 400
+
+    inject(emulator, status=500, count=5)
+    assert len(requests.get(url, timeout=5).json()["pending"]) == 1
+    assert requests.delete(url, timeout=5).json() == {"cleared": 1}
+    client = client_for(emulator)
+    assert client.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+
+
+def test_slow_response(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    inject(emulator, delay_ms=600, count=1)
+    start = time.monotonic()
+    assert client.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+    assert time.monotonic() - start >= 0.6
+    start = time.monotonic()
+    client.models.generate_content(model=MODEL, contents="hello")
+    assert time.monotonic() - start < 0.5
+
+
+def test_per_turn_fault_times(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    for _ in range(2):
+        with pytest.raises(errors.ServerError) as info:
+            client.models.generate_content(model=MODEL, contents="flaky")
+        assert info.value.code == 503
+    assert client.models.generate_content(model=MODEL, contents="flaky").text == "first"
+    assert client.models.generate_content(model=MODEL, contents="flaky").text == "first"
+
+    # The next turn has no fault.
+    second = client.models.generate_content(
+        model=MODEL,
+        contents=[user("flaky"), types.Content(role="model", parts=[types.Part(text="first")]), user("more")],
+    )
+    assert second.text == "second"
+    assert [(e["turn"], e["status"], e["fault"]) for e in logged(emulator)] == [
+        (0, 503, "scenario"),
+        (0, 503, "scenario"),
+        (0, 200, None),
+        (0, 200, None),
+        (1, 200, None),
+    ]
+
+    # Per-turn delay.
+    start = time.monotonic()
+    assert client.models.generate_content(model=MODEL, contents="slow turn").text == "late"
+    assert time.monotonic() - start >= 0.5
+
+
+def test_requests_log(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    client.models.generate_content(model=MODEL, contents="hello there")
+    with pytest.raises(errors.ClientError):
+        client.models.generate_content(model=MODEL, contents="unmatched")
+    entries = logged(emulator)
+    assert len(entries) == 2
+    ok, missed = entries
+    assert {k: ok[k] for k in ("model", "turn", "scenario", "first_user_text", "status")} == {
+        "model": MODEL,
+        "turn": 0,
+        "scenario": "greet",
+        "first_user_text": "hello there",
+        "status": 200,
+    }
+    assert isinstance(ok["at"], float) and ok["at"] <= missed["at"]
+    assert missed["scenario"] is None and missed["status"] == 400 and missed["first_user_text"] == "unmatched"
+
+    url = f"{emulator.base_url}/_emulator/requests"
+    assert requests.delete(url, timeout=5).json() == {"cleared": 2}
+    assert logged(emulator) == []
+
+    listed = requests.get(f"{emulator.base_url}/_emulator/scenarios", timeout=5).json()["scenarios"]
+    assert [s["name"] for s in listed] == ["flaky", "greet", "loop", "slow-turn", "support-refund", "tpl"]
+
+
+# -- process level -------------------------------------------------------------------------
+
+
+def _check(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emulators.gemini", "--scenarios", str(directory), "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_bundled_example_scenarios_are_valid() -> None:
+    result = _check(REPO / "emulators" / "gemini" / "scenarios")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: bad\nturns: [{txt: hi}]\n", "txt"),
+        ("name: bad\nmatch: {input_regex: '^(a)$'}\nturns: [{text: '{input.2}'}]\n", "{input.2}"),
+        (
+            "name: bad\nturns: [{text: hi}]\nloop: {count: 1, function_call: {name: f}, final_text: x}\n",
+            "exactly one",
+        ),
+        ("- not a mapping\n", "one mapping"),
+    ],
+)
+def test_invalid_scenario_file_is_reported(tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text, encoding="utf-8")
+    result = _check(tmp_path)
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr and needle in result.stderr
+
+
+def test_latency_flag_signals_and_drain(scenarios_dir: Path) -> None:
+    emu = _start(scenarios_dir, "--latency-ms", "300")
+    try:
+        client = client_for(emu)
+        start = time.monotonic()
+        assert client.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+        assert time.monotonic() - start >= 0.3
+
+        # A request delayed when SIGINT arrives is still answered before the process exits.
+        inject(emu, delay_ms=10_000, count=1)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.models.generate_content, model=MODEL, contents="hello")
+            time.sleep(0.2)
+            start = time.monotonic()
+            assert _stop(emu, signal.SIGINT) == 0
+            assert time.monotonic() - start < 5
+            assert pending.result(timeout=5).text == "Hi there!"
+    finally:
+        if emu.proc.poll() is None:
+            _stop(emu)
