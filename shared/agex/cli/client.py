@@ -1,0 +1,65 @@
+"""A small client of the public API, for the CLI (and anyone scripting against a deployment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+DEFAULT_API = "http://127.0.0.1:8080"
+DEFAULT_TOKEN = "dev-token"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class Client:
+    def __init__(self, api: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.api = (api or os.environ.get("AGEX_API_URL") or DEFAULT_API).rstrip("/")
+        self.http = httpx.Client(base_url=self.api, timeout=timeout, headers={
+            "Authorization": f"Bearer {token or os.environ.get('AGEX_TOKEN') or DEFAULT_TOKEN}"})
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e}); is `agex dev` running?") from e
+        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if response.status_code >= 400:
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            raise ApiError(response.status_code, err.get("code", "error"), err.get("message", response.text))
+        return body
+
+    def start_run(self, agent: str, input: str, metadata: dict[str, str] | None = None,
+                  idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", f"/v1/agents/{agent}/runs", json={"input": input, "metadata": metadata or {}},
+                          headers=headers)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{run_id}")
+
+    def events_page(self, run_id: str, after: int = 0, size: int = 100) -> dict[str, Any]:
+        params: dict[str, Any] = {"page_size": size}
+        if after:
+            params["page_token"] = str(after)
+        return self._call("GET", f"/v1/runs/{run_id}/events", params=params)
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        while True:
+            page = self.events_page(run_id, after, 1000)
+            yield from page["events"]
+            if not page["next_page_token"]:
+                return
+            after = int(page["next_page_token"])
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/runs/{run_id}:cancel")
+
+    def agents(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/agents")["agents"]

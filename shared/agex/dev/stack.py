@@ -1,0 +1,228 @@
+"""Start the whole system on one machine: the SDK's Firestore and Pub/Sub emulators, our Cloud Tasks and
+Gemini emulators, and the ``api`` and ``step`` functions under functions-framework, with the same
+client libraries as in the cloud. Everything binds to 127.0.0.1 and is stopped by ``stop()``.
+
+The functions run under gunicorn (functions-framework's server): when a worker dies, gunicorn starts a
+new one, the way Cloud Run replaces a lost instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulators.gcloud import EmulatorError, EmulatorProcess, free_port, start_firestore, start_pubsub
+
+REPO = Path(__file__).resolve().parents[3]
+STEP_TOPICS = ("agex-run-events",)
+HOST = "127.0.0.1"
+
+
+@dataclass
+class StackConfig:
+    api_port: int = 8080
+    project: str = "agex-local"
+    workdir: Path = field(default_factory=lambda: Path(".agex"))
+    agents: str = "examples.support_agent:agent,examples.ticker_agent:agent"
+    scenarios: Path = field(default_factory=lambda: REPO / "examples" / "scenarios")
+    dev_tokens: str = "dev-token=dev:dev@example.com,acme-token=acme:ops@acme.test"
+    sweep_every_seconds: float = 10.0
+    sweep_after_seconds: float = 30.0
+    step_lease_seconds: float = 30.0
+    queue_min_backoff_seconds: float = 0.2
+    queue_max_backoff_seconds: float = 5.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.processes: list[EmulatorProcess] = []
+        self.env: dict[str, str] = {}
+        self.api_url = ""
+        self.step_url = ""
+        self.gemini_url = ""
+        self.tasks_host = ""
+        self.tasks_http = ""
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        c = self.config
+        logs = c.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            firestore = self._keep(start_firestore(log_path=str(logs / "firestore.log")))
+            pubsub = self._keep(start_pubsub(c.project, log_path=str(logs / "pubsub.log")))
+            tasks_port, tasks_http = free_port(), free_port()
+            self._keep(self._python("cloudtasks", [sys.executable, "-m", "emulators.cloudtasks", "--host", HOST,
+                                                   "--port", str(tasks_port), "--http-port", str(tasks_http)],
+                                    tasks_port, logs))
+            gemini_port = free_port()
+            self._keep(self._python("gemini", [sys.executable, "-m", "emulators.gemini", "--host", HOST, "--port",
+                                               str(gemini_port), "--scenarios", str(c.scenarios)], gemini_port, logs))
+            step_port = free_port()
+            self.tasks_host, self.tasks_http = f"{HOST}:{tasks_port}", f"http://{HOST}:{tasks_http}"
+            self.gemini_url = f"http://{HOST}:{gemini_port}"
+            self.step_url = f"http://{HOST}:{step_port}/"
+            self.api_url = f"http://{HOST}:{c.api_port}"
+            self.env = {
+                "FIRESTORE_EMULATOR_HOST": firestore.host_port,
+                "PUBSUB_EMULATOR_HOST": pubsub.host_port,
+                "GOOGLE_CLOUD_PROJECT": c.project,
+                "AGEX_PROJECT": c.project,
+                "AGEX_AGENTS": c.agents,
+                "AGEX_TASKS_EMULATOR_HOST": self.tasks_host,
+                "AGEX_STEP_URL": self.step_url,
+                "AGEX_OIDC_CERTS_URL": f"{self.tasks_http}/oauth2/v1/certs",
+                "AGEX_GEMINI_BASE_URL": self.gemini_url,
+                "AGEX_GEMINI_API_KEY": "local-emulator-key",
+                "AGEX_DEV_TOKENS": c.dev_tokens,
+                "AGEX_STEP_LEASE_SECONDS": str(c.step_lease_seconds),
+                "AGEX_SWEEP_AFTER_SECONDS": str(c.sweep_after_seconds),
+                "AGEX_PUBLIC_URL": self.api_url,
+                "AGEX_EXAMPLE_LEDGER": str((c.workdir / "refunds.sqlite").resolve()),
+                **c.extra_env,
+            }
+            self._provision()
+            self._keep(self._function("step", step_port, logs))
+            self._keep(self._function("api", c.api_port, logs))
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="agex-sweeper", daemon=True)
+            self._sweeper.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for proc in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                proc.stop(grace=3.0)
+        self.processes.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @contextlib.contextmanager
+    def client_env(self) -> Iterator[None]:
+        """Point this process's Google clients at the stack's emulators for the block."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def describe(self) -> dict[str, str]:
+        return {"api": self.api_url, "step": self.step_url, "gemini": self.gemini_url,
+                "cloud_tasks": self.tasks_host, "firestore": self.env.get("FIRESTORE_EMULATOR_HOST", ""),
+                "pubsub": self.env.get("PUBSUB_EMULATOR_HOST", ""), "logs": str(self.config.workdir / "logs")}
+
+    # --- pieces ---------------------------------------------------------------------------------------
+
+    def _keep(self, proc: EmulatorProcess) -> EmulatorProcess:
+        self.processes.append(proc)
+        return proc
+
+    def _provision(self) -> None:
+        """Create what Terraform creates in the cloud: the step queue and the topics."""
+        from agex.gcp.cloud_tasks import ensure_queue, make_client
+        from agex.gcp.pubsub_bus import ensure_topics
+
+        c = self.config
+        with self.client_env():
+            client = make_client(self.tasks_host)
+            ensure_queue(client, client.queue_path(c.project, "us-central1", "agex-steps"),
+                         min_backoff_s=c.queue_min_backoff_seconds, max_backoff_s=c.queue_max_backoff_seconds)
+            ensure_topics(c.project, STEP_TOPICS)
+
+    def _python(self, name: str, argv: list[str], port: int, logs: Path) -> EmulatorProcess:
+        log_path = logs / f"{name}.log"
+        popen = _spawn(argv, log_path, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = EmulatorProcess(name, popen, port, str(log_path), owns_log=False)
+        _wait(proc, lambda: "READY" in _read(log_path), f"{name} emulator")
+        return proc
+
+    def _function(self, target: str, port: int, logs: Path) -> EmulatorProcess:
+        log_path = logs / f"{target}.log"
+        argv = [sys.executable, "-m", "functions_framework", "--target", target,
+                "--source", str(REPO / "functions" / target / "main.py"), "--host", HOST, "--port", str(port)]
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        popen = _spawn(argv, log_path, env)
+        proc = EmulatorProcess(target, popen, port, str(log_path), owns_log=False)
+        _wait(proc, lambda: _answers(f"http://{HOST}:{port}/healthz"), f"{target} function")
+        return proc
+
+    def _sweep_loop(self) -> None:
+        """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
+        request carries the same OIDC token a scheduled job's would."""
+        from agex.gcp.cloud_tasks import make_client
+
+        with self.client_env():
+            client = make_client(self.tasks_host)
+        queue = client.queue_path(self.config.project, "us-central1", "agex-steps")
+        from google.cloud import tasks_v2
+
+        while not self._stop.wait(self.config.sweep_every_seconds):
+            with contextlib.suppress(Exception):
+                client.create_task(parent=queue, task=tasks_v2.Task(http_request=tasks_v2.HttpRequest(
+                    http_method=tasks_v2.HttpMethod.POST, url=self.step_url + "sweep",
+                    oidc_token=tasks_v2.OidcToken(service_account_email=_step_sa(), audience=self.step_url))))
+
+
+def _step_sa() -> str:
+    from agex.settings import Settings
+
+    return Settings().step_service_account
+
+
+def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, cwd=str(REPO))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
+            return r.status < 500
+    except urllib.error.HTTPError as e:
+        return e.code < 500
+    except OSError:
+        return False
+
+
+def _wait(proc: EmulatorProcess, ready: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():  # type: ignore[operator]
+        if not proc.alive() or time.monotonic() > deadline:
+            tail = proc.log_tail()
+            proc.stop()
+            state = "exited" if not proc.alive() else f"did not become ready in {timeout:.0f}s"
+            raise EmulatorError(f"{what} {state}; log {proc.log_path}:\n{tail}")
+        time.sleep(0.1)

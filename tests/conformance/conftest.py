@@ -1,0 +1,142 @@
+"""Fixtures of the conformance suites: every port implementation passes the same tests.
+
+The Google adapters run against the Cloud SDK emulators, started once per session on loopback ports
+by ``emulators.gcloud`` (only if a test needs them) and stopped at the end. If ``FIRESTORE_EMULATOR_HOST``
+or ``PUBSUB_EMULATOR_HOST`` is already set, that emulator is used instead of starting one. Tests are
+isolated by unique collection prefixes, tenants and topics, not by wiping the emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from agex.memory.checkpoint_store import InMemoryCheckpointStore
+from agex.memory.event_bus import InMemoryEventBus
+from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.event_bus import EventBus
+from emulators import gcloud
+
+PROJECT = "agex-test"
+
+
+def _emulator(env_var: str, start: Callable[[], gcloud.EmulatorProcess]) -> Iterator[str]:
+    existing = os.environ.get(env_var)
+    if existing:
+        yield existing
+        return
+    try:
+        proc = start()
+    except gcloud.EmulatorError as e:
+        if "not found" in str(e):
+            pytest.skip(f"emulator unavailable: {e}")
+        raise
+    os.environ[env_var] = proc.host_port
+    try:
+        yield proc.host_port
+    finally:
+        os.environ.pop(env_var, None)
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[str]:
+    """``host:port`` of a Firestore emulator; ``FIRESTORE_EMULATOR_HOST`` points at it."""
+    yield from _emulator("FIRESTORE_EMULATOR_HOST", gcloud.start_firestore)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[str]:
+    """``host:port`` of a Pub/Sub emulator; ``PUBSUB_EMULATOR_HOST`` points at it."""
+    yield from _emulator("PUBSUB_EMULATOR_HOST", lambda: gcloud.start_pubsub(PROJECT))
+
+
+@pytest.fixture(scope="session")
+def firestore_client(firestore_emulator: str) -> Any:
+    from google.cloud import firestore
+
+    client = firestore.Client(project=PROJECT)
+    yield client
+    client.close()
+
+
+def unique(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", "firestore"])
+def store(request: pytest.FixtureRequest) -> CheckpointStore:
+    if request.param == "memory":
+        return InMemoryCheckpointStore()
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+    client = request.getfixturevalue("firestore_client")
+    return FirestoreCheckpointStore(client, prefix=unique("t") + "_")
+
+
+@dataclass
+class Received:
+    id: str
+    message: dict[str, Any]
+    attributes: dict[str, str]
+
+
+@dataclass
+class BusUnderTest:
+    """An event bus, a topic it may publish to, and a way to read back what reached the topic."""
+
+    bus: EventBus
+    topic: str
+    read: Callable[[int], list[Received]]
+    """``read(n)``: the first ``n`` messages published to ``topic`` (waits for them if needed)."""
+
+
+@pytest.fixture(scope="session")
+def pubsub_clients(pubsub_emulator: str) -> Any:
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    yield publisher, subscriber
+    publisher.stop()
+    subscriber.close()
+
+
+@pytest.fixture(params=["memory", "pubsub"])
+def event_bus(request: pytest.FixtureRequest) -> BusUnderTest:
+    topic = unique("topic-")
+    if request.param == "memory":
+        mem = InMemoryEventBus()
+
+        def read_memory(n: int) -> list[Received]:
+            return [Received(m.id, m.message, m.attributes) for m in mem.on(topic)[:n]]
+
+        return BusUnderTest(mem, topic, read_memory)
+
+    from agex.gcp.pubsub_bus import PubSubEventBus, ensure_subscription, ensure_topics
+
+    publisher, subscriber = request.getfixturevalue("pubsub_clients")
+    ensure_topics(PROJECT, [topic], publisher)
+    sub = ensure_subscription(PROJECT, topic, topic + "-sub", subscriber)
+    received: list[Received] = []
+
+    def read_pubsub(n: int) -> list[Received]:
+        for _ in range(50):  # each pull waits server-side for messages; bounded for a failing test
+            if len(received) >= n:
+                break
+            resp = subscriber.pull(request={"subscription": sub, "max_messages": n - len(received)}, timeout=10)
+            if resp.received_messages:
+                subscriber.acknowledge(
+                    request={"subscription": sub, "ack_ids": [m.ack_id for m in resp.received_messages]}
+                )
+            for m in resp.received_messages:
+                msg = m.message
+                received.append(Received(msg.message_id, json.loads(msg.data), dict(msg.attributes)))
+        return received[:n]
+
+    return BusUnderTest(PubSubEventBus(PROJECT, publisher), topic, read_pubsub)
