@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agex import failpoints
 from agex.agent import AgentRegistry
 from agex.auth import Caller
 from agex.clock import Clock, Ids
@@ -88,6 +89,7 @@ class RunService:
         try:
             self.store.create_run(head, [created])
             replayed = False
+            failpoints.hit("service.after_create")
         except AlreadyExists as e:
             existing = e.existing
             if not isinstance(existing, RunHead) or existing.request_hash != request_hash:

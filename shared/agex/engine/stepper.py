@@ -25,7 +25,7 @@ from agex.ports.event_bus import EventBus
 from agex.ports.model import Model
 from agex.ports.task_queue import StepTask, TaskQueue
 from agex.pricing import Pricing
-from agex.run import RunError, RunHead
+from agex.run import ACTIVE_STATUSES, RunError, RunHead
 from agex.tools import ToolContext
 
 _log = log.get("step")
@@ -70,6 +70,7 @@ class StepRunner:
                 return self._run(d)
             except StaleDelivery as e:
                 log.info(_log, f"acknowledged without work: {e.message}", outcome="stale")
+                self._repair_successor(d)
                 return StepResult(Outcome.stale, e.message)
 
     def _run(self, d: Delivery) -> StepResult:
@@ -167,6 +168,13 @@ class StepRunner:
         self.enqueue_next(new)
         log.info(_log, f"step {d.step} committed", outcome="committed")
         return StepResult(Outcome.committed)
+
+    def _repair_successor(self, d: Delivery) -> None:
+        """A retry of a step that committed may mean its attempt died before enqueuing the next step:
+        enqueue it again. The task name is deterministic, so when it was enqueued this is a no-op."""
+        head = self.store.get_run(d.tenant, d.run_id)
+        if head is not None and head.step == d.step and head.status in ACTIVE_STATUSES:
+            self.enqueue_next(head)
 
     def enqueue_next(self, head: RunHead, delay: timedelta | None = None) -> None:
         task = StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1, generation=head.generation,

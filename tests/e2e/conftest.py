@@ -1,0 +1,77 @@
+"""The local stack for end-to-end tests: every emulator and both functions, started once per session."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agex.cli.client import Client
+from agex.dev.stack import Stack, StackConfig
+from emulators.gcloud import free_port
+
+TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+
+
+class E2E:
+    """The running stack plus what tests need to poke at it."""
+
+    def __init__(self, stack: Stack, failpoints: Path) -> None:
+        self.stack = stack
+        self.failpoints = failpoints
+        self.client = Client(stack.api_url, "dev-token")
+        self.acme = Client(stack.api_url, "acme-token")
+        self.http = httpx.Client(base_url=stack.api_url, timeout=30)
+
+    def wait(self, run_id: str, timeout: float = 120, client: Client | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = (client or self.client).run(run_id)
+            if run["status"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {run['status']} after {timeout} s: {run}")
+            time.sleep(0.2)
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.client.events(run_id))
+
+    def arm(self, *points: str) -> None:
+        """Make the step or api function SIGKILL itself once at each failpoint."""
+        self.failpoints.write_text("".join(f"{p} kill\n" for p in points))
+
+    def armed(self) -> list[str]:
+        return [line.split()[0] for line in self.failpoints.read_text().splitlines() if line.strip()]
+
+    def model_requests(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.stack.gemini_url}/_emulator/requests").json()["requests"]
+
+    def inject_model_fault(self, **fault: Any) -> None:
+        httpx.post(f"{self.stack.gemini_url}/_emulator/faults", json=fault).raise_for_status()
+
+    def log_entries(self, function: str) -> list[dict[str, Any]]:
+        path = self.stack.config.workdir / "logs" / f"{function}.log"
+        entries = []
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return entries
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    workdir = tmp_path_factory.mktemp("stack")
+    failpoints = workdir / "failpoints"
+    failpoints.write_text("")
+    config = StackConfig(api_port=free_port(), workdir=workdir, sweep_every_seconds=1.0, sweep_after_seconds=4.0,
+                         step_lease_seconds=20.0, extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints)})
+    with Stack(config) as stack:
+        yield E2E(stack, failpoints)

@@ -1,0 +1,143 @@
+"""Redelivery, crashes and lost tasks on the local stack: the run completes, each effect happens once,
+and no event is written twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from google.cloud import tasks_v2
+
+from agex.gcp.cloud_tasks import make_client
+from agex.settings import Settings
+
+from .conftest import E2E
+from .test_support_agent import REFUND, refunds_of
+
+
+def _events_are_clean(e2e: E2E, run_id: str) -> list[dict]:
+    events = e2e.events(run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    results = [(e["step"], e["data"]["call_id"]) for e in events if e["kind"] == "tool_result"]
+    assert len(results) == len(set(results)), "a tool result was recorded twice"
+    models = [e["step"] for e in events if e["kind"] == "model_response"]
+    assert len(models) == len(set(models)), "a model response was recorded twice"
+    return events
+
+
+def _enqueue_raw(e2e: E2E, name: str, body: dict) -> None:
+    """Deliver a step task the way Cloud Tasks would, under a name of our choosing (a duplicate)."""
+    client = make_client(e2e.stack.tasks_host)
+    queue = client.queue_path(e2e.stack.config.project, "us-central1", "agex-steps")
+    client.create_task(parent=queue, task=tasks_v2.Task(name=f"{queue}/tasks/{name}", http_request=tasks_v2.HttpRequest(
+        http_method=tasks_v2.HttpMethod.POST, url=e2e.stack.step_url, body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        oidc_token=tasks_v2.OidcToken(service_account_email=Settings().step_service_account,
+                                      audience=e2e.stack.step_url))))
+
+
+def _queue_drained(e2e: E2E, timeout: float = 60) -> None:
+    client = make_client(e2e.stack.tasks_host)
+    queue = client.queue_path(e2e.stack.config.project, "us-central1", "agex-steps")
+    deadline = time.monotonic() + timeout
+    while any(not t.name.rsplit("/", 1)[1].startswith("sweep") for t in client.list_tasks(parent=queue)):
+        assert time.monotonic() < deadline, "the queue did not drain"
+        time.sleep(0.2)
+
+
+def test_duplicate_and_stale_deliveries_change_nothing(e2e: E2E) -> None:
+    run = e2e.client.start_run("support", REFUND)
+    run_id = run["run_id"]
+    # duplicates of step 1 while it runs: refused while the lease is live, acknowledged once it committed
+    for i in range(4):
+        _enqueue_raw(e2e, f"dup-live-{run_id}-{i}", {"tenant": "dev", "run_id": run_id, "step": 1})
+    final = e2e.wait(run_id)
+    assert final["status"] == "succeeded"
+    before = _events_are_clean(e2e, run_id)
+    # stale tasks for every step of the finished run, delivered again
+    for step in range(1, 5):
+        _enqueue_raw(e2e, f"dup-stale-{run_id}-{step}", {"tenant": "dev", "run_id": run_id, "step": step})
+    _queue_drained(e2e)
+    assert e2e.events(run_id) == before
+    assert len(refunds_of(e2e, run_id)) == 1
+
+
+@pytest.mark.parametrize("points", [
+    ("step.after_claim",),
+    ("step.after_model",),
+    ("step.after_tool",),
+    ("step.after_commit",),
+    ("step.after_model", "step.after_tool", "step.after_commit"),
+])
+def test_a_step_killed_mid_way_is_retried_and_the_run_succeeds_with_each_effect_once(
+        e2e: E2E, points: tuple[str, ...]) -> None:
+    e2e.arm(*points)
+    run = e2e.client.start_run("support", REFUND)
+    final = e2e.wait(run["run_id"], timeout=180)
+    assert e2e.armed() == [], "every failpoint fired (and killed the step worker once)"
+    assert final["status"] == "succeeded", final
+    events = _events_are_clean(e2e, run["run_id"])
+    assert len(refunds_of(e2e, run["run_id"])) == 1
+    retries = [e for e in events if e["kind"] == "step_started" and e["data"]["resumed"]]
+    # a step killed before it committed is resumed by the retried task; one killed after its commit is
+    # acknowledged as done, and that retry re-enqueues the next step the dead attempt never enqueued
+    assert bool(retries) == any(p != "step.after_commit" for p in points)
+    # a response recorded before the crash is reused: exactly one model call per step
+    assert final["usage"]["model_calls"] == 4
+
+
+def test_a_model_response_recorded_before_a_crash_is_not_paid_for_twice(e2e: E2E) -> None:
+    e2e.arm("step.after_model")
+    text = "I need a refund for order A-1042, paid twice? no."
+    run = e2e.client.start_run("support", text)
+    assert e2e.wait(run["run_id"], timeout=180)["status"] == "succeeded"
+    calls = [r for r in e2e.model_requests() if r["first_user_text"] == text and r["status"] == 200]
+    assert len(calls) == 4
+
+
+def test_the_api_dying_before_the_first_enqueue_is_repaired_by_the_sweep(e2e: E2E) -> None:
+    e2e.arm("service.after_create")
+    with pytest.raises(Exception):  # noqa: B017 - the API process dies mid-request
+        e2e.client.start_run("support", REFUND, idempotency_key="lost-enqueue-1")
+    # the run was stored; the client cannot know its id, but the sweep finds it and the retry finds it
+    replay = e2e.client.start_run("support", REFUND, idempotency_key="lost-enqueue-1")
+    final = e2e.wait(replay["run_id"], timeout=120)
+    assert final["status"] == "succeeded"
+    assert len(refunds_of(e2e, replay["run_id"])) == 1
+
+
+def test_a_run_whose_task_was_lost_is_recovered_by_the_sweep(e2e: E2E) -> None:
+    e2e.arm("service.after_create")
+    with pytest.raises(Exception):  # noqa: B017
+        e2e.client.start_run("ticker", "tick 2", idempotency_key="lost-enqueue-2")
+    # no retry from the client this time: only the sweep can save the run
+    from agex.service import RunService
+
+    run_id = RunService._run_id(None, _dev(), "lost-enqueue-2")  # type: ignore[arg-type]
+    final = e2e.wait(run_id, timeout=120)
+    assert final["status"] == "succeeded"
+    assert any(e["kind"] == "sweep_reenqueued" for e in e2e.events(run_id))
+
+
+def _dev():  # type: ignore[no-untyped-def]
+    from agex.auth import Caller
+
+    return Caller("dev", "dev@example.com")
+
+
+def test_model_quota_errors_are_retried_by_cloud_tasks_without_failing_the_run(e2e: E2E) -> None:
+    e2e.inject_model_fault(status=429, count=2)
+    e2e.inject_model_fault(status=500, count=1)
+    run = e2e.client.start_run("ticker", "tick 2")
+    final = e2e.wait(run["run_id"])
+    assert final["status"] == "succeeded" and final["usage"]["model_calls"] == 3
+
+
+def test_fifty_runs_started_at_once_all_succeed(e2e: E2E) -> None:
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        runs = list(pool.map(lambda i: e2e.client.start_run("ticker", "tick 3", metadata={"i": str(i)}), range(50)))
+        finals = list(pool.map(lambda r: e2e.wait(r["run_id"], timeout=300), runs))
+    assert [f["status"] for f in finals] == ["succeeded"] * 50
+    assert all(f["step"] == 4 for f in finals)
