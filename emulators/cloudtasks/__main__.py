@@ -29,18 +29,36 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
         help="create projects/P/locations/L/queues/Q at start (repeatable); with --project, "
         "LOCATION/QUEUE or QUEUE (location us-central1) are accepted too",
     )
-    p.add_argument("--dedupe-window-seconds", type=float, default=3600.0,
-                   help="how long a finished or deleted task name stays reserved (default 3600)")
-    p.add_argument("--queue-tombstone-seconds", type=float, default=0.0,
-                   help="refuse re-creating a deleted queue name for this long (default 0 = allow)")
-    p.add_argument("--min-dispatch-deadline-seconds", type=float, default=15.0,
-                   help="lowest accepted Task.dispatch_deadline (default 15, as the service)")
-    p.add_argument("--dispatch-workers", type=int, default=64,
-                   help="maximum HTTP dispatches in flight across all queues (default 64)")
+    p.add_argument(
+        "--dedupe-window-seconds",
+        type=float,
+        default=3600.0,
+        help="how long a finished or deleted task name stays reserved (default 3600)",
+    )
+    p.add_argument(
+        "--queue-tombstone-seconds",
+        type=float,
+        default=0.0,
+        help="refuse re-creating a deleted queue name for this long (default 0 = allow)",
+    )
+    p.add_argument(
+        "--min-dispatch-deadline-seconds",
+        type=float,
+        default=15.0,
+        help="lowest accepted Task.dispatch_deadline (default 15, as the service)",
+    )
+    p.add_argument(
+        "--dispatch-workers",
+        type=int,
+        default=64,
+        help="maximum HTTP dispatches in flight across all queues (default 64)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG logs every dispatch (default INFO)")
     args = p.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.min_dispatch_deadline_seconds <= 0:
         p.error("--min-dispatch-deadline-seconds must be positive")
@@ -88,9 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     emulator.start()
-    print(f"READY grpc={config.host}:{emulator.grpc_port} http={config.host}:{emulator.http_port}", flush=True)
-    log.info("Cloud Tasks emulator serving gRPC on %s:%d, HTTP on %s:%d",
-             config.host, emulator.grpc_port, config.host, emulator.http_port)
+    print(
+        f"READY grpc={config.host}:{emulator.grpc_port} http={config.host}:{emulator.http_port}", flush=True
+    )
+    log.info(
+        "Cloud Tasks emulator serving gRPC on %s:%d, HTTP on %s:%d",
+        config.host,
+        emulator.grpc_port,
+        config.host,
+        emulator.http_port,
+    )
     stop.wait()
     log.info("shutting down")
     emulator.stop()

@@ -9,6 +9,7 @@ either finished or rescheduled per its retry policy.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import http
 import logging
@@ -25,7 +26,7 @@ from google.api_core import exceptions as core_exceptions
 
 from . import protos
 from .config import EmulatorConfig
-from .errors import not_found
+from .errors import ApiError
 from .oidc import OidcSigner, fake_access_token
 from .queue_config import effective_retry_config
 from .retry import RetryPolicy, backoff_after, should_give_up
@@ -99,7 +100,7 @@ class _WorkerPool:
         self._jobs: queue_mod.SimpleQueue[Callable[[], None] | None] = queue_mod.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._outstanding = 0  # submitted and not yet finished
 
     @property
     def size(self) -> int:
@@ -107,7 +108,8 @@ class _WorkerPool:
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self._max:
+            self._outstanding += 1
+            if self._outstanding > len(self._threads) and len(self._threads) < self._max:
                 thread = threading.Thread(
                     target=self._work, name=f"cloudtasks-dispatch-{len(self._threads)}", daemon=True
                 )
@@ -117,17 +119,16 @@ class _WorkerPool:
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
             job = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
             if job is None:
                 return
             try:
                 job()
             except Exception:
                 log.exception("dispatch job failed")
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
 
     def shutdown(self, timeout: float) -> None:
         with self._lock:
@@ -257,11 +258,11 @@ class Dispatcher:
         with self._cond:
             q, t = self._store.task(name)
             if self._stopping:
-                raise not_found("The emulator is shutting down.")
+                raise ApiError(grpc.StatusCode.UNAVAILABLE, "The emulator is shutting down.")
             q.unschedule(t)
             spec = self._begin_attempt(q, t, time.time())
             result = task_view(t.msg, view)
-        self._pool.submit(lambda: self._execute(spec))
+        self._pool.submit(functools.partial(self._execute, spec))
         return result
 
     # -- scheduling (lock held) -----------------------------------------------
@@ -301,7 +302,7 @@ class Dispatcher:
             q.unschedule(t)
             q.tokens -= 1.0
             spec = self._begin_attempt(q, t, now)
-            self._pool.submit(lambda spec=spec: self._execute(spec))
+            self._pool.submit(functools.partial(self._execute, spec))
         return None
 
     def _begin_attempt(self, q: QueueState, t: TaskState, now: float) -> AttemptSpec:
@@ -363,7 +364,10 @@ class Dispatcher:
                 return AttemptOutcome(None, _DEADLINE_EXCEEDED, "Deadline exceeded")
             status = response.status_code
             return AttemptOutcome(
-                status, _rpc_code_for_http(status), _phrase(status), _retry_after(response.headers.get("Retry-After"))
+                status,
+                _rpc_code_for_http(status),
+                _phrase(status),
+                _retry_after(response.headers.get("Retry-After")),
             )
 
     def _finish(self, spec: AttemptSpec, outcome: AttemptOutcome) -> None:

@@ -33,7 +33,10 @@ class Emulator:
             raise
         self.http_port = self._http.port
         self._http_thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.5}, name="cloudtasks-http", daemon=True
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="cloudtasks-http",
+            daemon=True,
         )
         for queue_name in config.initial_queues:
             self._create_initial_queue(queue_name)

@@ -48,8 +48,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 class SideServer(ThreadingHTTPServer):
     daemon_threads = True
-    # Never share a port with another process; a second emulator must fail loudly.
-    allow_reuse_address = False
 
     def __init__(self, host: str, port: int, store: Store, signer: OidcSigner) -> None:
         self.store = store

@@ -92,13 +92,14 @@ class OidcSigner:
             if cached and cached[1] - now > _REUSE_MARGIN_SECONDS:
                 return cached[0]
         iat = int(now)
+        exp = iat + TOKEN_LIFETIME_SECONDS
         sub = subject_for(email)
         claims = {
             "aud": audience,
             "azp": sub,
             "email": email,
             "email_verified": True,
-            "exp": iat + TOKEN_LIFETIME_SECONDS,
+            "exp": exp,
             "iat": iat,
             "iss": ISSUER,
             "sub": sub,
@@ -114,7 +115,7 @@ class OidcSigner:
         with self._lock:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[(email, audience)] = (token, float(claims["exp"]))
+            self._cache[(email, audience)] = (token, float(exp))
         return token
 
 

@@ -48,11 +48,11 @@ Duration = duration_pb2.Duration
 Timestamp = timestamp_pb2.Timestamp
 Status = status_pb2.Status
 
-STATE_RUNNING: int = tasks_v2.Queue.State.RUNNING.value
-STATE_PAUSED: int = tasks_v2.Queue.State.PAUSED.value
-VIEW_BASIC: int = tasks_v2.Task.View.BASIC.value
-VIEW_FULL: int = tasks_v2.Task.View.FULL.value
-METHOD_POST: int = tasks_v2.HttpMethod.POST.value
+STATE_RUNNING: int = int(tasks_v2.Queue.State.RUNNING)
+STATE_PAUSED: int = int(tasks_v2.Queue.State.PAUSED)
+VIEW_BASIC: int = int(tasks_v2.Task.View.BASIC)
+VIEW_FULL: int = int(tasks_v2.Task.View.FULL)
+METHOD_POST: int = int(tasks_v2.HttpMethod.POST)
 
 
 def http_method_name(value: int) -> str:

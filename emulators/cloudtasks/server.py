@@ -118,7 +118,9 @@ def _guarded(rpc: str, fn: Callable[[Any], Any]) -> Callable[[Any, grpc.Servicer
     return call
 
 
-def build_grpc_server(service: CloudTasksService, host: str, port: int, workers: int = 16) -> tuple[grpc.Server, int]:
+def build_grpc_server(
+    service: CloudTasksService, host: str, port: int, workers: int = 16
+) -> tuple[grpc.Server, int]:
     """Create and bind (not start) the server; returns it with the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudtasks-grpc"),
@@ -127,7 +129,14 @@ def build_grpc_server(service: CloudTasksService, host: str, port: int, workers:
         options=[("grpc.so_reuseport", 0)],
     )
     server.add_generic_rpc_handlers((service.handler(),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc reports bind failures this way
+        bound = 0
+        cause: Exception | None = exc
+    else:
+        cause = None
     if bound == 0:
-        raise OSError(f"could not bind gRPC server to {host}:{port}")
+        server.stop(None)
+        raise OSError(f"could not bind gRPC server to {host}:{port} (address in use?)") from cause
     return server, bound

@@ -284,8 +284,13 @@ class Store:
                         queue, updated, replace_message_field=True, replace_repeated_field=True
                     )
             else:
-                for fname in ("app_engine_routing_override", "http_target", "rate_limits", "retry_config",
-                              "stackdriver_logging_config"):
+                for fname in (
+                    "app_engine_routing_override",
+                    "http_target",
+                    "rate_limits",
+                    "retry_config",
+                    "stackdriver_logging_config",
+                ):
                     updated.ClearField(fname)
                     if queue.HasField(fname):
                         getattr(updated, fname).CopyFrom(getattr(queue, fname))

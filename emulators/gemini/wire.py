@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,11 @@ def part_chars(part: dict[str, Any]) -> int:
     if isinstance(text, str):
         return len(text)
     return len(canonical_json(part))
+
+
+HISTORY_NOTE = re.compile(r"^\(The (\d+) earlier steps of this run are not shown\.\)$")
+"""Agent Executor shows long runs to the model through a window and says how many steps it hides;
+those steps each had one model turn, so they count towards the turn index of scripted scenarios."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,7 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
         raise invalid("* GenerateContentRequest.contents: expected a list of Content objects")
 
     chars = 0
+    omitted = 0
     first_user_text: str | None = None
     roles: list[str] = []
     kinds_per_content: list[list[str]] = []
@@ -202,6 +209,8 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
             chars += part_chars(part)
             if role == "user" and kind == "text" and first_user_text is None:
                 first_user_text = part["text"]
+            elif i == 0 and kind == "text" and (note := HISTORY_NOTE.match(part["text"])):
+                omitted = int(note.group(1))
     _check_function_turns(roles, kinds_per_content)
 
     system = _get(data, "systemInstruction", "system_instruction")
@@ -228,7 +237,7 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
         model=model,
         system_text=system_text,
         first_user_text=first_user_text or "",
-        model_turns=roles.count("model"),
+        model_turns=roles.count("model") + omitted,
         prompt_tokens=count_tokens(chars),
         digest=digest,
     )

@@ -26,7 +26,11 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.oauth2 import id_token
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from emulators.cloudtasks import protos
+from emulators.cloudtasks.config import EmulatorConfig
+from emulators.cloudtasks.errors import ApiError
 from emulators.cloudtasks.retry import RetryPolicy, backoff_after, should_give_up
+from emulators.cloudtasks.state import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "test-project"
@@ -67,8 +71,20 @@ class Emulator:
 def start_emulator(*extra: str) -> Emulator:
     grpc_port, http_port = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators.cloudtasks", "--host", "127.0.0.1", "--port", str(grpc_port),
-         "--http-port", str(http_port), "--min-dispatch-deadline-seconds", "1", *extra],
+        [
+            sys.executable,
+            "-m",
+            "emulators.cloudtasks",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+            "--min-dispatch-deadline-seconds",
+            "1",
+            *extra,
+        ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -76,7 +92,13 @@ def start_emulator(*extra: str) -> Emulator:
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        # Keeps draining stdout so the emulator never blocks on a full pipe.
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         line = lines.get(timeout=30)
     except queue.Empty:
@@ -113,7 +135,7 @@ class Received:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     started: float  # time.monotonic() in this process
-    finished: float
+    finished: float | None = None  # when the handler was about to answer
 
 
 class Target:
@@ -127,19 +149,24 @@ class Target:
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
-                started = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path = self.path
+                record = Received(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    started=time.monotonic(),
+                )
                 with target._cond:
-                    plan = target._plans.get(path.split("?")[0])
+                    plan = target._plans.get(record.path.split("?")[0])
                     status, delay = plan.pop(0) if plan else (200, 0.0)
+                    target._received.append(record)
+                    target._cond.notify_all()
                 time.sleep(delay)
-                finished = time.monotonic()
                 with target._cond:
-                    target._received.append(
-                        Received(self.command, path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                 started, finished)
-                    )
+                    # Taken before answering: the emulator cannot see the
+                    # response, and so cannot start the next attempt, earlier.
+                    record.finished = time.monotonic()
                     target._cond.notify_all()
                 try:
                     self.send_response(status)
@@ -169,16 +196,20 @@ class Target:
         with self._cond:
             return [r for r in self._received if r.path.split("?")[0] == path]
 
-    def wait_for(self, path: str, count: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(
+        self, path: str, count: int, timeout: float = 10.0, *, answered: bool = True
+    ) -> list[Received]:
+        """The first ``count`` requests to ``path`` in arrival order, once they arrived (and were answered)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 got = [r for r in self._received if r.path.split("?")[0] == path]
-                if len(got) >= count:
-                    return got
+                ready = [r for r in got if r.finished is not None or not answered]
+                if len(ready) >= count:
+                    return sorted(got, key=lambda r: r.started)[:count]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"{path}: got {len(got)} requests, wanted {count}")
+                    raise AssertionError(f"{path}: got {len(ready)} requests, wanted {count}")
                 self._cond.wait(remaining)
 
     def close(self) -> None:
@@ -244,8 +275,9 @@ def task_gone(client: tasks_v2.CloudTasksClient, name: str) -> Callable[[], bool
     return check
 
 
-def fast_retry(max_attempts: int = 5, min_backoff: float = 0.1, max_backoff: float = 1.0,
-               max_doublings: int = 16) -> tasks_v2.RetryConfig:
+def fast_retry(
+    max_attempts: int = 5, min_backoff: float = 0.1, max_backoff: float = 1.0, max_doublings: int = 16
+) -> tasks_v2.RetryConfig:
     return tasks_v2.RetryConfig(
         max_attempts=max_attempts,
         min_backoff=duration_pb2.Duration(nanos=int(min_backoff * 1e9) % 10**9, seconds=int(min_backoff)),
@@ -258,7 +290,9 @@ def fast_retry(max_attempts: int = 5, min_backoff: float = 0.1, max_backoff: flo
 
 
 def test_backoff_matches_documented_example() -> None:
-    policy = RetryPolicy(max_attempts=-1, max_retry_duration=0, min_backoff=10, max_backoff=300, max_doublings=3)
+    policy = RetryPolicy(
+        max_attempts=-1, max_retry_duration=0, min_backoff=10, max_backoff=300, max_doublings=3
+    )
     assert [backoff_after(n, policy) for n in range(1, 10)] == [10, 20, 40, 80, 160, 240, 300, 300, 300]
 
 
@@ -272,6 +306,26 @@ def test_give_up_needs_every_configured_limit() -> None:
     assert should_give_up(1, 61, policy(-1, 60))
     assert not should_give_up(3, 30, policy(3, 60))
     assert should_give_up(3, 61, policy(3, 60))
+
+
+def test_store_project_restriction_and_dedupe_window_expiry() -> None:
+    store = Store(EmulatorConfig(project=PROJECT, dedupe_window_seconds=0.2))
+    other = "projects/someone-else/locations/us-central1"
+    with pytest.raises(ApiError) as err:
+        store.create_queue(other, protos.Queue(name=f"{other}/queues/q"))
+    assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+    queue_name = f"{PARENT}/queues/q"
+    store.create_queue(PARENT, protos.Queue(name=queue_name))
+    task = protos.Task(name=f"{queue_name}/tasks/t")
+    task.http_request.url = "http://127.0.0.1:9/x"
+    store.create_task(queue_name, task, protos.VIEW_BASIC)
+    store.delete_task(task.name)
+    with pytest.raises(ApiError) as err:
+        store.create_task(queue_name, task, protos.VIEW_BASIC)
+    assert err.value.code == grpc.StatusCode.ALREADY_EXISTS
+    time.sleep(0.3)
+    assert store.create_task(queue_name, task, protos.VIEW_BASIC).name == task.name
 
 
 # -- queues -----------------------------------------------------------------------------
@@ -327,7 +381,9 @@ def test_queue_validation(client: tasks_v2.CloudTasksClient) -> None:
             ),
         )
     with pytest.raises(api_exceptions.InvalidArgument):
-        client.create_queue(parent=PARENT, queue=tasks_v2.Queue(name=f"projects/{PROJECT}/locations/elsewhere/queues/q"))
+        client.create_queue(
+            parent=PARENT, queue=tasks_v2.Queue(name=f"projects/{PROJECT}/locations/elsewhere/queues/q")
+        )
 
 
 def test_list_queues_paging_and_state_filter(client: tasks_v2.CloudTasksClient) -> None:
@@ -348,8 +404,11 @@ def test_list_queues_paging_and_state_filter(client: tasks_v2.CloudTasksClient) 
 def test_update_queue_mask_and_upsert(client: tasks_v2.CloudTasksClient) -> None:
     name = make_queue(client, "upd", retry_config=fast_retry(max_attempts=7))
     updated = client.update_queue(
-        queue=tasks_v2.Queue(name=name, rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=10),
-                             retry_config=fast_retry(max_attempts=1)),
+        queue=tasks_v2.Queue(
+            name=name,
+            rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=10),
+            retry_config=fast_retry(max_attempts=1),
+        ),
         update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_dispatches_per_second"]),
     )
     assert updated.rate_limits.max_dispatches_per_second == 10
@@ -405,7 +464,9 @@ def test_task_crud_views_and_paging(client: tasks_v2.CloudTasksClient, target: T
     full = client.get_task(request={"name": task_name, "response_view": tasks_v2.Task.View.FULL})
     assert full.http_request.body == b'{"a":1}'
 
-    generated = [client.create_task(parent=queue_name, task=http_task(target.url("/never"))) for _ in range(4)]
+    generated = [
+        client.create_task(parent=queue_name, task=http_task(target.url("/never"))) for _ in range(4)
+    ]
     for g in generated:
         assert g.name.startswith(f"{queue_name}/tasks/")
         assert g.name.rsplit("/", 1)[1].isdigit()
@@ -445,14 +506,20 @@ def test_task_validation(client: tasks_v2.CloudTasksClient, target: Target) -> N
             task=http_task(target.url("/x"), dispatch_deadline=duration_pb2.Duration(seconds=3600)),
         )
     with pytest.raises(api_exceptions.InvalidArgument, match="Task ID"):
-        client.create_task(parent=queue_name, task=http_task(target.url("/x"), name=f"{queue_name}/tasks/a b"))
+        client.create_task(
+            parent=queue_name, task=http_task(target.url("/x"), name=f"{queue_name}/tasks/a b")
+        )
     with pytest.raises(api_exceptions.InvalidArgument, match="must be the same"):
-        client.create_task(parent=queue_name, task=http_task(target.url("/x"), name=f"{PARENT}/queues/other/tasks/t"))
+        client.create_task(
+            parent=queue_name, task=http_task(target.url("/x"), name=f"{PARENT}/queues/other/tasks/t")
+        )
     with pytest.raises(api_exceptions.InvalidArgument, match="body"):
         client.create_task(
             parent=queue_name,
             task=tasks_v2.Task(
-                http_request=tasks_v2.HttpRequest(url=target.url("/x"), http_method=tasks_v2.HttpMethod.GET, body=b"x")
+                http_request=tasks_v2.HttpRequest(
+                    url=target.url("/x"), http_method=tasks_v2.HttpMethod.GET, body=b"x"
+                )
             ),
         )
 
@@ -581,7 +648,7 @@ def test_retries_follow_backoff_and_drop_after_max_attempts(
     assert [h["x-cloudtasks-taskexecutioncount"] for h in headers] == ["0", "1", "1", "1", "2"]
     assert [h.get("x-cloudtasks-taskpreviousresponse") for h in headers] == [None, "404", "500", "503", "429"]
     assert all(h.get("x-cloudtasks-taskretryreason") for h in headers[1:])
-    gaps = [b.started - a.finished for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b.started - (a.finished or 0.0) for a, b in zip(attempts, attempts[1:], strict=False)]
     for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.5], strict=True):
         assert expected * 0.9 <= gap <= expected + 0.5, (gaps, expected)
     stats = requests.get(f"{emulator.http_base}/v1/stats", timeout=5).json()["queues"][queue_name]
@@ -590,7 +657,9 @@ def test_retries_follow_backoff_and_drop_after_max_attempts(
         client.create_task(parent=queue_name, task=http_task(target.url("/retry"), name=task_name))
 
 
-def test_failed_attempt_is_recorded_then_retry_succeeds(client: tasks_v2.CloudTasksClient, target: Target) -> None:
+def test_failed_attempt_is_recorded_then_retry_succeeds(
+    client: tasks_v2.CloudTasksClient, target: Target
+) -> None:
     queue_name = make_queue(client, "recover", retry_config=fast_retry(5, 0.5, 1))
     target.plan("/recover", (503, 0), (200, 0))
     task = client.create_task(parent=queue_name, task=http_task(target.url("/recover")))
@@ -609,9 +678,10 @@ def test_dispatch_deadline_fails_slow_attempt(client: tasks_v2.CloudTasksClient,
     queue_name = make_queue(client, "deadline", retry_config=fast_retry(3, 0.1, 0.2))
     target.plan("/slow", (200, 2.5), (200, 0))
     task = client.create_task(
-        parent=queue_name, task=http_task(target.url("/slow"), dispatch_deadline=duration_pb2.Duration(seconds=1))
+        parent=queue_name,
+        task=http_task(target.url("/slow"), dispatch_deadline=duration_pb2.Duration(seconds=1)),
     )
-    first, second = target.wait_for("/slow", 2, timeout=6)
+    first, second = target.wait_for("/slow", 2, timeout=6, answered=False)
     # The emulator stopped waiting after ~1s and retried while the target was still sleeping.
     assert second.started - first.started < 2.0
     assert second.headers["x-cloudtasks-taskretrycount"] == "1"
@@ -622,7 +692,7 @@ def test_dispatch_deadline_fails_slow_attempt(client: tasks_v2.CloudTasksClient,
 
 
 def _max_overlap(requests_: list[Received]) -> int:
-    events = sorted([(r.started, 1) for r in requests_] + [(r.finished, -1) for r in requests_])
+    events = sorted([(r.started, 1) for r in requests_] + [(r.finished or 0.0, -1) for r in requests_])
     current = peak = 0
     for _, delta in events:
         current += delta
@@ -630,7 +700,9 @@ def _max_overlap(requests_: list[Received]) -> int:
     return peak
 
 
-def test_max_concurrent_dispatches_one_means_no_overlap(client: tasks_v2.CloudTasksClient, target: Target) -> None:
+def test_max_concurrent_dispatches_one_means_no_overlap(
+    client: tasks_v2.CloudTasksClient, target: Target
+) -> None:
     queue_name = make_queue(client, "serial", rate_limits=tasks_v2.RateLimits(max_concurrent_dispatches=1))
     target.plan("/serial", *[(200, 0.15)] * 5)
     for _ in range(5):
@@ -638,7 +710,7 @@ def test_max_concurrent_dispatches_one_means_no_overlap(client: tasks_v2.CloudTa
     got = sorted(target.wait_for("/serial", 5), key=lambda r: r.started)
     assert _max_overlap(got) == 1
     for a, b in zip(got, got[1:], strict=False):
-        assert b.started >= a.finished
+        assert a.finished is not None and b.started >= a.finished
 
 
 def test_update_queue_concurrency_takes_effect(client: tasks_v2.CloudTasksClient, target: Target) -> None:
@@ -657,7 +729,9 @@ def test_update_queue_concurrency_takes_effect(client: tasks_v2.CloudTasksClient
     assert _max_overlap(got) > 1
 
 
-def test_max_dispatches_per_second_spreads_dispatches(client: tasks_v2.CloudTasksClient, target: Target) -> None:
+def test_max_dispatches_per_second_spreads_dispatches(
+    client: tasks_v2.CloudTasksClient, target: Target
+) -> None:
     queue_name = make_queue(
         client, "rate", rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=5), paused=True
     )
@@ -713,6 +787,11 @@ def test_oidc_token_verifies_with_google_auth(
     assert claims["sub"].isdigit() and claims["azp"] == claims["sub"]
     assert claims["exp"] - claims["iat"] == 3600
 
+    jwks = requests.get(f"{emulator.http_base}/oauth2/v3/certs", timeout=5).json()
+    (jwk,) = jwks["keys"]
+    assert jwk["kty"] == "RSA" and jwk["alg"] == "RS256"
+    assert jwk["kid"] in requests.get(certs_url, timeout=5).json()
+
     explicit = by_query["/oidc"].headers["authorization"].removeprefix("Bearer ")
     claims2 = id_token.verify_token(
         explicit, google.auth.transport.requests.Request(), audience="https://my-service", certs_url=certs_url
@@ -722,6 +801,45 @@ def test_oidc_token_verifies_with_google_auth(
         id_token.verify_token(
             explicit, google.auth.transport.requests.Request(), audience="https://other", certs_url=certs_url
         )
+
+
+def test_queue_http_target_overrides(
+    client: tasks_v2.CloudTasksClient, target: Target, emulator: Emulator
+) -> None:
+    name = f"{PARENT}/queues/{unique('override')}"
+    email = "queue-sa@test-project.iam.gserviceaccount.com"
+    client.create_queue(
+        parent=PARENT,
+        queue=tasks_v2.Queue(
+            name=name,
+            http_target=tasks_v2.HttpTarget(
+                uri_override=tasks_v2.UriOverride(
+                    path_override=tasks_v2.PathOverride(path="/overridden"),
+                    query_override=tasks_v2.QueryOverride(query_params="q=1"),
+                ),
+                http_method=tasks_v2.HttpMethod.PUT,
+                header_overrides=[
+                    tasks_v2.HttpTarget.HeaderOverride(
+                        header=tasks_v2.HttpTarget.Header(key="X-Queue", value="yes")
+                    )
+                ],
+                oidc_token=tasks_v2.OidcToken(service_account_email=email, audience="aud-x"),
+            ),
+        ),
+    )
+    client.create_task(parent=name, task=http_task(target.url("/original?drop=me"), body=b"b"))
+    (req,) = target.wait_for("/overridden", 1)
+    assert req.path == "/overridden?q=1"
+    assert req.method == "PUT"
+    assert req.body == b"b"
+    assert req.headers["x-queue"] == "yes"
+    claims = id_token.verify_token(
+        req.headers["authorization"].removeprefix("Bearer "),
+        google.auth.transport.requests.Request(),
+        audience="aud-x",
+        certs_url=f"{emulator.http_base}/oauth2/v1/certs",
+    )
+    assert claims["email"] == email
 
 
 def test_sigterm_exits_cleanly_with_dispatch_in_flight(target: Target) -> None:
@@ -735,7 +853,12 @@ def test_sigterm_exits_cleanly_with_dispatch_in_flight(target: Target) -> None:
             parent=queue_name,
             task=http_task(target.url("/hang"), dispatch_deadline=duration_pb2.Duration(seconds=600)),
         )
-        wait_until(lambda: requests.get(f"{emu.http_base}/v1/stats", timeout=5).json()["queues"][queue_name]["in_flight"] == 1)
+        wait_until(
+            lambda: (
+                requests.get(f"{emu.http_base}/v1/stats", timeout=5).json()["queues"][queue_name]["in_flight"]
+                == 1
+            )
+        )
         channel.close()
         started = time.monotonic()
         assert emu.stop(timeout=10) == 0

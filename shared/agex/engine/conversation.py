@@ -37,10 +37,19 @@ def _tool_message(results: list[Event]) -> Message:
         for e in results])
 
 
-def rebuild(run_input: str, events: list[Event], current_step: int) -> tuple[list[Message], StepProgress]:
+HISTORY_NOTE = "(The {omitted} earlier steps of this run are not shown.)"
+"""Told to the model when the window hides early steps, so it knows the history it sees is partial.
+The Gemini emulator reads it to keep counting turns of long scripted runs."""
+
+
+def rebuild(run_input: str, events: list[Event], current_step: int,
+            first_step: int = 1) -> tuple[list[Message], StepProgress]:
     """Messages of the committed steps in ``events`` (after the user's input), and the progress of
-    ``current_step``. Events must be ordered by seq and cover whole steps."""
-    messages = [Message(role="user", parts=[Part(text=run_input)])]
+    ``current_step``. Events must be ordered by seq and cover whole steps from ``first_step``."""
+    opening = [Part(text=run_input)]
+    if first_step > 1:
+        opening.append(Part(text=HISTORY_NOTE.format(omitted=first_step - 1)))
+    messages = [Message(role="user", parts=opening)]
     progress = StepProgress()
     by_step: dict[int, list[Event]] = {}
     for event in events:

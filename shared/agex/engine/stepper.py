@@ -84,8 +84,9 @@ class StepRunner:
         with log.labels(agent=agent.name):
             log.info(_log, f"step {d.step} started (attempt {d.attempt})", attempt=d.attempt)
             failpoints.hit("step.after_claim")
-            events = self.store.events_since_step(d.tenant, d.run_id, conversation.window_start(d.step, agent.context_window_steps))
-            messages, progress = conversation.rebuild(head.input, events, d.step)
+            first = conversation.window_start(d.step, agent.context_window_steps)
+            events = self.store.events_since_step(d.tenant, d.run_id, first)
+            messages, progress = conversation.rebuild(head.input, events, d.step, first)
             earlier_intents = frozenset(progress.intents)
             response = progress.response
             if response is None:
