@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from agex import failpoints
 from agex.agent import AgentRegistry
@@ -30,21 +32,16 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _log = log.get("service")
 
 
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
 class CreateRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: str = Field(min_length=1, description="What the agent is asked to do.")
-    metadata: dict[str, str] = Field(default_factory=dict, description="Up to 32 string labels, kept on the run.")
-
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 32:
-            raise ValueError("at most 32 metadata entries")
-        for k, v in value.items():
-            if not (0 < len(k) <= 64) or len(v) > 512:
-                raise ValueError(f"metadata {k[:64]!r}: keys are 1-64 characters, values at most 512")
-        return value
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict, max_length=32, description="Up to 32 string labels, kept on the run.")
 
 
 @dataclass(frozen=True)
@@ -114,9 +111,7 @@ class RunService:
         if head is None:
             # another tenant's run is indistinguishable from a missing one
             raise NotFound(f"run {run_id!r} not found")
-        if not head.status.terminal and self.clock.now() >= head.expire_at:
-            head = head.model_copy(update={"status": RunStatus.expired, "lease": None})
-        return head
+        return decisions.as_seen(head, self.clock.now())
 
     def events(self, caller: Caller, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
         self.get(caller, run_id)

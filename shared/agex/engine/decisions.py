@@ -69,12 +69,22 @@ def finish(head: RunHead, now: datetime, status: RunStatus, *, result: str | Non
     return Mutation(new, events, Claim.finished)
 
 
+EXPIRED = RunError(code="expired", message="the run passed its 7-day retention and expired")
+
+
+def as_seen(head: RunHead, now: datetime) -> RunHead:
+    """The head as readers must see it: past its retention a run is expired even before a step or the
+    sweep has written so (Firestore TTL and the sweep both lag)."""
+    if head.status.terminal or now < head.expire_at:
+        return head
+    return head.model_copy(update={"status": RunStatus.expired, "lease": None, "error": EXPIRED})
+
+
 def expire(head: RunHead, now: datetime) -> Mutation[Claim]:
     """End a run past its retention; the Firestore TTL policy deletes it some time after."""
     if head.status.terminal:
         return Mutation(None)
-    return finish(head, now, RunStatus.expired,
-                  error=RunError(code="expired", message="the run passed its 7-day retention and expired"))
+    return finish(head, now, RunStatus.expired, error=EXPIRED)
 
 
 def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mutation[Claim]:
@@ -197,7 +207,7 @@ def complete_step(head: RunHead, owner: str, step: int, message: Message, now: d
 
 
 def cancel(head: RunHead, principal: str, now: datetime) -> Mutation[None]:
-    if head.status.terminal:
+    if head.status.terminal or now >= head.expire_at:
         raise Conflict(f"run {head.run_id} is already {head.status.value}; only an unfinished run can be cancelled")
     events = _events(head, now, head.step, (EventKind.run_cancelled, {"by": principal}))
     return Mutation(_advance(head, now, events, status=RunStatus.cancelled, lease=None), events)

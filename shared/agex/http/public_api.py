@@ -74,11 +74,16 @@ class PublicApi:
                 return error_response(NotFound(f"no route for {request.method} {request.path}; see GET /v1/openapi.json"))
             except WerkzeugMethodNotAllowed as e:
                 allowed = ", ".join(sorted(e.valid_methods or []))
-                return error_response(MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}"))
+                return error_response(MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}"),
+                                      {"Allow": allowed})
             except AgexError as e:
                 if e.status >= 500:
                     _log.exception("request failed")
                 return error_response(e)
+            except Exception:
+                _log.exception("request crashed")
+                return error_response(AgexError("internal error; the request may be retried, and if it "
+                                                "fails again report it with the time of the request"))
 
     # --- endpoints -----------------------------------------------------------------------------------
 
@@ -131,13 +136,16 @@ class PublicApi:
             raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {self.max_body_bytes}")
         if request.mimetype != "application/json":
             raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
-        raw = request.get_data(cache=False)
+        # read at most one byte past the limit: a chunked body has no Content-Length to refuse early
+        raw = request.stream.read(self.max_body_bytes + 1)
         if len(raw) > self.max_body_bytes:
             raise PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InvalidJson(f"request body is not valid JSON: {e}") from e
+        except RecursionError as e:
+            raise InvalidJson("request body is nested too deeply to be a run request") from e
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
