@@ -11,7 +11,6 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints

@@ -19,18 +19,18 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-from agex.auth import StaticTokenAuthenticator
-from agex.http import openapi
-from agex.http.public_api import PublicApi
-from agex.run import RunStatus
-from agex.testing import TestModel
-from agex.testing.harness import InMemoryRuntime
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 from werkzeug.wrappers import Request
 
+from agex.auth import StaticTokenAuthenticator
+from agex.http import openapi
+from agex.http.public_api import PublicApi
+from agex.run import RunStatus
+from agex.testing import TestModel
+from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
 
 TOKENS = "dev-token=dev:dev@example.com,acme-token=acme:ops@acme.test"

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import ValidationError
+from openapi_spec_validator import validate
+
 from agex.errors import RequestError
 from agex.http.public_api import _routes
 from agex.testing import FunctionModel
 from agex.testing.harness import InMemoryRuntime
-from jsonschema import ValidationError
-from openapi_spec_validator import validate
-
 from examples.support_agent import agent as support_agent
 from tests.api.conftest import HTTP_METHODS, ApiClient, OpenApiChecker, make_api
 

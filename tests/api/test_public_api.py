@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from agex.run import EventKind, RunStatus
-from agex.testing.harness import InMemoryRuntime
 from jsonschema import Draft202012Validator
 from werkzeug.test import TestResponse
 
+from agex.run import EventKind, RunStatus
+from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
 from tests.api.conftest import (
     ACME_TOKEN,

@@ -6,6 +6,7 @@ work since the last write, and the retried delivery picks up from what was writt
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +21,7 @@ from agex.errors import ModelError, StaleDelivery
 from agex.messages import FunctionCall, ModelRequest, ModelResponse
 from agex.obs import logging as log
 from agex.obs import tracing
-from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.event_bus import EventBus
 from agex.ports.model import Model
 from agex.ports.task_queue import StepTask, TaskQueue
@@ -135,13 +136,14 @@ class StepRunner:
                     f"{d.step} may have run it before crashing; it was not called again. Reconcile by hand.")))
             if call.id not in progress.intents:
                 # an earlier attempt recorded the previous result but died before writing this intent
-                self.store.update_run(d.tenant, d.run_id, lambda h, c=call: decisions.record_intent(
-                    h, d.owner, d.step, c, self.clock.now()))
+                self.store.update_run(d.tenant, d.run_id, functools.partial(
+                    _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
             ok, output = self._call_tool(agent, head, d, call)
             failpoints.hit("step.after_tool")
             following = pending[i + 1] if i + 1 < len(pending) else None
-            self.store.update_run(d.tenant, d.run_id, lambda h, c=call, n=following: decisions.record_tool_result(
-                h, d.owner, d.step, c, ok, output, n, self.clock.now()))
+            self.store.update_run(d.tenant, d.run_id, functools.partial(
+                _record_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output, next_call=following,
+                clock=self.clock))
             if following:
                 progress.intents.add(following.id)
         return None
@@ -205,3 +207,12 @@ class StepRunner:
         except Exception:  # the run is committed; a lost notification must not fail or retry the step
             _log.exception("could not publish run.finished")
         return StepResult(Outcome.finished, head.status.value)
+
+
+def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict,
+                   next_call: FunctionCall | None, clock: Clock) -> Mutation[None]:
+    return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now())
+
+
+def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, clock: Clock) -> Mutation[None]:
+    return decisions.record_intent(head, owner, step, call, clock.now())

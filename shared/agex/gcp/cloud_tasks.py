@@ -3,6 +3,7 @@ with an OIDC token for the step service account and the run's trace context in i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from typing import Any
@@ -91,7 +92,5 @@ def ensure_queue(client: tasks_v2.CloudTasksClient, queue_path: str, *, max_atte
                                           max_backoff=duration_pb2.Duration(seconds=int(max_backoff_s)), max_doublings=8),
         rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=max_dispatches_per_second,
                                         max_concurrent_dispatches=max_concurrent_dispatches))
-    try:
+    with contextlib.suppress(gexc.AlreadyExists):
         client.create_queue(parent=queue_path.rsplit("/queues/", 1)[0], queue=queue)
-    except gexc.AlreadyExists:
-        pass

@@ -26,8 +26,8 @@ class GeminiModel(Model):
                  location: str = "", timeout_seconds: float = 60.0) -> None:
         if not vertex and not api_key:
             raise ConfigurationError("Gemini needs AGEX_GEMINI_API_KEY, or AGEX_VERTEX=true to use Vertex AI")
-        self._settings = dict(api_key=api_key, base_url=base_url, vertex=vertex, project=project,
-                              location=location, timeout_seconds=timeout_seconds)
+        self.api_key, self.base_url, self.vertex = api_key, base_url, vertex
+        self.project, self.location, self.timeout_seconds = project, location, timeout_seconds
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -37,15 +37,14 @@ class GeminiModel(Model):
                 from google import genai
                 from google.genai import types
 
-                s = self._settings
-                options = types.HttpOptions(timeout=int(s["timeout_seconds"] * 1000),
+                options = types.HttpOptions(timeout=int(self.timeout_seconds * 1000),
                                             retry_options=types.HttpRetryOptions(attempts=1),
-                                            base_url=s["base_url"] or None)
-                if s["vertex"]:
-                    self._client = genai.Client(vertexai=True, project=s["project"], location=s["location"],
+                                            base_url=self.base_url or None)
+                if self.vertex:
+                    self._client = genai.Client(vertexai=True, project=self.project, location=self.location,
                                                 http_options=options)
                 else:
-                    self._client = genai.Client(api_key=s["api_key"], http_options=options)
+                    self._client = genai.Client(api_key=self.api_key, http_options=options)
             return self._client
 
     def request(self, request: ModelRequest) -> ModelResponse:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from agex.errors import ConfigurationError, TransientError
 from agex.ports.event_bus import EventBus

@@ -64,10 +64,10 @@ class PublicApi:
 
     def __call__(self, request: Request) -> Response:
         with tracing.tracer().start_as_current_span(
-                f"{request.method} {request.path}", context=tracing.extract(request.headers)):
+                f"{request.method} {request.path}", context=tracing.extract(dict(request.headers))):
             try:
                 endpoint, params = _routes.bind("", path_info=request.path).match(method=request.method)
-                caller = None if endpoint in _PUBLIC else self.auth.authenticate(request.headers)
+                caller = None if endpoint in _PUBLIC else self.auth.authenticate(dict(request.headers))
                 with log.labels(tenant=caller.tenant if caller else None):
                     return getattr(self, f"_{endpoint}")(request, caller, **params)
             except WerkzeugNotFound:

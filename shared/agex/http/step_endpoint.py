@@ -45,7 +45,7 @@ class StepEndpoint:
         try:
             if request.method != "POST":
                 raise RequestError("the step endpoint takes POST requests from Cloud Tasks only")
-            self.verify(request.headers)
+            self.verify(dict(request.headers))
             if request.path.rstrip("/") == "/sweep":
                 report = self.service.sweep()
                 return json_response({"outcome": "swept", **report.__dict__})
@@ -60,6 +60,9 @@ class StepEndpoint:
             if e.status >= 500:
                 _log.exception("step failed; Cloud Tasks will retry it")
             return error_response(e)
+        except Exception:
+            _log.exception("step crashed; Cloud Tasks will retry it")
+            return error_response(AgexError("the step crashed; it will be retried (see the log entry)"))
 
     def _step(self, request: Request) -> Response:
         try:
@@ -73,7 +76,7 @@ class StepEndpoint:
         delivery = Delivery(tenant=body.tenant, run_id=body.run_id, step=body.step, task_name=task_name,
                             attempt=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
                             instance=self.instance)
-        token = tracing.extract(request.headers)
+        token = tracing.extract(dict(request.headers))
         attached = context.attach(token)
         try:
             result = self.runner.run(delivery)
