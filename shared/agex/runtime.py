@@ -12,9 +12,10 @@ import socket
 from datetime import timedelta
 
 from agex.agent import Agent, AgentRegistry
-from agex.auth import StaticTokenAuthenticator
+from agex.auth import Authenticator, StaticTokenAuthenticator
 from agex.clock import RandomIds, SystemClock
 from agex.engine.stepper import StepRunner, StepSettings
+from agex.errors import ConfigurationError
 from agex.http.public_api import PublicApi
 from agex.http.step_endpoint import StepEndpoint
 from agex.obs import logging as log
@@ -86,20 +87,32 @@ class Runtime:
 
     @functools.cached_property
     def public_api(self) -> PublicApi:
-        return PublicApi(service=self.service, agents=self.agents,
-                         authenticator=StaticTokenAuthenticator.parse(self.settings.dev_tokens),
+        return PublicApi(service=self.service, agents=self.agents, authenticator=self.authenticator,
                          max_body_bytes=self.settings.max_input_bytes * 2 + 16 * 1024,
                          base_url=self.settings.public_url)
 
     @functools.cached_property
+    def authenticator(self) -> Authenticator:
+        s = self.settings
+        if s.authenticator == "dev":
+            return StaticTokenAuthenticator.parse(s.dev_tokens)
+        from agex.gcp.oidc import GoogleIdTokenAuthenticator, GoogleIdTokens
+
+        if not s.api_audience or not s.tenants:
+            raise ConfigurationError("AGEX_AUTHENTICATOR=google needs AGEX_API_AUDIENCE (the API's URL) and "
+                                     "AGEX_TENANTS (email-pattern=tenant pairs)")
+        return GoogleIdTokenAuthenticator.parse(
+            GoogleIdTokens(audience=s.api_audience, certs_url=s.oidc_certs_url), s.tenants)
+
+    @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:
-        from agex.gcp.oidc import OidcVerifier
+        from agex.gcp.oidc import GoogleIdTokens, OidcVerifier
 
         s = self.settings
         runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
                             models=self.model_for, pricing=self.pricing, clock=self.clock,
                             settings=StepSettings(lease_seconds=s.step_lease_seconds))
-        verify = OidcVerifier(audience=s.audience, service_account=s.step_service_account, certs_url=s.oidc_certs_url)
+        verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=runner, service=self.service, verify=verify,
                             instance=f"{socket.gethostname()}-{os.getpid()}")
 

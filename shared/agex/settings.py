@@ -6,6 +6,8 @@ The Google client libraries read their own emulator variables (``FIRESTORE_EMULA
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +44,12 @@ class Settings(BaseSettings):
     model_timeout_seconds: float = 60.0
 
     # API
+    authenticator: Literal["dev", "google"] = "dev"
+    """``dev``: the static tokens of ``dev_tokens``. ``google``: Google-signed ID tokens for
+    ``api_audience``, mapped to tenants by ``tenants``."""
+    api_audience: str = ""
+    tenants: str = ""
+    """``email-pattern=tenant`` pairs, comma-separated, for the ``google`` authenticator."""
     dev_tokens: str = "dev-token=dev:dev@example.com"
     """``token=tenant:principal`` pairs, comma-separated, for the dev authenticator. Empty disables it."""
     max_input_bytes: int = Field(default=32 * 1024, ge=1)
