@@ -1,0 +1,104 @@
+"""The model port: the library's FunctionModel and the Gemini adapter on the Gemini emulator, through
+the real google-genai client. Both must honour the same contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agex.errors import ModelError, TransientError
+from agex.gcp.gemini import GeminiModel
+from agex.messages import FunctionResponse, Message, ModelRequest, Part, ToolSpec
+from agex.ports.model import Model
+from agex.testing import FunctionModel
+from emulators.gcloud import free_port
+
+SCENARIO = """
+name: weather
+match: {system_contains: "weather assistant", input_regex: "weather in (\\\\w+)"}
+turns:
+  - function_calls: [{name: get_weather, args: {city: "{input.1}"}}]
+  - text: "It is sunny in {input.1}."
+"""
+TOOLS = [ToolSpec(name="get_weather", description="Weather of a city.",
+                  parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})]
+SYSTEM = "You are a weather assistant."
+
+
+@pytest.fixture(scope="module")
+def gemini_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    scenarios: Path = tmp_path_factory.mktemp("scenarios")
+    (scenarios / "weather.yaml").write_text(SCENARIO)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "emulators.gemini", "--host", "127.0.0.1", "--port", str(port),
+                             "--scenarios", str(scenarios)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("READY")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def scripted(request: ModelRequest) -> Any:
+    if not any(m.role == "model" for m in request.messages):
+        return [("get_weather", {"city": "Paris"})]
+    return "It is sunny in Paris."
+
+
+@pytest.fixture(params=["function", "gemini"])
+def model(request: pytest.FixtureRequest) -> Model:
+    if request.param == "function":
+        return FunctionModel(scripted)
+    return GeminiModel(api_key="local", base_url=request.getfixturevalue("gemini_url"), timeout_seconds=10)
+
+
+def ask(text: str) -> ModelRequest:
+    return ModelRequest(model="gemini-2.5-flash", system=SYSTEM, messages=[Message(role="user", parts=[Part(text=text)])],
+                        tools=TOOLS)
+
+
+def test_a_tool_call_round_trip(model: Model) -> None:
+    first = model.request(ask("What's the weather in Paris?"))
+    assert first.message.role == "model"
+    [call] = first.message.function_calls
+    assert call.name == "get_weather" and call.args == {"city": "Paris"} and call.id
+    assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0
+    follow = ask("What's the weather in Paris?").model_copy(update={"messages": [
+        *ask("What's the weather in Paris?").messages, first.message,
+        Message(role="user", parts=[Part(function_response=FunctionResponse(
+            id=call.id, name=call.name, response={"sky": "sunny"}))])]})
+    second = model.request(follow)
+    assert second.message.function_calls == []
+    assert second.message.text == "It is sunny in Paris."
+
+
+def test_the_same_request_gets_the_same_answer(model: Model) -> None:
+    a, b = model.request(ask("What's the weather in Paris?")), model.request(ask("What's the weather in Paris?"))
+    assert a.message == b.message and a.usage == b.usage
+
+
+# --- Gemini adapter only: error translation at the edge -----------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_gemini_quota_and_server_errors_are_transient(gemini_url: str, status: int) -> None:
+    httpx.post(f"{gemini_url}/_emulator/faults", json={"status": status, "count": 1}).raise_for_status()
+    with pytest.raises(TransientError, match=str(status)):
+        GeminiModel(api_key="local", base_url=gemini_url).request(ask("What's the weather in Paris?"))
+
+
+def test_a_request_gemini_refuses_is_a_model_error(gemini_url: str) -> None:
+    with pytest.raises(ModelError, match="400"):
+        GeminiModel(api_key="local", base_url=gemini_url).request(ask("Tell me a joke"))
+
+
+def test_an_unreachable_gemini_is_transient() -> None:
+    with pytest.raises(TransientError):
+        GeminiModel(api_key="local", base_url=f"http://127.0.0.1:{free_port()}", timeout_seconds=2).request(
+            ask("What's the weather in Paris?"))

@@ -1,0 +1,93 @@
+"""The task queue port: the in-memory queue and the Cloud Tasks adapter on our Cloud Tasks emulator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from google.cloud import tasks_v2
+
+from agex.gcp.cloud_tasks import CloudTasksQueue, make_client
+from agex.memory.task_queue import InMemoryTaskQueue
+from agex.ports.task_queue import StepTask, TaskQueue
+from emulators.gcloud import free_port
+
+PROJECT, LOCATION = "agex-test", "us-central1"
+
+
+@pytest.fixture(scope="module")
+def tasks_emulator() -> Iterator[str]:
+    port, http_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "emulators.cloudtasks", "--host", "127.0.0.1", "--port", str(port),
+                             "--http-port", str(http_port)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class Queues:
+    """A queue under test, plus how to make one of its pending tasks disappear (run or deleted)."""
+
+    def __init__(self, queue: TaskQueue, forget: Any) -> None:
+        self.queue, self.forget = queue, forget
+
+
+@pytest.fixture(params=["memory", "cloudtasks"])
+def queues(request: pytest.FixtureRequest) -> Queues:
+    if request.param == "memory":
+        mem = InMemoryTaskQueue()
+        return Queues(mem, mem.drop)
+    host = request.getfixturevalue("tasks_emulator")
+    client = make_client(host)
+    name = f"q-{uuid.uuid4().hex[:10]}"
+    path = client.queue_path(PROJECT, LOCATION, name)
+    client.create_queue(parent=f"projects/{PROJECT}/locations/{LOCATION}", queue=tasks_v2.Queue(name=path))
+    client.pause_queue(name=path)  # tasks stay pending: nothing is dispatched during the test
+    queue = CloudTasksQueue(project=PROJECT, location=LOCATION, queue=name, url="http://127.0.0.1:9/",
+                            service_account="step@agex-test.iam.gserviceaccount.com", audience="http://127.0.0.1:9/",
+                            client=client)
+    return Queues(queue, lambda task: client.delete_task(name=queue.task_path(task)))
+
+
+def task(step: int = 1, **kw: Any) -> StepTask:
+    return StepTask(tenant="dev", run_id=f"run_{uuid.uuid4().hex[:8]}", step=step, **kw)
+
+
+def test_a_task_is_created_once_per_name(queues: Queues) -> None:
+    t = task()
+    assert queues.queue.enqueue(t) is True
+    assert queues.queue.enqueue(t) is False
+    assert queues.queue.exists(t)
+
+
+def test_unknown_tasks_do_not_exist(queues: Queues) -> None:
+    assert not queues.queue.exists(task())
+
+
+def test_a_name_stays_taken_after_its_task_is_gone(queues: Queues) -> None:
+    t = task()
+    queues.queue.enqueue(t)
+    queues.forget(t)
+    assert not queues.queue.exists(t)
+    assert queues.queue.enqueue(t) is False, "a retry must not run a step that already ran"
+
+
+def test_generations_and_steps_get_distinct_names(queues: Queues) -> None:
+    t = task()
+    assert queues.queue.enqueue(t)
+    assert queues.queue.enqueue(t.model_copy(update={"generation": 1}))
+    assert queues.queue.enqueue(t.model_copy(update={"step": 2}))
+
+
+def test_a_scheduled_task_is_pending_until_due(queues: Queues) -> None:
+    t = task(schedule_at=datetime.now(UTC) + timedelta(hours=1), traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    assert queues.queue.enqueue(t)
+    assert queues.queue.exists(t)
