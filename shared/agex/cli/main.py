@@ -150,24 +150,30 @@ def _free_port() -> int:
     return free_port()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
-    stack = _serve(args.port)
-    stopping = {"now": False}
-
-    def stop(signum: int, frame: Any) -> None:
-        stopping["now"] = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # SIGTERM behaves like Ctrl-C from the start, so a stop during start-up also stops what started
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = None
     try:
+        stack = _serve(args.port)
         for name, where in stack.describe().items():
             print(f"  {name:<12} {where}")
         print(f"ready: API at {stack.api_url} (token: dev-token). Ctrl-C stops everything.", flush=True)
-        while not stopping["now"]:
-            time.sleep(0.2)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
     finally:
-        print("stopping...", flush=True)
-        stack.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if stack is not None:
+            print("stopping...", flush=True)
+            stack.stop()
+            print("stopped.", flush=True)
     return 0
 
 
