@@ -111,25 +111,32 @@ def test_a_concurrent_duplicate_is_refused_while_the_lease_is_live() -> None:
     assert rt.deliver(task, attempt=1, instance="b").outcome == "finished"
 
 
+def deliver_dying_at_write(rt: InMemoryRuntime, task: StepTask, n: int) -> None:
+    """Deliver ``task`` with the instance lost at its ``n``-th store write, as a crash would."""
+    original = rt.store.update_run
+    calls = {"n": 0}
+
+    def flaky(tenant: str, run_id: str, mutate: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise RuntimeError("instance lost")
+        return original(tenant, run_id, mutate)
+
+    rt.store.update_run = flaky  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError):
+            rt.deliver(task, attempt=0)
+    finally:
+        rt.store.update_run = original  # type: ignore[method-assign]
+
+
 def test_a_crash_after_the_model_call_reuses_the_recorded_response() -> None:
     model = scripted([("write_note", {"text": "a"})], "done")
     rt = make(model)
     head = rt.start("notes", "go")
     task = rt.queue.pending()[0]
 
-    original = rt.store.update_run
-    calls = {"n": 0}
-
-    def flaky(tenant: str, run_id: str, mutate: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:  # claim, model response, then the tool result write dies
-            raise RuntimeError("instance lost")
-        return original(tenant, run_id, mutate)
-
-    rt.store.update_run = flaky  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        rt.deliver(task, attempt=0)
-    rt.store.update_run = original  # type: ignore[method-assign]
+    deliver_dying_at_write(rt, task, 3)  # claim, model response, then the tool result write dies
     rt.deliver(task, attempt=1)
     rt.drive()
     final = rt.store.get_run("dev", head.run_id)
@@ -142,19 +149,7 @@ def test_a_non_idempotent_tool_is_never_called_twice_blindly() -> None:
     rt = make(scripted([("send_fax", {"text": "a"})], "done"), tools=(send_fax,))
     head = rt.start("notes", "go")
     task = rt.queue.pending()[0]
-    original = rt.store.update_run
-    calls = {"n": 0}
-
-    def flaky(tenant: str, run_id: str, mutate: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("instance lost")
-        return original(tenant, run_id, mutate)
-
-    rt.store.update_run = flaky  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        rt.deliver(task, attempt=0)
-    rt.store.update_run = original  # type: ignore[method-assign]
+    deliver_dying_at_write(rt, task, 3)  # claim, model response, then the tool result write dies
     rt.deliver(task, attempt=1)
     final = rt.store.get_run("dev", head.run_id)
     assert final is not None and final.status == RunStatus.failed
