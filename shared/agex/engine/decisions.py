@@ -131,7 +131,8 @@ def idempotency_key(head: RunHead, step: int, call: FunctionCall) -> str:
 
 
 def intent_event(head: RunHead, step: int, call: FunctionCall) -> tuple[EventKind, dict[str, Any]]:
-    return (EventKind.tool_intent, {"call_id": call.id, "name": call.name, "args": call.args,
+    # the arguments are in the step's model_response event already; the intent only names the call
+    return (EventKind.tool_intent, {"call_id": call.id, "name": call.name,
                                     "idempotency_key": idempotency_key(head, step, call)})
 
 

@@ -1,0 +1,223 @@
+"""The benchmark of Agent Executor, in one run (see docs/performance.md).
+
+    python -m bench.run            # or: python bench/run.py, or: make bench
+
+1. per-step cost of one 500-step run on the Firestore emulator (the real StepRunner, in process);
+2. the same loop on LangGraph with SqliteSaver;
+3. the runtime's overhead per step on the full local stack (emulators + functions, over HTTP);
+4. cold start of the function entry points.
+
+Prints a report and writes JSON to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import STEPS  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_RATIO = 1.2
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _part(name: str, fn: Any, results: dict[str, Any]) -> None:
+    _say(f"\n== {name}")
+    t = time.perf_counter()
+    try:
+        results[name] = fn()
+    except Exception as e:  # one broken part must not lose the others' numbers
+        traceback.print_exc()
+        results[name] = {"error": f"{type(e).__name__}: {e}"}
+    _say(f"   ({time.perf_counter() - t:.1f}s)")
+
+
+def _f(v: float | None, fmt: str = ",.0f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _verdict(r: float | None) -> str:
+    if r is None:
+        return "n/a"
+    return "flat" if r <= TARGET_RATIO else "GROWS"
+
+
+def report(res: dict[str, Any]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    ag, lg = res.get("agex_firestore", {}), res.get("langgraph_sqlite", {})
+    if "summary" in ag and "summary" in lg:
+        steps = ag["steps"]
+        add(f"\nPer-step cost of one {steps}-step run (each step: one tick call with a {ag['pad_chars']}-char pad, "
+            f"echoed in its result; the same messages on both sides)")
+        a, g = ag["summary"], lg["summary"]
+        af, gf = ag["summary_full_window"], lg["summary_full_window"]
+        head = f"{'':34}{'Agent Executor / Firestore emulator':>40}   {'LangGraph / SqliteSaver':>36}"
+        add(head)
+        add(f"{'':34}{'1-10':>12}{f'{steps - 9}-{steps}':>12}{'ratio':>16}   {'1-10':>10}{f'{steps - 9}-{steps}':>12}{'ratio':>14}")
+
+        def row(label: str, ka: str, kg: str, fmt: str = ",.0f") -> None:
+            ra, rg = a["ratio"].get(ka), g["ratio"].get(kg)
+            add(f"{label:34}{_f(a['first'][ka], fmt):>12}{_f(a['last'][ka], fmt):>12}"
+                f"{_f(ra, '.2f') + ' ' + _verdict(ra):>16}   {_f(g['first'][kg], fmt):>10}{_f(g['last'][kg], fmt):>12}"
+                f"{_f(rg, '.2f') + ' ' + _verdict(rg):>14}")
+
+        row("bytes written / step", "bytes_written", "bytes_written")
+        row("operations / step (docs | rows)", "doc_ops", "rows_written", ",.1f")
+        row("wall time / step (ms)", "wall_ms", "wall_ms", ",.1f")
+        am, gm = a["ratio_median"]["wall_ms"], g["ratio_median"]["wall_ms"]
+        add(f"{'  (medians)':34}{_f(a['first_median']['wall_ms'], '.1f'):>12}{_f(a['last_median']['wall_ms'], '.1f'):>12}"
+            f"{_f(am, '.2f') + ' ' + _verdict(am):>16}   {_f(g['first_median']['wall_ms'], '.1f'):>10}"
+            f"{_f(g['last_median']['wall_ms'], '.1f'):>12}{_f(gm, '.2f') + ' ' + _verdict(gm):>14}")
+        for label, part in (("Agent Executor", ag), ("LangGraph", lg)):
+            tr = part.get("wall_trend")
+            if tr:
+                add(f"  {label} wall ms/step, median per 50 steps: "
+                    + " ".join(f"{b['median']:.1f}" for b in tr["bucket_medians"])
+                    + f"; slope {tr['slope_per_100_steps']:+.2f} ms per 100 steps")
+        add(f"  target: last/first <= {TARGET_RATIO}. Agent Executor operations = Firestore documents read + "
+            f"written; LangGraph operations = rows added to checkpoints + writes.")
+        add(f"  Agent Executor with steps 11-20 as baseline (context window full): bytes ratio "
+            f"{_f(af['ratio']['bytes_written'], '.3f')}, operations ratio {_f(af['ratio']['doc_ops'], '.3f')}, "
+            f"wall ratio {_f(af['ratio']['wall_ms'], '.2f')} (median {_f(af['ratio_median']['wall_ms'], '.2f')}); "
+            f"LangGraph bytes ratio "
+            f"{_f(gf['ratio']['bytes_written'], '.1f')}.")
+        add(f"  Agent Executor per step at {steps - 9}-{steps}: {a['last']['reads']:.1f} reads, "
+            f"{a['last']['writes']:.1f} writes, {a['last']['commits']:.1f} commits, {a['last']['queries']:.1f} queries; "
+            f"model input {a['last']['model_input_messages']:.0f} messages / {a['last']['model_input_bytes']:,.0f} bytes. "
+            f"LangGraph state at the end: {lg['run']['messages_in_state']} messages.")
+        add(f"  Totals: Agent Executor {ag['totals']['bytes_written']:,} bytes in {ag['totals']['writes']:,} documents "
+            f"({ag['run']['seconds']:.1f}s); LangGraph {lg['totals']['checkpoint_bytes'] + lg['totals']['write_bytes']:,} "
+            f"bytes in {lg['totals']['checkpoint_rows'] + lg['totals']['write_rows']:,} rows, DB file "
+            f"{lg['run']['db_file_bytes']:,} bytes ({lg['run']['seconds']:.1f}s).")
+    ld = res.get("langgraph_sqlite_delta", {})
+    if "summary" in ld:
+        d = ld["summary"]
+        rows = [r for r in ld["per_step"] if r["step"] <= ld["steps"]]
+        peak = max(rows, key=lambda r: r["bytes_written"])
+        last10 = sorted(r["bytes_written"] for r in rows[-10:])
+        add(f"  LangGraph with its beta DeltaChannel for messages (not the default): {d['first']['bytes_written']:,.0f} "
+            f"bytes/step at 1-10, {last10[len(last10) // 2]:,} (median) at {ld['steps'] - 9}-{ld['steps']}, plus a "
+            f"snapshot of the whole history every 100 channel updates (50 steps): {peak['bytes_written']:,} bytes at "
+            f"step {peak['step']}; mean at {ld['steps'] - 9}-{ld['steps']} {d['last']['bytes_written']:,.0f} "
+            f"(ratio {_f(d['ratio']['bytes_written'], '.1f')}).")
+    for key in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta"):
+        if "error" in res.get(key, {}):
+            add(f"\n{key}: FAILED: {res[key]['error']}")
+
+    st = res.get("stack_overhead", {})
+    if "single" in st:
+        s = st["single"]
+        add(f"\nFull local stack (ticker agent over HTTP; model emulator and tool ~0 ms): stack up in "
+            f"{st['stack_start_seconds']:.1f}s")
+        add(f"  one run, {s['steps_measured']} steps: {_f(s.get('mean_ms_per_step'), '.1f')} ms/step "
+            f"(status {s['status']}{', cancelled by the bench after its last measured step' if s['cancelled_by_bench'] else ''})")
+        if "phases_ms_mean" in s:
+            p = s["phases_ms_mean"]
+            add("  between events (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()))
+        c = st.get("concurrent", {})
+        if "throughput_steps_per_s" in c:
+            add(f"  {c['runs']} concurrent runs x {c['steps_each']} steps: {c['throughput_steps_per_s']:.1f} steps/s "
+                f"overall, {c['mean_ms_per_step_per_run']:.1f} ms/step within a run")
+        if "gemini_emulator_round_trip_ms" in st:
+            add(f"  Gemini emulator raw round trip: {st['gemini_emulator_round_trip_ms']:.1f} ms")
+        if ag.get("summary"):
+            add(f"  for comparison, in process (part 1): {ag['mean_wall_ms_all_steps']:.1f} ms/step on the Firestore "
+                f"emulator alone, {ag['engine_alone']['mean_wall_ms_all_steps']:.2f} ms/step on in-memory ports "
+                f"(the engine's own CPU)")
+        if not s.get("ended_by_model"):
+            add(f"  NOTE: the Gemini emulator did not end the loop at step {s['requested_steps'] + 1} (last tick n seen "
+                f"{s.get('tick_n_seen')}); the bench cancelled the run after measuring its steps")
+    elif "error" in st:
+        add(f"\nstack_overhead: FAILED: {st['error']}")
+
+    cs = res.get("cold_start", {})
+    if "results" in cs:
+        add(f"\nCold start (fresh interpreter, best of {cs['repeat']}; ms)")
+        add(f"{'':56}{'import':>9}{'handler':>9}{'process':>9}   google.genai loaded")
+        for name, r in cs["results"].items():
+            if "error" in r:
+                add(f"{name:56}FAILED: {r['error'][-200:]}")
+                continue
+            genai = "yes" if r["genai_loaded_after_import"] else "no"
+            if "genai_loaded_after_handler" in r:
+                genai += f" (after handler built: {'yes' if r['genai_loaded_after_handler'] else 'no'})"
+            add(f"{name:56}{r['import_ms_best']:>9.0f}{_f(r.get('handler_build_ms_best')):>9}"
+                f"{r['process_ms_best']:>9.0f}   {genai}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=STEPS, help="steps of the long runs (default 500)")
+    ap.add_argument("--stack-steps", type=int, default=100, help="steps of the single run on the stack")
+    ap.add_argument("--concurrent", type=int, default=4, help="concurrent runs on the stack")
+    ap.add_argument("--concurrent-steps", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=5, help="cold-start repetitions (best of)")
+    ap.add_argument("--skip", action="append", default=[], choices=["agex", "langgraph", "stack", "cold"],
+                    help="leave a part out (repeatable)")
+    ap.add_argument("--no-save", action="store_true", help="print only; write no JSON")
+    args = ap.parse_args(argv)
+
+    from bench import agex_firestore, cold_start, langgraph_sqlite, stack_overhead
+
+    if args.steps < STEPS:
+        _say(f"note: --steps {args.steps} is below {STEPS}; the results are not those of docs/performance.md")
+
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "load_avg_at_start": list(os.getloadavg())},
+        "parameters": {"steps": args.steps, "stack_steps": args.stack_steps, "concurrent": args.concurrent,
+                       "concurrent_steps": args.concurrent_steps, "cold_start_repeat": args.repeat,
+                       "target_ratio": TARGET_RATIO},
+    }
+    if "agex" not in args.skip:
+        _part("agex_firestore", lambda: agex_firestore.run(args.steps, progress=_say), results)
+    if "langgraph" not in args.skip:
+        _part("langgraph_sqlite", lambda: langgraph_sqlite.run(args.steps, progress=_say), results)
+        _part("langgraph_sqlite_delta", lambda: langgraph_sqlite.run(args.steps, delta=True, progress=_say), results)
+    if "stack" not in args.skip:
+        _part("stack_overhead", lambda: stack_overhead.run(
+            single_steps=args.stack_steps, concurrent_runs=args.concurrent,
+            concurrent_steps=args.concurrent_steps, progress=_say), results)
+    if "cold" not in args.skip:
+        _part("cold_start", lambda: cold_start.run(args.repeat), results)
+    results["seconds_total"] = time.perf_counter() - t0
+    results["machine"]["load_avg_at_end"] = list(os.getloadavg())
+
+    _say(report(results))
+    _say(f"\ntotal {results['seconds_total']:.0f}s")
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        name = started.strftime("%Y%m%dT%H%M%SZ") + ".json"
+        text = json.dumps(results, indent=1, default=str)
+        for target in (RESULTS / name, RESULTS / "latest.json"):
+            tmp = target.with_suffix(".json.tmp")
+            tmp.write_text(text)
+            tmp.replace(target)
+        _say(f"wrote {RESULTS / name} and {RESULTS / 'latest.json'}")
+    failed = [k for k in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta", "stack_overhead", "cold_start")
+              if "error" in results.get(k, {})]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
