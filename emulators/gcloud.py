@@ -33,6 +33,7 @@ from typing import Literal
 
 __all__ = [
     "EmulatorError",
+    "EmulatorNotInstalled",
     "EmulatorProcess",
     "free_port",
     "reset_firestore",
@@ -52,6 +53,10 @@ _STOP_GRACE_S = 5.0
 
 class EmulatorError(RuntimeError):
     """An emulator could not be found, did not come up, or died."""
+
+
+class EmulatorNotInstalled(EmulatorError):
+    """Neither the emulator's jar (with ``java``) nor ``gcloud`` is installed."""
 
 
 def free_port() -> int:
@@ -195,6 +200,25 @@ def _java() -> str | None:
     return shutil.which("java")
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _pdeathsig_prefix() -> list[str]:
+    """On Linux, ``setpriv --pdeathsig TERM`` makes the kernel stop the emulator if the process that
+    started it dies without stopping it (a killed test run). The signal follows the *thread* that
+    spawned the child, so it is only used when starting from the main thread."""
+    setpriv = shutil.which("setpriv")
+    if setpriv and threading.current_thread() is threading.main_thread() and os.uname().sysname == "Linux":
+        return [setpriv, "--pdeathsig", "TERM", "--"]
+    return []
+
+
 def _spawn_and_wait(
     name: str,
     argv: Sequence[str],
@@ -202,26 +226,35 @@ def _spawn_and_wait(
     log_path: str | None,
     timeout: float,
 ) -> EmulatorProcess:
+    if not _port_free(port):
+        raise EmulatorError(f"{name} emulator: port {HOST}:{port} is already in use")
     owns_log = log_path is None
     if log_path is None:
         fd, log_path = tempfile.mkstemp(prefix=f"agex-{name}-emulator-", suffix=".log")
         os.close(fd)
+    argv = [*_pdeathsig_prefix(), *argv]
     t0 = time.monotonic()
-    with open(log_path, "ab") as log:
-        popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=tempfile.gettempdir(),
-        )
+    try:
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=tempfile.gettempdir(),
+            )
+    except OSError as e:
+        if owns_log:
+            with contextlib.suppress(OSError):
+                os.unlink(log_path)
+        raise EmulatorError(f"{name} emulator could not be started (command not found?): {argv[0]}: {e}") from e
     proc = EmulatorProcess(name, popen, port, log_path, owns_log=owns_log)
     url = f"http://{HOST}:{port}/"
     deadline = t0 + timeout
     delay = 0.05
     while True:
-        if _http_ok(url):
+        if _http_ok(url) and proc.alive():  # alive: the answer is ours, not another process's
             proc.started_s = time.monotonic() - t0
             return proc
         if not proc.alive():
@@ -278,10 +311,10 @@ def _firestore_argv(method: Method) -> tuple[str, Callable[[int], list[str]]]:
             ]  # fmt: skip
         return "jar", argv
     if method == "jar":
-        raise EmulatorError(f"Firestore emulator jar or java not found (SDK root {root}, java {java})")
+        raise EmulatorNotInstalled(f"Firestore emulator jar or java not found (SDK root {root}, java {java})")
     gcloud = shutil.which("gcloud")
     if not gcloud:
-        raise EmulatorError(
+        raise EmulatorNotInstalled(
             "neither the Firestore emulator jar nor gcloud was found; install the Cloud SDK and run "
             "`gcloud components install cloud-firestore-emulator`"
         )
@@ -299,13 +332,14 @@ def _pubsub_argv(method: Method, project: str) -> tuple[str, Callable[[int], lis
     jars = sorted(lib.glob("cloud-pubsub-emulator-*.jar")) if lib and lib.is_dir() else []
     if method in ("auto", "jar") and java and jars:
         def argv(p: int) -> list[str]:
-            return [java, "-jar", str(jars[-1]), f"--host={HOST}", f"--port={p}", f"--projects={project}"]
+            # No --projects: like the gcloud wrapper (and the Firestore emulator), accept every project.
+            return [java, "-jar", str(jars[-1]), f"--host={HOST}", f"--port={p}"]
         return "jar", argv
     if method == "jar":
-        raise EmulatorError(f"Pub/Sub emulator jar or java not found (SDK root {root}, java {java})")
+        raise EmulatorNotInstalled(f"Pub/Sub emulator jar or java not found (SDK root {root}, java {java})")
     gcloud = shutil.which("gcloud")
     if not gcloud:
-        raise EmulatorError(
+        raise EmulatorNotInstalled(
             "neither the Pub/Sub emulator jar nor gcloud was found; install the Cloud SDK and run "
             "`gcloud components install pubsub-emulator`"
         )
@@ -346,7 +380,8 @@ def start_pubsub(
     *,
     method: Method = "auto",
 ) -> EmulatorProcess:
-    """Start the Pub/Sub emulator for ``project`` on 127.0.0.1 and wait until it answers ``Ok``."""
+    """Start the Pub/Sub emulator on 127.0.0.1 and wait until it answers ``Ok``. ``project`` is what
+    ``gcloud`` is told; the emulator serves every project, and holds topics and messages in memory."""
     used, argv = _pubsub_argv(method, project)
     proc = _start("pubsub", argv, port, log_path, timeout)
     proc.name = f"pubsub({used})"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 

@@ -84,6 +84,15 @@ class ConfigurationError(AgexError):
     code = "configuration_error"
 
 
+class DocumentTooLarge(ConfigurationError, ValueError):
+    """A run head or event would exceed Firestore's document size limit; nothing was written."""
+
+    def __init__(self, message: str, path: str, size: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.size = size
+
+
 # --- step protocol control flow -----------------------------------------------------------------------
 
 

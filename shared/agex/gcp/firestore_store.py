@@ -33,28 +33,29 @@ Indexes the deployment must declare (Terraform):
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agex.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
-from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
 from agex.run import Event, RunHead, RunStatus
 
 T = TypeVar("T")
 
-__all__ = ["MAX_DOCUMENT_BYTES", "DocumentTooLarge", "FirestoreCheckpointStore", "document_size"]
+__all__ = ["MAX_WRITES_PER_COMMIT", "FirestoreCheckpointStore"]
 
-MAX_DOCUMENT_BYTES = 1_000_000
-"""Largest document this adapter sends. Firestore's hard limit is 1 MiB (1,048,576 bytes) by its size
-formula (:func:`document_size`); the margin absorbs differences between that formula and the server."""
+MAX_WRITES_PER_COMMIT = 500
+"""Firestore commits (batches, transactions) write at most 500 documents."""
 
 _EVENT_ID_WIDTH = 10
 _RESERVED_FIELD = re.compile(r"^__.*__$")
@@ -69,14 +70,6 @@ _TRANSIENT = (
 _MISCONFIGURED = (gexc.PermissionDenied, gexc.Unauthenticated, gexc.FailedPrecondition, gexc.NotFound)
 
 
-class DocumentTooLarge(ConfigurationError, ValueError):
-    """A head or event would exceed Firestore's document size limit. A ``ValueError`` too, like the
-    store's other refusals of a malformed write."""
-
-    def __init__(self, message: str, path: str, size: int) -> None:
-        super().__init__(message)
-        self.path = path
-        self.size = size
 
 
 class FirestoreCheckpointStore(CheckpointStore):
@@ -86,7 +79,16 @@ class FirestoreCheckpointStore(CheckpointStore):
     one is made for ``project``/``database``. ``prefix`` is prepended to each collection id
     (``tenants``, ``runs``, ``events``); tests use a unique prefix to isolate themselves, and the
     collection-group query of :meth:`find_runs` only sees runs of the same prefix.
-    ``max_attempts``: commits of one ``update_run`` tried before contention becomes ``TransientError``.
+
+    ``concurrency`` of :meth:`update_run`: ``"optimistic"`` (default) reads the head, runs ``mutate`` and
+    commits head and events in one atomic batch conditioned on the head's update time, retrying with a
+    short jittered backoff when another writer got there first; ``"transaction"`` uses a Firestore
+    read-write transaction (``@firestore.transactional``, pessimistic locks). Both write all or
+    nothing and create events with an exists-not precondition. The optimistic mode needs 2 RPCs per
+    attempt instead of 3 and holds no locks: the Firestore emulator deadlocks concurrent transactions
+    on one document until its ~2 s lock timeout (firebase/firebase-tools#6758), so only the optimistic
+    mode is usable under contention there.
+    ``max_attempts``: attempts of one ``update_run`` before contention becomes ``TransientError``.
 
     ``stats`` counts operations for benchmarks: ``reads`` (documents read, as billed: a miss or an empty
     query counts one), ``writes`` (documents written), ``bytes_written`` (by :func:`document_size`),
@@ -100,8 +102,12 @@ class FirestoreCheckpointStore(CheckpointStore):
         project: str | None = None,
         database: str | None = None,
         prefix: str = "",
+        concurrency: Literal["optimistic", "transaction"] = "optimistic",
         max_attempts: int = 20,
     ) -> None:
+        if concurrency not in ("optimistic", "transaction"):
+            raise ValueError(f"concurrency must be 'optimistic' or 'transaction', not {concurrency!r}")
+        self.concurrency = concurrency
         if "/" in prefix or _RESERVED_FIELD.match(prefix or "x"):
             raise ValueError(f"invalid collection prefix {prefix!r}")
         self._client = client or firestore.Client(project=project, database=database or "(default)")
@@ -145,8 +151,9 @@ class FirestoreCheckpointStore(CheckpointStore):
     # --- port -------------------------------------------------------------------------------------------
 
     def create_run(self, head: RunHead, events: Sequence[Event]) -> RunHead:
-        _check_continues(head.seq - len(events), events)
+        check_continues(head.seq - len(events), events)
         ref = self._head_ref(head.tenant, head.run_id)
+        _check_write_count(head.run_id, 1 + len(events))
         writes = [(ref, _encode_head(head))] + [(self._event_ref(ref, e.seq), _encode_event(e)) for e in events]
         sizes = [_checked_size(r, doc) for r, doc in writes]
         batch = self._client.batch()
@@ -169,16 +176,92 @@ class FirestoreCheckpointStore(CheckpointStore):
         return head
 
     def get_run(self, tenant: str, run_id: str) -> RunHead | None:
+        if not _valid_ids(tenant, run_id):
+            return None  # no run can have this name: create_run refuses it
+        snap = self._get_snapshot(self._head_ref(tenant, run_id), run_id)
+        return _decode_head(snap.to_dict()) if snap.exists else None
+
+    def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
+        if not _valid_ids(tenant, run_id):
+            raise NotFound(f"run {run_id} not found")
         ref = self._head_ref(tenant, run_id)
+        if self.concurrency == "transaction":
+            return self._update_in_transaction(ref, run_id, mutate)
+        return self._update_optimistic(ref, run_id, mutate)
+
+    def _prepare(
+        self, ref: firestore.DocumentReference, snap: Any, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
+    ) -> tuple[Mutation[T], list[tuple[firestore.DocumentReference, dict[str, Any]]], int]:
+        """Run ``mutate`` on the head read; return its result, the documents to write and their size."""
+        if not snap.exists:
+            raise NotFound(f"run {run_id} not found")
+        head = _decode_head(snap.to_dict())
+        result = mutate(head)
+        if result.head is None:
+            return result, [], 0
+        check_continues(head.seq, result.events)
+        _check_write_count(run_id, 1 + len(result.events))
+        writes = [(ref, _encode_head(result.head))]
+        writes += [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
+        return result, writes, sum(_checked_size(r, doc) for r, doc in writes)
+
+    def _update_optimistic(
+        self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
+    ) -> Mutation[T]:
+        """Read the head, decide, then commit head and events in one atomic batch on the precondition that
+        the head is still the version read (its update time). A concurrent writer makes the commit fail
+        with FAILED_PRECONDITION and the whole update is tried again: no locks, so no lock waits, and
+        2 RPCs (get, commit) per attempt instead of a transaction's 3."""
+        for attempt in range(1, self._max_attempts + 1):
+            if attempt > 1:
+                self._count(retries=1)
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # de-synchronize contenders
+            snap = self._get_snapshot(ref, run_id)
+            result, writes, size = self._prepare(ref, snap, run_id, mutate)
+            if not writes:
+                return result
+            head_doc = writes[0][1]
+            stale = {k: firestore.DELETE_FIELD for k in (snap.to_dict() or {}) if k not in head_doc}
+            batch = self._client.batch()
+            # update() of every top-level field (and deletion of the others) replaces the document, and
+            # unlike set() it takes a precondition.
+            batch.update(ref, {**head_doc, **stale}, option=self._client.write_option(last_update_time=snap.update_time))
+            for r, doc in writes[1:]:
+                batch.create(r, doc)  # an event is never overwritten
+            self._count(commits=1)
+            try:
+                batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
+                continue  # the head changed (or went) since it was read: decide again on the new one
+            except gexc.Conflict as e:
+                # An event document exists already. If the head changed, a concurrent writer took these
+                # sequence numbers: decide again. If not, the events collection is out of step with
+                # the head: retrying cannot help.
+                current = self._get_snapshot(ref, run_id)
+                if current.exists and current.update_time != snap.update_time:
+                    continue
+                raise AlreadyExists(
+                    f"run {run_id}: an event document among {[r.id for r, _ in writes[1:]]} exists already "
+                    f"although the head was not changed; the run's events are inconsistent with its head"
+                ) from e
+            except gexc.GoogleAPIError as e:
+                raise _translate(e, f"updating run {run_id}") from e
+            self._count(writes=len(writes), bytes_written=size)
+            return result
+        raise TransientError(f"updating run {run_id}: too much contention, gave up after {self._max_attempts} attempts")
+
+    def _get_snapshot(self, ref: firestore.DocumentReference, run_id: str) -> Any:
         try:
             snap = ref.get()
         except gexc.GoogleAPIError as e:
             raise _translate(e, f"reading run {run_id}") from e
         self._count(reads=1)
-        return _decode_head(snap.to_dict()) if snap.exists else None
+        return snap
 
-    def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
-        ref = self._head_ref(tenant, run_id)
+    def _update_in_transaction(
+        self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
+    ) -> Mutation[T]:
+        """The same in a Firestore read-write transaction (pessimistic locking; retried on ABORTED)."""
         attempts = 0
         staged: dict[str, int] = {}
 
@@ -187,20 +270,12 @@ class FirestoreCheckpointStore(CheckpointStore):
             attempts += 1
             staged.clear()
             snap = next(iter(transaction.get(ref)))
-            if not snap.exists:
-                raise NotFound(f"run {run_id} not found")
-            head = _decode_head(snap.to_dict())
-            result = mutate(head)
-            if result.head is None:
-                return result
-            _check_continues(head.seq, result.events)
-            writes = [(ref, _encode_head(result.head))]
-            writes += [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
-            sizes = [_checked_size(r, doc) for r, doc in writes]
-            transaction.set(ref, writes[0][1])
-            for r, doc in writes[1:]:
-                transaction.create(r, doc)  # an event is never overwritten
-            staged.update(writes=len(writes), bytes_written=sum(sizes))
+            result, writes, size = self._prepare(ref, snap, run_id, mutate)
+            if writes:
+                transaction.set(ref, writes[0][1])
+                for r, doc in writes[1:]:
+                    transaction.create(r, doc)  # an event is never overwritten
+                staged.update(writes=len(writes), bytes_written=size)
             return result
 
         try:
@@ -227,7 +302,7 @@ class FirestoreCheckpointStore(CheckpointStore):
         return result
 
     def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
-        if limit <= 0:
+        if limit <= 0 or not _valid_ids(tenant, run_id):
             return []
         query = (
             self._head_ref(tenant, run_id)
@@ -242,6 +317,8 @@ class FirestoreCheckpointStore(CheckpointStore):
         # Inequality and (implicit) first order on the same field: served by the automatic single-field
         # index on `step`; ties are broken by document id, the zero-padded seq. The sort by seq keeps
         # the port's order even if a later event were ever recorded under an earlier step.
+        if not _valid_ids(tenant, run_id):
+            return []
         query = self._head_ref(tenant, run_id).collection(self._events).where(filter=FieldFilter("step", ">=", step))
         docs = self._query(query.order_by("step"), f"reading events of run {run_id}")
         return sorted((_decode_event(d) for d in docs), key=lambda e: e.seq)
@@ -329,59 +406,36 @@ def _from_firestore(value: Any) -> Any:
     return value
 
 
-def document_size(path: str, doc: dict[str, Any]) -> int:
-    """Firestore's storage size of a document: its name (each path segment's UTF-8 length + 1, plus 16),
-    plus each field's name (UTF-8 length + 1) and value, plus 32. Values: strings UTF-8 length + 1;
-    booleans and null 1; integers, floats and timestamps 8; bytes their length; maps and arrays the sum
-    of their contents. See https://cloud.google.com/firestore/docs/storage-size."""
-    name = sum(len(seg.encode()) + 1 for seg in path.split("/")) + 16
-    return name + _fields_size(doc) + 32
-
-
-def _fields_size(doc: dict[str, Any]) -> int:
-    return sum(len(str(k).encode()) + 1 + _value_size(v) for k, v in doc.items())
-
-
-def _value_size(v: Any) -> int:
-    if v is None or isinstance(v, bool):
-        return 1
-    if isinstance(v, str):
-        return len(v.encode("utf-8", "surrogatepass")) + 1
-    if isinstance(v, int | float | datetime):
-        return 8
-    if isinstance(v, bytes | bytearray):
-        return len(v)
-    if isinstance(v, dict):
-        return _fields_size(v)
-    if isinstance(v, Iterable):
-        return sum(_value_size(x) for x in v)
-    return 16
+def _check_write_count(run_id: str, n: int) -> None:
+    if n > MAX_WRITES_PER_COMMIT:
+        raise ValueError(
+            f"run {run_id}: one update may write at most {MAX_WRITES_PER_COMMIT} documents (the head and "
+            f"{MAX_WRITES_PER_COMMIT - 1} events), not {n}: Firestore's limit of writes per commit"
+        )
 
 
 def _checked_size(ref: firestore.DocumentReference, doc: dict[str, Any]) -> int:
-    size = document_size(ref.path, doc)
-    if size > MAX_DOCUMENT_BYTES:
-        raise DocumentTooLarge(
-            f"document {ref.path} would be {size:,} bytes, over the {MAX_DOCUMENT_BYTES:,}-byte limit of a "
-            f"Firestore document (1 MiB); nothing was written. Keep large payloads out of run heads and "
-            f"events (truncate tool outputs, store blobs elsewhere).",
-            path=ref.path,
-            size=size,
-        )
-    return size
+    return check_size(ref.path, doc)
+
+
+def _valid_id(value: str) -> bool:
+    return bool(
+        value
+        and "/" not in value
+        and value not in (".", "..")
+        and not _RESERVED_FIELD.match(value)
+        and len(value.encode("utf-8", "surrogatepass")) <= 1500
+    )
+
+
+def _valid_ids(*values: str) -> bool:
+    return all(_valid_id(v) for v in values)
 
 
 def _check_id(what: str, value: str) -> None:
-    if not value or "/" in value or value in (".", "..") or _RESERVED_FIELD.match(value) or len(value.encode()) > 1500:
+    if not _valid_id(value):
         raise ValueError(f"invalid {what} {value!r}: Firestore document ids must be non-empty, without '/', "
                          f"not '.', '..' or '__...__', and at most 1500 bytes")
-
-
-def _check_continues(seq: int, events: Sequence[Event]) -> None:
-    """Events must continue the head's sequence exactly (as the in-memory store checks)."""
-    for i, event in enumerate(events, start=1):
-        if event.seq != seq + i:
-            raise ValueError(f"event seq {event.seq} does not continue the run's sequence at {seq + i}")
 
 
 def _translate(e: gexc.GoogleAPIError, what: str) -> Exception:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from agex.errors import AlreadyExists, NotFound
-from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
 from agex.run import Event, RunHead, RunStatus
 
 T = TypeVar("T")
@@ -25,7 +25,8 @@ class InMemoryCheckpointStore(CheckpointStore):
         with self._lock:
             if key in self._heads:
                 raise AlreadyExists(f"run {head.run_id} exists", existing=self._heads[key].model_copy(deep=True))
-            _check_continues(head.seq - len(events), events)
+            check_continues(head.seq - len(events), events)
+            _check_sizes(head, events)
             self._heads[key] = head.model_copy(deep=True)
             self._events[key] = [e.model_copy(deep=True) for e in events]
             return head
@@ -43,7 +44,8 @@ class InMemoryCheckpointStore(CheckpointStore):
                 raise NotFound(f"run {run_id} not found")
             result = mutate(head.model_copy(deep=True))
             if result.head is not None:
-                _check_continues(head.seq, result.events)
+                check_continues(head.seq, result.events)
+                _check_sizes(result.head, result.events)
                 self._heads[key] = result.head.model_copy(deep=True)
                 self._events[key].extend(e.model_copy(deep=True) for e in result.events)
             return result
@@ -63,8 +65,9 @@ class InMemoryCheckpointStore(CheckpointStore):
             return [h.model_copy(deep=True) for h in sorted(found, key=lambda h: h.updated_at)[:limit]]
 
 
-def _check_continues(seq: int, events: Sequence[Event]) -> None:
-    """Events must continue the head's sequence exactly: a gap or overlap is a bug in a decision."""
-    for i, event in enumerate(events, start=1):
-        if event.seq != seq + i:
-            raise ValueError(f"event seq {event.seq} does not continue the run's sequence at {seq + i}")
+def _check_sizes(head: RunHead, events: Sequence[Event]) -> None:
+    """The same document limit as Firestore's, so code that passes here does not fail there."""
+    path = f"tenants/{head.tenant}/runs/{head.run_id}"
+    check_size(path, head.model_dump(mode="python"))
+    for event in events:
+        check_size(f"{path}/events/{event.seq:010d}", event.model_dump(mode="python"))

@@ -1,0 +1,536 @@
+"""Conformance of CheckpointStore implementations: the in-memory store and Firestore (on the emulator)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from agex.errors import AlreadyExists, ConfigurationError, NotFound
+from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.run import Event, EventKind, Lease, Limits, RunError, RunHead, RunStatus, Usage
+
+from .conftest import unique
+
+T0 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+
+
+def make_head(tenant: str | None = None, run_id: str | None = None, **changes: Any) -> RunHead:
+    fields: dict[str, Any] = dict(
+        run_id=run_id or unique("run-"),
+        tenant=tenant or unique("tenant-"),
+        agent="support",
+        agent_version="v3",
+        principal="user:alice@example.com",
+        input="What is the refund status of order 1234?",
+        metadata={"ticket": "T-1", "channel": "email", "é": "ü"},
+        created_at=T0,
+        updated_at=T0,
+        expire_at=T0 + timedelta(days=7),
+    )
+    fields.update(changes)
+    return RunHead(**fields)
+
+
+def full_head(tenant: str | None = None, run_id: str | None = None) -> RunHead:
+    """A head with every optional field and nested model set."""
+    return make_head(
+        tenant,
+        run_id,
+        status=RunStatus.running,
+        step=3,
+        seq=0,
+        generation=2,
+        limits=Limits(max_steps=40, max_tokens=123_456, max_cost_usd=2.5, max_wall_time_s=3600),
+        usage=Usage(input_tokens=1000, output_tokens=250, cost_usd=0.012345678, model_calls=3),
+        lease=Lease(owner="task-4#1@inst-a", task="task-4", attempt=1, step=4, until=T0 + timedelta(seconds=90)),
+        result="partial",
+        error=RunError(code="max_tokens", message="the run used too many tokens"),
+        trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        idempotency_key="idem-1",
+        request_hash="sha256:abc",
+        updated_at=T0 + timedelta(minutes=5, microseconds=1),
+    )
+
+
+def make_event(seq: int, step: int = 0, kind: EventKind = EventKind.step_started, **data: Any) -> Event:
+    return Event(
+        seq=seq,
+        step=step,
+        kind=kind,
+        at=T0 + timedelta(seconds=seq, microseconds=seq),
+        expire_at=T0 + timedelta(days=7),
+        data=data or {"n": seq},
+    )
+
+
+def append(head: RunHead, *events: Event, **changes: Any) -> Mutation[str]:
+    """The Mutation of a decision that appends ``events`` to ``head``."""
+    new = head.model_copy(update={"seq": head.seq + len(events), "updated_at": head.updated_at + timedelta(seconds=1),
+                                  **changes})
+    return Mutation(new, events, "ok")
+
+
+def create(store: CheckpointStore, head: RunHead, n_events: int = 1, step: int = 0) -> RunHead:
+    head = head.model_copy(update={"seq": n_events})
+    store.create_run(head, [make_event(i, step, EventKind.run_created if i == 1 else EventKind.step_started)
+                            for i in range(1, n_events + 1)])
+    return head
+
+
+# --- create / get -------------------------------------------------------------------------------------
+
+
+def test_create_then_get_round_trips_every_field(store: CheckpointStore) -> None:
+    head = full_head().model_copy(update={"seq": 2})
+    events = [make_event(1, 0, EventKind.run_created, input="hi", nested={"a": [1, 2.5, None, True]}),
+              make_event(2, 0)]
+    assert store.create_run(head, events) == head
+    got = store.get_run(head.tenant, head.run_id)
+    assert got == head
+    assert got is not None
+    assert got.model_dump() == head.model_dump()
+    assert got.updated_at.tzinfo is not None and got.updated_at.utcoffset() == timedelta(0)
+    assert type(got.created_at) is datetime  # no SDK datetime subclass leaks out
+    assert isinstance(got.status, RunStatus)
+    assert store.list_events(head.tenant, head.run_id) == events
+
+
+def test_minimal_head_round_trips(store: CheckpointStore) -> None:
+    head = make_head(metadata={})
+    store.create_run(head, [])
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert store.list_events(head.tenant, head.run_id) == []
+
+
+def test_datetimes_with_other_offsets_round_trip_equal(store: CheckpointStore) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    head = make_head(created_at=datetime(2026, 5, 1, 12, 0, 0, 999999, tzinfo=plus2))
+    store.create_run(head, [])
+    got = store.get_run(head.tenant, head.run_id)
+    assert got is not None and got.created_at == head.created_at
+
+
+def test_create_twice_raises_already_exists_with_the_stored_head(store: CheckpointStore) -> None:
+    head = create(store, full_head())
+    again = head.model_copy(update={"input": "different", "seq": 0})
+    with pytest.raises(AlreadyExists) as info:
+        store.create_run(again, [])
+    assert info.value.existing == head
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert len(store.list_events(head.tenant, head.run_id)) == 1
+
+
+def test_same_run_id_in_two_tenants_are_two_runs(store: CheckpointStore) -> None:
+    run_id = unique("run-")
+    a = create(store, make_head(run_id=run_id, input="a"))
+    b = create(store, make_head(run_id=run_id, input="b"))
+    assert store.get_run(a.tenant, run_id) == a
+    assert store.get_run(b.tenant, run_id) == b
+
+
+def test_get_unknown_run_is_none(store: CheckpointStore) -> None:
+    assert store.get_run(unique("tenant-"), unique("run-")) is None
+
+
+def test_create_with_events_not_continuing_seq_raises_and_writes_nothing(store: CheckpointStore) -> None:
+    head = make_head(seq=2)
+    with pytest.raises(ValueError):
+        store.create_run(head, [make_event(1), make_event(3)])
+    assert store.get_run(head.tenant, head.run_id) is None
+
+
+# --- update_run ---------------------------------------------------------------------------------------
+
+
+def test_update_run_writes_head_and_events_and_returns_the_mutation(store: CheckpointStore) -> None:
+    head = create(store, full_head())
+    new_events = [make_event(2, 4, EventKind.model_response, text="x"), make_event(3, 4, EventKind.tool_intent)]
+    seen: list[RunHead] = []
+
+    def mutate(h: RunHead) -> Mutation[str]:
+        seen.append(h)
+        return append(h, *new_events, status=RunStatus.waiting_approval, lease=None,
+                      metadata={"a.b": "dotted", "c d": "spaced", "`q`": "ticks", "é": "x"})
+
+    result = store.update_run(head.tenant, head.run_id, mutate)
+    assert seen[-1] == head
+    assert result.value == "ok"
+    assert result.head is not None and result.head.seq == 3
+    assert store.get_run(head.tenant, head.run_id) == result.head
+    assert store.list_events(head.tenant, head.run_id)[1:] == new_events
+
+
+def test_update_with_head_none_writes_nothing(store: CheckpointStore) -> None:
+    head = create(store, make_head())
+    result = store.update_run(head.tenant, head.run_id, lambda h: Mutation(None, [make_event(2)], value=42))
+    assert result.value == 42 and result.head is None
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert [e.seq for e in store.list_events(head.tenant, head.run_id)] == [1]
+
+
+class Boom(Exception):
+    pass
+
+
+def test_exception_in_mutate_propagates_unchanged_and_writes_nothing(store: CheckpointStore) -> None:
+    head = create(store, make_head())
+    error = Boom("decided to stop")
+
+    def mutate(h: RunHead) -> Mutation[None]:
+        raise error
+
+    with pytest.raises(Boom) as info:
+        store.update_run(head.tenant, head.run_id, mutate)
+    assert info.value is error
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert len(store.list_events(head.tenant, head.run_id)) == 1
+
+
+def test_update_unknown_run_raises_not_found(store: CheckpointStore) -> None:
+    calls = []
+    with pytest.raises(NotFound):
+        store.update_run(unique("tenant-"), unique("run-"), lambda h: calls.append(h) or Mutation(h))  # type: ignore[func-returns-value]
+    assert calls == []
+
+
+@pytest.mark.parametrize("seqs", [[3], [2, 2], [2, 4], [1]], ids=["gap", "duplicate", "hole", "overlap"])
+def test_events_not_continuing_seq_raise_and_write_nothing(store: CheckpointStore, seqs: list[int]) -> None:
+    head = create(store, make_head())
+    with pytest.raises(ValueError):
+        store.update_run(head.tenant, head.run_id, lambda h: append(h, *[make_event(s) for s in seqs]))
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert [e.seq for e in store.list_events(head.tenant, head.run_id)] == [1]
+
+
+def test_concurrent_updates_serialize(store: CheckpointStore) -> None:
+    """N threads append k events each, one per transaction: no lost update, no gap, no duplicate."""
+    n_threads, k = 8, 3
+    if getattr(store, "concurrency", None) == "transaction":
+        # The emulator deadlocks concurrent transactions on one document until its ~2 s lock timeout
+        # (firebase/firebase-tools#6758); two writers prove the retry without minutes of waiting.
+        n_threads, k = 2, 1
+    head = create(store, make_head(), n_events=0)
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def worker(w: int) -> None:
+        try:
+            start.wait()
+            for i in range(k):
+                store.update_run(head.tenant, head.run_id,
+                                 lambda h, i=i: append(h, make_event(h.seq + 1, h.step, worker=w, i=i)))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    final = store.get_run(head.tenant, head.run_id)
+    assert final is not None and final.seq == n_threads * k
+    events = store.list_events(head.tenant, head.run_id, limit=1000)
+    assert [e.seq for e in events] == list(range(1, n_threads * k + 1))
+    per_worker = sorted((e.data["worker"], e.data["i"]) for e in events)
+    assert per_worker == sorted((w, i) for w in range(n_threads) for i in range(k))
+
+
+# --- reading events -----------------------------------------------------------------------------------
+
+
+def test_list_events_pages_by_after_seq_and_limit(store: CheckpointStore) -> None:
+    head = create(store, make_head(), n_events=12)
+    t, r = head.tenant, head.run_id
+    assert [e.seq for e in store.list_events(t, r)] == list(range(1, 13))
+    assert [e.seq for e in store.list_events(t, r, limit=5)] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in store.list_events(t, r, after_seq=5, limit=5)] == [6, 7, 8, 9, 10]
+    assert [e.seq for e in store.list_events(t, r, after_seq=10, limit=5)] == [11, 12]
+    assert store.list_events(t, r, after_seq=12) == []
+    pages, after = [], 0
+    while page := store.list_events(t, r, after_seq=after, limit=4):
+        pages.append([e.seq for e in page])
+        after = page[-1].seq
+    assert pages == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    assert store.list_events(unique("tenant-"), unique("run-")) == []
+
+
+def test_list_events_orders_numerically_past_nine(store: CheckpointStore) -> None:
+    head = create(store, make_head(), n_events=11)
+    assert [e.seq for e in store.list_events(head.tenant, head.run_id, after_seq=8)] == [9, 10, 11]
+
+
+def test_events_since_step_returns_later_steps_in_seq_order(store: CheckpointStore) -> None:
+    head = create(store, make_head(), n_events=1, step=0)
+    steps = [1, 1, 1, 2, 2, 3, 3, 3, 3, 4]  # seqs 2..11, several events per step
+    for step in steps:
+        store.update_run(head.tenant, head.run_id, lambda h, s=step: append(h, make_event(h.seq + 1, s)))
+    got = store.events_since_step(head.tenant, head.run_id, 2)
+    assert [(e.seq, e.step) for e in got] == [(5, 2), (6, 2), (7, 3), (8, 3), (9, 3), (10, 3), (11, 4)]
+    assert [e.seq for e in store.events_since_step(head.tenant, head.run_id, 0)] == list(range(1, 12))
+    assert store.events_since_step(head.tenant, head.run_id, 5) == []
+    assert got == store.list_events(head.tenant, head.run_id, after_seq=4)
+
+
+# --- find_runs ----------------------------------------------------------------------------------------
+# Each store sees only its own runs: a fresh memory store, or a Firestore store on a unique prefix.
+
+
+def test_find_runs_across_tenants_by_status_and_updated_before(store: CheckpointStore) -> None:
+    ta, tb = unique("tenant-a-"), unique("tenant-b-")
+
+    def run(tenant: str, status: RunStatus, minutes: int) -> RunHead:
+        at = T0 + timedelta(minutes=minutes)
+        return create(store, make_head(tenant, status=status, created_at=at, updated_at=at))
+
+    r2 = run(tb, RunStatus.running, 2)
+    q1 = run(ta, RunStatus.queued, 1)
+    r3 = run(ta, RunStatus.running, 3)
+    run(tb, RunStatus.succeeded, 4)
+    w5 = run(ta, RunStatus.waiting_approval, 5)
+    late = run(tb, RunStatus.running, 30)
+
+    cutoff = T0 + timedelta(minutes=10)
+    active = [RunStatus.queued, RunStatus.running]
+    assert store.find_runs(active, cutoff) == [q1, r2, r3]
+    assert store.find_runs([RunStatus.running], cutoff) == [r2, r3]
+    assert store.find_runs([RunStatus.waiting_approval, RunStatus.expired], cutoff) == [w5]
+    assert store.find_runs(active, T0 + timedelta(days=1)) == [q1, r2, r3, late]
+    assert store.find_runs(active, T0 + timedelta(minutes=1)) == []  # strictly before
+    assert store.find_runs([RunStatus.cancelled], cutoff) == []
+    assert store.find_runs([], cutoff) == []
+
+
+def test_find_runs_respects_limit_oldest_first(store: CheckpointStore) -> None:
+    heads = []
+    for i in [3, 0, 4, 1, 2]:
+        at = T0 + timedelta(seconds=i)
+        heads.append(create(store, make_head(status=RunStatus.queued, created_at=at, updated_at=at)))
+    heads.sort(key=lambda h: h.updated_at)
+    cutoff = T0 + timedelta(seconds=10)
+    assert store.find_runs([RunStatus.queued], cutoff) == heads
+    assert store.find_runs([RunStatus.queued], cutoff, limit=2) == heads[:2]
+    assert store.find_runs([RunStatus.queued], cutoff, limit=1) == heads[:1]
+
+
+def test_find_runs_sees_updates(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    cutoff = T0 + timedelta(hours=1)
+    assert store.find_runs([RunStatus.running], cutoff) == [head]
+    result = store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(h.seq + 1)))
+    assert store.find_runs([RunStatus.running], cutoff) == [result.head]
+    store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(h.seq + 1), status=RunStatus.succeeded))
+    assert store.find_runs([RunStatus.running], cutoff) == []
+
+
+# --- payloads -----------------------------------------------------------------------------------------
+
+
+def test_large_legal_payloads_round_trip(store: CheckpointStore) -> None:
+    big = "Ωx" * 150_000  # 450,000 UTF-8 bytes
+    head = make_head(input=big, result=big[:100_000], metadata={f"k{i}": "v" * 100 for i in range(200)})
+    events = [make_event(1, 0, EventKind.run_created, text=big),
+              make_event(2, 0, EventKind.tool_result, rows=[{"id": i, "name": f"row {i}"} for i in range(5000)])]
+    store.create_run(head.model_copy(update={"seq": 2}), events)
+    got = store.get_run(head.tenant, head.run_id)
+    assert got is not None and got.input == big and got.metadata == head.metadata
+    assert store.list_events(head.tenant, head.run_id) == events
+    more = make_event(3, 1, EventKind.model_response, text=big)
+    store.update_run(head.tenant, head.run_id, lambda h: append(h, more, result=big))
+    assert store.list_events(head.tenant, head.run_id, after_seq=2) == [more]
+
+
+def test_any_json_event_data_round_trips(store: CheckpointStore) -> None:
+    """Tool arguments and outputs are arbitrary JSON: nested arrays, odd keys, big integers."""
+    data = {
+        "matrix": [[1, 2], [3, [4, 5]], []],
+        "__reserved__": {"": "empty key", "a.b": 1, "`q`": 2, "x/y": 3},
+        "big": 2**70,
+        "neg": -(2**63),
+        "float": 1.5e-300,
+        "unicode": "日本語 🎉",
+        "null": None,
+        "flags": [True, False],
+        "empty": {},
+    }
+    head = make_head(metadata={"__x__": "reserved key", "": "empty key", "a.b": "dotted"})
+    store.create_run(head.model_copy(update={"seq": 1}), [make_event(1, 0, EventKind.tool_result, **data)])
+    [event] = store.list_events(head.tenant, head.run_id)
+    assert event.data == data
+    got = store.get_run(head.tenant, head.run_id)
+    assert got is not None and got.metadata == head.metadata
+
+
+# The document size limit. Firestore refuses documents over 1 MiB; every store refuses, before writing,
+# any document over ~1,000,000 bytes, naming it.
+def test_oversized_head_is_refused_before_writing(store: CheckpointStore) -> None:
+    head = make_head(input="x" * 1_050_000)
+    try:
+        store.create_run(head, [])
+    except (ConfigurationError, ValueError) as e:
+        assert head.run_id in str(e)
+    else:
+        pytest.fail("an oversized head was accepted")
+    assert store.get_run(head.tenant, head.run_id) is None
+
+
+def test_oversized_event_is_refused_and_nothing_is_written(store: CheckpointStore) -> None:
+    head = create(store, make_head())
+    huge = make_event(2, 1, EventKind.tool_result, output="y" * 1_010_000)
+    try:
+        store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(2, 1), huge.model_copy(
+            update={"seq": 3})))
+    except (ConfigurationError, ValueError) as e:
+        assert head.run_id in str(e) and "0000000003" in str(e)
+    else:
+        pytest.fail("an oversized event was accepted")
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert [e.seq for e in store.list_events(head.tenant, head.run_id)] == [1]
+
+
+def test_document_just_under_the_limit_is_accepted(store: CheckpointStore) -> None:
+    head = create(store, make_head())
+    ok = make_event(2, 1, EventKind.tool_result, output="z" * 990_000)
+    store.update_run(head.tenant, head.run_id, lambda h: append(h, ok))
+    assert store.list_events(head.tenant, head.run_id, after_seq=1) == [ok]
+
+
+# --- Firestore adapter only: layout, encoding, stats, error translation -------------------------------
+
+
+@pytest.fixture
+def fs_store(firestore_client: Any) -> Any:
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+    return FirestoreCheckpointStore(firestore_client, prefix=unique("t") + "_", max_attempts=3)
+
+
+def test_firestore_layout_and_native_types(firestore_client: Any) -> None:
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+    store = FirestoreCheckpointStore(firestore_client)  # the production layout: no prefix
+    head = create(store, full_head(), n_events=2)
+    raw = firestore_client.document(f"tenants/{head.tenant}/runs/{head.run_id}").get().to_dict()
+    assert isinstance(raw["expire_at"], datetime) and isinstance(raw["updated_at"], datetime)  # TTL needs this
+    assert raw["status"] == "running" and type(raw["status"]) is str
+    assert head.lease is not None and raw["lease"]["until"] == head.lease.until
+    assert raw["metadata"] == head.metadata
+    ids = [d.id for d in firestore_client.collection(f"tenants/{head.tenant}/runs/{head.run_id}/events").stream()]
+    assert ids == ["0000000001", "0000000002"]
+    event = firestore_client.document(f"tenants/{head.tenant}/runs/{head.run_id}/events/0000000002").get().to_dict()
+    assert isinstance(event["expire_at"], datetime) and event["kind"] == "step_started" and event["seq"] == 2
+    assert isinstance(event["data_json"], str) and "data" not in event
+
+
+def test_firestore_stats_count_operations(fs_store: Any) -> None:
+    head = create(fs_store, make_head(), n_events=2)
+    assert fs_store.stats["writes"] == 3 and fs_store.stats["commits"] == 1
+    assert fs_store.stats["bytes_written"] > len(head.input)
+    before = fs_store.reset_stats()
+    assert before["writes"] == 3
+    fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(3, 1), make_event(4, 1)))
+    fs_store.update_run(head.tenant, head.run_id, lambda h: Mutation(None))
+    fs_store.list_events(head.tenant, head.run_id)
+    s = fs_store.stats
+    assert (s["reads"], s["writes"], s["commits"], s["queries"], s["retries"]) == (2 + 4, 3, 1, 1, 0)
+
+
+def test_firestore_oversized_document_raises_document_too_large(fs_store: Any) -> None:
+    from agex.errors import DocumentTooLarge
+    from agex.ports.checkpoint_store import MAX_DOCUMENT_BYTES
+
+    head = make_head(input="x" * MAX_DOCUMENT_BYTES)
+    with pytest.raises(DocumentTooLarge) as info:
+        fs_store.create_run(head, [])
+    assert info.value.path.endswith(f"/{head.run_id}") and info.value.size > MAX_DOCUMENT_BYTES
+    assert isinstance(info.value, ConfigurationError) and isinstance(info.value, ValueError)
+    assert fs_store.stats["commits"] == 0  # refused before sending
+
+
+def test_firestore_non_json_event_data_is_refused(fs_store: Any) -> None:
+    head = make_head(seq=1)
+    with pytest.raises(ValueError, match="JSON"):
+        fs_store.create_run(head, [make_event(1, 0, when=datetime.now(UTC))])
+    assert fs_store.get_run(head.tenant, head.run_id) is None
+
+
+def test_firestore_unavailable_is_transient(fs_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.api_core import exceptions as gexc
+    from google.cloud.firestore_v1.document import DocumentReference
+
+    from agex.errors import TransientError
+
+    def unavailable(*a: Any, **k: Any) -> None:
+        raise gexc.ServiceUnavailable("down")
+
+    monkeypatch.setattr(DocumentReference, "get", unavailable)
+    with pytest.raises(TransientError) as info:
+        fs_store.get_run("t", "r")
+    assert isinstance(info.value.__cause__, gexc.ServiceUnavailable)
+    with pytest.raises(TransientError):
+        fs_store.update_run("t", "r", lambda h: Mutation(h))
+
+
+def test_firestore_contention_beyond_retries_is_transient(fs_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.api_core import exceptions as gexc
+    from google.cloud.firestore_v1.batch import WriteBatch
+
+    from agex.errors import TransientError
+
+    head = create(fs_store, make_head())
+
+    def always_stale(*a: Any, **k: Any) -> None:
+        raise gexc.FailedPrecondition("the stored version does not match")
+
+    monkeypatch.setattr(WriteBatch, "commit", always_stale)
+    calls = []
+    with pytest.raises(TransientError, match="contention"):
+        fs_store.update_run(head.tenant, head.run_id, lambda h: calls.append(1) or append(h, make_event(2)))
+    assert len(calls) == 3  # max_attempts
+
+
+def test_firestore_transaction_aborted_beyond_retries_is_transient(
+    firestore_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.api_core import exceptions as gexc
+    from google.cloud.firestore_v1.transaction import Transaction
+
+    from agex.errors import TransientError
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+    store = FirestoreCheckpointStore(firestore_client, prefix=unique("t") + "_", concurrency="transaction",
+                                     max_attempts=3)
+    head = create(store, make_head())
+
+    def aborted(self: Any) -> None:
+        raise gexc.Aborted("contention")
+
+    monkeypatch.setattr(Transaction, "_commit", aborted)
+    with pytest.raises(TransientError, match="contention"):
+        store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(2)))
+    monkeypatch.undo()
+    assert store.get_run(head.tenant, head.run_id) == head
+
+
+@pytest.mark.parametrize("tenant,run_id", [("acme", "a/b"), ("a/b", "run"), ("acme", ".."), ("acme", "__x__"),
+                                           ("", "run"), ("acme", "")])
+def test_ids_no_run_can_have_are_unknown_runs(store: CheckpointStore, tenant: str, run_id: str) -> None:
+    """Reads by any id answer "no such run" (ids come from URLs); only creating refuses odd ids."""
+    assert store.get_run(tenant, run_id) is None
+    with pytest.raises(NotFound):
+        store.update_run(tenant, run_id, lambda h: Mutation(h))
+    assert store.list_events(tenant, run_id) == []
+    assert store.events_since_step(tenant, run_id, 0) == []
+
+
+def test_firestore_refuses_more_writes_than_one_commit_holds(fs_store: Any) -> None:
+    from agex.gcp.firestore_store import MAX_WRITES_PER_COMMIT
+
+    head = create(fs_store, make_head())
+    too_many = [make_event(2 + i, 1) for i in range(MAX_WRITES_PER_COMMIT)]
+    with pytest.raises(ValueError, match="at most 500"):
+        fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, *too_many))
+    assert fs_store.get_run(head.tenant, head.run_id) == head
