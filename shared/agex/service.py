@@ -154,8 +154,13 @@ class RunService:
             return self.ids.new_id("run_")
         if not (0 < len(idempotency_key) <= 255) or not idempotency_key.isprintable():
             raise RequestError("Idempotency-Key must be 1-255 printable characters")
-        digest = hashlib.sha256(f"{caller.tenant}\0{idempotency_key}".encode()).digest()
-        return "run_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
+        return keyed_run_id(caller.tenant, idempotency_key)
+
+
+def keyed_run_id(tenant: str, idempotency_key: str) -> str:
+    """The run id an Idempotency-Key maps to in a tenant: the same key always names the same run."""
+    digest = hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).digest()
+    return "run_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
 
 
 def _hash(value: object) -> str:

@@ -7,10 +7,12 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from google.cloud import tasks_v2
 
 from agex.gcp.cloud_tasks import make_client
+from agex.service import keyed_run_id
 from agex.settings import Settings
 
 from .conftest import E2E
@@ -97,34 +99,27 @@ def test_a_model_response_recorded_before_a_crash_is_not_paid_for_twice(e2e: E2E
     assert len(calls) == 4
 
 
-def test_the_api_dying_before_the_first_enqueue_is_repaired_by_the_sweep(e2e: E2E) -> None:
+def test_the_api_dying_before_the_first_enqueue_is_repaired_by_the_clients_retry(e2e: E2E) -> None:
     e2e.arm("service.after_create")
-    with pytest.raises(Exception):  # noqa: B017 - the API process dies mid-request
-        e2e.client.start_run("support", REFUND, idempotency_key="lost-enqueue-1")
-    # the run was stored; the client cannot know its id, but the sweep finds it and the retry finds it
-    replay = e2e.client.start_run("support", REFUND, idempotency_key="lost-enqueue-1")
-    final = e2e.wait(replay["run_id"], timeout=120)
+    # the API worker dies after storing the run; the client's retry, with the same Idempotency-Key,
+    # gets the stored run back and enqueues its first step
+    run = e2e.client.start_run("support", REFUND)
+    assert e2e.armed() == []
+    final = e2e.wait(run["run_id"], timeout=120)
     assert final["status"] == "succeeded"
-    assert len(refunds_of(e2e, replay["run_id"])) == 1
+    assert len(refunds_of(e2e, run["run_id"])) == 1
 
 
 def test_a_run_whose_task_was_lost_is_recovered_by_the_sweep(e2e: E2E) -> None:
     e2e.arm("service.after_create")
-    with pytest.raises(Exception):  # noqa: B017
-        e2e.client.start_run("ticker", "tick 2", idempotency_key="lost-enqueue-2")
-    # no retry from the client this time: only the sweep can save the run
-    from agex.service import RunService
-
-    run_id = RunService._run_id(None, _dev(), "lost-enqueue-2")  # type: ignore[arg-type]
+    with pytest.raises(httpx.HTTPError):  # the API process dies mid-request, and this client gives up
+        e2e.http.post("/v1/agents/ticker/runs", json={"input": "tick 2"},
+                      headers={"Authorization": "Bearer dev-token", "Idempotency-Key": "lost-enqueue-2"})
+    # only the sweep can save the run now
+    run_id = keyed_run_id("dev", "lost-enqueue-2")
     final = e2e.wait(run_id, timeout=120)
     assert final["status"] == "succeeded"
     assert any(e["kind"] == "sweep_reenqueued" for e in e2e.events(run_id))
-
-
-def _dev():  # type: ignore[no-untyped-def]
-    from agex.auth import Caller
-
-    return Caller("dev", "dev@example.com")
 
 
 def test_model_quota_errors_are_retried_by_cloud_tasks_without_failing_the_run(e2e: E2E) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,11 +25,17 @@ class Client:
         self.http = httpx.Client(base_url=self.api, timeout=timeout, headers={
             "Authorization": f"Bearer {token or os.environ.get('AGEX_TOKEN') or DEFAULT_TOKEN}"})
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e}); is `agex dev` running?") from e
+    def _call(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> Any:
+        """``retry``: the request is safe to send twice (a read, or a write with an Idempotency-Key), so a
+        connection the server closed while idle (servers drop keep-alive connections) is retried."""
+        for attempt in (1, 2):
+            try:
+                response = self.http.request(method, path, **kwargs)
+                break
+            except httpx.HTTPError as e:
+                if retry and attempt == 1 and isinstance(e, httpx.RemoteProtocolError | httpx.ConnectError):
+                    continue
+                raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e}); is `agex dev` running?") from e
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         if response.status_code >= 400:
             err = body.get("error", {}) if isinstance(body, dict) else {}
@@ -37,18 +44,19 @@ class Client:
 
     def start_run(self, agent: str, input: str, metadata: dict[str, str] | None = None,
                   idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        # always keyed, so a retry after a lost response returns the same run instead of a second one
+        headers = {"Idempotency-Key": idempotency_key or f"cli-{uuid.uuid4()}"}
         return self._call("POST", f"/v1/agents/{agent}/runs", json={"input": input, "metadata": metadata or {}},
-                          headers=headers)
+                          headers=headers, retry=True)
 
     def run(self, run_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/runs/{run_id}")
+        return self._call("GET", f"/v1/runs/{run_id}", retry=True)
 
     def events_page(self, run_id: str, after: int = 0, size: int = 100) -> dict[str, Any]:
         params: dict[str, Any] = {"page_size": size}
         if after:
             params["page_token"] = str(after)
-        return self._call("GET", f"/v1/runs/{run_id}/events", params=params)
+        return self._call("GET", f"/v1/runs/{run_id}/events", params=params, retry=True)
 
     def events(self, run_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
         while True:
@@ -62,4 +70,4 @@ class Client:
         return self._call("POST", f"/v1/runs/{run_id}:cancel")
 
     def agents(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/agents")["agents"]
+        return self._call("GET", "/v1/agents", retry=True)["agents"]
