@@ -26,7 +26,8 @@ class E2E:
         self.failpoints = failpoints
         self.client = Client(stack.api_url, "dev-token")
         self.acme = Client(stack.api_url, "acme-token")
-        self.http = httpx.Client(base_url=stack.api_url, timeout=30)
+        # no keep-alive: tests kill API workers, and a pooled connection to a dead worker would be reset
+        self.http = httpx.Client(base_url=stack.api_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
     def wait(self, run_id: str, timeout: float = 120, client: Client | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,15 +28,19 @@ class Client:
 
     def _call(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> Any:
         """``retry``: the request is safe to send twice (a read, or a write with an Idempotency-Key), so a
-        connection the server closed while idle (servers drop keep-alive connections) is retried."""
-        for attempt in (1, 2):
+        connection that broke (a server restarting, a keep-alive connection it dropped) is tried again."""
+        attempts = 3 if retry else 1
+        for attempt in range(1, attempts + 1):
             try:
                 response = self.http.request(method, path, **kwargs)
                 break
-            except httpx.HTTPError as e:
-                if retry and attempt == 1 and isinstance(e, httpx.RemoteProtocolError | httpx.ConnectError):
+            except httpx.TransportError as e:
+                if attempt < attempts:
+                    time.sleep(0.2 * attempt)
                     continue
                 raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e}); is `agex dev` running?") from e
+            except httpx.HTTPError as e:
+                raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e})") from e
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         if response.status_code >= 400:
             err = body.get("error", {}) if isinstance(body, dict) else {}

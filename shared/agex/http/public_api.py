@@ -4,7 +4,6 @@ OpenAPI document at ``GET /v1/openapi.json`` is built from the same views."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -169,5 +168,3 @@ def _describe(e: ValidationError) -> str:
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
-
-Handler = Callable[[Request], Response]
