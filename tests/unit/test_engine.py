@@ -239,3 +239,13 @@ def test_step_task_names_are_deterministic() -> None:
     task = StepTask(tenant="t", run_id="run_x", step=3)
     assert task.name == "t--run_x--s000003"
     assert StepTask(tenant="t", run_id="run_x", step=3, generation=2).name == "t--run_x--s000003-g2"
+
+
+def test_a_run_of_an_agent_no_longer_deployed_fails_clearly() -> None:
+    rt = make(scripted("done"))
+    head = rt.start("notes", "go")
+    rt.runner.agents = type(rt.agents)([])  # a redeploy without the agent
+    rt.drive()
+    final = rt.store.get_run("dev", head.run_id)
+    assert final is not None and final.status == RunStatus.failed
+    assert final.error is not None and "not deployed" in final.error.message

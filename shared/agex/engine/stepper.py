@@ -17,7 +17,7 @@ from agex.agent import Agent, AgentRegistry
 from agex.clock import Clock
 from agex.engine import conversation, decisions
 from agex.engine.decisions import Claim, Delivery
-from agex.errors import ModelError, StaleDelivery
+from agex.errors import ModelError, NotFound, StaleDelivery
 from agex.messages import FunctionCall, ModelRequest, ModelResponse
 from agex.obs import logging as log
 from agex.obs import tracing
@@ -81,7 +81,12 @@ class StepRunner:
         assert head is not None
         if claimed.value == Claim.finished:
             return self._finished(head)
-        agent = self.agents.get(head.agent)
+        try:
+            agent = self.agents.get(head.agent)
+        except NotFound:
+            # the deployment no longer runs this agent: retrying cannot help, so say so on the run
+            return self._fail(d, RunError(code="configuration_error", message=(
+                f"agent {head.agent!r} is not deployed here any more; add it back to AGEX_AGENTS to run it")))
         with log.labels(agent=agent.name):
             log.info(_log, f"step {d.step} started (attempt {d.attempt})", attempt=d.attempt)
             failpoints.hit("step.after_claim")
