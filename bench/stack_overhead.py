@@ -69,8 +69,9 @@ def _analyse(client: Any, run_id: str, steps: int, watched: dict[str, Any]) -> d
         "error": view.get("error"), "steps_committed": view["step"], "steps_measured": len(measured),
         "cancelled_by_bench": watched["cancelled_by_bench"],
         "ended_by_model": view["status"] == "succeeded" and view["step"] == steps + 1,
-        "tick_n_seen": sorted({int(e["data"]["args"].get("n", -1)) for e in events
-                               if e["kind"] == "tool_intent" and e["step"] <= steps})[-3:],
+        "tick_n_seen": sorted({int(part["function_call"].get("args", {}).get("n", -1))
+                               for e in events if e["kind"] == "model_response" and e["step"] <= steps
+                               for part in e["data"]["message"]["parts"] if "function_call" in part})[-3:],
     }
     if not last:
         return out
