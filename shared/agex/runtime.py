@@ -47,11 +47,9 @@ class Runtime:
 
     @functools.cached_property
     def store(self) -> CheckpointStore:
-        from google.cloud import firestore
-
         from agex.gcp.firestore_store import FirestoreCheckpointStore
 
-        return FirestoreCheckpointStore(firestore.Client(project=self.settings.project))
+        return FirestoreCheckpointStore(project=self.settings.project)
 
     @functools.cached_property
     def queue(self) -> TaskQueue:

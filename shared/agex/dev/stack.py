@@ -174,24 +174,17 @@ class Stack:
     def _sweep_loop(self) -> None:
         """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
         request carries the same OIDC token a scheduled job's would."""
-        from agex.gcp.cloud_tasks import make_client
+        from agex.gcp.cloud_tasks import make_client, post_with_oidc
+        from agex.settings import Settings
 
         with self.client_env():
             client = make_client(self.tasks_host)
         queue = client.queue_path(self.config.project, "us-central1", "agex-steps")
-        from google.cloud import tasks_v2
-
+        service_account = Settings().step_service_account
         while not self._stop.wait(self.config.sweep_every_seconds):
-            with contextlib.suppress(Exception):
-                client.create_task(parent=queue, task=tasks_v2.Task(http_request=tasks_v2.HttpRequest(
-                    http_method=tasks_v2.HttpMethod.POST, url=self.step_url + "sweep",
-                    oidc_token=tasks_v2.OidcToken(service_account_email=_step_sa(), audience=self.step_url))))
-
-
-def _step_sa() -> str:
-    from agex.settings import Settings
-
-    return Settings().step_service_account
+            with contextlib.suppress(Exception):  # a missed sweep is made up by the next one
+                post_with_oidc(client, queue, url=self.step_url + "sweep", service_account=service_account,
+                               audience=self.step_url)
 
 
 def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

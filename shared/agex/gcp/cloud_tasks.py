@@ -94,3 +94,11 @@ def ensure_queue(client: tasks_v2.CloudTasksClient, queue_path: str, *, max_atte
                                         max_concurrent_dispatches=max_concurrent_dispatches))
     with contextlib.suppress(gexc.AlreadyExists):
         client.create_queue(parent=queue_path.rsplit("/queues/", 1)[0], queue=queue)
+
+
+def post_with_oidc(client: tasks_v2.CloudTasksClient, queue_path: str, *, url: str, service_account: str,
+                   audience: str) -> None:
+    """An unnamed POST task with an OIDC token: how the local stack plays Cloud Scheduler's sweep job."""
+    client.create_task(parent=queue_path, task=tasks_v2.Task(http_request=tasks_v2.HttpRequest(
+        http_method=tasks_v2.HttpMethod.POST, url=url,
+        oidc_token=tasks_v2.OidcToken(service_account_email=service_account, audience=audience))))
