@@ -37,6 +37,7 @@ __all__ = [
     "EmulatorProcess",
     "free_port",
     "reset_firestore",
+    "spawn_and_wait",
     "sdk_root",
     "start_firestore",
     "start_pubsub",
@@ -219,13 +220,20 @@ def _pdeathsig_prefix() -> list[str]:
     return []
 
 
-def _spawn_and_wait(
+def spawn_and_wait(
     name: str,
     argv: Sequence[str],
     port: int,
     log_path: str | None,
     timeout: float,
+    *,
+    ready: Callable[[], bool] | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> EmulatorProcess:
+    """Start ``argv`` in its own process group with its output in ``log_path`` and wait until
+    ``ready()`` (default: ``GET http://127.0.0.1:port/`` answers "Ok", as the SDK emulators do). A
+    process that exits or is not ready within ``timeout`` raises ``EmulatorError`` with its log tail."""
     if not _port_free(port):
         raise EmulatorError(f"{name} emulator: port {HOST}:{port} is already in use")
     owns_log = log_path is None
@@ -242,7 +250,8 @@ def _spawn_and_wait(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=tempfile.gettempdir(),
+                cwd=cwd or tempfile.gettempdir(),
+                env=env,
             )
     except OSError as e:
         if owns_log:
@@ -251,10 +260,11 @@ def _spawn_and_wait(
         raise EmulatorError(f"{name} emulator could not be started (command not found?): {argv[0]}: {e}") from e
     proc = EmulatorProcess(name, popen, port, log_path, owns_log=owns_log)
     url = f"http://{HOST}:{port}/"
+    is_ready = ready or (lambda: _http_ok(url))
     deadline = t0 + timeout
     delay = 0.05
     while True:
-        if _http_ok(url) and proc.alive():  # alive: the answer is ours, not another process's
+        if is_ready() and proc.alive():  # alive: the answer is ours, not another process's
             proc.started_s = time.monotonic() - t0
             return proc
         if not proc.alive():
@@ -290,7 +300,7 @@ def _start(
     for _ in range(attempts):
         p = port if port is not None else free_port()
         try:
-            return _spawn_and_wait(name, argv_for(p), p, log_path, timeout)
+            return spawn_and_wait(name, argv_for(p), p, log_path, timeout)
         except EmulatorError as e:
             last = e
             if "already in use" not in str(e).lower() and "bindexception" not in str(e).lower():

@@ -50,7 +50,7 @@ class Started:
     """True when an earlier request with the same Idempotency-Key created the run."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SweepReport:
     examined: int = 0
     reenqueued: int = 0
@@ -129,10 +129,10 @@ class RunService:
         stale = [s for s in RunStatus if not s.terminal]
         report = SweepReport()
         for head in self.store.find_runs(stale, now - self.sweep_after, limit):
-            report = SweepReport(report.examined + 1, report.reenqueued, report.expired)
+            report.examined += 1
             if now >= head.expire_at:
                 self.store.update_run(head.tenant, head.run_id, lambda h: decisions.expire(h, now))
-                report = SweepReport(report.examined, report.reenqueued, report.expired + 1)
+                report.expired += 1
                 continue
             if head.status not in ACTIVE_STATUSES:
                 continue
@@ -146,7 +146,7 @@ class RunService:
                                             generation=bumped.value, traceparent=head.trace))
                 log.info(_log, "re-enqueued a run that lost its step task", run=head.run_id,
                          step=bumped.head.step + 1, generation=bumped.value)
-                report = SweepReport(report.examined, report.reenqueued + 1, report.expired)
+                report.reenqueued += 1
         return report
 
     def _run_id(self, caller: Caller, idempotency_key: str | None) -> str:

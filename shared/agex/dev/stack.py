@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulators.gcloud import EmulatorError, EmulatorProcess, free_port, start_firestore, start_pubsub
+from emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait, start_firestore, start_pubsub
 
 REPO = Path(__file__).resolve().parents[3]
 STEP_TOPICS = ("agex-run-events",)
@@ -156,20 +154,15 @@ class Stack:
 
     def _python(self, name: str, argv: list[str], port: int, logs: Path) -> EmulatorProcess:
         log_path = logs / f"{name}.log"
-        popen = _spawn(argv, log_path, {**os.environ, "PYTHONUNBUFFERED": "1"})
-        proc = EmulatorProcess(name, popen, port, str(log_path), owns_log=False)
-        _wait(proc, lambda: "READY" in _read(log_path), f"{name} emulator")
-        return proc
+        return spawn_and_wait(name, argv, port, str(log_path), 60, ready=lambda: "READY" in _read(log_path),
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
 
     def _function(self, target: str, port: int, logs: Path) -> EmulatorProcess:
-        log_path = logs / f"{target}.log"
         argv = [sys.executable, "-m", "functions_framework", "--target", target,
                 "--source", str(REPO / "functions" / target / "main.py"), "--host", HOST, "--port", str(port)]
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-        popen = _spawn(argv, log_path, env)
-        proc = EmulatorProcess(target, popen, port, str(log_path), owns_log=False)
-        _wait(proc, lambda: _answers(f"http://{HOST}:{port}/healthz"), f"{target} function")
-        return proc
+        return spawn_and_wait(target, argv, port, str(logs / f"{target}.log"), 60,
+                              ready=lambda: _answers(f"http://{HOST}:{port}/healthz"), env=env, cwd=str(REPO))
 
     def _sweep_loop(self) -> None:
         """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
@@ -185,12 +178,6 @@ class Stack:
             with contextlib.suppress(Exception):  # a missed sweep is made up by the next one
                 post_with_oidc(client, queue, url=self.step_url + "sweep", service_account=service_account,
                                audience=self.step_url)
-
-
-def _spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=str(REPO))
 
 
 def _read(path: Path) -> str:
@@ -209,13 +196,3 @@ def _answers(url: str) -> bool:
     except OSError:
         return False
 
-
-def _wait(proc: EmulatorProcess, ready: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
-        if not proc.alive() or time.monotonic() > deadline:
-            tail = proc.log_tail()
-            proc.stop()
-            state = "exited" if not proc.alive() else f"did not become ready in {timeout:.0f}s"
-            raise EmulatorError(f"{what} {state}; log {proc.log_path}:\n{tail}")
-        time.sleep(0.1)
