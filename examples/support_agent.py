@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from agex.agent import Agent
+from agex.approval import ApprovalPolicy, Condition
 from agex.run import Limits
 from agex.tools import ToolContext, tool
 from examples import support_backend as backend
+
+
+REVIEW_OVER_USD = 50.0
 
 
 class OrderRef(BaseModel):
@@ -65,5 +69,12 @@ agent = Agent(
         "the allowed amount. Then answer the customer briefly with the outcome and the refund id."),
     model="gemini-2.5-flash",
     tools=(lookup_order, check_refund_policy, issue_refund),
-    limits=Limits(max_steps=10, max_tokens=100_000, max_cost_usd=0.50, max_wall_time_s=3600),
+    limits=Limits(max_steps=10, max_tokens=100_000, max_cost_usd=0.50, max_wall_time_s=7 * 24 * 3600),
+    approvals=(
+        # refunds over $50 wait for a support lead; the run is parked at no cost until one decides
+        ApprovalPolicy(tool="issue_refund", when=(Condition(field="amount_usd", op="gt", value=REVIEW_OVER_USD),),
+                       approvers=("manager@example.com", "*@leads.example.com"), four_eyes=True, allow_edits=True,
+                       expires_after_s=24 * 3600, on_expiry="reject",
+                       reason=f"Refunds over ${REVIEW_OVER_USD:.0f} need a support lead's sign-off."),
+    ),
 )

@@ -16,6 +16,8 @@ ORDERS = {
                "amount_usd": 89.00, "delivered_on": "2026-11-12", "final_sale": False, "status": "delivered"},
     "A-2077": {"order_id": "A-2077", "customer": "Sam Okafor", "item": "Clearance rain shell",
                "amount_usd": 45.50, "delivered_on": "2026-11-20", "final_sale": True, "status": "delivered"},
+    "A-1187": {"order_id": "A-1187", "customer": "Ari Mendes", "item": "Merino trail socks (2 pairs)",
+               "amount_usd": 24.00, "delivered_on": "2026-11-18", "final_sale": False, "status": "delivered"},
     "A-3310": {"order_id": "A-3310", "customer": "Lee Park", "item": "Camp stove",
                "amount_usd": 129.00, "delivered_on": "2026-08-02", "final_sale": False, "status": "delivered"},
 }

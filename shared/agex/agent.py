@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agex.approval import ApprovalPolicy
 from agex.errors import ConfigurationError, NotFound
 from agex.run import Limits
 from agex.tools import Tool
@@ -28,8 +30,27 @@ class Agent(BaseModel):
     """The model sees the run's input and the last this-many steps. Bounding the window keeps each
     step's reads and request size flat however long the run gets."""
 
+    approvals: tuple[ApprovalPolicy, ...] = ()
+    """Which tool calls wait for a human before they run (see docs/approvals.md)."""
+
+    @model_validator(mode="after")
+    def _policies_name_tools(self) -> Agent:
+        names = {t.name for t in self.tools}
+        for policy in self.approvals:
+            if policy.tool not in names:
+                raise ValueError(f"approval policy for {policy.tool!r}: agent {self.name!r} has no such tool "
+                                 f"(tools: {', '.join(sorted(names)) or 'none'})")
+        if len({p.tool for p in self.approvals}) != len(self.approvals):
+            raise ValueError(f"agent {self.name!r}: one approval policy per tool")
+        return self
+
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    def approval_policy(self, tool: str, args: dict[str, Any]) -> ApprovalPolicy | None:
+        """The policy that holds this call for a human, if any."""
+        policy = next((p for p in self.approvals if p.tool == tool), None)
+        return policy if policy is not None and policy.applies(args) else None
 
 
 class AgentRegistry:

@@ -114,6 +114,13 @@ class LeaseHeld(StepControl):
     status = 409
 
 
+class NotDue(StepControl):
+    """A scheduled task arrived before its time (clock skew): Cloud Tasks retries it with backoff."""
+
+    code = "not_due"
+    status = 409
+
+
 class LeaseLost(StepControl):
     """This attempt's lease was taken over (it was too slow, or the run was cancelled): stop writing."""
 

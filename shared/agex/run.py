@@ -35,6 +35,8 @@ class RunStatus(StrEnum):
 _TERMINAL = {RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.expired}
 ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running)
 """Statuses in which a run must have a live step task; the sweep looks for runs that lost theirs."""
+WAITING_STATUSES = (RunStatus.waiting_approval, RunStatus.waiting_timer)
+"""Statuses in which nothing runs until ``wake_at`` (or a decision): one scheduled task is all there is."""
 
 
 class _Doc(BaseModel):
@@ -80,7 +82,7 @@ class Lease(_Doc):
 class RunError(_Doc):
     code: str
     """Stable, machine-readable: ``max_steps``, ``max_tokens``, ``max_cost``, ``max_wall_time``,
-    ``model_error``, ``tool_uncertain``, ``expired``, ``internal``."""
+    ``model_error``, ``tool_uncertain``, ``approval_expired``, ``expired``, ``internal``."""
     message: str
 
 
@@ -104,6 +106,10 @@ class RunHead(_Doc):
     limits: Limits = Field(default_factory=Limits)
     usage: Usage = Field(default_factory=Usage)
     lease: Lease | None = None
+    approval_id: str | None = None
+    """The approval the run waits for (``waiting_approval``)."""
+    wake_at: datetime | None = None
+    """When a waiting run's scheduled task is due: the timer, or the approval's expiry."""
     result: str | None = None
     error: RunError | None = None
     trace: str = ""
@@ -126,6 +132,13 @@ class EventKind(StrEnum):
     run_finished = "run_finished"
     run_cancelled = "run_cancelled"
     sweep_reenqueued = "sweep_reenqueued"
+    approval_requested = "approval_requested"
+    approval_decided = "approval_decided"
+    """Approved, rejected or expired: who, when, the comment and any edited arguments."""
+    tool_deferred = "tool_deferred"
+    """A tool asked to be called again later (rate limited); it did not run."""
+    timer_set = "timer_set"
+    """The run waits until ``wake_at`` before its next step."""
 
 
 class Event(_Doc):

@@ -9,13 +9,18 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from agex.agent import Agent, AgentRegistry
+from agex.approval_service import ApprovalService
 from agex.auth import Authenticator, StaticTokenAuthenticator
 from agex.clock import RandomIds, SystemClock
+from agex.engine.approvals import ApprovalApplier
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.errors import ConfigurationError
+from agex.http.decision_push import DecisionPush
 from agex.http.public_api import PublicApi
 from agex.http.step_endpoint import StepEndpoint
 from agex.obs import logging as log
@@ -84,8 +89,15 @@ class Runtime:
                           sweep_after=timedelta(seconds=self.settings.sweep_after_seconds))
 
     @functools.cached_property
+    def approval_service(self) -> ApprovalService:
+        # the API publishes only when a decision is made: the Pub/Sub client loads then, not at cold start
+        return ApprovalService(store=self.store, bus=_LazyBus(lambda: self.bus), agents=self.agents,
+                               clock=self.clock, ids=self.ids)
+
+    @functools.cached_property
     def public_api(self) -> PublicApi:
-        return PublicApi(service=self.service, agents=self.agents, authenticator=self.authenticator,
+        return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
+                         authenticator=self.authenticator,
                          max_body_bytes=self.settings.max_input_bytes * 2 + 16 * 1024,
                          base_url=self.settings.public_url)
 
@@ -109,10 +121,28 @@ class Runtime:
         s = self.settings
         runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
                             models=self.model_for, pricing=self.pricing, clock=self.clock,
-                            settings=StepSettings(lease_seconds=s.step_lease_seconds))
+                            settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url))
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
-        return StepEndpoint(runner=runner, service=self.service, verify=verify,
+        return StepEndpoint(runner=runner, service=self.service, approvals=self.applier, verify=verify,
                             instance=f"{socket.gethostname()}-{os.getpid()}")
+
+    @functools.cached_property
+    def applier(self) -> ApprovalApplier:
+        return ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock)
+
+    @functools.cached_property
+    def decision_push(self) -> DecisionPush:
+        """The ``approvals`` function's handler. Who may push here is Cloud Run IAM's job (only the push
+        subscription's identity is an invoker); the handler re-checks each decider's authority itself."""
+        return DecisionPush(self.applier)
+
+
+class _LazyBus(EventBus):
+    def __init__(self, build: Callable[[], EventBus]) -> None:
+        self._build = build
+
+    def publish(self, topic: str, message: dict[str, Any], attributes: dict[str, str] | None = None) -> str:
+        return self._build().publish(topic, message, attributes)
 
 
 @functools.cache

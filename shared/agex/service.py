@@ -6,6 +6,7 @@ Pure over ports, like the engine: HTTP parsing lives in ``agex.http``, storage i
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -20,7 +21,7 @@ from agex.agent import AgentRegistry
 from agex.auth import Caller
 from agex.clock import Clock, Ids
 from agex.engine import decisions
-from agex.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, RequestError
+from agex.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, RequestError, TransientError
 from agex.obs import logging as log
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.task_queue import StepTask, TaskQueue
@@ -117,24 +118,34 @@ class RunService:
         return self.store.list_events(caller.tenant, run_id, after_seq=after_seq, limit=limit)
 
     def cancel(self, caller: Caller, run_id: str) -> RunHead:
-        self.get(caller, run_id)
-        result = self.store.update_run(caller.tenant, run_id,
-                                       lambda h: decisions.cancel(h, caller.principal, self.clock.now()))
-        assert result.head is not None
-        return result.head
+        head = self.get(caller, run_id)
+        for _ in range(3):
+            # the approval the run waits for is cancelled with it, in the same commit; it is read first,
+            # and read again if the run moved on to another one meanwhile
+            approval = self.store.get_approval(caller.tenant, head.approval_id) if head.approval_id else None
+            try:
+                result = self.store.update_run(caller.tenant, run_id, functools.partial(
+                    decisions.cancel, principal=caller.principal, now=self.clock.now(), approval=approval))
+            except decisions.ApprovalMoved:
+                head = self.get(caller, run_id)
+                continue
+            assert result.head is not None
+            return result.head
+        raise TransientError(f"run {run_id} kept changing while it was being cancelled; try again")
 
     def sweep(self, limit: int = 200) -> SweepReport:
-        """Re-enqueue active runs whose step task was lost; expire runs past their retention."""
+        """Re-enqueue active runs whose step task was lost, and timers whose task is overdue; expire runs
+        past their retention. (Overdue approvals are the approvals applier's, see its ``sweep``.)"""
         now = self.clock.now()
-        stale = [s for s in RunStatus if not s.terminal]
         report = SweepReport()
-        for head in self.store.find_runs(stale, now - self.sweep_after, limit):
+        overdue = self.store.find_waiting(now - self.sweep_after, limit)
+        for head in self.store.find_runs(list(ACTIVE_STATUSES), now - self.sweep_after, limit) + overdue:
             report.examined += 1
             if now >= head.expire_at:
                 self.store.update_run(head.tenant, head.run_id, lambda h: decisions.expire(h, now))
                 report.expired += 1
                 continue
-            if head.status not in ACTIVE_STATUSES:
+            if head.status == RunStatus.waiting_approval:
                 continue
             if self.queue.exists(StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1,
                                           generation=head.generation)):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from agex.errors import ConfigurationError
 from agex.messages import ToolSpec
@@ -35,10 +35,34 @@ class ToolContext:
     after a crash does not repeat the effect."""
 
 
+class RetryLater(Exception):  # noqa: N818 - a request to the runtime, not an error of the tool
+    """Raise from a tool that could not act now (rate limited, "retry after N seconds"): the call did not
+    happen, and the run calls it again after ``after_s`` seconds, from a scheduled task; no instance
+    sleeps meanwhile. The tool must be sure it had no effect."""
+
+    def __init__(self, after_s: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry after {after_s:g} s")
+        self.after_s = max(0.0, float(after_s))
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ContinueLater:
+    """Return from a tool whose call is done but whose run should wait before its next step ("check the
+    shipment again in 2 hours"): the run goes to ``waiting_timer`` and a scheduled task resumes it."""
+
+    after_s: float
+    output: BaseModel | dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class ToolOutcome:
     ok: bool
     output: dict[str, Any]
+    retry_after_s: float | None = None
+    """Set when the tool raised ``RetryLater``: nothing happened; call it again after this long."""
+    continue_after_s: float | None = None
+    """Set when the tool returned ``ContinueLater``: wait this long before the run's next step."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +87,14 @@ class Tool:
             return ToolOutcome(False, {"error": f"invalid arguments for {self.name}: {_brief(e)}"})
         try:
             result = self.fn(parsed, ctx)
+        except RetryLater as e:
+            return ToolOutcome(False, {"error": f"{self.name} asked to be retried later: {e}"},
+                               retry_after_s=e.after_s)
         except Exception as e:  # a tool's failure is information for the model, not a step crash
             return ToolOutcome(False, {"error": f"{type(e).__name__}: {e}"})
+        if isinstance(result, ContinueLater):
+            output = _truncate(_as_dict(result.output)) if result.output is not None else {}
+            return ToolOutcome(True, output, continue_after_s=max(0.0, float(result.after_s)))
         return ToolOutcome(True, _truncate(_as_dict(result)))
 
 
@@ -109,3 +139,15 @@ def _truncate(output: dict[str, Any]) -> dict[str, Any]:
 
 def _brief(e: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}" for err in e.errors())
+
+
+class WaitArgs(BaseModel):
+    seconds: int = Field(ge=1, le=7 * 24 * 3600, description="How long to wait before continuing, in seconds.")
+    reason: str = Field(default="", max_length=500, description="What the run waits for, for the timeline.")
+
+
+@tool(name="continue_later")
+def continue_later(args: WaitArgs, ctx: ToolContext) -> ContinueLater:
+    """Pause this task and continue it after the given number of seconds, for example to check on
+    something again later. Nothing runs while waiting."""
+    return ContinueLater(args.seconds, {"waiting_s": args.seconds, "reason": args.reason})

@@ -10,11 +10,12 @@ a test can assert that a refused request wrote nothing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -25,16 +26,23 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 from werkzeug.wrappers import Request
 
+from agex.agent import Agent
+from agex.approval import Approval, approval_id, redact
 from agex.auth import StaticTokenAuthenticator
 from agex.http import openapi
 from agex.http.public_api import PublicApi
-from agex.run import RunStatus
+from agex.ports.checkpoint_store import Mutation
+from agex.run import Event, EventKind, RunHead, RunStatus
 from agex.testing import TestModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
 
-TOKENS = "dev-token=dev:dev@example.com,acme-token=acme:ops@acme.test"
+TOKENS = ("dev-token=dev:dev@example.com,acme-token=acme:ops@acme.test,"
+          "lead-token=dev:lead@example.com,intern-token=dev:intern@example.com,ana-token=dev:ana@finance.example.com")
 DEV_TOKEN, ACME_TOKEN = "dev-token", "acme-token"
+LEAD_TOKEN, INTERN_TOKEN, ANA_TOKEN = "lead-token", "intern-token", "ana-token"
+"""More principals of tenant ``dev``, to decide approvals: the lead and Ana (a pattern) approve, the intern
+does not."""
 MAX_BODY_BYTES = 80 * 1024
 FINAL_TEXT = "Your refund of $89.00 for order A-1042 is on its way."
 TOOL_ARGS: dict[str, dict[str, Any]] = {
@@ -179,14 +187,20 @@ def _refund_ledger(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGEX_EXAMPLE_LEDGER", str(tmp_path / "refunds.sqlite"))
 
 
+UNGUARDED = Agent(**{**dict(support_agent), "approvals": ()})
+"""The sample support agent without its approval policy: the run tests follow runs that never wait for a
+human (approvals are seeded and tested in ``test_approvals_api``)."""
+
+
 @pytest.fixture
 def rt() -> InMemoryRuntime:
     """The sample support agent on in-memory ports; its model calls every tool once, then answers."""
-    return InMemoryRuntime([support_agent], TestModel(FINAL_TEXT, args_for=lambda name: TOOL_ARGS[name]))
+    return InMemoryRuntime([UNGUARDED], TestModel(FINAL_TEXT, args_for=lambda name: TOOL_ARGS[name]))
 
 
 def make_api(rt: InMemoryRuntime, base_url: str = "") -> PublicApi:
-    return PublicApi(service=rt.service, agents=rt.agents, authenticator=StaticTokenAuthenticator.parse(TOKENS),
+    return PublicApi(service=rt.service, approvals=rt.approvals, agents=rt.agents,
+                     authenticator=StaticTokenAuthenticator.parse(TOKENS),
                      max_body_bytes=MAX_BODY_BYTES, base_url=base_url)
 
 
@@ -218,16 +232,23 @@ class Snapshot:
     runs: tuple[str, ...]
     events: tuple[tuple[str, str, int, str], ...]
     tasks: tuple[str, ...]
+    approvals: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()
+    """Everything published on the bus (decisions to apply, notifications)."""
 
 
 def take_snapshot(rt: InMemoryRuntime) -> Snapshot:
-    """Every run head, event and pending task, through the ports' public methods."""
+    """Every run head, event, approval, pending task and published message, through the ports' public
+    methods."""
     heads = rt.store.find_runs(list(RunStatus), datetime(9999, 1, 1, tzinfo=UTC), 1_000_000)
     runs = tuple(sorted(h.model_dump_json() for h in heads))
     events = tuple(sorted((h.tenant, h.run_id, e.seq, e.kind.value)
                           for h in heads for e in rt.store.list_events(h.tenant, h.run_id, limit=1_000_000)))
     tasks = tuple(sorted(t.name for t in rt.queue.pending()))
-    return Snapshot(runs, events, tasks)
+    approvals = tuple(sorted(a.model_dump_json() for tenant in sorted({h.tenant for h in heads})
+                             for a in rt.store.list_approvals(tenant, limit=1_000_000)))
+    messages = tuple(json.dumps([m.topic, m.message, m.attributes], sort_keys=True) for m in rt.bus.messages)
+    return Snapshot(runs, events, tasks, approvals, messages)
 
 
 @pytest.fixture
@@ -237,12 +258,52 @@ def snapshot(rt: InMemoryRuntime) -> Callable[[], Snapshot]:
 
 @pytest.fixture
 def unchanged(rt: InMemoryRuntime) -> Callable[[], Iterator[None]]:
-    """``with unchanged(): ...`` fails if the block wrote a run, an event or a task."""
+    """``with unchanged(): ...`` fails if the block wrote a run, an event, an approval or a task, or
+    published a message."""
 
     @contextlib.contextmanager
     def guard() -> Iterator[None]:
         before = take_snapshot(rt)
         yield
-        assert take_snapshot(rt) == before, "a refused request wrote to the store or the queue"
+        assert take_snapshot(rt) == before, "a refused request wrote to the store or the queue, or published"
 
     return guard
+
+
+# --- approvals, seeded through the store --------------------------------------------------------------
+
+_SEEDS = itertools.count(1)
+APPROVERS = ("lead@example.com", "*@finance.example.com")
+SECRET_REASON = "customer 4242: card ending 1234, split sole"
+REFUND_ARGS = {"order_id": "A-1042", "amount_usd": 89.0, "reason": SECRET_REASON}
+
+
+def seed_approval(rt: InMemoryRuntime, *, tenant: str = "dev", principal: str = "dev@example.com",
+                  run_status: RunStatus = RunStatus.waiting_approval, arguments: dict[str, Any] | None = None,
+                  **fields: Any) -> Approval:
+    """A run that waits for a human and its approval, written as the engine writes them: the head and the
+    approval in one commit. Independent of the engine. ``fields`` override the approval's."""
+    now = rt.clock.now()
+    run_id = f"run_seed{next(_SEEDS):06d}"
+    step, call_id = fields.pop("step", 1), fields.pop("call_id", "call_1")
+    args = dict(REFUND_ARGS) if arguments is None else arguments
+    paths = fields.pop("redact", ["reason"])
+    head = RunHead(run_id=run_id, tenant=tenant, agent="support", agent_version="1", principal=principal,
+                   input="Refund order A-1042, please.", created_at=now, updated_at=now,
+                   expire_at=now + timedelta(days=7), seq=1)
+    created = Event(seq=1, step=0, kind=EventKind.run_created, at=now, expire_at=head.expire_at,
+                    data={"agent": "support", "agent_version": "1", "principal": principal,
+                          "input": head.input, "metadata": {}})
+    rt.store.create_run(head, [created])
+    approval = Approval(**{
+        "approval_id": approval_id(run_id, step, call_id), "tenant": tenant, "run_id": run_id, "agent": "support",
+        "step": step, "call_id": call_id, "tool": "issue_refund", "arguments": redact(args, paths),
+        "call_arguments": args, "redact": paths, "reason": "Refunds need a human.", "approvers": list(APPROVERS),
+        "four_eyes": True, "allow_edits": True, "on_expiry": "reject", "requested_by": principal,
+        "created_at": now, "expires_at": now + timedelta(days=1), "updated_at": now, "expire_at": head.expire_at,
+        "trace": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", **fields})
+    waiting = run_status == RunStatus.waiting_approval
+    rt.store.update_run(tenant, run_id, lambda h: Mutation(h.model_copy(update={
+        "status": run_status, "step": step, "approval_id": approval.approval_id if waiting else None,
+        "wake_at": approval.expires_at if waiting else None}), [], approvals=[approval]))
+    return approval

@@ -17,7 +17,15 @@ from agex.http.public_api import _routes
 from agex.testing import FunctionModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
-from tests.api.conftest import HTTP_METHODS, ApiClient, OpenApiChecker, make_api
+from tests.api.conftest import (
+    HTTP_METHODS,
+    LEAD_TOKEN,
+    MAX_BODY_BYTES,
+    ApiClient,
+    OpenApiChecker,
+    make_api,
+    seed_approval,
+)
 
 RUNS = "/v1/agents/support/runs"
 JSON = "application/json"
@@ -133,6 +141,24 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.post(f"/v1/runs/{other}:cancel")  # 409
     client.post(f"/v1/runs/{other}:cancel", token=None)
     client.post("/v1/runs/run_nope:cancel")
+
+    pending = f"/v1/approvals/{seed_approval(rt).approval_id}"
+    decided = f"/v1/approvals/{seed_approval(rt, status='approved', decided_by='lead@example.com').approval_id}"
+    client.get("/v1/approvals")
+    client.get("/v1/approvals?status=pending&page_size=1")
+    client.get("/v1/approvals?status=nope")
+    client.get("/v1/approvals", token=None)
+    client.get(pending)
+    client.get(pending, token=None)
+    client.get("/v1/approvals/apr_nope")
+    client.post(pending, json={"decision": "approve"}, token=LEAD_TOKEN)
+    client.post(pending, json={"decision": "maybe"}, token=LEAD_TOKEN)
+    client.post(pending, json={"decision": "approve"}, token=None)
+    client.post(pending, json={"decision": "approve"})  # the run's own principal is no approver: 403
+    client.post("/v1/approvals/apr_nope", json={"decision": "approve"})
+    client.post(decided, json={"decision": "approve"}, token=LEAD_TOKEN)  # 409
+    client.post(pending, data="x" * (MAX_BODY_BYTES + 1), content_type=JSON, token=LEAD_TOKEN)
+    client.post(pending, data="approve", content_type="text/plain", token=LEAD_TOKEN)
 
     client.get("/v1/nope")  # undocumented route and method: ErrorBody, 404 and 405
     client.open("DELETE", f"/v1/runs/{run}")

@@ -77,10 +77,12 @@ def test_get_agent_shows_tools_with_json_schema_parameters_and_no_secrets(client
     response = client.get("/v1/agents/support")
     assert response.status_code == 200
     view = response.get_json()
-    assert set(view) == {"name", "version", "description", "model", "tools", "limits"}
+    assert set(view) == {"name", "version", "description", "model", "tools", "limits", "approvals"}
+    assert view["approvals"] == []  # the sample agent holds no call for a human
     assert (view["name"], view["version"], view["model"]) == ("support", "1", "gemini-2.5-flash")
     assert view["description"] == support_agent.description
-    assert view["limits"] == {"max_steps": 10, "max_tokens": 100_000, "max_cost_usd": 0.5, "max_wall_time_s": 3600}
+    assert view["limits"] == {"max_steps": 10, "max_tokens": 100_000, "max_cost_usd": 0.5,
+                              "max_wall_time_s": support_agent.limits.max_wall_time_s}
     assert [t["name"] for t in view["tools"]] == ["lookup_order", "check_refund_policy", "issue_refund"]
     for tool in view["tools"]:
         assert set(tool) == {"name", "description", "idempotent", "parameters"}

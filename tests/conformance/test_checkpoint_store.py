@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from agex.errors import AlreadyExists, ConfigurationError, NotFound
+from agex.approval import Approval, ApprovalStatus
+from agex.errors import AlreadyExists, ConfigurationError, DocumentTooLarge, NotFound
+from agex.memory.checkpoint_store import InMemoryCheckpointStore
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.run import Event, EventKind, Lease, Limits, RunError, RunHead, RunStatus, Usage
 
@@ -398,6 +401,351 @@ def test_document_just_under_the_limit_is_accepted(store: CheckpointStore) -> No
     assert store.list_events(head.tenant, head.run_id, after_seq=1) == [ok]
 
 
+# --- approvals ----------------------------------------------------------------------------------------
+
+
+def make_approval(head: RunHead, approval_id: str | None = None, **changes: Any) -> Approval:
+    """A pending approval of a call in ``head``'s run."""
+    fields: dict[str, Any] = dict(
+        approval_id=approval_id or unique("apr_"),
+        tenant=head.tenant,
+        run_id=head.run_id,
+        agent=head.agent,
+        step=head.step + 1,
+        call_id="call-1",
+        tool="refund",
+        arguments={"order": "1234", "amount_usd": 120, "card": "[redacted]"},
+        call_arguments={"order": "1234", "amount_usd": 120, "card": "4111"},
+        redact=["card"],
+        reason="refunds over $50 need a human",
+        approvers=["*@finance.example.com"],
+        four_eyes=True,
+        allow_edits=True,
+        on_expiry="reject",
+        requested_by=head.principal,
+        created_at=T0,
+        expires_at=T0 + timedelta(days=1),
+        updated_at=T0,
+        expire_at=T0 + timedelta(days=7),
+    )
+    fields.update(changes)
+    return Approval(**fields)
+
+
+def wait_for(head: RunHead, *approvals: Approval, **changes: Any) -> Mutation[str]:
+    """The Mutation of a decision that makes the run wait for ``approvals[0]`` and writes them all."""
+    first = approvals[0] if approvals else None
+    m = append(head, make_event(head.seq + 1, head.step + 1, EventKind.approval_requested),
+               status=RunStatus.waiting_approval, approval_id=first.approval_id if first else None,
+               wake_at=first.expires_at if first else None, **changes)
+    return Mutation(m.head, m.events, m.value, approvals)
+
+
+def settle(approval: Approval, status: ApprovalStatus = ApprovalStatus.approved, **changes: Any) -> Approval:
+    return approval.model_copy(update={"status": status, "decision_id": "dec-1", "decided_by": "lee@finance.example.com",
+                                       "decided_at": T0 + timedelta(minutes=5), "updated_at": T0 + timedelta(minutes=5),
+                                       **changes})
+
+
+def lose_first_commit(store: CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> Callable[[RunHead], int]:
+    """A hook for ``mutate``: on the first attempt, another writer gets there first, so that attempt's commit
+    loses and the store decides again. Returns the number of attempts the store should make.
+
+    The memory store serializes updates under its lock: nothing can get in between. Optimistic Firestore:
+    a raw write to the head invalidates the batch's update-time precondition. Transaction mode: the emulator
+    blocks any other writer of a document the transaction read until its lock timeout, so the first commit
+    is made to abort, as contention does."""
+    calls = 0
+    mode = getattr(store, "concurrency", None)
+    if mode == "transaction":
+        from google.api_core import exceptions as gexc
+        from google.cloud.firestore_v1.transaction import Transaction
+
+        commit = Transaction._commit
+
+        def abort_first(self: Any) -> Any:
+            if calls == 1:
+                self._rollback()  # as the server does when it aborts a transaction: its locks go with it
+                raise gexc.Aborted("contention")
+            return commit(self)
+
+        monkeypatch.setattr(Transaction, "_commit", abort_first)
+
+    def hook(head: RunHead) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1 and mode == "optimistic":
+            prefix = store.prefix  # type: ignore[attr-defined]
+            store.client.document(  # type: ignore[attr-defined]
+                f"{prefix}tenants/{head.tenant}/{prefix}runs/{head.run_id}").update({"generation": head.generation + 1})
+        return calls
+
+    return hook
+
+
+def test_approvals_are_written_with_the_head(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    a, b = make_approval(head), make_approval(head, call_id="call-2")
+    result = store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a, b))
+    assert result.head is not None and result.approvals == (a, b)
+    assert store.get_run(head.tenant, head.run_id) == result.head
+    assert store.get_approval(head.tenant, a.approval_id) == a
+    assert store.get_approval(head.tenant, b.approval_id) == b
+    assert [e.kind for e in store.list_events(head.tenant, head.run_id)][-1] == EventKind.approval_requested
+
+
+def test_an_approval_is_replaced_whole(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    a = make_approval(head, edited_arguments={"order": "1234", "amount_usd": 100})
+    store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a))
+    decided = settle(a, edited_arguments=None, comment="ok")
+    store.update_run(head.tenant, head.run_id,
+                     lambda h: Mutation(append(h, status=RunStatus.running, approval_id=None, wake_at=None).head,
+                                        approvals=[decided]))
+    assert store.get_approval(head.tenant, a.approval_id) == decided
+
+
+def test_approval_of_a_losing_attempt_is_never_written(store: CheckpointStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head's precondition guards the approvals: an attempt that loses it writes neither."""
+    head = create(store, make_head(status=RunStatus.running))
+    hook = lose_first_commit(store, monkeypatch)
+    seen: list[RunHead] = []
+
+    def mutate(h: RunHead) -> Mutation[str]:
+        seen.append(h)
+        attempt = hook(h)
+        return wait_for(h, make_approval(h, f"apr_attempt{attempt}"))
+
+    result = store.update_run(head.tenant, head.run_id, mutate)
+    expected = 1 if isinstance(store, InMemoryCheckpointStore) else 2
+    assert len(seen) == expected
+    assert store.get_approval(head.tenant, f"apr_attempt{expected}") is not None
+    if expected == 2:
+        assert store.get_approval(head.tenant, "apr_attempt1") is None
+    assert store.get_run(head.tenant, head.run_id) == result.head
+    assert result.head is not None and result.head.approval_id == f"apr_attempt{expected}"
+    assert [a.approval_id for a in store.list_approvals(head.tenant)] == [f"apr_attempt{expected}"]
+
+
+def test_no_approval_is_written_without_the_head(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    a = make_approval(head)
+    store.update_run(head.tenant, head.run_id, lambda h: Mutation(None, approvals=[a]))
+
+    def fails(h: RunHead) -> Mutation[str]:
+        wait_for(h, a)
+        raise Boom("decided to stop")
+
+    with pytest.raises(Boom):
+        store.update_run(head.tenant, head.run_id, fails)
+    with pytest.raises(ValueError):  # events not continuing the sequence
+        store.update_run(head.tenant, head.run_id, lambda h: Mutation(append(h).head, [make_event(9)], approvals=[a]))
+    other = make_head(head.tenant)
+    with pytest.raises(ValueError, match="cannot be written with run"):  # an approval of another run
+        store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, make_approval(other)))
+    assert store.get_approval(head.tenant, a.approval_id) is None
+    assert store.list_approvals(head.tenant) == []
+    assert store.get_run(head.tenant, head.run_id) == head
+
+
+def test_oversized_approval_is_refused_and_nothing_is_written(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    small, huge = make_approval(head), make_approval(head, call_id="call-2", call_arguments={"body": "x" * 1_010_000})
+    with pytest.raises(DocumentTooLarge) as info:
+        store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, small, huge))
+    assert info.value.path.endswith(f"/{huge.approval_id}") and huge.approval_id in str(info.value)
+    assert store.get_run(head.tenant, head.run_id) == head
+    assert [e.seq for e in store.list_events(head.tenant, head.run_id)] == [1]
+    assert store.get_approval(head.tenant, small.approval_id) is None
+    assert store.get_approval(head.tenant, huge.approval_id) is None
+
+
+def test_any_json_approval_arguments_round_trip(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    odd = {"matrix": [[1, 2], [3, [4, 5]], []], "__x__": {"": "empty key", "a.b": 1, "`q`": 2, "x/y": 3},
+           "big": 2**70, "float": 1.5e-300, "unicode": "日本語 🎉", "null": None, "flags": [True, False], "empty": {}}
+    a = make_approval(head, arguments=odd, call_arguments={**odd, "secret": "s"}, edited_arguments={"__y__": [[odd]]},
+                      approvers=["lee@finance.example.com", "*@ops.example.com"], redact=["secret", "a.b"],
+                      trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                      late_decisions=[{"decision_id": "d0", "principal": "x@example.com", "decision": "reject"}])
+    b = settle(make_approval(head, call_id="call-2", created_at=T0 + timedelta(seconds=1)),
+               ApprovalStatus.rejected, comment="not this one: ünïcode", decided_at=datetime(2026, 5, 1, 12, 0, 0, 999999,
+                                                                                        tzinfo=timezone(timedelta(hours=2))))
+    store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a, b))
+    got = store.get_approval(head.tenant, a.approval_id)
+    assert got == a and got is not None and got.model_dump() == a.model_dump()
+    assert type(got.created_at) is datetime and got.created_at.utcoffset() == timedelta(0)
+    assert isinstance(got.status, ApprovalStatus)
+    assert store.get_approval(head.tenant, b.approval_id) == b
+    assert store.list_approvals(head.tenant) == [a, b]
+
+
+def test_get_unknown_approval_is_none(store: CheckpointStore) -> None:
+    head = create(store, make_head())
+    assert store.get_approval(head.tenant, unique("apr_")) is None
+    for tenant, approval_id in [(head.tenant, "a/b"), (head.tenant, "__x__"), (head.tenant, ""), ("", "apr_1"),
+                                ("a/b", "apr_1")]:
+        assert store.get_approval(tenant, approval_id) is None
+        assert store.list_approvals(tenant) == []
+        with pytest.raises(NotFound):
+            store.add_late_decision(tenant, approval_id, {"decision_id": "d1"})
+
+
+def _approvals_in(store: CheckpointStore, head: RunHead, *approvals: Approval) -> None:
+    store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, *approvals))
+
+
+def test_list_approvals_by_status_in_creation_order(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+
+    def at(minutes: int, approval_id: str, status: ApprovalStatus = ApprovalStatus.pending) -> Approval:
+        a = make_approval(head, approval_id, call_id=approval_id, created_at=T0 + timedelta(minutes=minutes))
+        return a if status == ApprovalStatus.pending else settle(a, status)
+
+    # created out of order; two share a creation time and are ordered by id
+    p3, r1, p1b, p1a = at(3, "apr_p3"), at(1, "apr_r1", ApprovalStatus.rejected), at(1, "apr_p1b"), at(1, "apr_p1a")
+    e2, x0 = at(2, "apr_e2", ApprovalStatus.expired), at(0, "apr_x0", ApprovalStatus.approved)
+    _approvals_in(store, head, p3, r1, p1b)
+    _approvals_in(store, head, p1a, e2, x0)
+    ids = lambda approvals: [a.approval_id for a in approvals]  # noqa: E731
+    assert ids(store.list_approvals(head.tenant)) == ["apr_x0", "apr_p1a", "apr_p1b", "apr_r1", "apr_e2", "apr_p3"]
+    assert store.list_approvals(head.tenant, status=ApprovalStatus.pending) == [p1a, p1b, p3]
+    assert store.list_approvals(head.tenant, status=ApprovalStatus.rejected) == [r1]
+    assert store.list_approvals(head.tenant, status=ApprovalStatus.cancelled) == []
+    assert ids(store.list_approvals(head.tenant, limit=2)) == ["apr_x0", "apr_p1a"]
+    assert store.list_approvals(head.tenant, limit=0) == []
+    # a settled approval leaves the pending list
+    store.update_run(head.tenant, head.run_id, lambda h: Mutation(append(h).head, approvals=[settle(p1a)]))
+    assert store.list_approvals(head.tenant, status=ApprovalStatus.pending) == [p1b, p3]
+    assert ids(store.list_approvals(head.tenant, status=ApprovalStatus.approved)) == ["apr_x0", "apr_p1a"]
+
+
+def test_list_approvals_pages_after_a_cursor(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    made = [make_approval(head, f"apr_{i:02d}", call_id=str(i), created_at=T0 + timedelta(seconds=i // 2))
+            for i in range(7)]
+    _approvals_in(store, head, *reversed(made))
+    pages, after = [], None
+    while page := store.list_approvals(head.tenant, limit=3, after=after):
+        pages.append([a.approval_id for a in page])
+        after = (page[-1].created_at, page[-1].approval_id)
+    assert pages == [["apr_00", "apr_01", "apr_02"], ["apr_03", "apr_04", "apr_05"], ["apr_06"]]
+    # within one creation time the id decides; a cursor need not be an existing approval
+    assert [a.approval_id for a in store.list_approvals(head.tenant, after=(T0 + timedelta(seconds=1), "apr_02"))] \
+        == ["apr_03", "apr_04", "apr_05", "apr_06"]
+    assert [a.approval_id for a in store.list_approvals(head.tenant, after=(T0 + timedelta(seconds=1), "apr_025"))] \
+        == ["apr_03", "apr_04", "apr_05", "apr_06"]
+    assert [a.approval_id for a in store.list_approvals(head.tenant, after=(T0, "zzz"))] \
+        == ["apr_02", "apr_03", "apr_04", "apr_05", "apr_06"]
+    assert store.list_approvals(head.tenant, status=ApprovalStatus.pending, limit=2,
+                                after=(made[4].created_at, made[4].approval_id)) == made[5:7]
+    assert store.list_approvals(head.tenant, after=(T0 + timedelta(days=1), "")) == []
+
+
+def test_approvals_of_another_tenant_are_invisible(store: CheckpointStore) -> None:
+    approval_id = unique("apr_")
+    a_head = create(store, make_head(status=RunStatus.running))
+    b_head = create(store, make_head(status=RunStatus.running))
+    a, b = make_approval(a_head, approval_id, tool="a"), make_approval(b_head, approval_id, tool="b")
+    _approvals_in(store, a_head, a)
+    assert store.get_approval(b_head.tenant, approval_id) is None
+    assert store.list_approvals(b_head.tenant) == []
+    with pytest.raises(NotFound):
+        store.add_late_decision(b_head.tenant, approval_id, {"decision_id": "d1"})
+    _approvals_in(store, b_head, b)  # the same id in another tenant is another approval
+    assert store.get_approval(a_head.tenant, approval_id) == a
+    assert store.get_approval(b_head.tenant, approval_id) == b
+    assert store.list_approvals(a_head.tenant) == [a]
+    assert store.list_approvals(b_head.tenant, status=ApprovalStatus.pending) == [b]
+    assert store.get_approval(unique("tenant-"), approval_id) is None
+
+
+def test_late_decisions_are_recorded_once(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    a = settle(make_approval(head))
+    _approvals_in(store, head, a)
+    late = {"decision_id": "d2", "decision": "reject", "principal": "kim@finance.example.com",
+            "decided_at": "2026-03-04T06:00:00Z", "comment": ""}
+    store.add_late_decision(head.tenant, a.approval_id, late)
+    store.add_late_decision(head.tenant, a.approval_id, dict(late))  # redelivered: an equal entry
+    other = {**late, "decision_id": "d3"}
+    store.add_late_decision(head.tenant, a.approval_id, other)
+    store.add_late_decision(head.tenant, a.approval_id, dict(reversed(list(late.items()))))  # equal, keys reordered
+    got = store.get_approval(head.tenant, a.approval_id)
+    assert got is not None and got.late_decisions == [late, other]
+    assert got == a.model_copy(update={"late_decisions": [late, other]})  # nothing else changed
+    late["comment"] = "mutated by the caller afterwards"
+    assert store.get_approval(head.tenant, a.approval_id) == got
+
+
+def test_late_decision_on_a_missing_approval_is_not_found(store: CheckpointStore) -> None:
+    head = create(store, make_head())
+    with pytest.raises(NotFound):
+        store.add_late_decision(head.tenant, unique("apr_"), {"decision_id": "d1"})
+    assert store.list_approvals(head.tenant) == []
+
+
+@pytest.mark.parametrize("entry", [{"n": 1}, {"at": T0}, {"nested": {"a": "b"}}, {"": "x"}, {"__x__": "y"}],
+                         ids=["int", "datetime", "map", "empty-key", "reserved-key"])
+def test_late_decision_must_be_a_flat_map_of_strings(store: CheckpointStore, entry: dict[str, Any]) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    a = settle(make_approval(head))
+    _approvals_in(store, head, a)
+    with pytest.raises(ValueError, match="strings"):
+        store.add_late_decision(head.tenant, a.approval_id, entry)
+    assert store.get_approval(head.tenant, a.approval_id) == a
+
+
+def test_returned_approvals_are_copies(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    a = make_approval(head)
+    _approvals_in(store, head, a)
+    got = store.get_approval(head.tenant, a.approval_id)
+    assert got is not None
+    got.arguments["order"] = "changed"
+    got.approvers.append("mallory@example.com")
+    a.arguments["order"] = "changed too"  # nor is the stored document the caller's object
+    [listed] = store.list_approvals(head.tenant)
+    assert listed.arguments["order"] == "1234" and listed.approvers == ["*@finance.example.com"]
+
+
+def test_find_waiting_across_tenants_earliest_first(store: CheckpointStore) -> None:
+    ta, tb = unique("tenant-a-"), unique("tenant-b-")
+
+    def run(tenant: str, status: RunStatus, wake_minutes: int | None) -> RunHead:
+        wake = T0 + timedelta(minutes=wake_minutes) if wake_minutes is not None else None
+        return create(store, make_head(tenant, status=status, wake_at=wake))
+
+    t5 = run(tb, RunStatus.waiting_timer, 5)
+    a2 = run(ta, RunStatus.waiting_approval, 2)
+    a8 = run(tb, RunStatus.waiting_approval, 8)
+    t3 = run(ta, RunStatus.waiting_timer, 3)
+    run(ta, RunStatus.running, 1)  # not waiting, though it has a wake_at
+    run(tb, RunStatus.succeeded, 1)
+    run(ta, RunStatus.waiting_timer, None)  # waiting without a due time
+    late = run(tb, RunStatus.waiting_approval, 60)
+
+    assert store.find_waiting(T0 + timedelta(minutes=10)) == [a2, t3, t5, a8]
+    assert store.find_waiting(T0 + timedelta(minutes=10), limit=2) == [a2, t3]
+    assert store.find_waiting(T0 + timedelta(minutes=5)) == [a2, t3]  # strictly before
+    assert store.find_waiting(T0 + timedelta(days=1)) == [a2, t3, t5, a8, late]
+    assert store.find_waiting(T0) == []
+    assert store.find_waiting(T0 + timedelta(days=1), limit=0) == []
+
+
+def test_find_waiting_sees_updates(store: CheckpointStore) -> None:
+    head = create(store, make_head(status=RunStatus.running))
+    cutoff = T0 + timedelta(days=2)
+    assert store.find_waiting(cutoff) == []
+    a = make_approval(head)
+    waiting = store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a)).head
+    assert waiting is not None and waiting.wake_at == a.expires_at
+    assert store.find_waiting(cutoff) == [waiting]
+    store.update_run(head.tenant, head.run_id, lambda h: Mutation(
+        append(h, status=RunStatus.running, approval_id=None, wake_at=None).head, approvals=[settle(a)]))
+    assert store.find_waiting(cutoff) == []
+
+
 # --- Firestore adapter only: layout, encoding, stats, error translation -------------------------------
 
 
@@ -534,3 +882,80 @@ def test_firestore_refuses_more_writes_than_one_commit_holds(fs_store: Any) -> N
     with pytest.raises(ValueError, match="at most 500"):
         fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, *too_many))
     assert fs_store.get_run(head.tenant, head.run_id) == head
+
+
+def test_firestore_approval_layout_and_encoding(firestore_client: Any) -> None:
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+    store = FirestoreCheckpointStore(firestore_client)  # the production layout: no prefix
+    head = create(store, make_head(status=RunStatus.running))
+    late = {"decision_id": "d9", "decision": "approve"}
+    a = make_approval(head, edited_arguments={"m": [[1]]}, late_decisions=[late])
+    store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a))
+    raw = firestore_client.document(f"tenants/{head.tenant}/approvals/{a.approval_id}").get().to_dict()
+    assert isinstance(raw["expire_at"], datetime) and isinstance(raw["created_at"], datetime)  # TTL needs this
+    assert raw["status"] == "pending" and type(raw["status"]) is str and raw["approval_id"] == a.approval_id
+    for name in ("arguments", "call_arguments", "edited_arguments"):
+        assert isinstance(raw[f"{name}_json"], str) and name not in raw
+    assert raw["late_decisions"] == [late] and raw["approvers"] == a.approvers
+    store.add_late_decision(head.tenant, a.approval_id, {"decision_id": "d10", "decision": "reject"})
+    raw = firestore_client.document(f"tenants/{head.tenant}/approvals/{a.approval_id}").get().to_dict()
+    assert raw["late_decisions"] == [late, {"decision_id": "d10", "decision": "reject"}]
+
+
+def test_firestore_counts_approvals_as_writes(fs_store: Any) -> None:
+    from agex.gcp.firestore_store import MAX_WRITES_PER_COMMIT
+
+    head = create(fs_store, make_head(status=RunStatus.running))
+    fs_store.reset_stats()
+    fs_store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, make_approval(h), make_approval(h)))
+    assert fs_store.stats["writes"] == 4 and fs_store.stats["commits"] == 1  # head, event, two approvals
+
+    def with_events(n: int) -> Callable[[RunHead], Mutation[str]]:
+        def mutate(h: RunHead) -> Mutation[str]:
+            events = [make_event(h.seq + 1 + i, 1) for i in range(n)]
+            return Mutation(append(h, *events).head, events, approvals=[make_approval(h), make_approval(h)])
+        return mutate
+
+    fs_store.update_run(head.tenant, head.run_id, with_events(MAX_WRITES_PER_COMMIT - 3))  # exactly 500 writes
+    before = fs_store.get_run(head.tenant, head.run_id)
+    with pytest.raises(ValueError, match="at most 500"):
+        fs_store.update_run(head.tenant, head.run_id, with_events(MAX_WRITES_PER_COMMIT - 2))
+    assert fs_store.get_run(head.tenant, head.run_id) == before
+
+
+def test_firestore_late_decision_errors_are_translated(fs_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.api_core import exceptions as gexc
+    from google.cloud.firestore_v1.document import DocumentReference
+
+    from agex.errors import TransientError
+
+    head = create(fs_store, make_head(status=RunStatus.running))
+    a = settle(make_approval(head))
+    _approvals_in(fs_store, head, a)
+
+    def gone(*args: Any, **kwargs: Any) -> None:
+        raise gexc.NotFound("no entity to update")
+
+    monkeypatch.setattr(DocumentReference, "update", gone)  # deleted (TTL) between the read and the update
+    with pytest.raises(NotFound):
+        fs_store.add_late_decision(head.tenant, a.approval_id, {"decision_id": "d1"})
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise gexc.ServiceUnavailable("down")
+
+    monkeypatch.setattr(DocumentReference, "update", unavailable)
+    with pytest.raises(TransientError):
+        fs_store.add_late_decision(head.tenant, a.approval_id, {"decision_id": "d1"})
+    monkeypatch.setattr(DocumentReference, "get", unavailable)
+    with pytest.raises(TransientError):
+        fs_store.get_approval(head.tenant, a.approval_id)
+
+
+def test_firestore_non_json_approval_arguments_are_refused(fs_store: Any) -> None:
+    head = create(fs_store, make_head(status=RunStatus.running))
+    a = make_approval(head, arguments={"when": datetime.now(UTC)})
+    with pytest.raises(ValueError, match="JSON"):
+        fs_store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a))
+    assert fs_store.get_run(head.tenant, head.run_id) == head
+    assert fs_store.get_approval(head.tenant, a.approval_id) is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from agex.cli.client import Client
-from agex.dev.stack import Stack, StackConfig
+from agex.dev.stack import REPO, Stack, StackConfig
 from emulators.gcloud import free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -26,6 +28,10 @@ class E2E:
         self.failpoints = failpoints
         self.client = Client(stack.api_url, "dev-token")
         self.acme = Client(stack.api_url, "acme-token")
+        self.manager = Client(stack.api_url, "manager-token")
+        self.clerk = Client(stack.api_url, "clerk-token")
+        # the test agents' effects file, read by tests in this process too
+        os.environ["AGEX_E2E_EFFECTS"] = stack.env["AGEX_E2E_EFFECTS"]
         # no keep-alive: tests kill API workers, and a pooled connection to a dead worker would be reset
         self.http = httpx.Client(base_url=stack.api_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
@@ -37,6 +43,16 @@ class E2E:
                 return run
             if time.monotonic() > deadline:
                 raise AssertionError(f"run {run_id} still {run['status']} after {timeout} s: {run}")
+            time.sleep(0.2)
+
+    def wait_status(self, run_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.client.run(run_id)
+            if run["status"] == status:
+                return run
+            if run["status"] in TERMINAL or time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} is {run['status']}, not {status}: {run}")
             time.sleep(0.2)
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -67,12 +83,25 @@ class E2E:
         return entries
 
 
+HERE = Path(__file__).parent
+TOKENS = {"dev-token": "dev@example.com", "manager-token": "manager@example.com", "clerk-token": "clerk@example.com"}
+
+
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     workdir = tmp_path_factory.mktemp("stack")
     failpoints = workdir / "failpoints"
     failpoints.write_text("")
+    # the examples' scenarios plus those of the test agents (tests/e2e/agents.py)
+    scenarios = workdir / "scenarios"
+    scenarios.mkdir()
+    for source in [*(REPO / "examples" / "scenarios").glob("*.yaml"), *(HERE / "scenarios").glob("*.yaml")]:
+        shutil.copy(source, scenarios / source.name)
+    tokens = ",".join(f"{t}=dev:{p}" for t, p in TOKENS.items()) + ",acme-token=acme:ops@acme.test"
     config = StackConfig(api_port=free_port(), workdir=workdir, sweep_every_seconds=1.0, sweep_after_seconds=4.0,
-                         step_lease_seconds=20.0, extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints)})
+                         step_lease_seconds=20.0, scenarios=scenarios, dev_tokens=tokens,
+                         agents="examples.support_agent:agent,examples.ticker_agent:agent,tests.e2e.agents:agents",
+                         extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints),
+                                    "AGEX_E2E_EFFECTS": str(workdir / "effects.sqlite")})
     with Stack(config) as stack:
         yield E2E(stack, failpoints)

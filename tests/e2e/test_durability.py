@@ -92,7 +92,7 @@ def test_a_step_killed_mid_way_is_retried_and_the_run_succeeds_with_each_effect_
 
 def test_a_model_response_recorded_before_a_crash_is_not_paid_for_twice(e2e: E2E) -> None:
     e2e.arm("step.after_model")
-    text = "I need a refund for order A-1042, paid twice? no."
+    text = "I need a refund for order A-1187, paid twice? no."
     run = e2e.client.start_run("support", text)
     assert e2e.wait(run["run_id"], timeout=180)["status"] == "succeeded"
     calls = [r for r in e2e.model_requests() if r["first_user_text"] == text and r["status"] == 200]

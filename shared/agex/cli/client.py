@@ -76,3 +76,36 @@ class Client:
 
     def agents(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/agents", retry=True)["agents"]
+
+    def approvals_page(self, status: str | None = None, page_token: str | None = None,
+                       size: int = 100) -> dict[str, Any]:
+        params: dict[str, Any] = {"page_size": size}
+        if status:
+            params["status"] = status
+        if page_token:
+            params["page_token"] = page_token
+        return self._call("GET", "/v1/approvals", params=params, retry=True)
+
+    def approvals(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every approval of the tenant (of one status, or all when ``status`` is None), oldest first."""
+        found: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self.approvals_page(status, token, 1000)
+            found.extend(page["approvals"])
+            token = page["next_page_token"]
+            if not token:
+                return found
+
+    def approval(self, approval_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/approvals/{approval_id}", retry=True)
+
+    def decide(self, approval_id: str, decision: str, comment: str = "", arguments: dict[str, Any] | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit ``approve`` or ``reject``; the API answers once the decision is queued, not applied."""
+        # always keyed, so a retry after a lost response is the same decision, applied once
+        headers = {"Idempotency-Key": idempotency_key or f"cli-{uuid.uuid4()}"}
+        body: dict[str, Any] = {"decision": decision, "comment": comment}
+        if arguments is not None:
+            body["arguments"] = arguments
+        return self._call("POST", f"/v1/approvals/{approval_id}", json=body, headers=headers, retry=True)

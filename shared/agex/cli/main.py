@@ -1,4 +1,4 @@
-"""``agex``: run the local stack, start runs and follow them."""
+"""``agex``: run the local stack, start runs and follow them, decide approvals."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import json
 import signal
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 from agex.cli import timeline
 from agex.cli.client import ApiError, Client
 
+APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
 DEMO_INPUT = "Hi, I'd like a refund for order A-1042: the boots arrived with a split sole."
 
 
@@ -48,6 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     cancel.add_argument("run_id")
 
     sub.add_parser("agents", help="list the deployment's agents")
+
+    approvals = sub.add_parser("approvals", help="list approvals (the pending ones by default)")
+    approvals.add_argument("--status", default="pending", choices=[*APPROVAL_STATUSES, "all"],
+                           help="only approvals of this status, or all (default: pending)")
+    approvals.add_argument("--json", action="store_true", help="print JSON")
+
+    approval = sub.add_parser("approval", help="show an approval: the call waiting and its decision")
+    approval.add_argument("approval_id")
+    approval.add_argument("--json", action="store_true", help="print JSON")
+
+    approve = sub.add_parser("approve", help="approve the tool call an approval holds")
+    approve.add_argument("approval_id")
+    approve.add_argument("--comment", default="", help="why (recorded, and told to the agent)")
+    approve.add_argument("--args", metavar="JSON",
+                         help="run the tool with these arguments instead (a JSON object; when the policy allows "
+                              "edits; fields left as \"[redacted]\" keep their values)")
+    approve.add_argument("--idempotency-key")
+    approve.add_argument("--json", action="store_true", help="print JSON")
+
+    reject = sub.add_parser("reject", help="reject the tool call an approval holds; the agent is told why")
+    reject.add_argument("approval_id")
+    reject.add_argument("--reason", required=True, help="why (told to the agent)")
+    reject.add_argument("--idempotency-key")
+    reject.add_argument("--json", action="store_true", help="print JSON")
 
     args = parser.parse_args(argv)
     try:
@@ -136,6 +162,112 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return value
+
+
+def _call(tool: str, args: dict[str, Any] | None) -> str:
+    return f"{tool}({timeline.arguments(args or {})})"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    status = None if args.status == "all" else args.status
+    found = _client(args).approvals(status)
+    if args.json:
+        _print_json(found)
+        return 0
+    if not found:
+        print(f"no {status} approvals" if status else "no approvals")
+        return 0
+    rows = [["ID", "RUN", "AGENT", "TOOL", "ARGUMENTS", "STATUS", "EXPIRES"]]
+    rows += [[a["approval_id"], a["run_id"], a["agent"], a["tool"],
+              timeline.short(timeline.arguments(a["arguments"]), 48), a["status"],
+              _when(a["expires_at"]) if a["status"] == "pending" else "-"] for a in found]
+    print(_table(rows))
+    return 0
+
+
+def _approval_text(a: dict[str, Any]) -> str:
+    rules = ", ".join(filter(None, ["four eyes" if a["four_eyes"] else "",
+                                    "edits allowed" if a["allow_edits"] else ""]))
+    lines = [f"approval {a['approval_id']}  {a['status']}",
+             f"  run        {a['run_id']} (agent {a['agent']}, step {a['step']}), started by {a['requested_by']}",
+             f"  call       {_call(a['tool'], a['arguments'])}"]
+    if a["reason"]:
+        lines.append(f"  why        {a['reason']}")
+    lines.append(f"  approvers  {', '.join(a['approvers'])}" + (f" ({rules})" if rules else ""))
+    lines.append(f"  expires    {_when(a['expires_at'])}, then the call is "
+                 + ("rejected" if a["on_expiry"] == "reject" else "failed, with its run"))
+    if a["status"] != "pending":
+        by = f" by {a['decided_by']}" if a["decided_by"] else ""
+        comment = f": {a['comment']}" if a["comment"] else ""
+        lines.append(f"  decided    {a['status']}{by} at {_when(a['decided_at'])}{comment}")
+    if a["edited_arguments"] is not None:
+        lines.append(f"  ran as     {_call(a['tool'], a['edited_arguments'])}")
+    for late in a["late_decisions"]:
+        lines.append(f"  late       {late.get('decision', '?')} by {late.get('by', '?')} at {_when(late.get('at'))} "
+                     "(not applied)")
+    if a["status"] == "pending":
+        lines.append(f"decide with: agex approve {a['approval_id']} [--comment TEXT]"
+                     + (" [--args JSON]" if a["allow_edits"] else "")
+                     + f"  or  agex reject {a['approval_id']} --reason TEXT")
+    return "\n".join(lines)
+
+
+def cmd_approval(args: argparse.Namespace) -> int:
+    found = _client(args).approval(args.approval_id)
+    _print_json(found) if args.json else print(_approval_text(found))
+    return 0
+
+
+def _decide(args: argparse.Namespace, decision: str, comment: str, arguments: dict[str, Any] | None) -> int:
+    result = _client(args).decide(args.approval_id, decision, comment, arguments, args.idempotency_key)
+    if args.json:
+        _print_json(result)
+        return 0
+    approval = result["approval"]
+    if result["status"] == "already_applied":
+        print(f"{approval['approval_id']} was already {approval['status']} by {approval['decided_by']} with this "
+              f"decision ({result['decision_id']})")
+    else:
+        run = approval["run_id"]
+        print(f"submitted: {decision} {approval['approval_id']} ({result['decision_id']}); run {run} continues "
+              f"once it is applied. Follow it with `agex events {run}`")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    arguments = None
+    if args.args is not None:
+        try:
+            arguments = json.loads(args.args)
+        except json.JSONDecodeError as e:
+            print(f"error: --args is not valid JSON: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(arguments, dict):
+            print("error: --args must be a JSON object of the tool's arguments, like '{\"amount_usd\": 50}'",
+                  file=sys.stderr)
+            return 2
+    return _decide(args, "approve", args.comment, arguments)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        print("error: --reason must say why; it is told to the agent", file=sys.stderr)
+        return 2
+    return _decide(args, "reject", args.reason, None)
+
+
 def _serve(port: int) -> Any:
     from agex.dev.stack import Stack, StackConfig
 
@@ -193,7 +325,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
-             "agents": cmd_agents, "dev": cmd_dev, "demo": cmd_demo}
+             "agents": cmd_agents, "approvals": cmd_approvals, "approval": cmd_approval, "approve": cmd_approve,
+             "reject": cmd_reject, "dev": cmd_dev, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Start the whole system on one machine: the SDK's Firestore and Pub/Sub emulators, our Cloud Tasks and
-Gemini emulators, and the ``api`` and ``step`` functions under functions-framework, with the same
-client libraries as in the cloud. Everything binds to 127.0.0.1 and is stopped by ``stop()``.
+Gemini emulators, and the ``api``, ``step`` and ``approvals`` functions under functions-framework, with
+the same client libraries as in the cloud. Everything binds to 127.0.0.1 and is stopped by ``stop()``.
 
 The functions run under gunicorn (functions-framework's server): when a worker dies, gunicorn starts a
 new one, the way Cloud Run replaces a lost instance.
@@ -20,8 +20,15 @@ from pathlib import Path
 from emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait, start_firestore, start_pubsub
 
 REPO = Path(__file__).resolve().parents[3]
-STEP_TOPICS = ("agex-run-events",)
 HOST = "127.0.0.1"
+APPROVALS_PUSH_SUBSCRIPTION = "agex-approvals-push"
+INSPECT_SUBSCRIPTIONS = {
+    # a topic with no subscription drops what is published; these keep it for `agex dev` users to read
+    # (``gcloud pubsub subscriptions pull``): notifiers subscribe the same way in the cloud
+    "agex-approval-requests": "agex-approval-requests-local",
+    "agex-approval-decisions-dead": "agex-approval-decisions-dead-local",
+    "agex-run-events": "agex-run-events-local",
+}
 
 
 @dataclass
@@ -31,12 +38,17 @@ class StackConfig:
     workdir: Path = field(default_factory=lambda: Path(".agex"))
     agents: str = "examples.support_agent:agent,examples.ticker_agent:agent"
     scenarios: Path = field(default_factory=lambda: REPO / "examples" / "scenarios")
-    dev_tokens: str = "dev-token=dev:dev@example.com,acme-token=acme:ops@acme.test"
+    dev_tokens: str = ("dev-token=dev:dev@example.com,manager-token=dev:manager@example.com,"
+                       "acme-token=acme:ops@acme.test")
+    """``manager-token`` is the sample support agent's approver."""
     sweep_every_seconds: float = 10.0
     sweep_after_seconds: float = 30.0
     step_lease_seconds: float = 30.0
     queue_min_backoff_seconds: float = 0.2
     queue_max_backoff_seconds: float = 5.0
+    push_min_backoff_seconds: float = 1.0
+    push_max_backoff_seconds: float = 10.0
+    push_max_delivery_attempts: int = 5
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -47,6 +59,7 @@ class Stack:
         self.env: dict[str, str] = {}
         self.api_url = ""
         self.step_url = ""
+        self.approvals_url = ""
         self.gemini_url = ""
         self.tasks_host = ""
         self.tasks_http = ""
@@ -69,10 +82,11 @@ class Stack:
             gemini_port = free_port()
             self._keep(self._python("gemini", [sys.executable, "-m", "emulators.gemini", "--host", HOST, "--port",
                                                str(gemini_port), "--scenarios", str(c.scenarios)], gemini_port, logs))
-            step_port = free_port()
+            step_port, approvals_port = free_port(), free_port()
             self.tasks_host, self.tasks_http = f"{HOST}:{tasks_port}", f"http://{HOST}:{tasks_http}"
             self.gemini_url = f"http://{HOST}:{gemini_port}"
             self.step_url = f"http://{HOST}:{step_port}/"
+            self.approvals_url = f"http://{HOST}:{approvals_port}/"
             self.api_url = f"http://{HOST}:{c.api_port}"
             self.env = {
                 "FIRESTORE_EMULATOR_HOST": firestore.host_port,
@@ -94,7 +108,9 @@ class Stack:
             }
             self._provision()
             self._keep(self._function("step", step_port, logs))
+            self._keep(self._function("approvals", approvals_port, logs))
             self._keep(self._function("api", c.api_port, logs))
+            self._subscribe_approvals()
             self._sweeper = threading.Thread(target=self._sweep_loop, name="agex-sweeper", daemon=True)
             self._sweeper.start()
         except BaseException:
@@ -130,7 +146,7 @@ class Stack:
                     os.environ[k] = v
 
     def describe(self) -> dict[str, str]:
-        return {"api": self.api_url, "step": self.step_url, "gemini": self.gemini_url,
+        return {"api": self.api_url, "step": self.step_url, "approvals": self.approvals_url, "gemini": self.gemini_url,
                 "cloud_tasks": self.tasks_host, "firestore": self.env.get("FIRESTORE_EMULATOR_HOST", ""),
                 "pubsub": self.env.get("PUBSUB_EMULATOR_HOST", ""), "logs": str(self.config.workdir / "logs")}
 
@@ -141,16 +157,35 @@ class Stack:
         return proc
 
     def _provision(self) -> None:
-        """Create what Terraform creates in the cloud: the step queue and the topics."""
+        """Create what Terraform creates in the cloud: the step queue, the topics and their subscriptions
+        (the approvals function's push subscription once it is up: see ``_subscribe_approvals``)."""
+        from agex.approval import APPROVAL_REQUESTS_TOPIC, DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
+        from agex.engine.notify import RUN_EVENTS_TOPIC
         from agex.gcp.cloud_tasks import ensure_queue, make_client
-        from agex.gcp.pubsub_bus import ensure_topics
+        from agex.gcp.pubsub_bus import ensure_subscription, ensure_topics
 
         c = self.config
         with self.client_env():
             client = make_client(self.tasks_host)
             ensure_queue(client, client.queue_path(c.project, "us-central1", "agex-steps"),
                          min_backoff_s=c.queue_min_backoff_seconds, max_backoff_s=c.queue_max_backoff_seconds)
-            ensure_topics(c.project, STEP_TOPICS)
+            ensure_topics(c.project, (RUN_EVENTS_TOPIC, APPROVAL_REQUESTS_TOPIC, DECISIONS_TOPIC,
+                                      DECISIONS_DEAD_LETTER_TOPIC))
+            for topic, subscription in INSPECT_SUBSCRIPTIONS.items():
+                ensure_subscription(c.project, topic, subscription)
+
+    def _subscribe_approvals(self) -> None:
+        """The decisions topic pushes to the approvals function, dead-lettering what it keeps refusing."""
+        from agex.approval import DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
+        from agex.gcp.pubsub_bus import ensure_subscription
+
+        c = self.config
+        with self.client_env():
+            ensure_subscription(c.project, DECISIONS_TOPIC, APPROVALS_PUSH_SUBSCRIPTION, push_endpoint=self.approvals_url,
+                                dead_letter_topic=DECISIONS_DEAD_LETTER_TOPIC,
+                                max_delivery_attempts=c.push_max_delivery_attempts,
+                                min_backoff_s=c.push_min_backoff_seconds, max_backoff_s=c.push_max_backoff_seconds,
+                                ack_deadline_seconds=30)
 
     def _python(self, name: str, argv: list[str], port: int, logs: Path) -> EmulatorProcess:
         log_path = logs / f"{name}.log"

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from agex.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
 from agex.run import Event, EventKind
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How a human (or the expiry) settled an approval of a call of the current step."""
+
+    decision: str
+    """``approved``, ``rejected`` or ``expired``."""
+    by: str
+    comment: str
+    arguments: dict[str, Any] | None
+    """Edited arguments to run the tool with, if the approver changed them."""
+
+    def note(self) -> dict[str, Any]:
+        """What the model is told about the approval along with the call's result."""
+        note: dict[str, Any] = {"decision": self.decision}
+        if self.by:
+            note["by"] = self.by
+        if self.comment:
+            note["comment"] = self.comment
+        if self.arguments is not None:
+            note["arguments_used"] = self.arguments
+        return note
 
 
 @dataclass
@@ -16,6 +40,11 @@ class StepProgress:
     response: ModelResponse | None = None
     results: dict[str, tuple[bool, dict[str, Any]]] = field(default_factory=dict)
     intents: set[str] = field(default_factory=set)
+    """Calls announced and perhaps made: an intent with no result means an attempt may have crashed
+    inside the tool."""
+    settled: dict[str, Settled] = field(default_factory=dict)
+    continue_at: datetime | None = None
+    """The latest time a tool of this step asked the run to wait until before its next step."""
 
 
 def window_start(current_step: int, window_steps: int) -> int:
@@ -64,6 +93,16 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
                     progress.intents.add(e.data["call_id"])
                 elif e.kind == EventKind.tool_result:
                     progress.results[e.data["call_id"]] = (e.data["ok"], e.data["output"])
+                    if e.data.get("continue_at"):
+                        at = datetime.fromisoformat(e.data["continue_at"])
+                        progress.continue_at = max(at, progress.continue_at or at)
+                elif e.kind == EventKind.tool_deferred:
+                    # the tool said it did nothing: its intent is no longer in doubt
+                    progress.intents.discard(e.data["call_id"])
+                elif e.kind == EventKind.approval_decided:
+                    progress.settled[e.data["call_id"]] = Settled(
+                        decision=e.data["decision"], by=e.data.get("by") or "", comment=e.data.get("comment") or "",
+                        arguments=e.data.get("arguments"))
             continue
         if step > current_step:
             continue

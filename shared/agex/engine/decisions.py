@@ -17,10 +17,22 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from agex.errors import Conflict, LeaseHeld, LeaseLost, StaleDelivery
+from agex.approval import (
+    Approval,
+    ApprovalPolicy,
+    ApprovalStatus,
+    Decision,
+    DecisionMessage,
+    approval_id,
+    redact,
+)
+from agex.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
 from agex.messages import FunctionCall, Message, ModelResponse
 from agex.ports.checkpoint_store import Mutation
 from agex.run import Event, EventKind, Lease, RunError, RunHead, RunStatus
+
+TIMER_TOLERANCE = timedelta(seconds=1)
+"""A timer task may arrive this much before ``wake_at`` (clocks of machines differ) and still run."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,8 @@ def finish(head: RunHead, now: datetime, status: RunStatus, *, result: str | Non
     summary = {"status": status.value, "result": result, "error": error.model_dump() if error else None,
                "usage": head.usage.model_dump()}
     events = _events(head, now, at_step, *extra, (EventKind.run_finished, summary))
-    new = _advance(head, now, events, status=status, lease=None, result=result, error=error)
+    new = _advance(head, now, events, status=status, lease=None, result=result, error=error, approval_id=None,
+                   wake_at=None)
     return Mutation(new, events, Claim.finished)
 
 
@@ -77,7 +90,8 @@ def as_seen(head: RunHead, now: datetime) -> RunHead:
     sweep has written so (Firestore TTL and the sweep both lag)."""
     if head.status.terminal or now < head.expire_at:
         return head
-    return head.model_copy(update={"status": RunStatus.expired, "lease": None, "error": EXPIRED})
+    return head.model_copy(update={"status": RunStatus.expired, "lease": None, "error": EXPIRED, "approval_id": None,
+                                   "wake_at": None})
 
 
 def expire(head: RunHead, now: datetime) -> Mutation[Claim]:
@@ -95,7 +109,9 @@ def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mu
         raise StaleDelivery(f"step {d.step} of run {head.run_id} is already committed (at step {head.step})")
     if d.step > head.step + 1:
         raise StaleDelivery(f"step {d.step} is ahead of run {head.run_id} (at step {head.step}); ignored")
-    if head.status not in (RunStatus.queued, RunStatus.running):
+    if head.status == RunStatus.waiting_timer and head.wake_at and now < head.wake_at - TIMER_TOLERANCE:
+        raise NotDue(f"run {head.run_id} waits until {head.wake_at.isoformat()}; this task came early")
+    if head.status not in (RunStatus.queued, RunStatus.running, RunStatus.waiting_timer):
         raise StaleDelivery(f"run {head.run_id} is {head.status.value}; its step task is not due")
     if now >= head.expire_at:
         return expire(head, now)
@@ -116,7 +132,8 @@ def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mu
         **({"previous_owner": lease.owner} if resumed and lease else {})}))
     new_lease = Lease(owner=d.owner, task=d.task_name, attempt=d.attempt, step=d.step,
                       until=now + timedelta(seconds=lease_seconds))
-    return Mutation(_advance(head, now, events, status=RunStatus.running, lease=new_lease), events, Claim.work)
+    return Mutation(_advance(head, now, events, status=RunStatus.running, lease=new_lease, wake_at=None), events,
+                    Claim.work)
 
 
 def check_fence(head: RunHead, owner: str, step: int) -> None:
@@ -137,9 +154,9 @@ def intent_event(head: RunHead, step: int, call: FunctionCall) -> tuple[EventKin
 
 
 def record_model_response(head: RunHead, owner: str, step: int, response: ModelResponse, model: str,
-                          cost_usd: float, now: datetime) -> Mutation[Claim]:
-    """Record what the model said (so a retry reuses it), its usage, and the intent of its first tool
-    call; or end the run if the usage went over a limit."""
+                          cost_usd: float, now: datetime, announce: FunctionCall | None = None) -> Mutation[Claim]:
+    """Record what the model said (so a retry reuses it), its usage, and the intent of ``announce`` (the
+    first tool call, unless it must wait for approval); or end the run if the usage went over a limit."""
     check_fence(head, owner, step)
     tokens = response.usage.input_tokens + response.usage.output_tokens
     usage = head.usage.add(response.usage.input_tokens, response.usage.output_tokens, cost_usd)
@@ -158,17 +175,21 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
                         f"${limits.max_cost_usd:.6f}")
     if over:
         return finish(head, now, RunStatus.failed, error=over, step=step, extra=(record,))
-    calls = response.message.function_calls
-    items = [record] + ([intent_event(head, step, calls[0])] if calls else [])
+    items = [record] + ([intent_event(head, step, announce)] if announce else [])
     events = _events(head, now, step, *items)
     return Mutation(_advance(head, now, events), events, Claim.work)
 
 
 def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool,
-                       output: dict[str, Any], next_call: FunctionCall | None, now: datetime) -> Mutation[None]:
-    """Record one tool's result and, in the same write, the intent of the next call of the step."""
+                       output: dict[str, Any], next_call: FunctionCall | None, now: datetime,
+                       continue_at: datetime | None = None) -> Mutation[None]:
+    """Record one tool's result and, in the same write, the intent of the next call of the step.
+    ``continue_at``: the tool asked the run to wait until then before its next step."""
     check_fence(head, owner, step)
-    items = [(EventKind.tool_result, {"call_id": call.id, "name": call.name, "ok": ok, "output": output})]
+    result: dict[str, Any] = {"call_id": call.id, "name": call.name, "ok": ok, "output": output}
+    if continue_at is not None:
+        result["continue_at"] = continue_at.isoformat()
+    items = [(EventKind.tool_result, result)]
     if next_call:
         items.append(intent_event(head, step, next_call))
     events = _events(head, now, step, *items)
@@ -187,8 +208,10 @@ def fail_step(head: RunHead, owner: str, step: int, error: RunError, now: dateti
     return finish(head, now, RunStatus.failed, error=error, step=step)
 
 
-def complete_step(head: RunHead, owner: str, step: int, message: Message, now: datetime) -> Mutation[Claim]:
-    """Evaluate the step and commit it: done, over the step limit, or on to the next step."""
+def complete_step(head: RunHead, owner: str, step: int, message: Message, now: datetime,
+                  wake_at: datetime | None = None) -> Mutation[Claim]:
+    """Evaluate the step and commit it: done, over the step limit, or on to the next step (at
+    ``wake_at`` when a tool asked to continue later)."""
     check_fence(head, owner, step)
     calls = message.function_calls
     evaluation = {"tool_calls": len(calls), "done": not calls}
@@ -203,23 +226,132 @@ def complete_step(head: RunHead, owner: str, step: int, message: Message, now: d
         return finish(committed, now, RunStatus.failed, step=step, extra=((EventKind.step_completed, evaluation),),
                       error=RunError(code="max_steps", message=f"the run reached its limit of "
                                      f"{head.limits.max_steps} steps without a final answer"))
+    if wake_at is not None and wake_at > now:
+        events = _events(committed, now, step, (EventKind.step_completed, evaluation),
+                         (EventKind.timer_set, {"wake_at": wake_at.isoformat(), "reason": "a tool asked to continue later"}))
+        return Mutation(_advance(committed, now, events, lease=None, status=RunStatus.waiting_timer, wake_at=wake_at),
+                        events, Claim.work)
     events = _events(committed, now, step, (EventKind.step_completed, evaluation))
     return Mutation(_advance(committed, now, events, lease=None), events, Claim.work)
 
 
-def cancel(head: RunHead, principal: str, now: datetime) -> Mutation[None]:
+class ApprovalMoved(Exception):
+    """The approval read before the transaction is not the one the run waits for now: read again."""
+
+
+def cancel(head: RunHead, principal: str, now: datetime, approval: Approval | None = None) -> Mutation[None]:
+    """Cancel an unfinished run; the approval it waits for (read beforehand) is cancelled with it."""
     if head.status.terminal or now >= head.expire_at:
         raise Conflict(f"run {head.run_id} is already {head.status.value}; only an unfinished run can be cancelled")
+    approvals: list[Approval] = []
+    if head.approval_id is not None:
+        if approval is None or approval.approval_id != head.approval_id:
+            raise ApprovalMoved(head.approval_id)
+        approvals.append(approval.model_copy(update={"status": ApprovalStatus.cancelled, "decided_by": principal,
+                                                     "decided_at": now, "updated_at": now}))
     events = _events(head, now, head.step, (EventKind.run_cancelled, {"by": principal}))
-    return Mutation(_advance(head, now, events, status=RunStatus.cancelled, lease=None), events)
+    new = _advance(head, now, events, status=RunStatus.cancelled, lease=None, approval_id=None, wake_at=None)
+    return Mutation(new, events, approvals=approvals)
 
 
 def reenqueue(head: RunHead, now: datetime, stale_before: datetime) -> Mutation[int]:
     """The sweep's decision for an active run whose step task was lost: a new task generation."""
-    if head.status not in (RunStatus.queued, RunStatus.running) or head.updated_at > stale_before:
+    if head.status == RunStatus.waiting_timer:
+        if head.wake_at is None or head.wake_at > stale_before:
+            return Mutation(None)
+    elif head.status not in (RunStatus.queued, RunStatus.running) or head.updated_at > stale_before:
         return Mutation(None)
     if head.lease and head.lease.until > now:
         return Mutation(None)
     generation = head.generation + 1
     events = _events(head, now, head.step + 1, (EventKind.sweep_reenqueued, {"generation": generation}))
     return Mutation(_advance(head, now, events, generation=generation), events, generation)
+
+
+# --- approvals and timers -------------------------------------------------------------------------
+
+def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, policy: ApprovalPolicy,
+                     now: datetime) -> Mutation[Approval]:
+    """Park the run on a human decision: record the approval, release the lease, and wait. Nothing runs
+    until the decision (or the expiry task) resumes the run."""
+    check_fence(head, owner, step)
+    expires = min(now + timedelta(seconds=policy.expires_after_s), head.expire_at)
+    approval = Approval(
+        approval_id=approval_id(head.run_id, step, call.id), tenant=head.tenant, run_id=head.run_id, agent=head.agent,
+        step=step, call_id=call.id, tool=call.name, arguments=redact(call.args, policy.redact),
+        call_arguments=dict(call.args), redact=list(policy.redact), reason=policy.reason,
+        approvers=list(policy.approvers), four_eyes=policy.four_eyes, allow_edits=policy.allow_edits,
+        on_expiry=policy.on_expiry, requested_by=head.principal, created_at=now, expires_at=expires, trace=head.trace,
+        updated_at=now, expire_at=head.expire_at)
+    events = _events(head, now, step, (EventKind.approval_requested, {
+        "approval_id": approval.approval_id, "call_id": call.id, "name": call.name, "approvers": approval.approvers,
+        "expires_at": expires.isoformat(), "reason": policy.reason}))
+    new = _advance(head, now, events, status=RunStatus.waiting_approval, lease=None, approval_id=approval.approval_id,
+                   wake_at=expires)
+    return Mutation(new, events, approval, approvals=[approval])
+
+
+def _waits_for(head: RunHead, approval: Approval) -> bool:
+    return (head.status == RunStatus.waiting_approval and head.approval_id == approval.approval_id
+            and approval.status == ApprovalStatus.pending)
+
+
+def _settle(head: RunHead, settled: Approval, now: datetime, decision: str, by: str, comment: str,
+            decision_id: str | None, arguments: dict[str, Any] | None) -> Mutation[bool]:
+    """Record how an approval was settled and put the run back in the queue, with a new task generation
+    (the paused step's own task name was used already)."""
+    events = _events(head, now, settled.step, (EventKind.approval_decided, {
+        "approval_id": settled.approval_id, "call_id": settled.call_id, "decision": decision, "by": by,
+        "comment": comment, "decision_id": decision_id, "arguments": arguments}))
+    new = _advance(head, now, events, status=RunStatus.queued, lease=None, approval_id=None, wake_at=None,
+                   generation=head.generation + 1)
+    return Mutation(new, events, True, approvals=[settled])
+
+
+def decide_approval(head: RunHead, approval: Approval, message: DecisionMessage, now: datetime) -> Mutation[bool]:
+    """Apply a decision to the run waiting for it. ``value`` False (nothing written) when the run no longer
+    waits for this approval as read: the caller reads the approval again and answers from it."""
+    if not _waits_for(head, approval) or now >= approval.expires_at:
+        return Mutation(None, value=False)
+    approved = message.decision == Decision.approve
+    settled = approval.model_copy(update={
+        "status": ApprovalStatus.approved if approved else ApprovalStatus.rejected,
+        "decision_id": message.decision_id, "decided_by": message.principal, "decided_at": now,
+        "comment": message.comment, "updated_at": now,
+        "edited_arguments": redact(message.arguments, approval.redact) if message.arguments is not None else None})
+    return _settle(head, settled, now, settled.status.value, message.principal, message.comment,
+                   message.decision_id, message.arguments)
+
+
+def expire_approval(head: RunHead, approval: Approval, now: datetime) -> Mutation[Claim]:
+    """The expiry task's decision: a still-pending approval expires, and the run goes on as after a
+    rejection or fails, as the policy says. ``value`` None when there was nothing to expire."""
+    if not _waits_for(head, approval):
+        return Mutation(None)
+    if now < approval.expires_at - TIMER_TOLERANCE:
+        raise NotDue(f"approval {approval.approval_id} expires at {approval.expires_at.isoformat()}")
+    comment = f"nobody decided before {approval.expires_at.isoformat()}"
+    settled = approval.model_copy(update={"status": ApprovalStatus.expired, "decided_at": now, "comment": comment,
+                                          "updated_at": now})
+    if approval.on_expiry == "fail":
+        record = (EventKind.approval_decided, {
+            "approval_id": approval.approval_id, "call_id": approval.call_id, "decision": "expired", "by": None,
+            "comment": comment, "decision_id": None, "arguments": None})
+        ended = finish(head, now, RunStatus.failed, step=approval.step, extra=(record,), error=RunError(
+            code="approval_expired", message=f"the call of {approval.tool} waited for approval "
+            f"{approval.approval_id} and nobody decided before {approval.expires_at.isoformat()}"))
+        return Mutation(ended.head, ended.events, Claim.finished, approvals=[settled])
+    resumed = _settle(head, settled, now, "expired", "", comment, None, None)
+    return Mutation(resumed.head, resumed.events, Claim.work, approvals=resumed.approvals)
+
+
+def defer_call(head: RunHead, owner: str, step: int, call: FunctionCall, retry_at: datetime, reason: str,
+               now: datetime) -> Mutation[None]:
+    """A tool asked to be called again later and did nothing: wait for a scheduled task (a new generation
+    of this step's task) instead of sleeping in the instance."""
+    check_fence(head, owner, step)
+    events = _events(head, now, step, (EventKind.tool_deferred, {
+        "call_id": call.id, "name": call.name, "retry_at": retry_at.isoformat(), "reason": reason}))
+    new = _advance(head, now, events, status=RunStatus.waiting_timer, wake_at=retry_at, lease=None,
+                   generation=head.generation + 1)
+    return Mutation(new, events)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from agex import failpoints
 from agex.agent import Agent, AgentRegistry
+from agex.approval import ApprovalPolicy
 from agex.clock import Clock
-from agex.engine import conversation, decisions
+from agex.engine import conversation, decisions, notify
+from agex.engine.conversation import Settled
 from agex.engine.decisions import Claim, Delivery
 from agex.errors import ModelError, NotFound, StaleDelivery
 from agex.messages import FunctionCall, ModelRequest, ModelResponse
@@ -26,12 +29,12 @@ from agex.ports.event_bus import EventBus
 from agex.ports.model import Model
 from agex.ports.task_queue import StepTask, TaskQueue
 from agex.pricing import Pricing
-from agex.run import ACTIVE_STATUSES, RunError, RunHead
-from agex.tools import ToolContext
+from agex.run import ACTIVE_STATUSES, RunError, RunHead, RunStatus
+from agex.tools import ToolContext, ToolOutcome
 
 _log = log.get("step")
 
-RUN_EVENTS_TOPIC = "agex-run-events"
+RUN_EVENTS_TOPIC = notify.RUN_EVENTS_TOPIC
 
 
 class Outcome(StrEnum):
@@ -41,6 +44,8 @@ class Outcome(StrEnum):
     """The run ended in this delivery."""
     stale = "stale"
     """Nothing to do: duplicate, stale, or the run moved on."""
+    waiting = "waiting"
+    """The run waits for a human or a timer; one scheduled task (or a decision) resumes it."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class StepSettings:
     lease_seconds: float = 120.0
     """Longer than one step's model call plus tools; a crashed attempt's retry takes over at once
     anyway (see ``Delivery.attempt``), so this only bounds how long a lost duplicate blocks."""
+    public_url: str = ""
+    """Base URL of the API, for the decide link in ``approval.requested`` messages."""
 
 
 class StepRunner:
@@ -99,15 +106,17 @@ class StepRunner:
                 response = self._plan(agent, head, d, messages)
                 if response is None:
                     return self._finished_now(d)
-                # record_model_response wrote the intent of the first call with the response
-                progress.intents.update(c.id for c in response.message.function_calls[:1])
+                # record_model_response wrote the intent of the first call with the response, unless it
+                # has to wait for approval
+                announced = response.message.function_calls[:1]
+                progress.intents.update(c.id for c in announced if _may_announce(agent, c, {}))
             else:
                 log.info(_log, "reusing the model response recorded by an earlier attempt")
             failpoints.hit("step.after_model")
             ended = self._act(agent, head, d, response, progress, earlier_intents)
             if ended:
                 return ended
-            return self._commit(head, d, response)
+            return self._commit(head, d, response, progress.continue_at)
 
     def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list) -> ModelResponse | None:
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
@@ -122,8 +131,10 @@ class StepRunner:
         log.info(_log, "model responded", model=agent.model, input_tokens=response.usage.input_tokens,
                  output_tokens=response.usage.output_tokens, cost_usd=cost,
                  tool_calls=[c.name for c in response.message.function_calls])
+        calls = response.message.function_calls
+        announce = calls[0] if calls and _may_announce(agent, calls[0], {}) else None
         recorded = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.record_model_response(
-            h, d.owner, d.step, response, agent.model, cost, self.clock.now()))
+            h, d.owner, d.step, response, agent.model, cost, self.clock.now(), announce))
         if recorded.value == Claim.finished:
             return None
         return response
@@ -131,63 +142,117 @@ class StepRunner:
     def _act(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
              progress: conversation.StepProgress, earlier_intents: frozenset[str]) -> StepResult | None:
         """Run the calls without a recorded result, in order. ``earlier_intents`` are calls an earlier,
-        crashed attempt announced: it may or may not have made them."""
+        crashed attempt announced: it may or may not have made them. A call an approval policy covers
+        waits for its decision: the run parks, and the decision resumes this step."""
         pending = conversation.pending_calls(response, progress)
         for i, call in enumerate(pending):
             tool = agent.tool(call.name)
-            if call.id in earlier_intents and tool is not None and not tool.idempotent:
-                return self._fail(d, RunError(code="tool_uncertain", message=(
-                    f"tool {call.name} (call {call.id}) is not idempotent and an earlier attempt of step "
-                    f"{d.step} may have run it before crashing; it was not called again. Reconcile by hand.")))
-            if call.id not in progress.intents:
-                # an earlier attempt recorded the previous result but died before writing this intent
-                self.store.update_run(d.tenant, d.run_id, functools.partial(
-                    _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
-            ok, output = self._call_tool(agent, head, d, call)
-            failpoints.hit("step.after_tool")
+            settled = progress.settled.get(call.id)
+            policy = agent.approval_policy(call.name, call.args) if tool is not None else None
+            if policy is not None and settled is None:
+                return self._request_approval(d, call, policy)
+            continue_at = None
+            if settled is not None and settled.decision != "approved":
+                ok, output = False, {"error": _refusal(call, settled), "approval": settled.note()}
+            else:
+                if call.id in earlier_intents and tool is not None and not tool.idempotent:
+                    return self._fail(d, RunError(code="tool_uncertain", message=(
+                        f"tool {call.name} (call {call.id}) is not idempotent and an earlier attempt of step "
+                        f"{d.step} may have run it before crashing; it was not called again. Reconcile by hand.")))
+                if call.id not in progress.intents:
+                    # not announced yet: it waited for approval, or an earlier attempt recorded the previous
+                    # result but died before writing this intent
+                    self.store.update_run(d.tenant, d.run_id, functools.partial(
+                        _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
+                args = settled.arguments if settled is not None and settled.arguments is not None else call.args
+                outcome = self._call_tool(agent, head, d, call, args)
+                failpoints.hit("step.after_tool")
+                if outcome.retry_after_s is not None:
+                    return self._defer(d, call, outcome)
+                ok, output = outcome.ok, outcome.output
+                if settled is not None:
+                    output = {**output, "approval": settled.note()}
+                if outcome.continue_after_s is not None:
+                    continue_at = self.clock.now() + timedelta(seconds=outcome.continue_after_s)
             following = pending[i + 1] if i + 1 < len(pending) else None
+            announce = following if following and _may_announce(agent, following, progress.settled) else None
             self.store.update_run(d.tenant, d.run_id, functools.partial(
-                _record_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output, next_call=following,
-                clock=self.clock))
-            if following:
-                progress.intents.add(following.id)
+                _record_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output, next_call=announce,
+                continue_at=continue_at, clock=self.clock))
+            progress.continue_at = max(filter(None, (progress.continue_at, continue_at)), default=None)
+            if announce:
+                progress.intents.add(announce.id)
         return None
 
-    def _call_tool(self, agent: Agent, head: RunHead, d: Delivery, call: FunctionCall) -> tuple[bool, dict]:
+    def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy) -> StepResult:
+        requested = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.request_approval(
+            h, d.owner, d.step, call, policy, self.clock.now()))
+        approval = requested.value
+        assert approval is not None
+        failpoints.hit("step.after_approval_request")
+        notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
+        log.info(_log, f"waiting for approval {approval.approval_id} of {call.name}", outcome="waiting",
+                 approval=approval.approval_id, tool=call.name, expires_at=approval.expires_at.isoformat())
+        return StepResult(Outcome.waiting, f"waiting for approval {approval.approval_id}")
+
+    def _defer(self, d: Delivery, call: FunctionCall, outcome: ToolOutcome) -> StepResult:
+        assert outcome.retry_after_s is not None
+        retry_at = self.clock.now() + timedelta(seconds=outcome.retry_after_s)
+        reason = str(outcome.output.get("error", ""))
+        deferred = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.defer_call(
+            h, d.owner, d.step, call, retry_at, reason, self.clock.now()))
+        assert deferred.head is not None
+        self.enqueue_next(deferred.head, at=retry_at)
+        log.info(_log, f"tool {call.name} asked to retry later; step {d.step} resumes at {retry_at.isoformat()}",
+                 outcome="waiting", tool=call.name)
+        return StepResult(Outcome.waiting, f"{call.name} deferred until {retry_at.isoformat()}")
+
+    def _call_tool(self, agent: Agent, head: RunHead, d: Delivery, call: FunctionCall,
+                   args: dict[str, Any]) -> ToolOutcome:
         tool = agent.tool(call.name)
         if tool is None:
             known = ", ".join(t.name for t in agent.tools) or "none"
-            return False, {"error": f"unknown tool {call.name!r}; available tools: {known}"}
+            return ToolOutcome(False, {"error": f"unknown tool {call.name!r}; available tools: {known}"})
         ctx = ToolContext(tenant=d.tenant, run_id=d.run_id, step=d.step, call_id=call.id,
                           idempotency_key=decisions.idempotency_key(head, d.step, call))
         with tracing.tracer().start_as_current_span(f"tool {call.name}", attributes={"agex.tool": call.name}):
-            outcome = tool.call(call.args, ctx)
+            outcome = tool.call(args, ctx)
         log.info(_log, f"tool {call.name} {'succeeded' if outcome.ok else 'failed'}", tool=call.name, ok=outcome.ok)
-        return outcome.ok, outcome.output
+        return outcome
 
-    def _commit(self, head: RunHead, d: Delivery, response: ModelResponse) -> StepResult:
+    def _commit(self, head: RunHead, d: Delivery, response: ModelResponse,
+                continue_at: datetime | None) -> StepResult:
         committed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.complete_step(
-            h, d.owner, d.step, response.message, self.clock.now()))
+            h, d.owner, d.step, response.message, self.clock.now(), continue_at))
         new = committed.head
         assert new is not None
         failpoints.hit("step.after_commit")
         if committed.value == Claim.finished:
             return self._finished(new)
-        self.enqueue_next(new)
+        self.enqueue_next(new, at=new.wake_at)
+        if new.status == RunStatus.waiting_timer:
+            log.info(_log, f"step {d.step} committed; the run continues at {new.wake_at}", outcome="waiting")
+            return StepResult(Outcome.waiting, f"continues at {new.wake_at}")
         log.info(_log, f"step {d.step} committed", outcome="committed")
         return StepResult(Outcome.committed)
 
     def _repair_successor(self, d: Delivery) -> None:
-        """A retry of a step that committed may mean its attempt died before enqueuing the next step:
-        enqueue it again. The task name is deterministic, so when it was enqueued this is a no-op."""
+        """A retry of a step whose attempt got further than its answer reached Cloud Tasks may mean the
+        attempt died before its follow-up: enqueue the next step again, or re-announce the approval the run
+        waits for. Task names are deterministic, so what was done already is not done twice."""
         head = self.store.get_run(d.tenant, d.run_id)
-        if head is not None and head.step == d.step and head.status in ACTIVE_STATUSES:
-            self.enqueue_next(head)
+        if head is None:
+            return
+        if head.step == d.step and (head.status in ACTIVE_STATUSES or head.status == RunStatus.waiting_timer):
+            self.enqueue_next(head, at=head.wake_at)
+        elif head.status == RunStatus.waiting_approval and head.step + 1 == d.step and head.approval_id:
+            approval = self.store.get_approval(head.tenant, head.approval_id)
+            if approval is not None:
+                notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
 
-    def enqueue_next(self, head: RunHead, delay: timedelta | None = None) -> None:
+    def enqueue_next(self, head: RunHead, at: datetime | None = None) -> None:
         task = StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1, generation=head.generation,
-                        traceparent=tracing.current_traceparent() or head.trace,
-                        schedule_at=self.clock.now() + delay if delay else None)
+                        traceparent=tracing.current_traceparent() or head.trace, schedule_at=at)
         self.queue.enqueue(task)
 
     def _fail(self, d: Delivery, error: RunError) -> StepResult:
@@ -204,19 +269,29 @@ class StepRunner:
     def _finished(self, head: RunHead) -> StepResult:
         log.info(_log, f"run {head.status.value}", outcome="finished", status=head.status.value,
                  error=head.error.model_dump() if head.error else None, usage=head.usage.model_dump())
-        try:
-            self.bus.publish(RUN_EVENTS_TOPIC, {
-                "type": "run.finished", "version": 1, "tenant": head.tenant, "run_id": head.run_id,
-                "agent": head.agent, "status": head.status.value, "usage": head.usage.model_dump()},
-                {"type": "run.finished", "tenant": head.tenant, "traceparent": head.trace})
-        except Exception:  # the run is committed; a lost notification must not fail or retry the step
-            _log.exception("could not publish run.finished")
+        notify.run_finished(self.bus, head)
         return StepResult(Outcome.finished, head.status.value)
 
 
+def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled]) -> bool:
+    """Whether the call's intent may be written before it is reached: not for a call that waits for (or
+    was refused) approval, which is announced, if ever, only once approved."""
+    if agent.approval_policy(call.name, call.args) is None:
+        return True
+    decided = settled.get(call.id)
+    return decided is not None and decided.decision == "approved"
+
+
+def _refusal(call: FunctionCall, settled: Settled) -> str:
+    if settled.decision == "expired":
+        return f"{call.name} was not called: it needed approval and {settled.comment or 'nobody decided in time'}"
+    reason = f": {settled.comment}" if settled.comment else ""
+    return f"{call.name} was not called: {settled.by or 'the approver'} rejected it{reason}"
+
+
 def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict,
-                   next_call: FunctionCall | None, clock: Clock) -> Mutation[None]:
-    return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now())
+                   next_call: FunctionCall | None, continue_at: datetime | None, clock: Clock) -> Mutation[None]:
+    return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now(), continue_at)
 
 
 def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, clock: Clock) -> Mutation[None]:

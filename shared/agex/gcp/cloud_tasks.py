@@ -1,5 +1,6 @@
-"""Cloud Tasks adapter of the task queue port: each step task is an HTTP task to the step function,
-with an OIDC token for the step service account and the run's trace context in its headers."""
+"""Cloud Tasks adapter of the task queue port: each task is an HTTP task to the step function (at the
+task's path: ``/`` for steps, ``/approval-expiry`` for expiries), with an OIDC token for the step service
+account and the run's trace context in its headers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from google.cloud import tasks_v2
 from google.protobuf import timestamp_pb2
 
 from agex.errors import ConfigurationError, TransientError
-from agex.ports.task_queue import StepTask, TaskQueue
+from agex.ports.task_queue import Task, TaskQueue
 
 _TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhausted, gexc.InternalServerError,
               gexc.Aborted)
@@ -35,12 +36,12 @@ class CloudTasksQueue(TaskQueue):
                 self._client = make_client(self.emulator_host)
             return self._client
 
-    def task_path(self, task: StepTask) -> str:
+    def task_path(self, task: Task) -> str:
         return f"{self.queue_path}/tasks/{task.name}"
 
-    def enqueue(self, task: StepTask) -> bool:
+    def enqueue(self, task: Task) -> bool:
         request = tasks_v2.HttpRequest(
-            http_method=tasks_v2.HttpMethod.POST, url=self.url, body=json.dumps(task.body()).encode(),
+            http_method=tasks_v2.HttpMethod.POST, url=self.url.rstrip("/") + task.path, body=json.dumps(task.body()).encode(),
             headers={"Content-Type": "application/json", **({"traceparent": task.traceparent} if task.traceparent else {})},
             oidc_token=tasks_v2.OidcToken(service_account_email=self.service_account, audience=self.audience))
         proto = tasks_v2.Task(name=self.task_path(task), http_request=request)
@@ -59,7 +60,7 @@ class CloudTasksQueue(TaskQueue):
         except _TRANSIENT as e:
             raise TransientError(f"could not enqueue {task.name}: {e}") from e
 
-    def exists(self, task: StepTask) -> bool:
+    def exists(self, task: Task) -> bool:
         try:
             self.client.get_task(name=self.task_path(task))
             return True

@@ -4,6 +4,7 @@ Layout (``prefix`` is empty in production)::
 
     {prefix}tenants/{tenant}/{prefix}runs/{run_id}                      the RunHead
     {prefix}tenants/{tenant}/{prefix}runs/{run_id}/{prefix}events/{seq:010d}   one Event each
+    {prefix}tenants/{tenant}/{prefix}approvals/{approval_id}            one Approval each
 
 Encoding:
 
@@ -14,6 +15,12 @@ Encoding:
   every JSON value natively (no arrays of arrays, no ``__x__`` or empty field names, integers only up to
   64 bits) and indexes every leaf of a map, so ``data`` is stored as one JSON string, ``data_json``.
   Event data must therefore be JSON-compatible; anything else is refused with ``ValueError``.
+- ``Approval.arguments``, ``call_arguments`` and ``edited_arguments`` are tool arguments, free-form JSON
+  like event data and stored as JSON strings for the same reasons (``arguments_json``,
+  ``call_arguments_json``, ``edited_arguments_json``; ``null`` when there are none). The rest of an
+  approval is native: datetimes are Timestamps (TTL on ``expire_at``), ``status`` a string that
+  :meth:`list_approvals` filters on, and ``late_decisions`` an array of maps of strings, so that
+  :meth:`add_late_decision` appends with ``ArrayUnion``, which adds an entry only if no equal one is there.
 - ``RunHead.metadata`` is a native map unless one of its keys is a name Firestore refuses; then it is
   stored as a JSON string in ``metadata_json``. Reading accepts both.
 
@@ -21,13 +28,24 @@ Every document is measured before it is sent: one over :data:`MAX_DOCUMENT_BYTES
 size formula, with margin under its hard 1 MiB limit) raises :class:`DocumentTooLarge` naming it, and
 nothing of the write is committed.
 
+An approval changes state only together with its run's head: :meth:`update_run` writes the mutation's
+approvals (``set``: whole documents) in the same batch or transaction as the head, so the head's
+precondition guards them too. The one write outside it is :meth:`add_late_decision`, an ``ArrayUnion``
+on a settled approval; a whole-document write of that approval racing it would drop the late entry.
+
 Indexes the deployment must declare (Terraform):
 
 - ``find_runs``: a composite *collection-group* index on ``runs``: ``status`` ASC, ``updated_at`` ASC.
 - ``list_events`` / ``events_since_step`` need only the automatic single-field indexes on ``seq`` and
   ``step``; exempt ``events.data_json`` and ``runs.input``/``runs.result`` from single-field indexing
   (large strings, never queried) to save index writes.
-- TTL policies on ``runs.expire_at`` and ``events.expire_at`` (collection groups).
+- ``find_waiting``: a composite *collection-group* index on ``runs``: ``status`` ASC, ``wake_at`` ASC.
+- ``list_approvals``: composite indexes on ``approvals``: ``status`` ASC, ``created_at`` ASC,
+  ``approval_id`` ASC (one status) and ``created_at`` ASC, ``approval_id`` ASC (all statuses).
+- TTL policies on ``runs.expire_at``, ``events.expire_at`` and ``approvals.expire_at`` (collection
+  groups).
+- Exempt ``approvals.arguments_json``, ``approvals.call_arguments_json`` and
+  ``approvals.edited_arguments_json`` from single-field indexing (never queried).
 """
 
 from __future__ import annotations
@@ -40,15 +58,16 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from agex.approval import Approval, ApprovalStatus
 from agex.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
 from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
-from agex.run import Event, RunHead, RunStatus
+from agex.run import WAITING_STATUSES, Event, RunHead, RunStatus
 
 T = TypeVar("T")
 
@@ -68,8 +87,24 @@ _TRANSIENT = (
     gexc.RetryError,
 )
 _MISCONFIGURED = (gexc.PermissionDenied, gexc.Unauthenticated, gexc.FailedPrecondition, gexc.NotFound)
+_APPROVAL_JSON_FIELDS = ("arguments", "call_arguments", "edited_arguments")
+
+_Write = tuple[firestore.DocumentReference, dict[str, Any]]
 
 
+class _Writes(NamedTuple):
+    """The documents one update writes, by how each is written, and their total size."""
+
+    head: _Write
+    events: list[_Write]
+    """Created: an event is never overwritten."""
+    approvals: list[_Write]
+    """Set: created or replaced whole."""
+    size: int
+
+    @property
+    def n(self) -> int:
+        return 1 + len(self.events) + len(self.approvals)
 
 
 class FirestoreCheckpointStore(CheckpointStore):
@@ -77,8 +112,8 @@ class FirestoreCheckpointStore(CheckpointStore):
 
     ``client``: a ``google.cloud.firestore.Client`` (honours ``FIRESTORE_EMULATOR_HOST``); if omitted,
     one is made for ``project``/``database``. ``prefix`` is prepended to each collection id
-    (``tenants``, ``runs``, ``events``); tests use a unique prefix to isolate themselves, and the
-    collection-group query of :meth:`find_runs` only sees runs of the same prefix.
+    (``tenants``, ``runs``, ``events``, ``approvals``); tests use a unique prefix to isolate themselves, and the
+    collection-group queries of :meth:`find_runs` and :meth:`find_waiting` only see runs of the same prefix.
 
     ``concurrency`` of :meth:`update_run`: ``"optimistic"`` (default) reads the head, runs ``mutate`` and
     commits head and events in one atomic batch conditioned on the head's update time, retrying with a
@@ -115,6 +150,7 @@ class FirestoreCheckpointStore(CheckpointStore):
         self._tenants = f"{prefix}tenants"
         self._runs = f"{prefix}runs"
         self._events = f"{prefix}events"
+        self._approvals = f"{prefix}approvals"
         self._max_attempts = max_attempts
         self._stats_lock = threading.Lock()
         self.stats: dict[str, int] = {}
@@ -147,6 +183,11 @@ class FirestoreCheckpointStore(CheckpointStore):
 
     def _event_ref(self, head_ref: firestore.DocumentReference, seq: int) -> firestore.DocumentReference:
         return head_ref.collection(self._events).document(f"{seq:0{_EVENT_ID_WIDTH}d}")
+
+    def _approval_ref(self, tenant: str, approval_id: str) -> firestore.DocumentReference:
+        _check_id("tenant", tenant)
+        _check_id("approval id", approval_id)
+        return self._client.collection(self._tenants).document(tenant).collection(self._approvals).document(approval_id)
 
     # --- port -------------------------------------------------------------------------------------------
 
@@ -191,19 +232,23 @@ class FirestoreCheckpointStore(CheckpointStore):
 
     def _prepare(
         self, ref: firestore.DocumentReference, snap: Any, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
-    ) -> tuple[Mutation[T], list[tuple[firestore.DocumentReference, dict[str, Any]]], int]:
-        """Run ``mutate`` on the head read; return its result, the documents to write and their size."""
+    ) -> tuple[Mutation[T], _Writes | None]:
+        """Run ``mutate`` on the head read; return its result and the documents to write (None: nothing)."""
         if not snap.exists:
             raise NotFound(f"run {run_id} not found")
         head = _decode_head(snap.to_dict())
         result = mutate(head)
         if result.head is None:
-            return result, [], 0
+            return result, None
         check_continues(head.seq, result.events)
-        _check_write_count(run_id, 1 + len(result.events))
-        writes = [(ref, _encode_head(result.head))]
-        writes += [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
-        return result, writes, sum(_checked_size(r, doc) for r, doc in writes)
+        _check_write_count(run_id, 1 + len(result.events) + len(result.approvals))
+        for approval in result.approvals:
+            _check_belongs(approval, head)
+        head_write = (ref, _encode_head(result.head))
+        events = [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
+        approvals = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
+        size = sum(_checked_size(r, doc) for r, doc in [head_write, *events, *approvals])
+        return result, _Writes(head_write, events, approvals, size)
 
     def _update_optimistic(
         self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
@@ -217,17 +262,19 @@ class FirestoreCheckpointStore(CheckpointStore):
                 self._count(retries=1)
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # de-synchronize contenders
             snap = self._get_snapshot(ref, run_id)
-            result, writes, size = self._prepare(ref, snap, run_id, mutate)
-            if not writes:
+            result, writes = self._prepare(ref, snap, run_id, mutate)
+            if writes is None:
                 return result
-            head_doc = writes[0][1]
+            head_doc = writes.head[1]
             stale = {k: firestore.DELETE_FIELD for k in (snap.to_dict() or {}) if k not in head_doc}
             batch = self._client.batch()
             # update() of every top-level field (and deletion of the others) replaces the document, and
             # unlike set() it takes a precondition.
             batch.update(ref, {**head_doc, **stale}, option=self._client.write_option(last_update_time=snap.update_time))
-            for r, doc in writes[1:]:
+            for r, doc in writes.events:
                 batch.create(r, doc)  # an event is never overwritten
+            for r, doc in writes.approvals:
+                batch.set(r, doc)  # guarded by the head's precondition: the whole batch fails with it
             self._count(commits=1)
             try:
                 batch.commit()
@@ -241,20 +288,23 @@ class FirestoreCheckpointStore(CheckpointStore):
                 if current.exists and current.update_time != snap.update_time:
                     continue
                 raise AlreadyExists(
-                    f"run {run_id}: an event document among {[r.id for r, _ in writes[1:]]} exists already "
+                    f"run {run_id}: an event document among {[r.id for r, _ in writes.events]} exists already "
                     f"although the head was not changed; the run's events are inconsistent with its head"
                 ) from e
             except gexc.GoogleAPIError as e:
                 raise _translate(e, f"updating run {run_id}") from e
-            self._count(writes=len(writes), bytes_written=size)
+            self._count(writes=writes.n, bytes_written=writes.size)
             return result
         raise TransientError(f"updating run {run_id}: too much contention, gave up after {self._max_attempts} attempts")
 
     def _get_snapshot(self, ref: firestore.DocumentReference, run_id: str) -> Any:
+        return self._get(ref, f"reading run {run_id}")
+
+    def _get(self, ref: firestore.DocumentReference, what: str) -> Any:
         try:
             snap = ref.get()
         except gexc.GoogleAPIError as e:
-            raise _translate(e, f"reading run {run_id}") from e
+            raise _translate(e, what) from e
         self._count(reads=1)
         return snap
 
@@ -270,12 +320,14 @@ class FirestoreCheckpointStore(CheckpointStore):
             attempts += 1
             staged.clear()
             snap = next(iter(transaction.get(ref)))
-            result, writes, size = self._prepare(ref, snap, run_id, mutate)
-            if writes:
-                transaction.set(ref, writes[0][1])
-                for r, doc in writes[1:]:
+            result, writes = self._prepare(ref, snap, run_id, mutate)
+            if writes is not None:
+                transaction.set(ref, writes.head[1])
+                for r, doc in writes.events:
                     transaction.create(r, doc)  # an event is never overwritten
-                staged.update(writes=len(writes), bytes_written=size)
+                for r, doc in writes.approvals:
+                    transaction.set(r, doc)
+                staged.update(writes=writes.n, bytes_written=writes.size)
             return result
 
         try:
@@ -337,6 +389,67 @@ class FirestoreCheckpointStore(CheckpointStore):
         )
         return [_decode_head(d) for d in self._query(query, "finding runs")]
 
+    def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
+        if limit <= 0:
+            return []
+        # Composite collection-group index on `runs` (status ASC, wake_at ASC). Runs without `wake_at`
+        # (null) never match the inequality.
+        query = (
+            self._client.collection_group(self._runs)
+            .where(filter=FieldFilter("status", "in", [str(s) for s in WAITING_STATUSES]))
+            .where(filter=FieldFilter("wake_at", "<", due_before))
+            .order_by("wake_at")
+            .limit(limit)
+        )
+        return [_decode_head(d) for d in self._query(query, "finding waiting runs")]
+
+    def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
+        if not _valid_ids(tenant, approval_id):
+            return None  # no approval can have this name
+        snap = self._get(self._approval_ref(tenant, approval_id), f"reading approval {approval_id}")
+        return _decode_approval(snap.to_dict()) if snap.exists else None
+
+    def list_approvals(self, tenant: str, *, status: ApprovalStatus | None = None, limit: int = 100,
+                       after: tuple[datetime, str] | None = None) -> list[Approval]:
+        if limit <= 0 or not _valid_id(tenant):
+            return []
+        # Ordered by the approval_id *field*, not the document id, so any cursor string works (a cursor
+        # on __name__ must be a valid document id); costs the (created_at, approval_id) index.
+        query: Any = self._client.collection(self._tenants).document(tenant).collection(self._approvals)
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", str(ApprovalStatus(status))))
+        query = query.order_by("created_at").order_by("approval_id")
+        if after is not None:
+            query = query.start_after({"created_at": after[0], "approval_id": after[1]})
+        docs = self._query(query.limit(limit), f"listing approvals of tenant {tenant}")
+        return [_decode_approval(d) for d in docs]
+
+    def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
+        if not _valid_ids(tenant, approval_id):
+            raise NotFound(f"approval {approval_id} not found")
+        _check_late_decision(approval_id, entry)
+        ref = self._approval_ref(tenant, approval_id)
+        what = f"recording a late decision on approval {approval_id}"
+        # Read first only to refuse, like every write here, a document that would outgrow the limit.
+        snap = self._get(ref, what)
+        if not snap.exists:
+            raise NotFound(f"approval {approval_id} not found")
+        doc = snap.to_dict() or {}
+        late = list(doc.get("late_decisions") or [])
+        if entry in late:
+            return  # a redelivered late decision is recorded once
+        size = _checked_size(ref, {**doc, "late_decisions": [*late, entry]})
+        try:
+            self._count(commits=1)
+            # ArrayUnion adds the entry only if no equal one is there, so a concurrent redelivery that
+            # raced the read above still records it once; update fails if the approval went.
+            ref.update({"late_decisions": firestore.ArrayUnion([dict(entry)])})
+        except gexc.NotFound as e:
+            raise NotFound(f"approval {approval_id} not found") from e
+        except gexc.GoogleAPIError as e:
+            raise _translate(e, what) from e
+        self._count(writes=1, bytes_written=size)
+
     def _query(self, query: Any, what: str) -> list[dict[str, Any]]:
         try:
             docs = [snap.to_dict() for snap in query.stream()]
@@ -381,6 +494,42 @@ def _decode_event(doc: dict[str, Any] | None) -> Event:
     return Event.model_validate(doc)
 
 
+def _encode_approval(approval: Approval) -> dict[str, Any]:
+    for entry in approval.late_decisions:
+        _check_late_decision(approval.approval_id, entry)
+    doc = _plain(approval.model_dump(mode="python", exclude=set(_APPROVAL_JSON_FIELDS)))
+    for name in _APPROVAL_JSON_FIELDS:
+        try:
+            doc[f"{name}_json"] = json.dumps(getattr(approval, name), ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"approval {approval.approval_id}: {name} must be JSON-compatible: {e}") from e
+    return doc
+
+
+def _decode_approval(doc: dict[str, Any] | None) -> Approval:
+    doc = _from_firestore(doc or {})
+    for name in _APPROVAL_JSON_FIELDS:
+        if f"{name}_json" in doc:
+            doc[name] = json.loads(doc.pop(f"{name}_json"))
+    return Approval.model_validate(doc)
+
+
+def _check_late_decision(approval_id: str, entry: dict[str, Any]) -> None:
+    """A late decision is a flat map of strings: stored natively, compared exactly by ArrayUnion."""
+    if not isinstance(entry, dict) or not all(
+        isinstance(k, str) and k and not _RESERVED_FIELD.match(k) and isinstance(v, str) for k, v in entry.items()
+    ):
+        raise ValueError(f"approval {approval_id}: a late decision must map non-empty field names (not '__x__') "
+                         f"to strings, not {entry!r}")
+
+
+def _check_belongs(approval: Approval, head: RunHead) -> None:
+    """An approval is written only with its own run's head: anything else is a bug in a decision."""
+    if (approval.tenant, approval.run_id) != (head.tenant, head.run_id):
+        raise ValueError(f"approval {approval.approval_id} of run {approval.tenant}/{approval.run_id} cannot be "
+                         f"written with run {head.tenant}/{head.run_id}")
+
+
 def _plain(value: Any) -> Any:
     """Enums to their values, tuples to lists: what the Firestore client encodes without surprises."""
     if isinstance(value, Enum):
@@ -409,8 +558,8 @@ def _from_firestore(value: Any) -> Any:
 def _check_write_count(run_id: str, n: int) -> None:
     if n > MAX_WRITES_PER_COMMIT:
         raise ValueError(
-            f"run {run_id}: one update may write at most {MAX_WRITES_PER_COMMIT} documents (the head and "
-            f"{MAX_WRITES_PER_COMMIT - 1} events), not {n}: Firestore's limit of writes per commit"
+            f"run {run_id}: one update may write at most {MAX_WRITES_PER_COMMIT} documents (the head, its "
+            f"events and approvals), not {n}: Firestore's limit of writes per commit"
         )
 
 

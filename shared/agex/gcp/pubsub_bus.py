@@ -133,20 +133,35 @@ def ensure_subscription(
     subscriber: pubsub_v1.SubscriberClient | None = None,
     *,
     ack_deadline_seconds: int = 10,
+    push_endpoint: str = "",
+    dead_letter_topic: str = "",
+    max_delivery_attempts: int = 5,
+    min_backoff_s: float = 10.0,
+    max_backoff_s: float = 600.0,
 ) -> str:
-    """Create a pull subscription to ``topic`` unless it exists; return its full path."""
+    """Create a subscription to ``topic`` unless it exists; return its full path. A pull subscription, or
+    with ``push_endpoint`` a push one; with ``dead_letter_topic``, messages refused
+    ``max_delivery_attempts`` times (5-100) move there, retried meanwhile with exponential backoff between
+    ``min_backoff_s`` and ``max_backoff_s``. Local development only; Terraform owns these in the cloud."""
     client = subscriber or pubsub_v1.SubscriberClient()
     path = f"projects/{project}/subscriptions/{subscription}"
+    request: dict[str, Any] = {"name": path, "topic": f"projects/{project}/topics/{topic}",
+                               "ack_deadline_seconds": ack_deadline_seconds}
+    if push_endpoint:
+        request["push_config"] = {"push_endpoint": push_endpoint}
+    if dead_letter_topic:
+        request["dead_letter_policy"] = {"dead_letter_topic": f"projects/{project}/topics/{dead_letter_topic}",
+                                         "max_delivery_attempts": max_delivery_attempts}
+        request["retry_policy"] = {"minimum_backoff": _duration(min_backoff_s),
+                                   "maximum_backoff": _duration(max_backoff_s)}
     try:
-        client.create_subscription(
-            request={
-                "name": path,
-                "topic": f"projects/{project}/topics/{topic}",
-                "ack_deadline_seconds": ack_deadline_seconds,
-            }
-        )
+        client.create_subscription(request=request)
     except gexc.AlreadyExists:
         pass
     except _TRANSIENT as e:
         raise TransientError(f"creating subscription {path} failed: {e}") from e
     return path
+
+
+def _duration(seconds: float) -> dict[str, int]:
+    return {"seconds": int(seconds), "nanos": int(round(seconds % 1 * 1e9))}

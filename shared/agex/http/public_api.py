@@ -3,16 +3,20 @@ OpenAPI document at ``GET /v1/openapi.json`` is built from the same views."""
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from agex.agent import AgentRegistry
+from agex.approval import Approval, ApprovalStatus
+from agex.approval_service import ApprovalService, DecideRequest
 from agex.auth import Authenticator, Caller
 from agex.errors import (
     AgexError,
@@ -25,7 +29,16 @@ from agex.errors import (
 )
 from agex.http import openapi
 from agex.http.responses import error_response, json_response
-from agex.http.views import AgentList, AgentView, EventsPage, EventView, RunView
+from agex.http.views import (
+    AgentList,
+    AgentView,
+    ApprovalsPage,
+    ApprovalView,
+    DecisionView,
+    EventsPage,
+    EventView,
+    RunView,
+)
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.service import CreateRunRequest, RunService
@@ -49,15 +62,18 @@ _routes = Map([
     Rule("/v1/runs/<id:run_id>", endpoint="get_run", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>/events", endpoint="list_events", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>:cancel", endpoint="cancel_run", methods=["POST"]),
+    Rule("/v1/approvals", endpoint="list_approvals", methods=["GET"]),
+    Rule("/v1/approvals/<id:approval_id>", endpoint="get_approval", methods=["GET"]),
+    Rule("/v1/approvals/<id:approval_id>", endpoint="decide_approval", methods=["POST"]),
 ], converters={"id": _IdConverter}, strict_slashes=False)
 
 _PUBLIC = {"health", "openapi"}
 
 
 class PublicApi:
-    def __init__(self, *, service: RunService, agents: AgentRegistry, authenticator: Authenticator,
-                 max_body_bytes: int, base_url: str = "") -> None:
-        self.service, self.agents, self.auth = service, agents, authenticator
+    def __init__(self, *, service: RunService, approvals: ApprovalService, agents: AgentRegistry,
+                 authenticator: Authenticator, max_body_bytes: int, base_url: str = "") -> None:
+        self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url.rstrip("/")
 
@@ -104,7 +120,7 @@ class PublicApi:
         try:
             create = CreateRunRequest.model_validate(body)
         except ValidationError as e:
-            raise RequestError(f"invalid run request: {_describe(e)}") from e
+            raise RequestError(f"invalid run request: {_describe(e, CreateRunRequest)}") from e
         started = self.service.start(caller, agent, create, idempotency_key=request.headers.get("Idempotency-Key"),
                                      traceparent=tracing.current_traceparent())
         view = RunView.of(started.run, self.base_url)
@@ -128,6 +144,38 @@ class PublicApi:
     def _cancel_run(self, request: Request, caller: Caller, run_id: str) -> Response:
         return json_response(RunView.of(self.service.cancel(caller, run_id), self.base_url).model_dump(mode="json"))
 
+    def _list_approvals(self, request: Request, caller: Caller) -> Response:
+        status = _status_param(request)
+        size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
+        after = _decode_position(request.args["page_token"]) if "page_token" in request.args else None
+        approvals = self.approvals.list(caller, status=status, limit=size + 1, after=after)
+        more = len(approvals) > size
+        page = ApprovalsPage(approvals=[ApprovalView.of(a, self.base_url) for a in approvals[:size]],
+                             next_page_token=_encode_position(approvals[size - 1]) if more else None)
+        return json_response(page.model_dump(mode="json"))
+
+    def _get_approval(self, request: Request, caller: Caller, approval_id: str) -> Response:
+        approval = self.approvals.get(caller, approval_id)
+        return json_response(ApprovalView.of(approval, self.base_url).model_dump(mode="json"))
+
+    def _decide_approval(self, request: Request, caller: Caller, approval_id: str) -> Response:
+        self.approvals.get(caller, approval_id)  # an unknown approval is a 404 before the body is even read
+        body = self._json_body(request)
+        try:
+            decide = DecideRequest.model_validate(body)
+        except ValidationError as e:
+            raise RequestError(f"invalid decision: {_describe(e, DecideRequest)}") from e
+        submitted = self.approvals.decide(caller, approval_id, decide,
+                                          idempotency_key=request.headers.get("Idempotency-Key"))
+        view = DecisionView(decision_id=submitted.decision_id,
+                            status="already_applied" if submitted.replayed else "submitted",
+                            approval=ApprovalView.of(submitted.approval, self.base_url))
+        log.info(_log, "decision replayed" if submitted.replayed else "decision submitted", approval=approval_id,
+                 run=submitted.approval.run_id, decision=decide.decision.value, decision_id=submitted.decision_id)
+        headers = {"Location": view.approval.links.self,
+                   **({"Idempotent-Replayed": "true"} if submitted.replayed else {})}
+        return json_response(view.model_dump(mode="json"), 202, headers)
+
     # --- parsing -------------------------------------------------------------------------------------
 
     def _json_body(self, request: Request) -> Any:
@@ -144,7 +192,7 @@ class PublicApi:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InvalidJson(f"request body is not valid JSON: {e}") from e
         except RecursionError as e:
-            raise InvalidJson("request body is nested too deeply to be a run request") from e
+            raise InvalidJson("request body is nested too deeply to be a request of this API") from e
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -160,11 +208,43 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-def _describe(e: ValidationError) -> str:
+def _status_param(request: Request) -> ApprovalStatus | None:
+    raw = request.args.get("status")
+    if raw is None:
+        return None
+    try:
+        return ApprovalStatus(raw)
+    except ValueError:
+        allowed = ", ".join(s.value for s in ApprovalStatus)
+        raise RequestError(f"query parameter status must be one of {allowed} (or absent for all), "
+                           f"got {raw!r}") from None
+
+
+def _encode_position(approval: Approval) -> str:
+    """The page token after ``approval``: its place in the listing's order, opaque to clients."""
+    raw = json.dumps([approval.created_at.isoformat(), approval.approval_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_position(token: str) -> tuple[datetime, str]:
+    try:
+        created_at, approval_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        position = datetime.fromisoformat(created_at), approval_id
+    except (ValueError, TypeError, RecursionError):
+        position = None  # base64, UTF-8, JSON and ISO 8601 errors are all ValueErrors, a wrong shape a TypeError
+    if position is None or position[0].tzinfo is None or not isinstance(position[1], str):
+        raise RequestError("query parameter page_token is not a token this API returned; pass the "
+                           "next_page_token of the previous page, or leave it out to start from the beginning")
+    return position
+
+
+def _describe(e: ValidationError, model: type[BaseModel]) -> str:
+    *fields, last = model.model_fields
+    allowed = f"{', '.join(fields)} and {last}" if fields else last
     parts = []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = "unknown field; allowed fields are input and metadata" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = f"unknown field; allowed fields are {allowed}" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agex.agent import Agent
+from agex.approval import Approval, ApprovalPolicy, ApprovalStatus, redact
 from agex.run import Event, RunHead, RunStatus
 
 
@@ -84,6 +85,33 @@ class ToolView(_View):
     parameters: dict[str, Any]
 
 
+class ConditionView(_View):
+    field: str = Field(description="Dotted path into the call's arguments.")
+    op: Literal["gt", "ge", "lt", "le", "eq", "ne", "in", "not_in"]
+    value: Any
+
+
+class ApprovalPolicyView(_View):
+    tool: str
+    when: list[ConditionView] = Field(
+        description="The call needs approval when any condition holds; when empty, every call does.")
+    approvers: list[str] = Field(description="Principals who may decide, exact or as shell patterns.")
+    four_eyes: bool = Field(description="The principal who started the run may not decide its approvals.")
+    allow_edits: bool = Field(description="Approvers may change the arguments the tool runs with.")
+    expires_after_s: int
+    on_expiry: Literal["reject", "fail"] = Field(
+        description="`reject`: the agent is told nobody approved in time; `fail`: the run fails.")
+    redact: list[str] = Field(description="Argument paths shown to approvers as `[redacted]`.")
+    reason: str
+
+    @classmethod
+    def of(cls, policy: ApprovalPolicy) -> ApprovalPolicyView:
+        return cls(tool=policy.tool, when=[ConditionView(field=c.field, op=c.op, value=c.value) for c in policy.when],
+                   approvers=list(policy.approvers), four_eyes=policy.four_eyes, allow_edits=policy.allow_edits,
+                   expires_after_s=policy.expires_after_s, on_expiry=policy.on_expiry, redact=list(policy.redact),
+                   reason=policy.reason)
+
+
 class AgentView(_View):
     name: str
     version: str
@@ -91,13 +119,14 @@ class AgentView(_View):
     model: str
     tools: list[ToolView]
     limits: dict[str, Any]
+    approvals: list[ApprovalPolicyView] = Field(description="Which tool calls wait for a human decision.")
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
         return cls(name=agent.name, version=agent.version, description=agent.description, model=agent.model,
                    tools=[ToolView(name=t.name, description=t.description, idempotent=t.idempotent,
                                    parameters=t.spec().parameters) for t in agent.tools],
-                   limits=agent.limits.model_dump())
+                   limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals])
 
 
 class AgentList(_View):
@@ -106,3 +135,68 @@ class AgentList(_View):
 
 class ErrorBody(_View):
     error: ErrorView
+
+
+class ApprovalLinks(_View):
+    self: str = Field(description="`GET` the approval, `POST` a decision.")
+    run: str
+
+
+class ApprovalView(_View):
+    """An approval as approvers see it. The call's unredacted arguments are never part of it."""
+
+    approval_id: str
+    run_id: str
+    agent: str
+    step: int = Field(description="The step whose tool call waits.")
+    tool: str
+    arguments: dict[str, Any] = Field(description="The call's arguments, `[redacted]` where the policy says.")
+    reason: str = Field(description="Why this call needs a human.")
+    approvers: list[str]
+    four_eyes: bool
+    allow_edits: bool
+    on_expiry: Literal["reject", "fail"]
+    requested_by: str = Field(description="The principal who started the run.")
+    status: ApprovalStatus
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str
+    edited_arguments: dict[str, Any] | None = Field(
+        description="The arguments the tool ran with, when the approver edited them (redacted alike).")
+    late_decisions: list[dict[str, str]] = Field(
+        description="Decisions that arrived after the approval was settled, recorded and never applied: "
+        "`decision_id`, `decision`, `by` and `at` (RFC 3339).")
+    links: ApprovalLinks
+
+    @classmethod
+    def of(cls, approval: Approval, base: str = "") -> ApprovalView:
+        # redacted again on the way out: whatever a writer stored, a redacted path is never shown
+        def shown(args: dict[str, Any]) -> dict[str, Any]:
+            return redact(args, approval.redact)
+
+        return cls(approval_id=approval.approval_id, run_id=approval.run_id, agent=approval.agent, step=approval.step,
+                   tool=approval.tool, arguments=shown(approval.arguments), reason=approval.reason,
+                   approvers=approval.approvers, four_eyes=approval.four_eyes, allow_edits=approval.allow_edits,
+                   on_expiry=approval.on_expiry, requested_by=approval.requested_by, status=approval.status,
+                   created_at=approval.created_at, expires_at=approval.expires_at, decided_by=approval.decided_by,
+                   decided_at=approval.decided_at, comment=approval.comment,
+                   edited_arguments=shown(approval.edited_arguments) if approval.edited_arguments is not None
+                   else None,
+                   late_decisions=[{k: str(v) for k, v in d.items()} for d in approval.late_decisions],
+                   links=ApprovalLinks(self=f"{base}/v1/approvals/{approval.approval_id}",
+                                       run=f"{base}/v1/runs/{approval.run_id}"))
+
+
+class ApprovalsPage(_View):
+    approvals: list[ApprovalView]
+    next_page_token: str | None = Field(description="Pass as page_token to get the next page; null at the end.")
+
+
+class DecisionView(_View):
+    decision_id: str = Field(description="The same for a retry with the same Idempotency-Key and body.")
+    status: Literal["submitted", "already_applied"] = Field(
+        description="`submitted`: the decision is queued and applied shortly (the run resumes then); "
+        "`already_applied`: this Idempotency-Key's decision was applied before.")
+    approval: ApprovalView = Field(description="The approval as it is now; still `pending` when `submitted`.")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from agex.approval import Approval, ApprovalStatus
 from agex.errors import DocumentTooLarge
 from agex.run import Event, RunHead, RunStatus
 
@@ -17,11 +18,15 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Mutation(Generic[T]):
     """What a transactional update decided: the new head (or None to write nothing), new events, and a
-    value handed back to the caller. ``events`` must continue ``head.seq`` of the head read."""
+    value handed back to the caller. ``events`` must continue ``head.seq`` of the head read.
+
+    ``approvals`` are written (whole, created or replaced) in the same atomic commit: an approval
+    changes state only together with its run's head, so the head's precondition guards both."""
 
     head: RunHead | None
     events: Sequence[Event] = field(default_factory=tuple)
     value: T | None = None
+    approvals: Sequence[Approval] = field(default_factory=tuple)
 
 
 class CheckpointStore(abc.ABC):
@@ -60,6 +65,25 @@ class CheckpointStore(abc.ABC):
     ) -> list[RunHead]:
         """Runs of every tenant in one of ``statuses`` not updated since ``updated_before``: the sweep's
         query for runs that lost their step task."""
+
+    @abc.abstractmethod
+    def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
+        """Runs of every tenant in a waiting status whose ``wake_at`` is before ``due_before``, earliest
+        first: the sweep's query for waits whose scheduled task was lost."""
+
+    @abc.abstractmethod
+    def get_approval(self, tenant: str, approval_id: str) -> Approval | None: ...
+
+    @abc.abstractmethod
+    def list_approvals(self, tenant: str, *, status: ApprovalStatus | None = None, limit: int = 100,
+                       after: tuple[datetime, str] | None = None) -> list[Approval]:
+        """A tenant's approvals (of one status, or all) ordered by ``(created_at, approval_id)``, starting
+        after the ``after`` position."""
+
+    @abc.abstractmethod
+    def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
+        """Append ``entry`` to the approval's ``late_decisions`` unless an equal entry is there already
+        (a redelivered late decision is recorded once). Raise ``NotFound`` if there is no such approval."""
 
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,15 +27,43 @@ class StepTask(BaseModel):
         suffix = f"-g{self.generation}" if self.generation else ""
         return f"{self.tenant}--{self.run_id}--s{self.step:06d}{suffix}"
 
+    path: ClassVar[str] = "/"
+    """Where on the step function's URL the task is delivered."""
+
     def body(self) -> dict[str, object]:
         return {"tenant": self.tenant, "run_id": self.run_id, "step": self.step, "generation": self.generation}
 
 
+class ApprovalExpiryTask(BaseModel):
+    """Fires at an approval's ``expires_at``; if the approval is still pending it expires then. The only
+    task a run waiting for approval has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str
+    run_id: str
+    approval_id: str
+    schedule_at: datetime | None = None
+    traceparent: str = ""
+
+    path: ClassVar[str] = "/approval-expiry"
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant}--{self.run_id}--{self.approval_id}-expiry"
+
+    def body(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "run_id": self.run_id, "approval_id": self.approval_id}
+
+
+Task = StepTask | ApprovalExpiryTask
+
+
 class TaskQueue(abc.ABC):
     @abc.abstractmethod
-    def enqueue(self, task: StepTask) -> bool:
+    def enqueue(self, task: Task) -> bool:
         """Create the task; True if created, False if a task of that name exists or ran recently."""
 
     @abc.abstractmethod
-    def exists(self, task: StepTask) -> bool:
+    def exists(self, task: Task) -> bool:
         """Whether the task is still pending (scheduled, dispatching or being retried)."""

@@ -1,8 +1,8 @@
 """An in-process runtime on the in-memory ports: the whole step protocol, no emulators.
 
 For unit tests of agents and of the engine (like Temporal's test environments): start a run, then
-``drive()`` delivers due step tasks until the queue is empty. The clock is manual, so leases, limits and
-expiry can be tested without waiting.
+``drive()`` delivers due tasks (and published approval decisions) until nothing is due. The clock is
+manual, so leases, limits, timers and expiry can be tested without waiting: advance it and drive again.
 """
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agex.agent import Agent, AgentRegistry
+from agex.approval import DECISIONS_TOPIC, DecisionMessage
+from agex.approval_service import ApprovalService
 from agex.auth import Caller
 from agex.clock import ManualClock, SequentialIds
+from agex.engine.approvals import ApprovalApplier, Outcome
 from agex.engine.decisions import Delivery
 from agex.engine.stepper import StepResult, StepRunner, StepSettings
-from agex.errors import LeaseHeld, TransientError
+from agex.errors import LeaseHeld, NotDue, TransientError
 from agex.memory.checkpoint_store import InMemoryCheckpointStore
 from agex.memory.event_bus import InMemoryEventBus
 from agex.memory.task_queue import InMemoryTaskQueue
 from agex.ports.model import Model
-from agex.ports.task_queue import StepTask
+from agex.ports.task_queue import ApprovalExpiryTask, Task
 from agex.pricing import Pricing
 from agex.run import RunHead
 from agex.service import CreateRunRequest, RunService
@@ -41,31 +44,47 @@ class InMemoryRuntime:
                                  settings=StepSettings(lease_seconds=lease_seconds))
         self.service = RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock,
                                   ids=SequentialIds())
+        self.approvals = ApprovalService(store=self.store, bus=self.bus, agents=self.agents, clock=self.clock,
+                                         ids=SequentialIds())
+        self.applier = ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock)
+        self._decisions_seen = 0
         self.results: list[StepResult] = []
 
     def start(self, agent: str, input: str, caller: Caller = DEFAULT_CALLER, **kwargs: object) -> RunHead:
         return self.service.start(caller, agent, CreateRunRequest(input=input), **kwargs).run  # type: ignore[arg-type]
 
-    def deliver(self, task: StepTask, attempt: int = 0, instance: str = "test") -> StepResult:
+    def deliver(self, task: Task, attempt: int = 0, instance: str = "test") -> StepResult | Outcome:
         """One delivery of ``task``, as Cloud Tasks would make it."""
+        if isinstance(task, ApprovalExpiryTask):
+            return self.applier.expire(task.tenant, task.run_id, task.approval_id)
         result = self.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
                                           task_name=task.name, attempt=attempt, instance=instance))
         self.results.append(result)
         return result
 
+    def deliver_decisions(self) -> list[Outcome]:
+        """Apply the decisions published since the last call, as the ``approvals`` function would."""
+        published = self.bus.on(DECISIONS_TOPIC)
+        fresh, self._decisions_seen = published[self._decisions_seen:], len(published)
+        return [self.applier.apply(DecisionMessage.model_validate(m.message)) for m in fresh]
+
     def drive(self, max_deliveries: int = 10_000) -> int:
         """Deliver due tasks until none is left; a delivery that asks for a retry is retried."""
         delivered = 0
 
-        def handle(task: StepTask, attempt: int) -> bool:
+        def handle(task: Task, attempt: int) -> bool:
             try:
                 self.deliver(task, attempt)
                 return True
-            except (LeaseHeld, TransientError):
+            except (LeaseHeld, NotDue, TransientError):
                 return False
 
-        while self.queue.pending() and delivered < max_deliveries:
-            delivered += self.queue.deliver_due(self.clock.now(), handle)
+        while delivered < max_deliveries:
+            self.deliver_decisions()
+            due = self.queue.deliver_due(self.clock.now(), handle)
+            if not due:
+                break
+            delivered += due
         return delivered
 
     def run(self, agent: str, input: str) -> RunHead:

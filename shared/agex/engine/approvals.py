@@ -1,0 +1,136 @@
+"""Apply approval decisions and expiries to runs, exactly once; served by the ``approvals`` function
+(decisions, from Pub/Sub) and the step function (expiry tasks and the sweep, from Cloud Tasks).
+
+Exactly once: a decision is applied in one commit on the run head, conditioned on the run still
+waiting for that approval; the approval document changes in the same commit. A redelivered decision
+finds the approval settled by itself (same ``decision_id``) and only repeats the idempotent follow-up
+(enqueuing the resumed step under its deterministic name). A different decision arriving later is
+recorded on the approval as late and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from agex.approval import Approval, ApprovalStatus, DecisionMessage
+from agex.clock import Clock
+from agex.engine import decisions, notify
+from agex.engine.decisions import Claim
+from agex.errors import PermissionDenied
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.event_bus import EventBus
+from agex.ports.task_queue import StepTask, TaskQueue
+from agex.run import RunHead, RunStatus
+
+_log = log.get("approvals")
+
+
+class Applied(StrEnum):
+    applied = "applied"
+    """The decision settled the approval and the run resumed (or failed, for an expiry so configured)."""
+    duplicate = "duplicate"
+    """This decision was applied before; nothing changed."""
+    late = "late"
+    """Another decision settled the approval first; this one is recorded as late, nothing else changed."""
+    not_pending = "not_pending"
+    """The approval expired or its run was cancelled; nothing changed."""
+    unknown = "unknown"
+    """No such approval in the tenant (never existed, or deleted with its run)."""
+    refused = "refused"
+    """The principal may not decide this approval; nothing changed."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Applied
+    detail: str
+
+
+class ApprovalApplier:
+    def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, clock: Clock) -> None:
+        self.store, self.queue, self.bus, self.clock = store, queue, bus, clock
+
+    def apply(self, message: DecisionMessage) -> Outcome:
+        with log.labels(tenant=message.tenant), tracing.tracer().start_as_current_span(
+                "approval.apply", attributes={"agex.approval": message.approval_id,
+                                              "agex.decision": message.decision.value}):
+            outcome = self._apply(message)
+            log.info(_log, f"decision {message.decision_id} on {message.approval_id}: {outcome.detail}",
+                     outcome=outcome.result.value, approval=message.approval_id, principal=message.principal)
+        return outcome
+
+    def _apply(self, message: DecisionMessage) -> Outcome:
+        for _ in range(3):
+            approval = self.store.get_approval(message.tenant, message.approval_id)
+            if approval is None:
+                return Outcome(Applied.unknown, f"no approval {message.approval_id} in tenant {message.tenant}")
+            if approval.status != ApprovalStatus.pending:
+                return self._settled_already(approval, message)
+            try:
+                # again here, not only in the API: chat bots and other deciders publish to the topic directly
+                approval.check_authority(message.principal)
+            except PermissionDenied as e:
+                return Outcome(Applied.refused, e.message)
+            if self.clock.now() >= approval.expires_at:
+                # too late: the expiry task (or the sweep) settles it as the policy says
+                return Outcome(Applied.not_pending, f"approval expired at {approval.expires_at.isoformat()}")
+            if message.arguments is not None and not approval.allow_edits:
+                return Outcome(Applied.refused, f"the policy of {approval.tool} does not allow edited arguments")
+            result = self.store.update_run(approval.tenant, approval.run_id, functools.partial(
+                decisions.decide_approval, approval=approval, message=message, now=self.clock.now()))
+            if result.value and result.head is not None:
+                self._resume(result.head)
+                return Outcome(Applied.applied, f"{approval.tool} call {message.decision.value}d by "
+                                                f"{message.principal}; run {approval.run_id} resumes")
+            # the run stopped waiting for it between the two reads: answer from the approval as it is now
+        return Outcome(Applied.not_pending, f"run {message.approval_id} kept changing; decision not applied")
+
+    def _settled_already(self, approval: Approval, message: DecisionMessage) -> Outcome:
+        if approval.decision_id == message.decision_id:
+            # a redelivery: the commit happened, but the enqueue after it may not have
+            head = self.store.get_run(approval.tenant, approval.run_id)
+            if head is not None and head.status == RunStatus.queued and head.step + 1 == approval.step:
+                self._resume(head)
+            return Outcome(Applied.duplicate, "already applied")
+        if approval.status in (ApprovalStatus.approved, ApprovalStatus.rejected):
+            self.store.add_late_decision(approval.tenant, approval.approval_id, {
+                "decision_id": message.decision_id, "decision": message.decision.value, "by": message.principal,
+                "at": message.decided_at.isoformat()})
+            return Outcome(Applied.late, f"already {approval.status.value} by {approval.decided_by}; recorded as late")
+        return Outcome(Applied.not_pending, f"approval is {approval.status.value}; nothing to decide")
+
+    def expire(self, tenant: str, run_id: str, approval_id: str) -> Outcome:
+        """The expiry task's work: a still-pending approval expires at ``expires_at``."""
+        approval = self.store.get_approval(tenant, approval_id)
+        if approval is None or approval.run_id != run_id:
+            return Outcome(Applied.unknown, f"no approval {approval_id} of run {run_id}")
+        if approval.status != ApprovalStatus.pending:
+            return Outcome(Applied.not_pending, f"approval is {approval.status.value}")
+        now = self.clock.now()
+        result = self.store.update_run(tenant, run_id, lambda h: decisions.expire_approval(h, approval, now))
+        if result.head is None or result.value is None:
+            return Outcome(Applied.not_pending, "the run no longer waits for it")
+        if result.value == Claim.finished:
+            notify.run_finished(self.bus, result.head)
+            return Outcome(Applied.applied, f"expired; run {run_id} failed (the policy says so)")
+        self._resume(result.head)
+        log.info(_log, f"approval {approval_id} expired; run {run_id} resumes as after a rejection",
+                 approval=approval_id, run=run_id, tenant=tenant)
+        return Outcome(Applied.applied, "expired; the run resumes as after a rejection")
+
+    def sweep(self, grace: timedelta, limit: int = 200) -> int:
+        """Expire approvals whose expiry task is overdue by ``grace`` (it was lost): the sweep's part."""
+        expired = 0
+        for head in self.store.find_waiting(self.clock.now() - grace, limit):
+            if head.status == RunStatus.waiting_approval and head.approval_id and head.expire_at > self.clock.now():
+                expired += self.expire(head.tenant, head.run_id, head.approval_id).result == Applied.applied
+        return expired
+
+    def _resume(self, head: RunHead) -> None:
+        self.queue.enqueue(StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1,
+                                    generation=head.generation, traceparent=head.trace))
