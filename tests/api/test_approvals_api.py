@@ -46,7 +46,7 @@ from tests.api.test_public_api import error_of
 JSON = "application/json"
 APPROVE = {"decision": "approve"}
 VIEW_FIELDS = {"approval_id", "run_id", "agent", "step", "tool", "arguments", "reason", "approvers", "four_eyes",
-               "allow_edits", "on_expiry", "requested_by", "status", "created_at", "expires_at", "decided_by",
+               "allow_edits", "on_expiry", "requested_by", "status", "created_at", "expires_at", "decision_id", "decided_by",
                "decided_at", "comment", "edited_arguments", "late_decisions", "links"}
 REFUND_POLICY = ApprovalPolicy(
     tool="issue_refund", when=(Condition(field="amount_usd", op="gt", value=50),), approvers=APPROVERS,

@@ -103,22 +103,43 @@ def _summary(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+TERMINAL = ("succeeded", "failed", "cancelled", "expired")
+
+
+class Follower:
+    """Prints a run's timeline as events arrive."""
+
+    def __init__(self, client: Client, run_id: str, out: Any = sys.stdout, hint: bool = True) -> None:
+        self.client, self.run_id, self.out = client, run_id, out
+        self.after = 0
+        self._hinted = not hint
+
+    def until(self, statuses: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        """Follow until the run is in one of ``statuses`` or has ended; return the run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.client.run(self.run_id)
+            for event in self.client.events(self.run_id, self.after):
+                self.after = event["seq"]
+                text = timeline.line(event)
+                if text:
+                    print(text, file=self.out, flush=True)
+            if run["status"] in statuses or run["status"] in TERMINAL:
+                return self.client.run(self.run_id)
+            if run["status"] == "waiting_approval" and not self._hinted:
+                self._hinted = True
+                print("          (waiting for a human: see `agex approvals`, then `agex approve ID` or "
+                      "`agex reject ID --reason ...`)", file=self.out, flush=True)
+            if time.monotonic() > deadline:
+                print(f"still {run['status']} after {timeout:.0f} s; follow it with `agex events {self.run_id}`",
+                      file=self.out)
+                return run
+            time.sleep(0.3)
+
+
 def follow(client: Client, run_id: str, timeout: float, out: Any = sys.stdout) -> dict[str, Any]:
     """Print the timeline as events arrive, until the run ends; return the final run."""
-    after, deadline = 0, time.monotonic() + timeout
-    while True:
-        run = client.run(run_id)
-        for event in client.events(run_id, after):
-            after = event["seq"]
-            text = timeline.line(event)
-            if text:
-                print(text, file=out, flush=True)
-        if run["status"] in ("succeeded", "failed", "cancelled", "expired"):
-            return client.run(run_id)
-        if time.monotonic() > deadline:
-            print(f"still {run['status']} after {timeout:.0f} s; follow it with `agex events {run_id}`", file=out)
-            return run
-        time.sleep(0.3)
+    return Follower(client, run_id, out).until(TERMINAL, timeout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -316,7 +337,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"ready: API at {stack.api_url}\n")
         print(f"customer: {args.input}\n")
         run = client.start_run("support", args.input, metadata={"channel": "demo"})
-        final = follow(client, run["run_id"], 300)
+        follower = Follower(client, run["run_id"], hint=False)
+        final = follower.until(("waiting_approval",), 300)
+        if final["status"] == "waiting_approval":
+            # the scripted part of the demo: a support lead signs off (not the one who started the run)
+            lead = Client(stack.api_url, "manager-token")
+            (approval,) = [a for a in lead.approvals("pending") if a["run_id"] == run["run_id"]]
+            print(f"\nthe run is parked at zero compute: {approval['tool']}({json.dumps(approval['arguments'])}) "
+                  f"needs sign-off. {approval['reason']}")
+            print(f"  approval {approval['approval_id']}, approvers {', '.join(approval['approvers'])}, "
+                  f"expires {approval['expires_at']}")
+            time.sleep(1)
+            lead.decide(approval["approval_id"], "approve", comment="Regular customer, defect confirmed.")
+            print("manager@example.com approves (`agex approve ID --comment ...`); the run resumes:\n")
+            final = follower.until(TERMINAL, 300)
         print()
         print(_summary(final))
         return 0 if final["status"] == "succeeded" else 1

@@ -189,7 +189,9 @@ class Stack:
 
     def _python(self, name: str, argv: list[str], port: int, logs: Path) -> EmulatorProcess:
         log_path = logs / f"{name}.log"
-        return spawn_and_wait(name, argv, port, str(log_path), 60, ready=lambda: "READY" in _read(log_path),
+        # the log is appended to across starts: only a READY line written by this start counts
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        return spawn_and_wait(name, argv, port, str(log_path), 60, ready=lambda: "READY" in _read(log_path)[offset:],
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
 
     def _function(self, target: str, port: int, logs: Path) -> EmulatorProcess:

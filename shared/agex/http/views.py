@@ -160,6 +160,7 @@ class ApprovalView(_View):
     status: ApprovalStatus
     created_at: datetime
     expires_at: datetime
+    decision_id: str | None = Field(description="The decision that settled it (`approved` or `rejected`).")
     decided_by: str | None
     decided_at: datetime | None
     comment: str
@@ -180,7 +181,8 @@ class ApprovalView(_View):
                    tool=approval.tool, arguments=shown(approval.arguments), reason=approval.reason,
                    approvers=approval.approvers, four_eyes=approval.four_eyes, allow_edits=approval.allow_edits,
                    on_expiry=approval.on_expiry, requested_by=approval.requested_by, status=approval.status,
-                   created_at=approval.created_at, expires_at=approval.expires_at, decided_by=approval.decided_by,
+                   created_at=approval.created_at, expires_at=approval.expires_at, decision_id=approval.decision_id,
+                   decided_by=approval.decided_by,
                    decided_at=approval.decided_at, comment=approval.comment,
                    edited_arguments=shown(approval.edited_arguments) if approval.edited_arguments is not None
                    else None,
