@@ -12,7 +12,6 @@ from agex.run import Limits
 from agex.tools import ToolContext, tool
 from examples import support_backend as backend
 
-
 REVIEW_OVER_USD = 50.0
 
 

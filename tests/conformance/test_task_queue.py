@@ -14,7 +14,7 @@ from google.cloud import tasks_v2
 
 from agex.gcp.cloud_tasks import CloudTasksQueue, make_client
 from agex.memory.task_queue import InMemoryTaskQueue
-from agex.ports.task_queue import StepTask, TaskQueue
+from agex.ports.task_queue import ApprovalExpiryTask, StepTask, TaskQueue
 from emulators.gcloud import free_port
 
 PROJECT, LOCATION = "agex-test", "us-central1"
@@ -91,3 +91,32 @@ def test_a_scheduled_task_is_pending_until_due(queues: Queues) -> None:
     t = task(schedule_at=datetime.now(UTC) + timedelta(hours=1), traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
     assert queues.queue.enqueue(t)
     assert queues.queue.exists(t)
+
+
+def test_an_approval_expiry_task_is_named_by_its_approval_and_dedupes(queues: Queues) -> None:
+    step = task()
+    expiry = ApprovalExpiryTask(tenant="dev", run_id=step.run_id, approval_id="apr_abc",
+                                schedule_at=datetime.now(UTC) + timedelta(hours=24))
+    assert queues.queue.enqueue(step) and queues.queue.enqueue(expiry)
+    assert queues.queue.enqueue(expiry) is False
+    assert queues.queue.exists(expiry)
+    queues.forget(expiry)
+    assert not queues.queue.exists(expiry) and queues.queue.exists(step)
+
+
+def test_cloud_tasks_delivers_each_kind_of_task_to_its_path(tasks_emulator: str) -> None:
+    client = make_client(tasks_emulator)
+    name = f"q-{uuid.uuid4().hex[:10]}"
+    path = client.queue_path(PROJECT, LOCATION, name)
+    client.create_queue(parent=f"projects/{PROJECT}/locations/{LOCATION}", queue=tasks_v2.Queue(name=path))
+    client.pause_queue(name=path)
+    queue = CloudTasksQueue(project=PROJECT, location=LOCATION, queue=name, url="http://127.0.0.1:9/",
+                            service_account="step@agex-test.iam.gserviceaccount.com", audience="http://127.0.0.1:9/",
+                            client=client)
+    step = task()
+    expiry = ApprovalExpiryTask(tenant="dev", run_id=step.run_id, approval_id="apr_abc")
+    queue.enqueue(step)
+    queue.enqueue(expiry)
+    urls = {t.name.rsplit("/", 1)[1]: t.http_request.url
+            for t in client.list_tasks(request={"parent": path, "response_view": tasks_v2.Task.View.FULL})}
+    assert urls == {step.name: "http://127.0.0.1:9/", expiry.name: "http://127.0.0.1:9/approval-expiry"}

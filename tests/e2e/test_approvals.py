@@ -259,3 +259,20 @@ def test_a_hundred_waiting_runs_approved_in_a_burst_each_resume_once(e2e: E2E) -
         decided = [e for e in e2e.events(run_id) if e["kind"] == "approval_decided"]
         assert len(decided) == 1
 
+
+
+def test_a_step_killed_right_after_parking_the_run_is_repaired_by_its_retry(e2e: E2E) -> None:
+    e2e.arm("step.after_approval_request")
+    run = e2e.client.start_run("payer", "pay acme 65")
+    approval = approval_of(e2e, run["run_id"])
+    # the worker died before scheduling the expiry and announcing; Cloud Tasks' retry of the step task
+    # finds the run parked and does both
+    expected = [f"dev--{run['run_id']}--{approval['approval_id']}-expiry"]
+    deadline = time.monotonic() + 60
+    while [t.name.rsplit("/", 1)[1] for t in tasks_of(e2e, run["run_id"])] != expected:
+        assert time.monotonic() < deadline, f"the queue holds {tasks_of(e2e, run['run_id'])}, not only the expiry"
+        time.sleep(0.3)
+    assert e2e.armed() == []
+    e2e.manager.decide(approval["approval_id"], "approve")
+    assert e2e.wait(run["run_id"])["status"] == "succeeded"
+    assert test_agents.effects(run["run_id"], "pay") == ["acme:65"]
