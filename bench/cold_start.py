@@ -100,6 +100,7 @@ def run(repeat: int = 5) -> dict[str, Any]:
     targets = {
         "api (functions/api/main.py)": _ENTRY.format(dir="functions/api", handler="public_api"),
         "step (functions/step/main.py)": _ENTRY.format(dir="functions/step", handler="step_endpoint"),
+        "approvals (functions/approvals/main.py)": _ENTRY.format(dir="functions/approvals", handler="decision_push"),
         "import google.genai (reference)": _PLAIN.format(stmt="import google.genai"),
         "import langgraph StateGraph + SqliteSaver (comparison)": _PLAIN.format(
             stmt="from langgraph.graph import StateGraph\nfrom langgraph.checkpoint.sqlite import SqliteSaver"),
