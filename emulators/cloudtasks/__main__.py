@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
+
+from emulators.grpc_service import stop_on_signals
 
 from .config import EmulatorConfig
 
@@ -87,14 +86,7 @@ def _expand_queue(value: str, project: str | None, parser: argparse.ArgumentPars
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    # Installed before anything starts so an early SIGTERM still exits cleanly.
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals()
 
     config = parse_args(argv)
     from .emulator import Emulator  # heavy imports (grpc, protobuf) after argument errors

@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import grpc
 
+from emulators.grpc_service import ApiError, status
 
-class ApiError(Exception):
-    """An error the service reports to the caller (never a server bug)."""
+__all__ = ["ApiError"]
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid_argument(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.NOT_FOUND, message)
-
-
-def already_exists(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.ALREADY_EXISTS, message)
-
-
-def failed_precondition(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message)
-
-
-def permission_denied(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message)
+invalid_argument = status(grpc.StatusCode.INVALID_ARGUMENT)
+not_found = status(grpc.StatusCode.NOT_FOUND)
+already_exists = status(grpc.StatusCode.ALREADY_EXISTS)
+failed_precondition = status(grpc.StatusCode.FAILED_PRECONDITION)
+permission_denied = status(grpc.StatusCode.PERMISSION_DENIED)
 
 
 # Wording follows what the managed service answers, so log-matching and

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
 import grpc
 
+from emulators.grpc_service import bind_server, generic_handler
+
 from . import protos
 from .dispatch import Dispatcher
-from .errors import ApiError
 from .state import Store
 
 log = logging.getLogger(__name__)
@@ -88,55 +88,11 @@ class CloudTasksService:
             "DeleteTask": (self.delete_task, protos.DeleteTaskRequest),
             "RunTask": (self.run_task, protos.RunTaskRequest),
         }
-        return grpc.method_handlers_generic_handler(
-            SERVICE_NAME,
-            {
-                rpc: grpc.unary_unary_rpc_method_handler(
-                    _guarded(rpc, fn),
-                    request_deserializer=request_cls.FromString,
-                    response_serializer=_serialize,
-                )
-                for rpc, (fn, request_cls) in methods.items()
-            },
-        )
-
-
-def _serialize(message: Any) -> bytes:
-    return bytes(message.SerializeToString())
-
-
-def _guarded(rpc: str, fn: Callable[[Any], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-    def call(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return fn(request)
-        except ApiError as exc:
-            context.abort(exc.code, exc.message)
-        except Exception as exc:
-            log.exception("%s failed", rpc)
-            context.abort(grpc.StatusCode.INTERNAL, f"Internal emulator error in {rpc}: {exc}")
-
-    return call
+        return generic_handler(SERVICE_NAME, methods, log)
 
 
 def build_grpc_server(
     service: CloudTasksService, host: str, port: int, workers: int = 16
 ) -> tuple[grpc.Server, int]:
     """Create and bind (not start) the server; returns it with the bound port."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudtasks-grpc"),
-        # gRPC enables SO_REUSEPORT by default on Linux, which would let two
-        # emulators silently share one port.
-        options=[("grpc.so_reuseport", 0)],
-    )
-    server.add_generic_rpc_handlers((service.handler(),))
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:  # grpc reports bind failures this way
-        bound = 0
-        cause: Exception | None = exc
-    else:
-        cause = None
-    if bound == 0:
-        server.stop(None)
-        raise OSError(f"could not bind gRPC server to {host}:{port} (address in use?)") from cause
-    return server, bound
+    return bind_server(service.handler(), host, port, workers=workers, name="cloudtasks")
