@@ -27,6 +27,7 @@ from agex.ports.task_queue import ApprovalExpiryTask, StepTask
 from agex.run import EventKind, RunStatus
 from agex.testing import FunctionModel
 from agex.testing.harness import DEFAULT_CALLER, InMemoryRuntime
+from agex.testing.models import scripted
 from agex.tools import ContinueLater, RetryLater, ToolContext, continue_later, tool
 
 MANAGER = Caller("dev", "manager@example.com")
@@ -72,14 +73,6 @@ def check_later(args: Ping, ctx: ToolContext) -> ContinueLater:
 def _clear() -> None:
     paid.clear()
     attempts.clear()
-
-
-def scripted(*turns: Any) -> FunctionModel:
-    def answer(request: ModelRequest) -> Any:
-        k = sum(1 for m in request.messages if m.role == "model")
-        return turns[min(k, len(turns) - 1)]
-
-    return FunctionModel(answer)
 
 
 def payer(**policy: Any) -> InMemoryRuntime:

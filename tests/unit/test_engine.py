@@ -15,6 +15,7 @@ from agex.ports.task_queue import StepTask
 from agex.run import EventKind, Limits, RunStatus
 from agex.testing import FunctionModel, TestModel
 from agex.testing.harness import InMemoryRuntime
+from agex.testing.models import scripted
 from agex.tools import ToolContext, tool
 
 
@@ -42,14 +43,6 @@ def send_fax(args: Note, ctx: ToolContext) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     effects.clear()
-
-
-def scripted(*turns: Any) -> FunctionModel:
-    def answer(request: ModelRequest) -> Any:
-        k = sum(1 for m in request.messages if m.role == "model")
-        return turns[min(k, len(turns) - 1)]
-
-    return FunctionModel(answer)
 
 
 def make(model: Any, tools: tuple = (write_note,), **limits: Any) -> InMemoryRuntime:

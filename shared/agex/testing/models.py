@@ -59,3 +59,14 @@ class TestModel(FunctionModel):
         if turns == 0 and request.tools:
             return [(t.name, self.args_for(t.name)) for t in request.tools]
         return self.final_text
+
+
+def scripted(*turns: Message | str | list[tuple[str, dict[str, Any]]]) -> FunctionModel:
+    """Answers model turn k (the number of model messages in the request) with ``turns[k]``, repeating
+    the last one: the same request always gets the same answer, as a resumed step needs."""
+
+    def answer(request: ModelRequest) -> Message | str | list[tuple[str, dict[str, Any]]]:
+        k = sum(1 for m in request.messages if m.role == "model")
+        return turns[min(k, len(turns) - 1)]
+
+    return FunctionModel(answer)
