@@ -30,8 +30,14 @@ class Agent(BaseModel):
     """The model sees the run's input and the last this-many steps. Bounding the window keeps each
     step's reads and request size flat however long the run gets."""
 
+    identity: str = ""
+    """The service account the agent's tools act as (its secrets are read as it). Set from the fleet file;
+    empty when agents come from ``AGEX_AGENTS``, which then gives ``agent-{name}@{project}``."""
     approvals: tuple[ApprovalPolicy, ...] = ()
     """Which tool calls wait for a human before they run (see docs/approvals.md)."""
+    operators: tuple[str, ...] = ()
+    """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
+    retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""
 
     @model_validator(mode="after")
     def _policies_name_tools(self) -> Agent:
@@ -46,6 +52,16 @@ class Agent(BaseModel):
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    def reconcile_policy(self, tool: str) -> ApprovalPolicy:
+        """How a human is asked what became of an uncertain call of ``tool``."""
+        policy = next((p for p in self.approvals if p.tool == tool), None)
+        who = self.operators or (policy.approvers if policy else ("*",))
+        return ApprovalPolicy(
+            tool=tool, approvers=who, four_eyes=False, allow_edits=False, expires_after_s=24 * 3600,
+            on_expiry="fail", redact=policy.redact if policy else (),
+            reason=f"{tool} is not idempotent and an attempt crashed while calling it: say whether it happened "
+                   "(done), should be called again (retry), or the run should stop (fail).")
 
     def approval_policy(self, tool: str, args: dict[str, Any]) -> ApprovalPolicy | None:
         """The policy that holds this call for a human, if any."""

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agex.errors import PermissionDenied
+from agex.errors import PermissionDenied, RequestError
 
 REDACTED = "[redacted]"
 """Shown to approvers in place of an argument the policy redacts. An approver who edits the arguments
@@ -103,16 +103,32 @@ class ApprovalStatus(StrEnum):
     expired = "expired"
     cancelled = "cancelled"
     """The run was cancelled while it waited."""
+    resolved = "resolved"
+    """A reconciliation was decided: ``retry``, ``done`` or ``fail`` (see ``Approval.kind``)."""
 
 
 class Decision(StrEnum):
     approve = "approve"
     reject = "reject"
+    # reconciling a non-idempotent call that may or may not have happened (an attempt crashed inside it)
+    retry = "retry"
+    """It did not happen: call it again."""
+    done = "done"
+    """It happened: go on as if it had succeeded."""
+    fail = "fail"
+    """Stop: the run fails."""
+
+
+DECISIONS_BY_KIND = {"approval": (Decision.approve, Decision.reject),
+                     "reconcile": (Decision.retry, Decision.done, Decision.fail)}
 
 
 class Approval(_Doc):
     format: int = FORMAT_VERSION
     approval_id: str
+    kind: Literal["approval", "reconcile"] = "approval"
+    """``approval``: a call a policy holds for sign-off (approve or reject). ``reconcile``: a non-idempotent
+    call an attempt may have made before it crashed; a human says what happened (retry, done or fail)."""
     tenant: str
     run_id: str
     agent: str
@@ -136,6 +152,8 @@ class Approval(_Doc):
     created_at: datetime
     expires_at: datetime
     decision_id: str | None = None
+    resolution: Decision | None = None
+    """The decision that settled a ``reconcile`` (``retry``, ``done`` or ``fail``)."""
     decided_by: str | None = None
     decided_at: datetime | None = None
     comment: str = ""
@@ -149,6 +167,13 @@ class Approval(_Doc):
     expire_at: datetime
     """Deleted by the Firestore TTL policy with its run."""
 
+    def check_decision(self, decision: Decision) -> None:
+        """Raise ``RequestError`` for a decision that does not fit this kind of approval."""
+        allowed = DECISIONS_BY_KIND[self.kind]
+        if decision not in allowed:
+            raise RequestError(f"{self.approval_id} is a{'n' if self.kind == 'approval' else ''} {self.kind}: decide "
+                               f"{' or '.join(d.value for d in allowed)}, not {decision.value}")
+
     def check_authority(self, principal: str) -> None:
         """Raise ``PermissionDenied`` unless ``principal`` may decide this approval."""
         if not may_decide(self.approvers, principal):
@@ -161,9 +186,10 @@ class Approval(_Doc):
                 f"ask another approver: {', '.join(self.approvers)}")
 
 
-def approval_id(run_id: str, step: int, call_id: str) -> str:
-    """Deterministic: a retried step asks for the same approval instead of a second one."""
-    digest = hashlib.sha256(f"{run_id}\0{step}\0{call_id}".encode()).digest()
+def approval_id(run_id: str, step: int, call_id: str, round: str = "") -> str:
+    """Deterministic: a retried step asks for the same approval instead of a second one. ``round``
+    tells apart the reconciliations of one call (each crash inside it asks anew)."""
+    digest = hashlib.sha256(f"{run_id}\0{step}\0{call_id}{round}".encode()).digest()
     return "apr_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
 
 
@@ -237,6 +263,7 @@ class ApprovalRequested(_Doc):
     version: Literal[1] = 1
     tenant: str
     approval_id: str
+    kind: Literal["approval", "reconcile"] = "approval"
     run_id: str
     agent: str
     tool: str
@@ -250,7 +277,7 @@ class ApprovalRequested(_Doc):
 
     @classmethod
     def of(cls, approval: Approval, base_url: str = "") -> ApprovalRequested:
-        return cls(tenant=approval.tenant, approval_id=approval.approval_id, run_id=approval.run_id,
+        return cls(tenant=approval.tenant, approval_id=approval.approval_id, kind=approval.kind, run_id=approval.run_id,
                    agent=approval.agent, tool=approval.tool, arguments=approval.arguments, reason=approval.reason,
                    approvers=approval.approvers, expires_at=approval.expires_at,
                    decide_url=f"{base_url.rstrip('/')}/v1/approvals/{approval.approval_id}" if base_url else "")

@@ -38,7 +38,8 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class DecideRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    decision: Decision = Field(description="`approve` or `reject`.")
+    decision: Decision = Field(description="`approve` or `reject` an approval; `retry`, `done` or `fail` a "
+                               "reconciliation (see the approval's `kind`).")
     comment: str = Field(default="", max_length=2000,
                          description="Why; required to reject (the agent is told the reason).")
     arguments: dict[str, Any] | None = Field(
@@ -49,7 +50,7 @@ class DecideRequest(BaseModel):
     def _check(self) -> DecideRequest:
         if self.decision == Decision.reject and not self.comment.strip():
             raise ValueError("a rejection needs a comment: the reason is told to the agent")
-        if self.decision == Decision.reject and self.arguments is not None:
+        if self.decision != Decision.approve and self.arguments is not None:
             raise ValueError("arguments can only be edited when approving")
         return self
 
@@ -88,6 +89,7 @@ class ApprovalService:
             by = f" by {approval.decided_by}" if approval.decided_by else ""
             raise Conflict(f"approval {approval_id} is already {approval.status.value}{by}; "
                            "only a pending approval can be decided")
+        approval.check_decision(request.decision)
         approval.check_authority(caller.principal)
         run = self.store.get_run(caller.tenant, approval.run_id)
         # as readers see it: a run past its retention is over even before the sweep recorded so

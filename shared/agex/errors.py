@@ -84,6 +84,30 @@ class ConfigurationError(AgexError):
     code = "configuration_error"
 
 
+class SecretError(ConfigurationError):
+    """A tool's secret cannot be read. Retrying cannot help: a grant, a version or a name must change."""
+
+    code = "secret_error"
+
+    def __init__(self, message: str, *, secret: str, identity: str) -> None:
+        super().__init__(message)
+        self.secret, self.identity = secret, identity
+
+
+class SecretAccessDenied(SecretError):
+    code = "secret_access_denied"
+
+
+class SecretNotFound(SecretError):
+    code = "secret_not_found"
+
+
+class SecretUnavailable(SecretError):
+    """The secret has no usable version: its latest one is disabled or destroyed."""
+
+    code = "secret_unavailable"
+
+
 class DocumentTooLarge(ConfigurationError, ValueError):
     """A run head or event would exceed Firestore's document size limit; nothing was written."""
 

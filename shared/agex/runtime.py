@@ -27,7 +27,9 @@ from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
+from agex.ports.limiter import Limiter
 from agex.ports.model import Model
+from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import TaskQueue
 from agex.pricing import Pricing
 from agex.service import RunService
@@ -45,7 +47,15 @@ class Runtime:
 
     @functools.cached_property
     def agents(self) -> AgentRegistry:
-        registry = AgentRegistry.from_specs(self.settings.agent_specs)
+        s = self.settings
+        if s.fleet_file:
+            from agex import fleet
+
+            registry = fleet.registry(fleet.load(s.fleet_file), s.project)
+        else:
+            registry = AgentRegistry([a.model_copy(update={"identity": a.identity or f"agent-{a.name}@{s.project}"
+                                                                         ".iam.gserviceaccount.com"})
+                                      for a in AgentRegistry.from_specs(s.agent_specs).all()])
         for agent in registry.all():
             self.pricing.check(agent.model)
         return registry
@@ -121,10 +131,29 @@ class Runtime:
         s = self.settings
         runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
                             models=self.model_for, pricing=self.pricing, clock=self.clock,
-                            settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url))
+                            settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url),
+                            secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter)
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=runner, service=self.service, approvals=self.applier, verify=verify,
                             instance=f"{socket.gethostname()}-{os.getpid()}")
+
+    @functools.cached_property
+    def secret_store(self) -> SecretStore:
+        """Secret Manager, read as each agent's identity: through the emulator's bearer identities locally,
+        by impersonating the agent's service account in the cloud. Built on the first tool that needs it."""
+        from agex.gcp.secret_manager import SecretManagerStore, emulator_clients, impersonated_clients
+        from agex.secrets import CachedSecrets
+
+        s = self.settings
+        clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else impersonated_clients()
+        return CachedSecrets(SecretManagerStore(s.project, clients), ttl_s=s.secret_cache_seconds, clock=self.clock)
+
+    @functools.cached_property
+    def limiter(self) -> Limiter:
+        # Firestore is loaded in the step function already (the checkpoint store)
+        from agex.gcp.firestore_limiter import FirestoreLimiter
+
+        return FirestoreLimiter(getattr(self.store, "client", None), project=self.settings.project)
 
     @functools.cached_property
     def applier(self) -> ApprovalApplier:
@@ -143,6 +172,14 @@ class _LazyBus(EventBus):
 
     def publish(self, topic: str, message: dict[str, Any], attributes: dict[str, str] | None = None) -> str:
         return self._build().publish(topic, message, attributes)
+
+
+class _LazySecrets(SecretStore):
+    def __init__(self, build: Callable[[], SecretStore]) -> None:
+        self._build = build
+
+    def access(self, identity: str, secret: str) -> str:
+        return self._build().access(identity, secret)
 
 
 @functools.cache

@@ -18,7 +18,14 @@ class Settings(BaseSettings):
     project: str = "agex-local"
     location: str = "us-central1"
     agents: str = "examples.support_agent:agent"
-    """Comma-separated ``module:attribute`` specs of the agents this deployment runs."""
+    """Comma-separated ``module:attribute`` specs of the agents this deployment runs (without a fleet file)."""
+    fleet_file: str = ""
+    """The fleet file (agents, identities, granted secrets, budgets; see ``agex.fleet``). When set, it is
+    the list of agents and ``agents`` is ignored."""
+    secrets_emulator_host: str = ""
+    """``host:port`` of the Secret Manager emulator; empty in the cloud (agent identities are impersonated)."""
+    secret_cache_seconds: float = 60.0
+    """How long a secret value read for a tool is reused; a rotation is picked up after at most this."""
 
     # step tasks
     queue: str = "agex-steps"

@@ -4,15 +4,19 @@ SQLite file (``AGEX_E2E_EFFECTS``) shared by every function process, so tests ca
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import sqlite3
+import time
+import urllib.parse
 from typing import Any
 
 from pydantic import BaseModel
 
 from agex.agent import Agent
 from agex.approval import ApprovalPolicy
-from agex.tools import RetryLater, ToolContext, continue_later, tool
+from agex.tools import RetryLater, ToolContext, ToolLimits, continue_later, tool
 
 
 def _db() -> sqlite3.Connection:
@@ -65,9 +69,59 @@ def fetch_status(args: Endpoint, ctx: ToolContext) -> dict[str, Any]:
     return {"status": "green"}
 
 
-agents = [
-    _payer("payer", expires_after_s=3600),
-    _payer("payer-quick", expires_after_s=3),
-    Agent(name="watcher", instructions="You watch shipments.", tools=(continue_later,)),
-    Agent(name="poller", instructions="You poll status APIs.", tools=(fetch_status,)),
-]
+payer = _payer("payer", expires_after_s=3600)
+payer_quick = _payer("payer-quick", expires_after_s=3)
+watcher = Agent(name="watcher", instructions="You watch shipments.", tools=(continue_later,))
+poller = Agent(name="poller", instructions="You poll status APIs.", tools=(fetch_status,))
+
+
+# --- tools with credentials ---------------------------------------------------------------------------
+
+class Note(BaseModel):
+    text: str
+
+
+@tool(secrets=("vault-a-key",))
+def leak_key(args: Note, ctx: ToolContext) -> dict[str, Any]:
+    """Return the API key in every disguise a careless tool might: plain, base64, hex, inside a URL."""
+    key = ctx.secrets["vault-a-key"]
+    return {"plain": key, "b64": base64.b64encode(key.encode()).decode(), "hex": key.encode().hex(),
+            "url": f"https://api.example.com/v1/items?key={urllib.parse.quote(key)}&q={args.text}",
+            "fingerprint": hashlib.sha256(key.encode()).hexdigest()[:12], "note": args.text}
+
+
+@tool(secrets=("vault-b-key",))
+def use_b_key(args: Note, ctx: ToolContext) -> dict[str, Any]:
+    """Use agent B's key."""
+    return {"fingerprint": hashlib.sha256(ctx.secrets["vault-b-key"].encode()).hexdigest()[:12]}
+
+
+vault_a = Agent(name="vault-a", instructions="You are vault agent A.", tools=(leak_key,))
+vault_b = Agent(name="vault-b", instructions="You are vault agent B.", tools=(use_b_key,))
+
+
+# --- a tool with limits held across instances -----------------------------------------------------------
+
+@tool(limits=ToolLimits(max_concurrent=1, per_second=4))
+def slow_lookup(args: Note, ctx: ToolContext) -> dict[str, Any]:
+    """Look something up in a system that takes one caller at a time."""
+    start = time.time()
+    time.sleep(0.3)
+    record(ctx.idempotency_key, "slow_lookup", f"{start}:{time.time()}:{os.getpid()}")
+    return {"found": args.text}
+
+
+limited = Agent(name="limited", instructions="You look things up carefully.", tools=(slow_lookup,))
+
+
+# --- a non-idempotent tool whose call a crash leaves uncertain -------------------------------------------
+
+@tool(idempotent=False)
+def wire_money(args: Payment, ctx: ToolContext) -> dict[str, Any]:
+    """Wire money to a vendor. Not idempotent."""
+    record(ctx.idempotency_key, "wire_money", f"{args.to}:{args.amount:g}")
+    return {"wired": args.amount}
+
+
+careful = Agent(name="careful", instructions="You wire money when asked.", tools=(wire_money,),
+                operators=("manager@example.com",))

@@ -84,6 +84,7 @@ class E2E:
 
 
 HERE = Path(__file__).parent
+SECRETS = {"vault-a-key": "sk-live-4f9a2c7e1b", "vault-b-key": "sk-live-b0b0b0b0b0"}
 TOKENS = {"dev-token": "dev@example.com", "manager-token": "manager@example.com", "clerk-token": "clerk@example.com"}
 
 
@@ -100,8 +101,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     tokens = ",".join(f"{t}=dev:{p}" for t, p in TOKENS.items()) + ",acme-token=acme:ops@acme.test"
     config = StackConfig(api_port=free_port(), workdir=workdir, sweep_every_seconds=1.0, sweep_after_seconds=4.0,
                          step_lease_seconds=20.0, scenarios=scenarios, dev_tokens=tokens,
-                         agents="examples.support_agent:agent,examples.ticker_agent:agent,tests.e2e.agents:agents",
+                         fleet_file=HERE / "fleet.yaml", step_workers=2, secrets=SECRETS,
                          extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints),
-                                    "AGEX_E2E_EFFECTS": str(workdir / "effects.sqlite")})
+                                    "AGEX_E2E_EFFECTS": str(workdir / "effects.sqlite"),
+                                    "AGEX_SECRET_CACHE_SECONDS": "2"})
     with Stack(config) as stack:
         yield E2E(stack, failpoints)

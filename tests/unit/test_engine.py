@@ -144,9 +144,11 @@ def test_a_non_idempotent_tool_is_never_called_twice_blindly() -> None:
     task = rt.queue.pending()[0]
     deliver_dying_at_write(rt, task, 3)  # claim, model response, then the tool result write dies
     rt.deliver(task, attempt=1)
-    final = rt.store.get_run("dev", head.run_id)
-    assert final is not None and final.status == RunStatus.failed
-    assert final.error is not None and final.error.code == "tool_uncertain"
+    # not called again: the run waits for a human to say what became of the call
+    waiting = rt.store.get_run("dev", head.run_id)
+    assert waiting is not None and waiting.status == RunStatus.waiting_approval
+    approval = rt.store.get_approval("dev", waiting.approval_id or "")
+    assert approval is not None and approval.kind == "reconcile"
     assert len(effects) == 1
 
 

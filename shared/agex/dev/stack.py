@@ -21,6 +21,8 @@ from emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait, start_f
 
 REPO = Path(__file__).resolve().parents[3]
 HOST = "127.0.0.1"
+ADMIN = "admin@agex-local.iam.gserviceaccount.com"
+"""The Secret Manager emulator's admin: the deploying identity (Terraform's, in the cloud)."""
 APPROVALS_PUSH_SUBSCRIPTION = "agex-approvals-push"
 INSPECT_SUBSCRIPTIONS = {
     # a topic with no subscription drops what is published; these keep it for `agex dev` users to read
@@ -36,7 +38,11 @@ class StackConfig:
     api_port: int = 8080
     project: str = "agex-local"
     workdir: Path = field(default_factory=lambda: Path(".agex"))
-    agents: str = "examples.support_agent:agent,examples.ticker_agent:agent"
+    fleet_file: Path = field(default_factory=lambda: REPO / "examples" / "fleet.yaml")
+    """The agents, their identities and granted secrets (``agex.fleet``)."""
+    secrets: dict[str, str] = field(default_factory=dict)
+    """Secret values to create in the Secret Manager emulator; each is granted to the agents the fleet
+    file grants it to, and to no one else."""
     scenarios: Path = field(default_factory=lambda: REPO / "examples" / "scenarios")
     dev_tokens: str = ("dev-token=dev:dev@example.com,manager-token=dev:manager@example.com,"
                        "acme-token=acme:ops@acme.test")
@@ -46,6 +52,9 @@ class StackConfig:
     step_lease_seconds: float = 30.0
     queue_min_backoff_seconds: float = 0.2
     queue_max_backoff_seconds: float = 5.0
+    step_workers: int = 1
+    """Processes of the step function (gunicorn workers): more than one to see limits held across
+    instances, as several Cloud Run instances would."""
     push_min_backoff_seconds: float = 1.0
     push_max_backoff_seconds: float = 10.0
     push_max_delivery_attempts: int = 5
@@ -63,6 +72,7 @@ class Stack:
         self.gemini_url = ""
         self.tasks_host = ""
         self.tasks_http = ""
+        self.secrets_host = ""
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -79,6 +89,11 @@ class Stack:
             self._keep(self._python("cloudtasks", [sys.executable, "-m", "emulators.cloudtasks", "--host", HOST,
                                                    "--port", str(tasks_port), "--http-port", str(tasks_http)],
                                     tasks_port, logs))
+            secrets_port = free_port()
+            self._keep(self._python("secretmanager", [sys.executable, "-m", "emulators.secretmanager", "--host", HOST,
+                                                      "--port", str(secrets_port), "--admin", ADMIN],
+                                    secrets_port, logs))
+            self.secrets_host = f"{HOST}:{secrets_port}"
             gemini_port = free_port()
             self._keep(self._python("gemini", [sys.executable, "-m", "emulators.gemini", "--host", HOST, "--port",
                                                str(gemini_port), "--scenarios", str(c.scenarios)], gemini_port, logs))
@@ -93,7 +108,8 @@ class Stack:
                 "PUBSUB_EMULATOR_HOST": pubsub.host_port,
                 "GOOGLE_CLOUD_PROJECT": c.project,
                 "AGEX_PROJECT": c.project,
-                "AGEX_AGENTS": c.agents,
+                "AGEX_FLEET_FILE": str(Path(c.fleet_file).resolve()),
+                "AGEX_SECRETS_EMULATOR_HOST": self.secrets_host,
                 "AGEX_TASKS_EMULATOR_HOST": self.tasks_host,
                 "AGEX_STEP_URL": self.step_url,
                 "AGEX_OIDC_CERTS_URL": f"{self.tasks_http}/oauth2/v1/certs",
@@ -147,7 +163,7 @@ class Stack:
 
     def describe(self) -> dict[str, str]:
         return {"api": self.api_url, "step": self.step_url, "approvals": self.approvals_url, "gemini": self.gemini_url,
-                "cloud_tasks": self.tasks_host, "firestore": self.env.get("FIRESTORE_EMULATOR_HOST", ""),
+                "cloud_tasks": self.tasks_host, "secret_manager": self.secrets_host, "firestore": self.env.get("FIRESTORE_EMULATOR_HOST", ""),
                 "pubsub": self.env.get("PUBSUB_EMULATOR_HOST", ""), "logs": str(self.config.workdir / "logs")}
 
     # --- pieces ---------------------------------------------------------------------------------------
@@ -173,6 +189,22 @@ class Stack:
                                       DECISIONS_DEAD_LETTER_TOPIC))
             for topic, subscription in INSPECT_SUBSCRIPTIONS.items():
                 ensure_subscription(c.project, topic, subscription)
+        self._provision_secrets()
+
+    def _provision_secrets(self) -> None:
+        """What Terraform does for secrets: each secret readable by exactly the agents granted it."""
+        from agex import fleet
+        from agex.gcp.secret_manager import ensure_secret
+        from emulators.secretmanager.client import make_client
+
+        c = self.config
+        declared = fleet.load(c.fleet_file)
+        admin = make_client(self.secrets_host, ADMIN)
+        names = sorted({s for a in declared.agents.values() for s in a.secrets} | set(c.secrets))
+        for name in names:
+            accessors = [fleet.identity_email(a.identity, c.project) for a in declared.agents.values()
+                         if name in a.secrets]
+            ensure_secret(admin, c.project, name, c.secrets.get(name), accessors)
 
     def _subscribe_approvals(self) -> None:
         """The decisions topic pushes to the approvals function, dead-lettering what it keeps refusing."""
@@ -198,6 +230,8 @@ class Stack:
         argv = [sys.executable, "-m", "functions_framework", "--target", target,
                 "--source", str(REPO / "functions" / target / "main.py"), "--host", HOST, "--port", str(port)]
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        if target == "step":
+            env["WORKERS"] = str(self.config.step_workers)
         return spawn_and_wait(target, argv, port, str(logs / f"{target}.log"), 60,
                               ready=lambda: _answers(f"http://{HOST}:{port}/healthz"), env=env, cwd=str(REPO))
 

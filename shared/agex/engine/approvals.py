@@ -19,7 +19,7 @@ from agex.approval import Approval, ApprovalStatus, DecisionMessage
 from agex.clock import Clock
 from agex.engine import decisions, notify
 from agex.engine.decisions import Claim
-from agex.errors import PermissionDenied
+from agex.errors import RequestError
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.checkpoint_store import CheckpointStore
@@ -73,8 +73,9 @@ class ApprovalApplier:
                 return self._settled_already(approval, message)
             try:
                 # again here, not only in the API: chat bots and other deciders publish to the topic directly
+                approval.check_decision(message.decision)
                 approval.check_authority(message.principal)
-            except PermissionDenied as e:
+            except RequestError as e:
                 return Outcome(Applied.refused, e.message)
             if self.clock.now() >= approval.expires_at:
                 # too late: the expiry task (or the sweep) settles it as the policy says
@@ -85,7 +86,7 @@ class ApprovalApplier:
                 decisions.decide_approval, approval=approval, message=message, now=self.clock.now()))
             if result.value and result.head is not None:
                 self._resume(result.head)
-                return Outcome(Applied.applied, f"{approval.tool} call {message.decision.value}d by "
+                return Outcome(Applied.applied, f"{approval.tool} call: {message.decision.value} by "
                                                 f"{message.principal}; run {approval.run_id} resumes")
             # the run stopped waiting for it between the two reads: answer from the approval as it is now
         return Outcome(Applied.not_pending, f"run {message.approval_id} kept changing; decision not applied")

@@ -43,6 +43,11 @@ class StepProgress:
     """Calls announced and perhaps made: an intent with no result means an attempt may have crashed
     inside the tool."""
     settled: dict[str, Settled] = field(default_factory=dict)
+    """Approval decisions on calls of this step."""
+    reconciled: dict[str, Settled] = field(default_factory=dict)
+    """What a human said became of an uncertain call (``retry``, ``done``, ``fail``, ``expired``), when no
+    intent was written since: a new intent makes the call uncertain again."""
+    reconcile_rounds: dict[str, int] = field(default_factory=dict)
     continue_at: datetime | None = None
     """The latest time a tool of this step asked the run to wait until before its next step."""
 
@@ -91,6 +96,7 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
                     progress.response = _response_of(e)
                 elif e.kind == EventKind.tool_intent:
                     progress.intents.add(e.data["call_id"])
+                    progress.reconciled.pop(e.data["call_id"], None)
                 elif e.kind == EventKind.tool_result:
                     progress.results[e.data["call_id"]] = (e.data["ok"], e.data["output"])
                     if e.data.get("continue_at"):
@@ -100,9 +106,16 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
                     # the tool said it did nothing: its intent is no longer in doubt
                     progress.intents.discard(e.data["call_id"])
                 elif e.kind == EventKind.approval_decided:
-                    progress.settled[e.data["call_id"]] = Settled(
-                        decision=e.data["decision"], by=e.data.get("by") or "", comment=e.data.get("comment") or "",
-                        arguments=e.data.get("arguments"))
+                    settled = Settled(decision=e.data["decision"], by=e.data.get("by") or "",
+                                      comment=e.data.get("comment") or "", arguments=e.data.get("arguments"))
+                    call_id = e.data["call_id"]
+                    if e.data.get("kind") == "reconcile":
+                        # a human answered for the uncertain call: it is no longer in doubt
+                        progress.intents.discard(call_id)
+                        progress.reconciled[call_id] = settled
+                        progress.reconcile_rounds[call_id] = progress.reconcile_rounds.get(call_id, 0) + 1
+                    else:
+                        progress.settled[call_id] = settled
             continue
         if step > current_step:
             continue

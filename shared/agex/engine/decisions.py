@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from agex.approval import (
     Approval,
@@ -271,21 +271,24 @@ def reenqueue(head: RunHead, now: datetime, stale_before: datetime) -> Mutation[
 # --- approvals and timers -------------------------------------------------------------------------
 
 def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, policy: ApprovalPolicy,
-                     now: datetime) -> Mutation[Approval]:
+                     now: datetime, kind: Literal["approval", "reconcile"] = "approval",
+                     round: int = 0) -> Mutation[Approval]:
     """Park the run on a human decision: record the approval, release the lease, and wait. Nothing runs
-    until the decision (or the expiry task) resumes the run."""
+    until the decision (or the expiry task) resumes the run. ``kind="reconcile"``: the decision is what
+    became of a non-idempotent call that an attempt may have made (``round`` counts such asks)."""
     check_fence(head, owner, step)
     expires = min(now + timedelta(seconds=policy.expires_after_s), head.expire_at)
     approval = Approval(
-        approval_id=approval_id(head.run_id, step, call.id), tenant=head.tenant, run_id=head.run_id, agent=head.agent,
+        approval_id=approval_id(head.run_id, step, call.id, f"#reconcile{round}" if kind == "reconcile" else ""),
+        kind=kind, tenant=head.tenant, run_id=head.run_id, agent=head.agent,
         step=step, call_id=call.id, tool=call.name, arguments=redact(call.args, policy.redact),
         call_arguments=dict(call.args), redact=list(policy.redact), reason=policy.reason,
         approvers=list(policy.approvers), four_eyes=policy.four_eyes, allow_edits=policy.allow_edits,
         on_expiry=policy.on_expiry, requested_by=head.principal, created_at=now, expires_at=expires, trace=head.trace,
         updated_at=now, expire_at=head.expire_at)
     events = _events(head, now, step, (EventKind.approval_requested, {
-        "approval_id": approval.approval_id, "call_id": call.id, "name": call.name, "approvers": approval.approvers,
-        "expires_at": expires.isoformat(), "reason": policy.reason}))
+        "approval_id": approval.approval_id, "kind": kind, "call_id": call.id, "name": call.name,
+        "approvers": approval.approvers, "expires_at": expires.isoformat(), "reason": policy.reason}))
     new = _advance(head, now, events, status=RunStatus.waiting_approval, lease=None, approval_id=approval.approval_id,
                    wake_at=expires)
     return Mutation(new, events, approval, approvals=[approval])
@@ -301,8 +304,8 @@ def _settle(head: RunHead, settled: Approval, now: datetime, decision: str, by: 
     """Record how an approval was settled and put the run back in the queue, with a new task generation
     (the paused step's own task name was used already)."""
     events = _events(head, now, settled.step, (EventKind.approval_decided, {
-        "approval_id": settled.approval_id, "call_id": settled.call_id, "decision": decision, "by": by,
-        "comment": comment, "decision_id": decision_id, "arguments": arguments}))
+        "approval_id": settled.approval_id, "kind": settled.kind, "call_id": settled.call_id, "decision": decision,
+        "by": by, "comment": comment, "decision_id": decision_id, "arguments": arguments}))
     new = _advance(head, now, events, status=RunStatus.queued, lease=None, approval_id=None, wake_at=None,
                    generation=head.generation + 1)
     return Mutation(new, events, True, approvals=[settled])
@@ -313,14 +316,18 @@ def decide_approval(head: RunHead, approval: Approval, message: DecisionMessage,
     waits for this approval as read: the caller reads the approval again and answers from it."""
     if not _waits_for(head, approval) or now >= approval.expires_at:
         return Mutation(None, value=False)
-    approved = message.decision == Decision.approve
+    if approval.kind == "reconcile":
+        status, outcome = ApprovalStatus.resolved, message.decision.value
+    else:
+        status = ApprovalStatus.approved if message.decision == Decision.approve else ApprovalStatus.rejected
+        outcome = status.value
     settled = approval.model_copy(update={
-        "status": ApprovalStatus.approved if approved else ApprovalStatus.rejected,
+        "status": status, "resolution": message.decision if approval.kind == "reconcile" else None,
         "decision_id": message.decision_id, "decided_by": message.principal, "decided_at": now,
         "comment": message.comment, "updated_at": now,
         "edited_arguments": redact(message.arguments, approval.redact) if message.arguments is not None else None})
-    return _settle(head, settled, now, settled.status.value, message.principal, message.comment,
-                   message.decision_id, message.arguments)
+    return _settle(head, settled, now, outcome, message.principal, message.comment, message.decision_id,
+                   message.arguments)
 
 
 def expire_approval(head: RunHead, approval: Approval, now: datetime) -> Mutation[Claim]:
@@ -335,7 +342,8 @@ def expire_approval(head: RunHead, approval: Approval, now: datetime) -> Mutatio
                                           "updated_at": now})
     if approval.on_expiry == "fail":
         record = (EventKind.approval_decided, {
-            "approval_id": approval.approval_id, "call_id": approval.call_id, "decision": "expired", "by": None,
+            "approval_id": approval.approval_id, "kind": approval.kind, "call_id": approval.call_id,
+            "decision": "expired", "by": None,
             "comment": comment, "decision_id": None, "arguments": None})
         ended = finish(head, now, RunStatus.failed, step=approval.step, extra=(record,), error=RunError(
             code="approval_expired", message=f"the call of {approval.tool} waited for approval "

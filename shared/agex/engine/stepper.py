@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from agex import failpoints
 from agex.agent import Agent, AgentRegistry
@@ -20,17 +20,19 @@ from agex.clock import Clock
 from agex.engine import conversation, decisions, notify
 from agex.engine.conversation import Settled
 from agex.engine.decisions import Claim, Delivery
-from agex.errors import ModelError, NotFound, StaleDelivery
+from agex.errors import ModelError, NotFound, SecretError, SecretUnavailable, StaleDelivery
 from agex.messages import FunctionCall, ModelRequest, ModelResponse
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.event_bus import EventBus
+from agex.ports.limiter import Limiter, Permit, Wait
 from agex.ports.model import Model
+from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import StepTask, TaskQueue
 from agex.pricing import Pricing
 from agex.run import ACTIVE_STATUSES, RunError, RunHead, RunStatus
-from agex.tools import ToolContext, ToolOutcome
+from agex.tools import Tool, ToolContext, ToolOutcome
 
 _log = log.get("step")
 
@@ -66,10 +68,12 @@ class StepSettings:
 class StepRunner:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, agents: AgentRegistry,
                  models: Callable[[Agent], Model], pricing: Pricing, clock: Clock,
-                 settings: StepSettings | None = None) -> None:
+                 settings: StepSettings | None = None, secrets: SecretStore | None = None,
+                 limiter: Limiter | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
         self.models, self.pricing, self.clock = models, pricing, clock
         self.settings = settings or StepSettings()
+        self.secrets, self.limiter = secrets, limiter
 
     def run(self, d: Delivery) -> StepResult:
         with log.labels(run=d.run_id, tenant=d.tenant, step=d.step), tracing.tracer().start_as_current_span(
@@ -152,20 +156,32 @@ class StepRunner:
             if policy is not None and settled is None:
                 return self._request_approval(d, call, policy)
             continue_at = None
+            reconciled = progress.reconciled.get(call.id)
+            if reconciled is not None and reconciled.decision in ("fail", "expired"):
+                return self._fail(d, RunError(code="tool_uncertain", message=(
+                    f"tool {call.name} (call {call.id}) may or may not have run when an attempt crashed; "
+                    + (f"{reconciled.by} chose to stop the run" if reconciled.decision == "fail"
+                       else "nobody reconciled it in time") + (f": {reconciled.comment}" if reconciled.comment
+                                                               else ""))))
             if settled is not None and settled.decision != "approved":
                 ok, output = False, {"error": _refusal(call, settled), "approval": settled.note()}
+            elif reconciled is not None and reconciled.decision == "done":
+                ok, output = True, {"reconciled": reconciled.note()}
             else:
                 if call.id in earlier_intents and tool is not None and not tool.idempotent:
-                    return self._fail(d, RunError(code="tool_uncertain", message=(
-                        f"tool {call.name} (call {call.id}) is not idempotent and an earlier attempt of step "
-                        f"{d.step} may have run it before crashing; it was not called again. Reconcile by hand.")))
+                    # never a blind second call: a human says what became of the first one
+                    return self._request_approval(d, call, agent.reconcile_policy(call.name), kind="reconcile",
+                                                  round=progress.reconcile_rounds.get(call.id, 0))
                 if call.id not in progress.intents:
                     # not announced yet: it waited for approval, or an earlier attempt recorded the previous
                     # result but died before writing this intent
                     self.store.update_run(d.tenant, d.run_id, functools.partial(
                         _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
                 args = settled.arguments if settled is not None and settled.arguments is not None else call.args
-                outcome = self._call_tool(agent, head, d, call, args)
+                try:
+                    outcome = self._call_tool(agent, head, d, call, args)
+                except SecretError as e:
+                    return self._fail(d, RunError(code=e.code, message=e.message))
                 failpoints.hit("step.after_tool")
                 if outcome.retry_after_s is not None:
                     return self._defer(d, call, outcome)
@@ -184,14 +200,15 @@ class StepRunner:
                 progress.intents.add(announce.id)
         return None
 
-    def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy) -> StepResult:
+    def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy,
+                          kind: Literal["approval", "reconcile"] = "approval", round: int = 0) -> StepResult:
         requested = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.request_approval(
-            h, d.owner, d.step, call, policy, self.clock.now()))
+            h, d.owner, d.step, call, policy, self.clock.now(), kind, round))
         approval = requested.value
         assert approval is not None
         failpoints.hit("step.after_approval_request")
         notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
-        log.info(_log, f"waiting for approval {approval.approval_id} of {call.name}", outcome="waiting",
+        log.info(_log, f"waiting for {kind} {approval.approval_id} of {call.name}", outcome="waiting",
                  approval=approval.approval_id, tool=call.name, expires_at=approval.expires_at.isoformat())
         return StepResult(Outcome.waiting, f"waiting for approval {approval.approval_id}")
 
@@ -213,12 +230,37 @@ class StepRunner:
         if tool is None:
             known = ", ".join(t.name for t in agent.tools) or "none"
             return ToolOutcome(False, {"error": f"unknown tool {call.name!r}; available tools: {known}"})
+        values = self._secrets_of(agent, tool)
         ctx = ToolContext(tenant=d.tenant, run_id=d.run_id, step=d.step, call_id=call.id,
-                          idempotency_key=decisions.idempotency_key(head, d.step, call))
+                          idempotency_key=decisions.idempotency_key(head, d.step, call), secrets=values)
         with tracing.tracer().start_as_current_span(f"tool {call.name}", attributes={"agex.tool": call.name}):
-            outcome = tool.call(args, ctx)
+            permit = self._permit(tool, ctx)
+            if isinstance(permit, Wait):
+                log.info(_log, f"tool {call.name} is at its limit: {permit.reason}", tool=call.name)
+                return ToolOutcome(False, {"error": permit.reason}, retry_after_s=permit.seconds)
+            try:
+                outcome = tool.call(args, ctx)
+            finally:
+                if permit is not None and self.limiter is not None:
+                    self.limiter.release(permit)
         log.info(_log, f"tool {call.name} {'succeeded' if outcome.ok else 'failed'}", tool=call.name, ok=outcome.ok)
-        return outcome
+        return outcome  # scrubbed of the secrets in ctx by Tool.call
+
+    def _secrets_of(self, agent: Agent, tool: Tool) -> dict[str, str]:
+        """The tool's secrets, read as the agent's identity (cached briefly by the store)."""
+        if not tool.secrets:
+            return {}
+        if self.secrets is None:
+            raise SecretUnavailable(f"tool {tool.name} needs secrets but this deployment has no secret store",
+                                    secret=tool.secrets[0], identity=agent.identity)
+        return {name: self.secrets.access(agent.identity, name) for name in tool.secrets}
+
+    def _permit(self, tool: Tool, ctx: ToolContext) -> Permit | Wait | None:
+        if not tool.limits.any or self.limiter is None:
+            return None
+        # the lease outlives the call's timeout: a crashed holder's slot frees itself after it
+        return self.limiter.acquire(tool.name, tool.limits, ctx.idempotency_key, self.clock.now(),
+                                    lease_s=tool.timeout_s + 30)
 
     def _commit(self, head: RunHead, d: Delivery, response: ModelResponse,
                 continue_at: datetime | None) -> StepResult:

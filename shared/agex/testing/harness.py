@@ -20,6 +20,8 @@ from agex.engine.stepper import StepResult, StepRunner, StepSettings
 from agex.errors import LeaseHeld, NotDue, TransientError
 from agex.memory.checkpoint_store import InMemoryCheckpointStore
 from agex.memory.event_bus import InMemoryEventBus
+from agex.memory.limiter import InMemoryLimiter
+from agex.memory.secret_store import InMemorySecretStore
 from agex.memory.task_queue import InMemoryTaskQueue
 from agex.ports.model import Model
 from agex.ports.task_queue import ApprovalExpiryTask, Task
@@ -37,11 +39,17 @@ class InMemoryRuntime:
         self.store = InMemoryCheckpointStore()
         self.queue = InMemoryTaskQueue()
         self.bus = InMemoryEventBus()
-        self.agents = AgentRegistry(agents)
+        self.agents = AgentRegistry([a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"})
+                                     for a in agents])
         models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
+        self.secrets = InMemorySecretStore()
+        """Grant agents their secrets here: ``rt.secrets.add_version(name, value); rt.secrets.grant(name,
+        agent.identity)``."""
+        self.limiter = InMemoryLimiter()
         self.runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
                                  models=models, pricing=Pricing(), clock=self.clock,
-                                 settings=StepSettings(lease_seconds=lease_seconds))
+                                 settings=StepSettings(lease_seconds=lease_seconds), secrets=self.secrets,
+                                 limiter=self.limiter)
         self.service = RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock,
                                   ids=SequentialIds())
         self.approvals = ApprovalService(store=self.store, bus=self.bus, agents=self.agents, clock=self.clock,
