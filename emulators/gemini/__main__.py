@@ -40,6 +40,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--log-size", type=int, default=10_000, help="requests kept by GET /_emulator/requests"
     )
     parser.add_argument("--check", action="store_true", help="validate the scenarios directory and exit")
+    parser.add_argument("--keep-bodies", action="store_true",
+                        help="keep each request's body in GET /_emulator/requests (tests of what a model is sent)")
     parser.add_argument("--verbose", action="store_true", help="log every HTTP request to stderr")
     args = parser.parse_args(argv)
     if args.latency_ms < 0:
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"OK {len(scenarios.scenarios)} scenario(s) in {scenarios.directory}", flush=True)
         return 0
 
-    app = EmulatorApp(scenarios, latency_ms=args.latency_ms, log_size=args.log_size)
+    app = EmulatorApp(scenarios, latency_ms=args.latency_ms, log_size=args.log_size, keep_bodies=args.keep_bodies)
     server = make_server(args.host, args.port, app, threaded=True)
 
     # The handler only flips a flag: calling server.shutdown() (or touching locks) from

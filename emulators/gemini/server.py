@@ -84,9 +84,12 @@ class RequestLog:
 
 
 class EmulatorApp:
-    def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000) -> None:
+    def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000,
+                 keep_bodies: bool = False) -> None:
         self.scenarios = scenarios
         self.latency_ms = latency_ms
+        self.keep_bodies = keep_bodies
+        """Keep each request's body in the request log, so tests can check what a model was sent."""
         self.faults = FaultQueue()
         self.turn_faults = TurnFaultTracker()
         self.log = RequestLog(log_size)
@@ -219,7 +222,10 @@ class EmulatorApp:
     ) -> dict[str, Any]:
         if not _has_credentials(request):
             raise ApiError(403, _MISSING_KEY_MESSAGE, "PERMISSION_DENIED")
-        parsed = parse_generate_request(model, request.get_data(cache=False))
+        raw = request.get_data(cache=False)
+        if self.keep_bodies:
+            entry["body"] = raw.decode("utf-8", "replace")
+        parsed = parse_generate_request(model, raw)
         entry["turn"] = parsed.model_turns
         entry["first_user_text"] = parsed.first_user_text
 

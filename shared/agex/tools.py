@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -118,6 +118,8 @@ class ToolTimeout(Exception):  # noqa: N818 - reported to the model by name
 class Tool:
     """A typed tool. ``fn(args, ctx)`` gets the validated ``args_model`` instance; kinds of tool that are
     not Python functions (HTTP, MCP) subclass it and override ``spec`` and ``invoke``."""
+
+    kind: ClassVar[str] = "python"
 
     name: str
     description: str

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import quote
 
 import httpx
@@ -122,6 +122,8 @@ class _Binding:
 @dataclass(frozen=True)
 class HttpTool(Tool):
     """One OpenAPI operation as a tool. Build it with ``http_tool``."""
+
+    kind: ClassVar[str] = "http"
 
     method: str = "GET"
     path: str = "/"

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import httpx2
@@ -310,6 +310,8 @@ def _args_model(name: str, catalog: _Catalog, remote: str) -> type[McpArguments]
 class McpTool(Tool):
     """One tool of an MCP server. ``name`` is what the model sees (with the prefix); ``remote_name`` is
     the server's name for it."""
+
+    kind: ClassVar[str] = "mcp"
 
     remote_name: str = field(default="", kw_only=True)
     server: McpServer | None = field(default=None, kw_only=True, compare=False)

@@ -45,7 +45,7 @@ from tests.api.test_public_api import error_of
 
 JSON = "application/json"
 APPROVE = {"decision": "approve"}
-VIEW_FIELDS = {"approval_id", "run_id", "agent", "step", "tool", "arguments", "reason", "approvers", "four_eyes",
+VIEW_FIELDS = {"approval_id", "kind", "resolution", "run_id", "agent", "step", "tool", "arguments", "reason", "approvers", "four_eyes",
                "allow_edits", "on_expiry", "requested_by", "status", "created_at", "expires_at", "decision_id", "decided_by",
                "decided_at", "comment", "edited_arguments", "late_decisions", "links"}
 REFUND_POLICY = ApprovalPolicy(

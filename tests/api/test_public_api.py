@@ -77,7 +77,9 @@ def test_get_agent_shows_tools_with_json_schema_parameters_and_no_secrets(client
     response = client.get("/v1/agents/support")
     assert response.status_code == 200
     view = response.get_json()
-    assert set(view) == {"name", "version", "description", "model", "tools", "limits", "approvals"}
+    assert set(view) == {"name", "version", "description", "model", "identity", "tools", "limits", "approvals",
+                         "operators"}
+    assert view["identity"] == "agent-support@test"
     assert view["approvals"] == []  # the sample agent holds no call for a human
     assert (view["name"], view["version"], view["model"]) == ("support", "1", "gemini-2.5-flash")
     assert view["description"] == support_agent.description
@@ -85,8 +87,10 @@ def test_get_agent_shows_tools_with_json_schema_parameters_and_no_secrets(client
                               "max_wall_time_s": support_agent.limits.max_wall_time_s}
     assert [t["name"] for t in view["tools"]] == ["lookup_order", "check_refund_policy", "issue_refund"]
     for tool in view["tools"]:
-        assert set(tool) == {"name", "description", "idempotent", "parameters"}
-        assert tool["description"] and tool["idempotent"] is True
+        assert set(tool) == {"name", "kind", "description", "idempotent", "parameters", "timeout_s", "secrets",
+                             "limits"}
+        assert tool["description"] and tool["idempotent"] is True and tool["kind"] == "python"
+        assert tool["secrets"] == [] and tool["limits"] == {"max_concurrent": None, "per_second": None}
         Draft202012Validator.check_schema(tool["parameters"])
         assert tool["parameters"]["type"] == "object"
         parameters = Draft202012Validator(tool["parameters"])

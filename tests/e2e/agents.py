@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import sqlite3
+import sys
 import time
 import urllib.parse
 from typing import Any
@@ -17,6 +18,8 @@ from pydantic import BaseModel
 from agex.agent import Agent
 from agex.approval import ApprovalPolicy
 from agex.tools import RetryLater, ToolContext, ToolLimits, continue_later, tool
+from agex.tools_http import BearerSecret, http_tool
+from agex.tools_mcp import HttpServer, StdioServer, mcp_tools
 
 
 def _db() -> sqlite3.Connection:
@@ -125,3 +128,29 @@ def wire_money(args: Payment, ctx: ToolContext) -> dict[str, Any]:
 
 careful = Agent(name="careful", instructions="You wire money when asked.", tools=(wire_money,),
                 operators=("manager@example.com",))
+
+
+# --- an HTTP tool described by OpenAPI, its credential from Secret Manager ---------------------------------
+
+WEATHER_API = {
+    "openapi": "3.0.3",
+    "info": {"title": "Weather", "version": "1"},
+    "servers": [{"url": os.environ.get("AGEX_E2E_HTTP_URL", "http://127.0.0.1:9")}],
+    "paths": {"/forecast/{city}": {"get": {
+        "operationId": "get_forecast", "summary": "Tomorrow's forecast for a city.",
+        "parameters": [{"name": "city", "in": "path", "required": True, "schema": {"type": "string"}},
+                       {"name": "units", "in": "query", "schema": {"type": "string", "enum": ["metric", "imperial"]}}],
+        "responses": {"200": {"description": "the forecast"}}}}},
+}
+fetcher = Agent(name="fetcher", instructions="You report the weather.",
+                tools=(http_tool(WEATHER_API, "get_forecast", auth=BearerSecret("weather-token")),))
+
+
+# --- MCP tools from a real MCP server, over stdio and over streamable HTTP ---------------------------------
+
+NOTES_SERVER = os.path.join(os.path.dirname(__file__), "..", "mcp_servers", "notes_server.py")
+notes = Agent(name="notes", instructions="You keep notes.", tools=(
+    *mcp_tools(StdioServer(sys.executable, (NOTES_SERVER, "stdio")), allow=["add_note"], prefix="local_"),
+    *mcp_tools(HttpServer(os.environ.get("AGEX_E2E_MCP_URL", "http://127.0.0.1:9/mcp")), allow=["add_note"],
+               prefix="remote_"),
+))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from agex.cli.client import Client
 from agex.dev.stack import REPO, Stack, StackConfig
@@ -22,6 +25,8 @@ TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 class E2E:
     """The running stack plus what tests need to poke at it."""
+
+    weather: WeatherApi
 
     def __init__(self, stack: Stack, failpoints: Path) -> None:
         self.stack = stack
@@ -84,12 +89,55 @@ class E2E:
 
 
 HERE = Path(__file__).parent
-SECRETS = {"vault-a-key": "sk-live-4f9a2c7e1b", "vault-b-key": "sk-live-b0b0b0b0b0"}
+SECRETS = {"vault-a-key": "sk-live-4f9a2c7e1b", "vault-b-key": "sk-live-b0b0b0b0b0",
+           "weather-token": "wx-7d1c0ffee2b9"}
 TOKENS = {"dev-token": "dev@example.com", "manager-token": "manager@example.com", "clerk-token": "clerk@example.com"}
 
 
+class WeatherApi:
+    """The HTTP API the ``fetcher`` agent's OpenAPI tool calls; it demands the token from Secret Manager and,
+    carelessly, echoes it back."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        request = Request(environ)
+        self.requests.append({"path": request.path, "args": dict(request.args),
+                              "auth": request.headers.get("Authorization", ""),
+                              "idempotency_key": request.headers.get("Idempotency-Key", "")})
+        if request.headers.get("Authorization") != f"Bearer {SECRETS['weather-token']}":
+            response = Response(json.dumps({"error": "bad token"}), 401, content_type="application/json")
+        else:
+            city = request.path.rsplit("/", 1)[-1]
+            response = Response(json.dumps({"city": city, "forecast": "sunny, 24 C",
+                                            "debug": {"authorization": request.headers["Authorization"]}}),
+                                content_type="application/json")
+        return response(environ, start_response)
+
+
 @pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def weather() -> Iterator[tuple[WeatherApi, str]]:
+    api = WeatherApi()
+    server = make_server("127.0.0.1", 0, api, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield api, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mcp_url() -> Iterator[str]:
+    from tests.unit.test_tools_mcp import start_http, stop
+
+    port = free_port()
+    proc = start_http(port)
+    yield f"http://127.0.0.1:{port}/mcp"
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory, weather: tuple[WeatherApi, str], mcp_url: str) -> Iterator[E2E]:
     workdir = tmp_path_factory.mktemp("stack")
     failpoints = workdir / "failpoints"
     failpoints.write_text("")
@@ -102,8 +150,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     config = StackConfig(api_port=free_port(), workdir=workdir, sweep_every_seconds=1.0, sweep_after_seconds=4.0,
                          step_lease_seconds=20.0, scenarios=scenarios, dev_tokens=tokens,
                          fleet_file=HERE / "fleet.yaml", step_workers=2, secrets=SECRETS,
+                         keep_model_requests=True,
                          extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints),
                                     "AGEX_E2E_EFFECTS": str(workdir / "effects.sqlite"),
-                                    "AGEX_SECRET_CACHE_SECONDS": "2"})
+                                    "AGEX_SECRET_CACHE_SECONDS": "2", "AGEX_TRACE_EXPORTER": "console", "AGEX_E2E_HTTP_URL": weather[1],
+                                    "AGEX_E2E_MCP_URL": mcp_url})
     with Stack(config) as stack:
-        yield E2E(stack, failpoints)
+        e2e = E2E(stack, failpoints)
+        e2e.weather = weather[0]
+        yield e2e

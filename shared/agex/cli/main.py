@@ -75,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     reject.add_argument("--idempotency-key")
     reject.add_argument("--json", action="store_true", help="print JSON")
 
+    resolve = sub.add_parser("resolve", help="say what became of a call a crash left uncertain (a reconciliation)")
+    resolve.add_argument("approval_id")
+    resolve.add_argument("resolution", choices=["done", "retry", "fail"],
+                         help="done: it happened, go on; retry: it did not, call it again; fail: stop the run")
+    resolve.add_argument("--comment", default="", help="what you checked (recorded, and told to the agent)")
+    resolve.add_argument("--idempotency-key")
+    resolve.add_argument("--json", action="store_true", help="print JSON")
+
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -289,11 +297,15 @@ def cmd_reject(args: argparse.Namespace) -> int:
     return _decide(args, "reject", args.reason, None)
 
 
+def cmd_resolve(args: argparse.Namespace) -> int:
+    return _decide(args, args.resolution, args.comment, None)
+
+
 def _serve(port: int) -> Any:
     from agex.dev.stack import Stack, StackConfig
 
-    print("starting the local stack (Firestore, Pub/Sub, Cloud Tasks and Gemini emulators; api and step "
-          "functions)...", flush=True)
+    print("starting the local stack (Firestore, Pub/Sub, Cloud Tasks, Secret Manager and Gemini emulators; api, "
+          "step and approvals functions)...", flush=True)
     return Stack(StackConfig(api_port=port or _free_port())).start()
 
 
@@ -359,7 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
-             "agents": cmd_agents, "approvals": cmd_approvals, "approval": cmd_approval, "approve": cmd_approve,
+             "agents": cmd_agents, "approvals": cmd_approvals, "approval": cmd_approval, "approve": cmd_approve, "resolve": cmd_resolve,
              "reject": cmd_reject, "dev": cmd_dev, "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class StackConfig:
     step_lease_seconds: float = 30.0
     queue_min_backoff_seconds: float = 0.2
     queue_max_backoff_seconds: float = 5.0
+    keep_model_requests: bool = False
+    """Make the Gemini emulator keep request bodies (for tests of what the model is sent)."""
     step_workers: int = 1
     """Processes of the step function (gunicorn workers): more than one to see limits held across
     instances, as several Cloud Run instances would."""
@@ -96,7 +98,9 @@ class Stack:
             self.secrets_host = f"{HOST}:{secrets_port}"
             gemini_port = free_port()
             self._keep(self._python("gemini", [sys.executable, "-m", "emulators.gemini", "--host", HOST, "--port",
-                                               str(gemini_port), "--scenarios", str(c.scenarios)], gemini_port, logs))
+                                               str(gemini_port), "--scenarios", str(c.scenarios),
+                                               *(["--keep-bodies"] if c.keep_model_requests else [])],
+                                    gemini_port, logs))
             step_port, approvals_port = free_port(), free_port()
             self.tasks_host, self.tasks_http = f"{HOST}:{tasks_port}", f"http://{HOST}:{tasks_http}"
             self.gemini_url = f"http://{HOST}:{gemini_port}"

@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agex.agent import Agent
-from agex.approval import Approval, ApprovalPolicy, ApprovalStatus, redact
+from agex.approval import Approval, ApprovalPolicy, ApprovalStatus, Decision, redact
+from agex.errors import AgexError
 from agex.run import Event, RunHead, RunStatus
+from agex.tools import Tool
 
 
 class _View(BaseModel):
@@ -78,11 +80,32 @@ class EventsPage(_View):
     next_page_token: str | None = Field(description="Pass as page_token to get the next page; null at the end.")
 
 
+class ToolLimitsView(_View):
+    max_concurrent: int | None
+    per_second: float | None
+
+
 class ToolView(_View):
     name: str
+    kind: Literal["python", "http", "mcp"]
     description: str
     idempotent: bool
-    parameters: dict[str, Any]
+    parameters: dict[str, Any] = Field(description="JSON schema of the arguments; empty when the tool's server "
+                                       "could not be asked for it (MCP) just now.")
+    timeout_s: float
+    secrets: list[str] = Field(description="Names of the secrets the tool is given (never their values).")
+    limits: ToolLimitsView
+
+    @classmethod
+    def of(cls, tool: Tool) -> ToolView:
+        try:
+            spec = tool.spec()
+            description, parameters = spec.description, spec.parameters
+        except AgexError:  # an MCP server that cannot be reached must not break the agent listing
+            description, parameters = tool.description, {}
+        return cls(name=tool.name, kind=tool.kind, description=description, idempotent=tool.idempotent,  # type: ignore[arg-type]
+                   parameters=parameters, timeout_s=tool.timeout_s, secrets=list(tool.secrets),
+                   limits=ToolLimitsView(max_concurrent=tool.limits.max_concurrent, per_second=tool.limits.per_second))
 
 
 class ConditionView(_View):
@@ -117,16 +140,19 @@ class AgentView(_View):
     version: str
     description: str
     model: str
+    identity: str = Field(description="The service account the agent's tools act as; its secrets are read as it.")
     tools: list[ToolView]
     limits: dict[str, Any]
     approvals: list[ApprovalPolicyView] = Field(description="Which tool calls wait for a human decision.")
+    operators: list[str] = Field(description="Who may reconcile an uncertain call (empty: the tool's approvers, "
+                                 "or anyone in the tenant).")
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
         return cls(name=agent.name, version=agent.version, description=agent.description, model=agent.model,
-                   tools=[ToolView(name=t.name, description=t.description, idempotent=t.idempotent,
-                                   parameters=t.spec().parameters) for t in agent.tools],
-                   limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals])
+                   identity=agent.identity, tools=[ToolView.of(t) for t in agent.tools],
+                   limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals],
+                   operators=list(agent.operators))
 
 
 class AgentList(_View):
@@ -146,6 +172,9 @@ class ApprovalView(_View):
     """An approval as approvers see it. The call's unredacted arguments are never part of it."""
 
     approval_id: str
+    kind: Literal["approval", "reconcile"] = Field(
+        description="`approval`: a call held for sign-off (`approve`/`reject`). `reconcile`: a non-idempotent call "
+        "an attempt may have made before crashing (`retry`/`done`/`fail`).")
     run_id: str
     agent: str
     step: int = Field(description="The step whose tool call waits.")
@@ -160,7 +189,8 @@ class ApprovalView(_View):
     status: ApprovalStatus
     created_at: datetime
     expires_at: datetime
-    decision_id: str | None = Field(description="The decision that settled it (`approved` or `rejected`).")
+    decision_id: str | None = Field(description="The decision that settled it.")
+    resolution: Decision | None = Field(description="How a reconciliation was settled: `retry`, `done` or `fail`.")
     decided_by: str | None
     decided_at: datetime | None
     comment: str
@@ -177,7 +207,8 @@ class ApprovalView(_View):
         def shown(args: dict[str, Any]) -> dict[str, Any]:
             return redact(args, approval.redact)
 
-        return cls(approval_id=approval.approval_id, run_id=approval.run_id, agent=approval.agent, step=approval.step,
+        return cls(approval_id=approval.approval_id, kind=approval.kind, resolution=approval.resolution,
+                   run_id=approval.run_id, agent=approval.agent, step=approval.step,
                    tool=approval.tool, arguments=shown(approval.arguments), reason=approval.reason,
                    approvers=approval.approvers, four_eyes=approval.four_eyes, allow_edits=approval.allow_edits,
                    on_expiry=approval.on_expiry, requested_by=approval.requested_by, status=approval.status,
