@@ -73,7 +73,7 @@ class Runtime:
         s = self.settings
         return CloudTasksQueue(project=s.project, location=s.location, queue=s.queue, url=s.step_url,
                                service_account=s.step_service_account, audience=s.audience,
-                               emulator_host=s.tasks_emulator_host)
+                               emulator_host=s.tasks_emulator_host, per_agent=s.per_agent_queues)
 
     @functools.cached_property
     def bus(self) -> EventBus:

@@ -101,8 +101,7 @@ class RunService:
 
     def _enqueue_first(self, head: RunHead) -> None:
         try:
-            self.queue.enqueue(StepTask(tenant=head.tenant, run_id=head.run_id, step=1,
-                                        generation=head.generation, traceparent=head.trace))
+            self.queue.enqueue(StepTask.next_of(head))
         except Exception:  # the run is stored; the sweep enqueues it if this was lost
             _log.exception("could not enqueue the first step; the sweep will retry it")
 
@@ -147,14 +146,12 @@ class RunService:
                 continue
             if head.status == RunStatus.waiting_approval:
                 continue
-            if self.queue.exists(StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1,
-                                          generation=head.generation)):
+            if self.queue.exists(StepTask.next_of(head)):
                 continue
             bumped = self.store.update_run(head.tenant, head.run_id,
                                            lambda h: decisions.reenqueue(h, now, now - self.sweep_after))
             if bumped.head is not None and bumped.value:
-                self.queue.enqueue(StepTask(tenant=head.tenant, run_id=head.run_id, step=bumped.head.step + 1,
-                                            generation=bumped.value, traceparent=head.trace))
+                self.queue.enqueue(StepTask.next_of(bumped.head))
                 log.info(_log, "re-enqueued a run that lost its step task", run=head.run_id,
                          step=bumped.head.step + 1, generation=bumped.value)
                 report.reenqueued += 1

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     # step tasks
     queue: str = "agex-steps"
+    per_agent_queues: bool = False
+    """Each agent's tasks go to its own queue ``{queue}-{agent}`` (Terraform creates one per agent, with the
+    fleet file's rate and retry settings); off locally, where one queue serves every agent."""
     step_url: str = "http://127.0.0.1:8081/"
     """Where Cloud Tasks delivers step tasks: the ``step`` function's URL."""
     step_service_account: str = "agex-step@agex-local.iam.gserviceaccount.com"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from google.cloud import tasks_v2
 
+from agex.errors import ConfigurationError
 from agex.gcp.cloud_tasks import CloudTasksQueue, make_client
 from agex.memory.task_queue import InMemoryTaskQueue
 from agex.ports.task_queue import ApprovalExpiryTask, StepTask, TaskQueue
@@ -120,3 +121,25 @@ def test_cloud_tasks_delivers_each_kind_of_task_to_its_path(tasks_emulator: str)
     urls = {t.name.rsplit("/", 1)[1]: t.http_request.url
             for t in client.list_tasks(request={"parent": path, "response_view": tasks_v2.Task.View.FULL})}
     assert urls == {step.name: "http://127.0.0.1:9/", expiry.name: "http://127.0.0.1:9/approval-expiry"}
+
+
+def test_cloud_tasks_routes_each_agents_tasks_to_its_own_queue(tasks_emulator: str) -> None:
+    client = make_client(tasks_emulator)
+    base = f"q-{uuid.uuid4().hex[:8]}"
+    for name in (base, f"{base}-support"):
+        path = client.queue_path(PROJECT, LOCATION, name)
+        client.create_queue(parent=f"projects/{PROJECT}/locations/{LOCATION}", queue=tasks_v2.Queue(name=path))
+        client.pause_queue(name=path)
+    queue = CloudTasksQueue(project=PROJECT, location=LOCATION, queue=base, url="http://127.0.0.1:9/",
+                            service_account="step@agex-test.iam.gserviceaccount.com", audience="http://127.0.0.1:9/",
+                            client=client, per_agent=True)
+    step = task(agent="support")
+    assert queue.enqueue(step) and queue.exists(step)
+    expiry = ApprovalExpiryTask(tenant="dev", run_id=step.run_id, approval_id="apr_x", agent="support")
+    assert queue.enqueue(expiry)
+    support = [t.name.rsplit("/", 1)[1]
+               for t in client.list_tasks(parent=client.queue_path(PROJECT, LOCATION, f"{base}-support"))]
+    assert sorted(support) == sorted([step.name, expiry.name])
+    assert list(client.list_tasks(parent=client.queue_path(PROJECT, LOCATION, base))) == []
+    with pytest.raises(ConfigurationError, match=f"{base}-ticker does not exist"):
+        queue.enqueue(task(agent="ticker"))

@@ -133,5 +133,4 @@ class ApprovalApplier:
         return expired
 
     def _resume(self, head: RunHead) -> None:
-        self.queue.enqueue(StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1,
-                                    generation=head.generation, traceparent=head.trace))
+        self.queue.enqueue(StepTask.next_of(head))

@@ -29,7 +29,7 @@ def approval_waiting(queue: TaskQueue, bus: EventBus, approval: Approval, base_u
     name dedupes; notifiers get ``approval.requested`` at least once, keyed by ``approval_id``). A failure
     raises, so the delivery is retried and the retry repeats this."""
     queue.enqueue(ApprovalExpiryTask(tenant=approval.tenant, run_id=approval.run_id, approval_id=approval.approval_id,
-                                     schedule_at=approval.expires_at, traceparent=approval.trace))
+                                     agent=approval.agent, schedule_at=approval.expires_at, traceparent=approval.trace))
     message = ApprovalRequested.of(approval, base_url)
     bus.publish(APPROVAL_REQUESTS_TOPIC, message.model_dump(mode="json"), {
         "type": message.type, "version": str(message.version), "tenant": approval.tenant, "agent": approval.agent,

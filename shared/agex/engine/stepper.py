@@ -293,9 +293,7 @@ class StepRunner:
                 notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
 
     def enqueue_next(self, head: RunHead, at: datetime | None = None) -> None:
-        task = StepTask(tenant=head.tenant, run_id=head.run_id, step=head.step + 1, generation=head.generation,
-                        traceparent=tracing.current_traceparent() or head.trace, schedule_at=at)
-        self.queue.enqueue(task)
+        self.queue.enqueue(StepTask.next_of(head, schedule_at=at, traceparent=tracing.current_traceparent()))
 
     def _fail(self, d: Delivery, error: RunError) -> StepResult:
         ended = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.fail_step(

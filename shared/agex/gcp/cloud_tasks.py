@@ -22,8 +22,11 @@ _TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhau
 
 class CloudTasksQueue(TaskQueue):
     def __init__(self, *, project: str, location: str, queue: str, url: str, service_account: str,
-                 audience: str, emulator_host: str = "", client: Any = None) -> None:
+                 audience: str, emulator_host: str = "", client: Any = None, per_agent: bool = False) -> None:
+        """``per_agent``: each agent's tasks go to its own queue ``{queue}-{agent}`` (its rate limits and
+        retry settings, from the fleet file through Terraform); otherwise all share ``queue``."""
         self.url, self.service_account, self.audience = url, service_account, audience
+        self.per_agent = per_agent
         self.emulator_host = emulator_host
         self._client = client
         self._lock = threading.Lock()
@@ -36,8 +39,11 @@ class CloudTasksQueue(TaskQueue):
                 self._client = make_client(self.emulator_host)
             return self._client
 
+    def queue_of(self, task: Task) -> str:
+        return f"{self.queue_path}-{task.agent}" if self.per_agent and task.agent else self.queue_path
+
     def task_path(self, task: Task) -> str:
-        return f"{self.queue_path}/tasks/{task.name}"
+        return f"{self.queue_of(task)}/tasks/{task.name}"
 
     def enqueue(self, task: Task) -> bool:
         request = tasks_v2.HttpRequest(
@@ -50,12 +56,12 @@ class CloudTasksQueue(TaskQueue):
             stamp.FromDatetime(task.schedule_at)
             proto.schedule_time = stamp
         try:
-            self.client.create_task(parent=self.queue_path, task=proto)
+            self.client.create_task(parent=self.queue_of(task), task=proto)
             return True
         except gexc.AlreadyExists:
             return False
         except gexc.NotFound as e:
-            raise ConfigurationError(f"queue {self.queue_path} does not exist: create it (terraform apply, "
+            raise ConfigurationError(f"queue {self.queue_of(task)} does not exist: create it (terraform apply, "
                                      "or agex dev locally)") from e
         except _TRANSIENT as e:
             raise TransientError(f"could not enqueue {task.name}: {e}") from e

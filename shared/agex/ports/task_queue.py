@@ -8,6 +8,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from agex.run import RunHead
+
 
 class StepTask(BaseModel):
     """One delivery of one step of one run. The name is deterministic, so a retry that enqueues the
@@ -21,6 +23,14 @@ class StepTask(BaseModel):
     generation: int = 0
     schedule_at: datetime | None = None
     traceparent: str = ""
+    agent: str = ""
+    """Picks the agent's own queue when queues are per agent (its rate limits and retries)."""
+
+    @classmethod
+    def next_of(cls, head: RunHead, *, schedule_at: datetime | None = None, traceparent: str = "") -> StepTask:
+        """The task of the run's next step, in its current generation."""
+        return cls(tenant=head.tenant, run_id=head.run_id, step=head.step + 1, generation=head.generation,
+                   agent=head.agent, schedule_at=schedule_at, traceparent=traceparent or head.trace)
 
     @property
     def name(self) -> str:
@@ -45,6 +55,7 @@ class ApprovalExpiryTask(BaseModel):
     approval_id: str
     schedule_at: datetime | None = None
     traceparent: str = ""
+    agent: str = ""
 
     path: ClassVar[str] = "/approval-expiry"
 
