@@ -133,7 +133,9 @@ def test_a_tool_limit_holds_across_two_step_processes_and_many_runs(e2e: E2E) ->
     calls.sort()
     for (_, end, _), (start, _, _) in zip(calls, calls[1:], strict=False):
         assert start >= end - 0.05, "two calls of a max_concurrent=1 tool overlapped"
-    assert len({pid for _, _, pid in calls}) == 2, "both step processes made calls"
+    # the step function runs two worker processes here; which of them serves which call is gunicorn's
+    # choice, so the test does not insist both did (tests/conformance/test_limiter_processes.py pins
+    # two processes contending for one slot)
     waited = [e for run_id in runs for e in e2e.events(run_id) if e["kind"] == "tool_deferred"]
     assert waited, "some calls had to wait for the limit"
 
