@@ -47,6 +47,9 @@ def line(event: dict[str, Any]) -> str | None:
         return f"{prefix}recovered the sweep re-enqueued a lost step task"
     if kind == "approval_requested":
         approvers = ", ".join(data.get("approvers") or [])
+        if data.get("kind") == "reconcile":
+            return (f"{prefix}uncertain {data['name']} may or may not have run before a crash; a human decides: "
+                    f"{data['approval_id']} (done, retry or fail; by {approvers or '?'})")
         return (f"{prefix}approval  {data['name']} waits for a human: {data['approval_id']} "
                 f"(approvers {approvers or '?'}; expires {_time(data.get('expires_at'))})")
     if kind == "approval_decided":
