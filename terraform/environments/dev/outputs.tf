@@ -1,0 +1,49 @@
+output "api_url" {
+  description = "URL of the API (agex --api URL)."
+  value       = module.fleet.api_url
+}
+
+output "api_audience" {
+  description = "Audience of the ID tokens the API accepts (gcloud auth print-identity-token --audiences=...)."
+  value       = module.fleet.api_audience
+}
+
+output "step_url" {
+  description = "URL of the step function (Cloud Tasks' target)."
+  value       = module.fleet.step_url
+}
+
+output "function_service_accounts" {
+  description = "Runtime identity of each function."
+  value       = module.fleet.function_service_accounts
+}
+
+output "tasks_invoker_email" {
+  description = "The identity step tasks and the sweep are signed as."
+  value       = module.fleet.tasks_invoker_email
+}
+
+output "queue_names" {
+  description = "Each agent's Cloud Tasks queue."
+  value       = { for name, agent in module.agent : name => agent.queue_name }
+}
+
+output "agent_identities" {
+  description = "Each agent's service account."
+  value       = { for name, agent in module.agent : name => agent.identity_email }
+}
+
+output "agent_secrets" {
+  description = "Each agent's secrets, to add versions to (gcloud secrets versions add)."
+  value       = { for name, agent in module.agent : name => agent.secret_ids }
+}
+
+output "source_bucket" {
+  description = "Bucket of the function source zips (prebuilt zips go here; see source_object)."
+  value       = module.fleet.source_bucket
+}
+
+output "source_object" {
+  description = "The source zip the functions run."
+  value       = module.fleet.source_object
+}

@@ -1,0 +1,129 @@
+# Firestore: the (default) database the runtime uses (FirestoreCheckpointStore(project=...)), its composite
+# indexes, TTL policies on expire_at and single-field index exemptions. See docs/operations.md ("What the
+# cloud needs") and the docstrings of agex.gcp.firestore_store and agex.gcp.firestore_limiter.
+
+resource "google_firestore_database" "main" {
+  project                           = var.project
+  name                              = "(default)"
+  location_id                       = coalesce(var.firestore_location, var.region)
+  type                              = "FIRESTORE_NATIVE"
+  concurrency_mode                  = "OPTIMISTIC"
+  app_engine_integration_mode       = "DISABLED"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = var.firestore_delete_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+
+  # Leave the data in place when the resource leaves the state; deleting a database is an explicit act.
+  deletion_policy = "ABANDON"
+
+  depends_on = [google_project_service.apis]
+}
+
+# The sweep: active runs with no write for AGEX_SWEEP_AFTER_SECONDS (find_runs).
+resource "google_firestore_index" "runs_status_updated_at" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "runs"
+  query_scope = "COLLECTION_GROUP"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+}
+
+# The sweep: waiting runs whose timer or approval expiry is overdue (find_waiting).
+resource "google_firestore_index" "runs_status_wake_at" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "runs"
+  query_scope = "COLLECTION_GROUP"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "wake_at"
+    order      = "ASCENDING"
+  }
+}
+
+# Listing a tenant's approvals of one status (tenants/{t}/approvals).
+resource "google_firestore_index" "approvals_status_created_at" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "approvals"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "approval_id"
+    order      = "ASCENDING"
+  }
+}
+
+# Listing a tenant's approvals of every status.
+resource "google_firestore_index" "approvals_created_at" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "approvals"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "approval_id"
+    order      = "ASCENDING"
+  }
+}
+
+# TTL policies: every run, event and approval document carries expire_at (creation + 7 days), rate permits
+# (limits/{tool}/seconds/...) carry it too. Collection-group wide. TTL deletion lags (up to about a day);
+# the runtime enforces expiry itself as well. The expire_at fields are also exempted from single-field
+# indexing (index_config {}): they are never queried, and a monotonically increasing indexed timestamp
+# would be a write hotspot.
+resource "google_firestore_field" "ttl" {
+  for_each = toset(["runs", "events", "approvals", "seconds"])
+
+  project    = var.project
+  database   = google_firestore_database.main.name
+  collection = each.key
+  field      = "expire_at"
+
+  ttl_config {}
+  index_config {}
+}
+
+# Single-field index exemptions: large strings that are never queried. Saves index writes and keeps these
+# fields clear of the 1500-byte index entry limit.
+resource "google_firestore_field" "exempt" {
+  for_each = {
+    "events.data_json"                = { collection = "events", field = "data_json" }
+    "runs.input"                      = { collection = "runs", field = "input" }
+    "runs.result"                     = { collection = "runs", field = "result" }
+    "approvals.arguments_json"        = { collection = "approvals", field = "arguments_json" }
+    "approvals.call_arguments_json"   = { collection = "approvals", field = "call_arguments_json" }
+    "approvals.edited_arguments_json" = { collection = "approvals", field = "edited_arguments_json" }
+  }
+
+  project    = var.project
+  database   = google_firestore_database.main.name
+  collection = each.value.collection
+  field      = each.value.field
+
+  # An empty index_config disables every single-field index on the field.
+  index_config {}
+}

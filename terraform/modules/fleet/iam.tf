@@ -1,0 +1,262 @@
+# Identities and their grants. Each function runs as its own service account (never shared); the
+# identities that call the functions (Cloud Tasks and the sweep, Pub/Sub push, the drift trigger) are
+# separate accounts that hold nothing but the right to invoke one function. Per-agent identities and their
+# secret grants live in modules/agent. The table is in docs/security.md.
+
+# --- runtime identities, one per function --------------------------------------------------------------
+
+resource "google_service_account" "api" {
+  project      = var.project
+  account_id   = "agex-api"
+  display_name = "agex api function"
+  description  = "Runtime identity of the agex api function."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "step" {
+  project      = var.project
+  account_id   = "agex-step"
+  display_name = "agex step function"
+  description  = "Runtime identity of the agex step function; impersonates agent identities to read their secrets."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "approvals" {
+  project      = var.project
+  account_id   = "agex-approvals"
+  display_name = "agex approvals function"
+  description  = "Runtime identity of the agex approvals function."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "drift" {
+  project      = var.project
+  account_id   = "agex-drift"
+  display_name = "agex drift function"
+  description  = "Runtime identity of the agex drift function (not implemented yet: holds no grants)."
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- caller identities ---------------------------------------------------------------------------------
+
+# Cloud Tasks signs every step and approval-expiry task's OIDC token as this account, and the sweep job
+# uses it too; it is the only member that may invoke the step function (AGEX_STEP_SERVICE_ACCOUNT, which
+# the step function checks again in-process).
+resource "google_service_account" "tasks_invoker" {
+  project      = var.project
+  account_id   = "agex-tasks-invoker"
+  display_name = "agex step invoker (Cloud Tasks, sweep)"
+  description  = "Identity of the OIDC tokens of step tasks and of the sweep job; may only invoke the step function."
+
+  depends_on = [google_project_service.apis]
+}
+
+# Pub/Sub signs the decisions push subscription's requests as this account.
+resource "google_service_account" "push" {
+  project      = var.project
+  account_id   = "agex-push"
+  display_name = "agex decisions push"
+  description  = "Identity of the OIDC tokens of the approval decisions push subscription; may only invoke the approvals function."
+
+  depends_on = [google_project_service.apis]
+}
+
+# The drift function's Eventarc trigger (fed by Cloud Scheduler through agex-drift-alerts) invokes it as
+# this account.
+resource "google_service_account" "scheduler" {
+  project      = var.project
+  account_id   = "agex-scheduler"
+  display_name = "agex drift trigger"
+  description  = "Identity of the drift function's trigger; may only invoke the drift function."
+
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Build builds the function images as this account instead of the default compute account.
+resource "google_service_account" "build" {
+  project      = var.project
+  account_id   = "agex-build"
+  display_name = "agex function builds"
+  description  = "Cloud Build identity for building the agex function images."
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- project-level roles of the runtime identities -------------------------------------------------------
+# datastore.user: Firestore reads and writes (runs, events, approvals, limits); Firestore has no finer IAM.
+# cloudtasks.enqueuer: create step and approval-expiry tasks.
+# cloudtrace.agent: every function exports its spans (AGEX_TRACE_EXPORTER=gcp); the api's is the run's root.
+
+resource "google_project_iam_member" "api" {
+  for_each = toset([
+    "roles/datastore.user",
+    "roles/cloudtasks.enqueuer",
+    "roles/cloudtrace.agent",
+  ])
+
+  project = var.project
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.api.email}"
+}
+
+resource "google_project_iam_member" "step" {
+  for_each = toset([
+    "roles/datastore.user",
+    "roles/cloudtasks.enqueuer",
+    "roles/cloudtasks.viewer", # the sweep asks whether a run's next task still exists (tasks.get)
+    "roles/aiplatform.user",   # Gemini on Vertex AI (AGEX_VERTEX=true)
+    "roles/cloudtrace.agent",
+  ])
+
+  project = var.project
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.step.email}"
+}
+
+resource "google_project_iam_member" "approvals" {
+  for_each = toset([
+    "roles/datastore.user",
+    "roles/cloudtasks.enqueuer",
+    "roles/cloudtrace.agent",
+  ])
+
+  project = var.project
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.approvals.email}"
+}
+
+locals {
+  runtime_accounts = {
+    api       = google_service_account.api
+    step      = google_service_account.step
+    approvals = google_service_account.approvals
+    drift     = google_service_account.drift
+  }
+}
+
+# --- resource-level grants ----------------------------------------------------------------------------
+
+# The api publishes decisions (POST /v1/approvals/{id}). Bots that decide must be granted this too, and no
+# one else: a publisher vouches for the decider's identity.
+resource "google_pubsub_topic_iam_member" "api_publishes_decisions" {
+  project = var.project
+  topic   = google_pubsub_topic.approval_decisions.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.api.email}"
+}
+
+# The step function announces finished runs and approval requests.
+resource "google_pubsub_topic_iam_member" "step_publishes_run_events" {
+  project = var.project
+  topic   = google_pubsub_topic.run_events.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.step.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "step_publishes_approval_requests" {
+  project = var.project
+  topic   = google_pubsub_topic.approval_requests.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.step.email}"
+}
+
+# Creating a task with an OIDC token for tasks_invoker needs iam.serviceAccounts.actAs on it: granted to
+# the three functions that enqueue, on that one account only.
+resource "google_service_account_iam_member" "api_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.api.email}"
+}
+
+resource "google_service_account_iam_member" "step_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.step.email}"
+}
+
+resource "google_service_account_iam_member" "approvals_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.approvals.email}"
+}
+
+# Cloud Tasks' service agent mints the tasks' OIDC tokens as tasks_invoker.
+resource "google_service_account_iam_member" "cloudtasks_agent_signs_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.service_agents.cloudtasks
+}
+
+# Pub/Sub's service agent mints the push OIDC tokens: as push for the decisions subscription, and as
+# scheduler for the drift function's trigger subscription.
+resource "google_service_account_iam_member" "pubsub_agent_signs_as_push" {
+  service_account_id = google_service_account.push.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.service_agents.pubsub
+}
+
+resource "google_service_account_iam_member" "pubsub_agent_signs_as_scheduler" {
+  service_account_id = google_service_account.scheduler.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.service_agents.pubsub
+}
+
+# --- the build identity ----------------------------------------------------------------------------------
+
+resource "google_project_iam_member" "build" {
+  for_each = toset([
+    "roles/logging.logWriter",       # build logs
+    "roles/artifactregistry.writer", # push the function images (gcf-artifacts)
+    # Read the source: Cloud Functions copies the zip from the source bucket into its own
+    # gcf-v2-sources-NUMBER-REGION bucket and the build reads it there, so a bucket-level grant is not enough.
+    "roles/storage.objectViewer",
+  ])
+
+  project = var.project
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+# --- who may invoke which function (roles/run.invoker on the function's Cloud Run service) ---------------
+
+# api: only the members the environment lists (groups of people, apps' service accounts).
+resource "google_cloud_run_service_iam_member" "api_invoker" {
+  for_each = toset(var.api_invokers)
+
+  project  = var.project
+  location = var.region
+  service  = google_cloudfunctions2_function.api.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+# step: only the identity Cloud Tasks and the sweep job sign as.
+resource "google_cloud_run_service_iam_member" "step_invoker" {
+  project  = var.project
+  location = var.region
+  service  = google_cloudfunctions2_function.step.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.tasks_invoker.email}"
+}
+
+# approvals: only the decisions push subscription's identity.
+resource "google_cloud_run_service_iam_member" "approvals_invoker" {
+  project  = var.project
+  location = var.region
+  service  = google_cloudfunctions2_function.approvals.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.push.email}"
+}
+
+# drift: only the scheduler-fed trigger's identity.
+resource "google_cloud_run_service_iam_member" "drift_invoker" {
+  project  = var.project
+  location = var.region
+  service  = google_cloudfunctions2_function.drift.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler.email}"
+}

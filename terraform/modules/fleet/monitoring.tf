@@ -1,0 +1,216 @@
+# Monitoring: log-based metrics from the step function's log entries, two alert policies and two SLOs.
+
+locals {
+  step_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.names.step}\""
+}
+
+# Step latency: the latency of each request Cloud Run served to the step function (its request log
+# entries), steps and approval expiries, not the sweep. A step's latency is dominated by its model call
+# and tools.
+resource "google_logging_metric" "step_latency" {
+  project     = var.project
+  name        = "agex_step_latency"
+  description = "Latency of the step function's requests (one step of one run, or an approval expiry), from its request log."
+  filter      = "${local.step_logs} AND log_id(\"run.googleapis.com/requests\") AND httpRequest.requestMethod=\"POST\" AND NOT httpRequest.requestUrl:\"/sweep\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "s"
+    display_name = "agex step latency"
+  }
+
+  value_extractor = "REGEXP_EXTRACT(httpRequest.latency, \"([0-9.]+)s\")"
+
+  # 10 ms to ~5.8 h in doublings.
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 21
+      growth_factor      = 2
+      scale              = 0.01
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Every finished run: the step function logs outcome="finished" with the run's status
+# (agex.engine.stepper, "run {status}").
+resource "google_logging_metric" "runs_finished" {
+  project     = var.project
+  name        = "agex_runs_finished"
+  description = "Runs that finished (succeeded, failed, expired, ...), by status."
+  filter      = "${local.step_logs} AND jsonPayload.outcome=\"finished\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "agex runs finished"
+
+    labels {
+      key         = "status"
+      value_type  = "STRING"
+      description = "The run's final status."
+    }
+    labels {
+      key         = "agent"
+      value_type  = "STRING"
+      description = "The agent that ran."
+    }
+  }
+
+  label_extractors = {
+    status = "EXTRACT(jsonPayload.status)"
+    agent  = "EXTRACT(labels.agent)" # the run labels the runtime logs (logging.googleapis.com/labels)
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Failed runs: outcome="finished" with status failed.
+resource "google_logging_metric" "run_failures" {
+  project     = var.project
+  name        = "agex_run_failures"
+  description = "Runs that finished as failed (limits, model or tool errors, approval_expired with on_expiry=fail, ...)."
+  filter      = "${local.step_logs} AND jsonPayload.outcome=\"finished\" AND jsonPayload.status=\"failed\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "agex run failures"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_alert_policy" "run_failure_rate" {
+  project               = var.project
+  display_name          = "agex: run failure rate"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "failed runs / finished runs over 15 min > ${var.run_failure_rate_threshold}"
+
+    condition_threshold {
+      filter             = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.run_failures.name}\" AND resource.type=\"cloud_run_revision\""
+      denominator_filter = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.runs_finished.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison         = "COMPARISON_GT"
+      threshold_value    = var.run_failure_rate_threshold
+      duration           = "0s"
+
+      aggregations {
+        alignment_period     = "900s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+      denominator_aggregations {
+        alignment_period     = "900s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "More than ${format("%.0f", var.run_failure_rate_threshold * 100)}% of the runs that finished in the last 15 minutes failed. Find them in Cloud Logging with `resource.labels.service_name=\"${local.names.step}\" jsonPayload.outcome=\"finished\" jsonPayload.status=\"failed\"`; `agex status RUN_ID` names the error (limit, model, tool, secret_access_denied, ...)."
+  }
+}
+
+resource "google_monitoring_alert_policy" "step_latency" {
+  project               = var.project
+  display_name          = "agex: step latency"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "p95 step latency over 10 min > ${var.step_latency_threshold_seconds} s"
+
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.step_latency.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.step_latency_threshold_seconds
+      duration        = "600s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_PERCENTILE_95"
+        cross_series_reducer = "REDUCE_MAX"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "The step function's 95th percentile latency has been above ${var.step_latency_threshold_seconds} s for 10 minutes. Usually the model (Vertex AI latency or quota) or a slow tool; steps near the lease (AGEX_STEP_LEASE_SECONDS, 120 s) risk being taken over and redone. Open a slow request's trace in Cloud Trace."
+  }
+}
+
+# The SLOs hang off a custom service, since the functions' own Cloud Run services are not auto-detected
+# with these log-based metrics.
+resource "google_monitoring_custom_service" "agex" {
+  project      = var.project
+  service_id   = "agex"
+  display_name = "agex runtime"
+
+  depends_on = [google_project_service.apis]
+}
+
+# Runs succeed: of the runs that finish, the fraction that succeed.
+resource "google_monitoring_slo" "run_success" {
+  project             = var.project
+  service             = google_monitoring_custom_service.agex.service_id
+  slo_id              = "agex-run-success"
+  display_name        = "agex: finished runs succeed (28 days)"
+  goal                = var.slo_run_success_goal
+  rolling_period_days = 28
+
+  request_based_sli {
+    good_total_ratio {
+      good_service_filter  = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.runs_finished.name}\" resource.type=\"cloud_run_revision\" metric.labels.status=\"succeeded\""
+      total_service_filter = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.runs_finished.name}\" resource.type=\"cloud_run_revision\""
+    }
+  }
+}
+
+# Steps are fast: the fraction of step requests served under var.slo_step_latency_seconds.
+resource "google_monitoring_slo" "step_latency" {
+  project             = var.project
+  service             = google_monitoring_custom_service.agex.service_id
+  slo_id              = "agex-step-latency"
+  display_name        = "agex: steps under ${var.slo_step_latency_seconds} s (28 days)"
+  goal                = var.slo_step_latency_goal
+  rolling_period_days = 28
+
+  request_based_sli {
+    distribution_cut {
+      distribution_filter = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.step_latency.name}\" resource.type=\"cloud_run_revision\""
+
+      range {
+        min = 0
+        max = var.slo_step_latency_seconds
+      }
+    }
+  }
+}

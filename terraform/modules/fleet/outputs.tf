@@ -1,0 +1,65 @@
+output "api_url" {
+  description = "URL of the api function (its Cloud Run service URI)."
+  value       = google_cloudfunctions2_function.api.service_config[0].uri
+}
+
+output "api_audience" {
+  description = "The audience API callers' ID tokens must carry (AGEX_API_AUDIENCE)."
+  value       = local.api_audience
+}
+
+output "step_url" {
+  description = "URL Cloud Tasks delivers step tasks to (AGEX_STEP_URL), also their OIDC audience."
+  value       = local.step_url
+}
+
+output "step_audience" {
+  description = "Audience of the step tasks' OIDC tokens (AGEX_STEP_AUDIENCE)."
+  value       = local.step_url
+}
+
+output "function_service_accounts" {
+  description = "Runtime identity of each function."
+  value       = { for name, sa in local.runtime_accounts : name => sa.email }
+}
+
+output "step_service_account_email" {
+  description = "The step function's identity (impersonates agent identities to read their secrets)."
+  value       = google_service_account.step.email
+}
+
+output "tasks_invoker_email" {
+  description = "The identity Cloud Tasks and the sweep job sign OIDC tokens as (AGEX_STEP_SERVICE_ACCOUNT)."
+  value       = google_service_account.tasks_invoker.email
+}
+
+output "push_service_account_email" {
+  description = "The identity of the decisions push subscription."
+  value       = google_service_account.push.email
+}
+
+output "source_bucket" {
+  description = "The bucket holding the function source zips."
+  value       = google_storage_bucket.source.name
+}
+
+output "source_object" {
+  description = "The source zip the functions are deployed from."
+  value       = coalesce(var.source_object, one(google_storage_bucket_object.source[*].name))
+}
+
+output "topics" {
+  description = "Pub/Sub topic ids."
+  value = {
+    run_events              = google_pubsub_topic.run_events.id
+    approval_requests       = google_pubsub_topic.approval_requests.id
+    approval_decisions      = google_pubsub_topic.approval_decisions.id
+    approval_decisions_dead = google_pubsub_topic.approval_decisions_dead.id
+    drift_alerts            = google_pubsub_topic.drift_alerts.id
+  }
+}
+
+output "firestore_database" {
+  description = "The Firestore database name."
+  value       = google_firestore_database.main.name
+}

@@ -1,0 +1,148 @@
+# Pub/Sub: the topics of docs/approvals.md and docs/architecture.md, the push subscription that delivers
+# decisions to the approvals function, and pull subscriptions so that no topic drops what it receives.
+
+resource "google_pubsub_topic" "run_events" {
+  project                    = var.project
+  name                       = "agex-run-events"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "approval_requests" {
+  project                    = var.project
+  name                       = "agex-approval-requests"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "approval_decisions" {
+  project                    = var.project
+  name                       = "agex-approval-decisions"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_topic" "approval_decisions_dead" {
+  project                    = var.project
+  name                       = "agex-approval-decisions-dead"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Scheduler publishes a drift-check tick here on var.drift_schedule; it triggers the drift function.
+resource "google_pubsub_topic" "drift_alerts" {
+  project = var.project
+  name    = "agex-drift-alerts"
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# Decisions -> approvals function. Pub/Sub signs each push with an OIDC token for the push identity, the
+# only member allowed to invoke the approvals function. A message refused 5 times (a malformed decision:
+# HTTP 400; an outage: 503) moves to the dead-letter topic.
+resource "google_pubsub_subscription" "approvals_push" {
+  project = var.project
+  name    = "agex-approvals-push"
+  topic   = google_pubsub_topic.approval_decisions.id
+  labels  = local.labels
+
+  # The push request's deadline: at least the approvals function's timeout.
+  ack_deadline_seconds       = max(60, var.functions.approvals.timeout_seconds)
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = google_cloudfunctions2_function.approvals.service_config[0].uri
+
+    oidc_token {
+      service_account_email = google_service_account.push.email
+    }
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.approval_decisions_dead.id
+    max_delivery_attempts = 5
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  # Never expire for inactivity (the default deletes a subscription idle for 31 days).
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# Operators read dead-lettered decisions from here (a topic without a subscription drops its messages).
+resource "google_pubsub_subscription" "approval_decisions_dead" {
+  project = var.project
+  name    = "agex-approval-decisions-dead-pull"
+  topic   = google_pubsub_topic.approval_decisions_dead.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# run.finished notifications, for consumers that pull (add one subscription per consumer).
+resource "google_pubsub_subscription" "run_events" {
+  project = var.project
+  name    = "agex-run-events-pull"
+  topic   = google_pubsub_topic.run_events.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# Dead-lettering needs the Pub/Sub service agent to publish to the dead-letter topic and to subscribe to
+# (acknowledge on) the source subscription.
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  project = var.project
+  topic   = google_pubsub_topic.approval_decisions_dead.name
+  role    = "roles/pubsub.publisher"
+  member  = local.service_agents.pubsub
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  project      = var.project
+  subscription = google_pubsub_subscription.approvals_push.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.service_agents.pubsub
+}
+
+# approval.requested, one subscription per notifier (a chat bot, an email sender). Names come from
+# var.approval_request_subscriptions; the default is one pull subscription for operators.
+resource "google_pubsub_subscription" "approval_requests" {
+  for_each = toset(var.approval_request_subscriptions)
+
+  project = var.project
+  name    = each.value
+  topic   = google_pubsub_topic.approval_requests.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
