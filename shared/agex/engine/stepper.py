@@ -38,6 +38,10 @@ _log = log.get("step")
 
 RUN_EVENTS_TOPIC = notify.RUN_EVENTS_TOPIC
 
+_Result = tuple[bool, dict[str, Any], "datetime | None"]
+"""A call's result: ok, the output recorded and shown to the model, and when the run should go on (a tool
+asked to continue later), if it said."""
+
 
 class Outcome(StrEnum):
     committed = "committed"
@@ -145,51 +149,15 @@ class StepRunner:
 
     def _act(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
              progress: conversation.StepProgress, earlier_intents: frozenset[str]) -> StepResult | None:
-        """Run the calls without a recorded result, in order. ``earlier_intents`` are calls an earlier,
-        crashed attempt announced: it may or may not have made them. A call an approval policy covers
-        waits for its decision: the run parks, and the decision resumes this step."""
+        """Run the calls without a recorded result, in order, recording each result together with the
+        intent of the next call. A call that cannot go on now (it waits for a human or a timer, or ends
+        the run) ends the delivery."""
         pending = conversation.pending_calls(response, progress)
         for i, call in enumerate(pending):
-            tool = agent.tool(call.name)
-            settled = progress.settled.get(call.id)
-            policy = agent.approval_policy(call.name, call.args) if tool is not None else None
-            if policy is not None and settled is None:
-                return self._request_approval(d, call, policy)
-            continue_at = None
-            reconciled = progress.reconciled.get(call.id)
-            if reconciled is not None and reconciled.decision in ("fail", "expired"):
-                return self._fail(d, RunError(code="tool_uncertain", message=(
-                    f"tool {call.name} (call {call.id}) may or may not have run when an attempt crashed; "
-                    + (f"{reconciled.by} chose to stop the run" if reconciled.decision == "fail"
-                       else "nobody reconciled it in time") + (f": {reconciled.comment}" if reconciled.comment
-                                                               else ""))))
-            if settled is not None and settled.decision != "approved":
-                ok, output = False, {"error": _refusal(call, settled), "approval": settled.note()}
-            elif reconciled is not None and reconciled.decision == "done":
-                ok, output = True, {"reconciled": reconciled.note()}
-            else:
-                if call.id in earlier_intents and tool is not None and not tool.idempotent:
-                    # never a blind second call: a human says what became of the first one
-                    return self._request_approval(d, call, agent.reconcile_policy(call.name), kind="reconcile",
-                                                  round=progress.reconcile_rounds.get(call.id, 0))
-                if call.id not in progress.intents:
-                    # not announced yet: it waited for approval, or an earlier attempt recorded the previous
-                    # result but died before writing this intent
-                    self.store.update_run(d.tenant, d.run_id, functools.partial(
-                        _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
-                args = settled.arguments if settled is not None and settled.arguments is not None else call.args
-                try:
-                    outcome = self._call_tool(agent, head, d, call, args)
-                except SecretError as e:
-                    return self._fail(d, RunError(code=e.code, message=e.message))
-                failpoints.hit("step.after_tool")
-                if outcome.retry_after_s is not None:
-                    return self._defer(d, call, outcome)
-                ok, output = outcome.ok, outcome.output
-                if settled is not None:
-                    output = {**output, "approval": settled.note()}
-                if outcome.continue_after_s is not None:
-                    continue_at = self.clock.now() + timedelta(seconds=outcome.continue_after_s)
+            resolved = self._resolve(agent, head, d, call, progress, earlier_intents)
+            if isinstance(resolved, StepResult):
+                return resolved
+            ok, output, continue_at = resolved
             following = pending[i + 1] if i + 1 < len(pending) else None
             announce = following if following and _may_announce(agent, following, progress.settled) else None
             self.store.update_run(d.tenant, d.run_id, functools.partial(
@@ -199,6 +167,49 @@ class StepRunner:
             if announce:
                 progress.intents.add(announce.id)
         return None
+
+    def _resolve(self, agent: Agent, head: RunHead, d: Delivery, call: FunctionCall,
+                 progress: conversation.StepProgress, earlier_intents: frozenset[str]) -> StepResult | _Result:
+        """What became of one call: its result, from a decision or from calling the tool; or the end of
+        this delivery. ``earlier_intents`` are calls an earlier, crashed attempt announced: it may or may
+        not have made them."""
+        tool = agent.tool(call.name)
+        settled = progress.settled.get(call.id)
+        reconciled = progress.reconciled.get(call.id)
+        policy = agent.approval_policy(call.name, call.args) if tool is not None else None
+        if policy is not None and settled is None:
+            return self._request_approval(d, call, policy)
+        if reconciled is not None and reconciled.decision in ("fail", "expired"):
+            return self._fail(d, RunError(code="tool_uncertain", message=_unreconciled(call, reconciled)))
+        if settled is not None and settled.decision != "approved":
+            return False, {"error": _refusal(call, settled), "approval": settled.note()}, None
+        if reconciled is not None and reconciled.decision == "done":
+            return True, {"reconciled": reconciled.note()}, None
+        if call.id in earlier_intents and tool is not None and not tool.idempotent:
+            # never a blind second call: a human says what became of the first one
+            return self._request_approval(d, call, agent.reconcile_policy(call.name), kind="reconcile",
+                                          round=progress.reconcile_rounds.get(call.id, 0))
+        return self._make_call(agent, head, d, call, progress, settled)
+
+    def _make_call(self, agent: Agent, head: RunHead, d: Delivery, call: FunctionCall,
+                   progress: conversation.StepProgress, settled: Settled | None) -> StepResult | _Result:
+        if call.id not in progress.intents:
+            # not announced yet: it waited for approval, or an earlier attempt recorded the previous result
+            # but died before writing this intent
+            self.store.update_run(d.tenant, d.run_id, functools.partial(
+                _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
+        args = settled.arguments if settled is not None and settled.arguments is not None else call.args
+        try:
+            outcome = self._call_tool(agent, head, d, call, args)
+        except SecretError as e:
+            return self._fail(d, RunError(code=e.code, message=e.message))
+        failpoints.hit("step.after_tool")
+        if outcome.retry_after_s is not None:
+            return self._defer(d, call, outcome)
+        output = {**outcome.output, "approval": settled.note()} if settled is not None else outcome.output
+        continue_at = (self.clock.now() + timedelta(seconds=outcome.continue_after_s)
+                       if outcome.continue_after_s is not None else None)
+        return outcome.ok, output, continue_at
 
     def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy,
                           kind: Literal["approval", "reconcile"] = "approval", round: int = 0) -> StepResult:
@@ -320,6 +331,13 @@ def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled])
         return True
     decided = settled.get(call.id)
     return decided is not None and decided.decision == "approved"
+
+
+def _unreconciled(call: FunctionCall, reconciled: Settled) -> str:
+    why = (f"{reconciled.by} chose to stop the run" if reconciled.decision == "fail"
+           else "nobody reconciled it in time")
+    return (f"tool {call.name} (call {call.id}) may or may not have run when an attempt crashed; {why}"
+            + (f": {reconciled.comment}" if reconciled.comment else ""))
 
 
 def _refusal(call: FunctionCall, settled: Settled) -> str:
