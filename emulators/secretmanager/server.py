@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import google_crc32c
 import grpc
 
 from emulators.grpc_service import bind_server, generic_handler
 
 from . import iam, names, protos
-from .crc32c import crc32c
 from .errors import ApiError, permission_denied
 from .identity import caller_email
 from .state import Store
@@ -91,7 +91,7 @@ class SecretManagerService:
         # The response names the resolved version ("latest" → its number) and
         # always carries the checksum so clients can verify the payload.
         return protos.AccessSecretVersionResponse(
-            name=name, payload=protos.SecretPayload(data=data, data_crc32c=crc32c(data))
+            name=name, payload=protos.SecretPayload(data=data, data_crc32c=google_crc32c.value(data))
         )
 
     def _set_state(self, permission: str, state: int) -> Callable[[Any, str], Any]:

@@ -7,6 +7,8 @@ never mutate stored state.
 
 from __future__ import annotations
 
+import google_crc32c
+
 import base64
 import threading
 import time
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import iam, names, protos
-from .crc32c import crc32c
 from .errors import (
     CONCURRENT_POLICY_CHANGE,
     aborted,
@@ -182,7 +183,7 @@ class Store:
                 f"Secret payload is {len(data)} bytes; the maximum is {MAX_PAYLOAD_BYTES} bytes."
             )
         checked = payload.HasField("data_crc32c")
-        if checked and payload.data_crc32c != crc32c(data):
+        if checked and payload.data_crc32c != google_crc32c.value(data):
             raise invalid_argument("Checksum mismatch: data_crc32c does not match the CRC32C of data.")
         with self._lock:
             s = self._secret(parent)

@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agex.agent import Agent, AgentRegistry
 from agex.approval_service import ApprovalService
@@ -34,6 +34,9 @@ from agex.ports.task_queue import TaskQueue
 from agex.pricing import Pricing
 from agex.service import RunService
 from agex.settings import Settings
+
+if TYPE_CHECKING:
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
 
 
 class Runtime:
@@ -62,6 +65,10 @@ class Runtime:
 
     @functools.cached_property
     def store(self) -> CheckpointStore:
+        return self._firestore
+
+    @functools.cached_property
+    def _firestore(self) -> FirestoreCheckpointStore:
         from agex.gcp.firestore_store import FirestoreCheckpointStore
 
         return FirestoreCheckpointStore(project=self.settings.project)
@@ -150,10 +157,10 @@ class Runtime:
 
     @functools.cached_property
     def limiter(self) -> Limiter:
-        # Firestore is loaded in the step function already (the checkpoint store)
+        # one Firestore client per process: the checkpoint store's
         from agex.gcp.firestore_limiter import FirestoreLimiter
 
-        return FirestoreLimiter(getattr(self.store, "client", None), project=self.settings.project)
+        return FirestoreLimiter(self._firestore.client)
 
     @functools.cached_property
     def applier(self) -> ApprovalApplier:

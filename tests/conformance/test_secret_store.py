@@ -3,19 +3,17 @@ tests, read as agent identities with per-secret grants provisioned by an admin."
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import pytest
 
 from agex.errors import SecretAccessDenied, SecretNotFound, SecretUnavailable, TransientError
 from agex.gcp.secret_manager import (
     SecretManagerStore,
-    crc32c,
     emulator_clients,
     ensure_secret,
     impersonated_clients,
@@ -23,6 +21,7 @@ from agex.gcp.secret_manager import (
 from agex.memory.secret_store import InMemorySecretStore
 from agex.ports.secret_store import SecretStore
 from emulators.gcloud import free_port
+from tests.emulator_process import python_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "agex-local"
@@ -34,15 +33,8 @@ AGENT_B = "agent-b@agex-local.iam.gserviceaccount.com"
 @pytest.fixture(scope="module")
 def secretmanager_emulator() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "emulators.secretmanager", "--host", "127.0.0.1",
-                             "--port", str(port), "--admin", ADMIN],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), line
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with python_emulator("emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port), "--admin", ADMIN):
+        yield f"127.0.0.1:{port}"
 
 
 class Secrets:
@@ -264,12 +256,12 @@ class _FakeClient:
 
 
 def test_payload_checksum_is_verified() -> None:
-    good = SecretManagerStore(PROJECT, lambda _: _FakeClient(b"value", crc32c(b"value")))  # type: ignore[arg-type,return-value]
+    good = SecretManagerStore(PROJECT, lambda _: _FakeClient(b"value", google_crc32c.value(b"value")))  # type: ignore[arg-type,return-value]
     assert good.access(AGENT_A, "s") == "value"
-    bad = SecretManagerStore(PROJECT, lambda _: _FakeClient(b"value", crc32c(b"valuf")))  # type: ignore[arg-type,return-value]
+    bad = SecretManagerStore(PROJECT, lambda _: _FakeClient(b"value", google_crc32c.value(b"valuf")))  # type: ignore[arg-type,return-value]
     with pytest.raises(TransientError, match="CRC32C"):
         bad.access(AGENT_A, "s")
-    assert crc32c(b"123456789") == 0xE3069283  # the standard check value
+    assert google_crc32c.value(b"123456789") == 0xE3069283  # the standard check value
 
 
 class _Raising:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +15,7 @@ from agex.gcp.cloud_tasks import CloudTasksQueue, make_client
 from agex.memory.task_queue import InMemoryTaskQueue
 from agex.ports.task_queue import ApprovalExpiryTask, StepTask, TaskQueue
 from emulators.gcloud import free_port
+from tests.emulator_process import python_emulator
 
 PROJECT, LOCATION = "agex-test", "us-central1"
 
@@ -24,14 +23,9 @@ PROJECT, LOCATION = "agex-test", "us-central1"
 @pytest.fixture(scope="module")
 def tasks_emulator() -> Iterator[str]:
     port, http_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "emulators.cloudtasks", "--host", "127.0.0.1", "--port", str(port),
-                             "--http-port", str(http_port)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), line
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with python_emulator("emulators.cloudtasks", "--host", "127.0.0.1", "--port", str(port),
+                         "--http-port", str(http_port)):
+        yield f"127.0.0.1:{port}"
 
 
 class Queues:

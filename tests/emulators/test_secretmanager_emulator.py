@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import google_crc32c
 import pytest
 from google.api_core import exceptions as api_exceptions
 from google.cloud import secretmanager_v1
@@ -23,8 +18,9 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from google.iam.v1 import policy_pb2
 
+from emulators.gcloud import free_port
 from emulators.secretmanager.client import make_channel, make_client
-from emulators.secretmanager.crc32c import crc32c
+from tests.emulator_process import python_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "projects/agex-local"
@@ -38,56 +34,18 @@ State = SM.SecretVersion.State
 AUTOMATIC = SM.Secret(replication=SM.Replication(automatic=SM.Replication.Automatic()))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Emulator:
-    proc: subprocess.Popen[str]
     addr: str
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--admin", ADMIN],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
-
-    def pump() -> None:
-        for line in stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        line = lines.get(timeout=30)
-    except queue.Empty:
-        proc.kill()
-        raise RuntimeError("emulator did not print READY in time") from None
-    assert line == f"READY grpc=127.0.0.1:{port}\n"
-    emu = Emulator(proc, f"127.0.0.1:{port}")
-    yield emu
-    assert emu.stop() == 0
+    port = free_port()
+    with python_emulator("emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port),
+                         "--admin", ADMIN) as ready:
+        assert ready == f"READY grpc=127.0.0.1:{port}"
+        yield Emulator(f"127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +73,7 @@ def _grant(admin: SM.SecretManagerServiceClient, secret: str, role: str, email: 
 def test_create_add_access_by_number_and_latest(admin: SM.SecretManagerServiceClient) -> None:
     name = _new_secret(admin)
     v1 = admin.add_secret_version(
-        parent=name, payload=SM.SecretPayload(data=b"one", data_crc32c=crc32c(b"one"))
+        parent=name, payload=SM.SecretPayload(data=b"one", data_crc32c=google_crc32c.value(b"one"))
     )
     v2 = admin.add_secret_version(parent=name, payload=SM.SecretPayload(data=b"two"))
     assert (v1.name, v2.name) == (f"{name}/versions/1", f"{name}/versions/2")
@@ -123,7 +81,7 @@ def test_create_add_access_by_number_and_latest(admin: SM.SecretManagerServiceCl
     assert not v2.client_specified_payload_checksum
 
     first = admin.access_secret_version(name=f"{name}/versions/1")
-    assert first.payload.data == b"one" and first.payload.data_crc32c == crc32c(b"one")
+    assert first.payload.data == b"one" and first.payload.data_crc32c == google_crc32c.value(b"one")
     latest = admin.access_secret_version(name=f"{name}/versions/latest")
     assert latest.name == f"{name}/versions/2" and latest.payload.data == b"two"
     assert admin.get_secret(name=name).replication.automatic is not None
@@ -168,14 +126,14 @@ def test_payload_checks(admin: SM.SecretManagerServiceClient) -> None:
     name = _new_secret(admin)
     with pytest.raises(api_exceptions.InvalidArgument, match="Checksum"):
         admin.add_secret_version(
-            parent=name, payload=SM.SecretPayload(data=b"abc", data_crc32c=crc32c(b"abd"))
+            parent=name, payload=SM.SecretPayload(data=b"abc", data_crc32c=google_crc32c.value(b"abd"))
         )
     with pytest.raises(api_exceptions.InvalidArgument):
         admin.add_secret_version(parent=name, payload=SM.SecretPayload(data=b"x" * (64 * 1024 + 1)))
     assert admin.add_secret_version(
         parent=name, payload=SM.SecretPayload(data=b"x" * (64 * 1024))
     ).name.endswith("/1")
-    assert crc32c(b"123456789") == 0xE3069283  # the standard CRC32C check value
+    assert google_crc32c.value(b"123456789") == 0xE3069283  # the standard CRC32C check value
 
 
 def test_list_paging(admin: SM.SecretManagerServiceClient) -> None:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import google_crc32c
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import secretmanager_v1
@@ -85,7 +86,7 @@ class SecretManagerStore(SecretStore):
             raise TransientError(f"Secret Manager did not answer reading secret {secret} as {identity} "
                                  f"within {self._timeout_s:g}s") from e
         payload = response.payload
-        if "data_crc32c" in payload and crc32c(payload.data) != payload.data_crc32c:
+        if "data_crc32c" in payload and google_crc32c.value(payload.data) != payload.data_crc32c:
             # Corrupted in transit (the service stores the checksum of what it was given): a retry reads
             # a fresh copy.
             raise TransientError(f"the payload of secret {secret} read as {identity} failed its CRC32C check")
@@ -195,7 +196,7 @@ def ensure_secret(admin_client: Client, project: str, secret: str, value: str | 
         if value is not None:
             data = value.encode("utf-8")
             admin_client.add_secret_version(
-                parent=name, payload=secretmanager_v1.SecretPayload(data=data, data_crc32c=crc32c(data)))
+                parent=name, payload=secretmanager_v1.SecretPayload(data=data, data_crc32c=google_crc32c.value(data)))
         _set_accessors(admin_client, name, members)
     except gexc.PermissionDenied as e:
         raise ConfigurationError(f"the admin identity may not provision secret {name}: {e.message}") from e
@@ -217,29 +218,3 @@ def _set_accessors(client: Client, name: str, members: list[str]) -> None:
         except gexc.Aborted:
             continue
     raise TransientError(f"the IAM policy of {name} kept changing under us; try again")
-
-
-# --- CRC32C ---------------------------------------------------------------------------------------------
-# Pure Python: google-crc32c is not a dependency, and payloads are at most 64 KiB (read once per TTL).
-
-_POLY = 0x82F63B78  # reversed Castagnoli polynomial
-
-
-def _table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ _POLY if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
