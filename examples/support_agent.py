@@ -34,12 +34,11 @@ def lookup_order(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
     return order
 
 
-@tool
-def check_refund_policy(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
-    """Check whether an order can be refunded under the store's policy, and up to what amount."""
-    order = backend.ORDERS.get(args.order_id)
+def refund_policy(order_id: str) -> dict[str, object]:
+    """The store's refund policy for one order: eligible or not, why, and up to what amount."""
+    order = backend.ORDERS.get(order_id)
     if order is None:
-        raise LookupError(f"no order {args.order_id}")
+        raise LookupError(f"no order {order_id}")
     age = backend.days_since(str(order["delivered_on"]), datetime.now(UTC).date())
     if order["final_sale"]:
         return {"eligible": False, "reason": "final-sale items cannot be refunded"}
@@ -47,6 +46,24 @@ def check_refund_policy(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
         return {"eligible": False, "reason": f"delivered {age} days ago; the window is {backend.REFUND_WINDOW_DAYS} days"}
     return {"eligible": True, "max_refund_usd": min(float(order["amount_usd"]), backend.AUTO_REFUND_LIMIT_USD),
             "window_days": backend.REFUND_WINDOW_DAYS}
+
+
+@tool
+def check_refund_policy(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
+    """Check whether an order can be refunded under the store's policy, and up to what amount."""
+    return refund_policy(args.order_id)
+
+
+def check_refund_edit(original: dict[str, object], edited: dict[str, object]) -> str | None:
+    """A lead may change a refund's amount, but never beyond what the order's policy allows."""
+    policy = refund_policy(str(edited.get("order_id")))
+    if not policy["eligible"]:
+        return f"order {edited.get('order_id')} cannot be refunded: {policy['reason']}"
+    limit = float(policy["max_refund_usd"])  # type: ignore[arg-type]
+    amount = edited.get("amount_usd")
+    if not isinstance(amount, int | float) or amount > limit:
+        return f"amount_usd must be at most {limit:.2f}, the refundable amount of order {edited.get('order_id')}"
+    return None
 
 
 @tool
@@ -73,6 +90,8 @@ agent = Agent(
         # refunds over $50 wait for a support lead; the run is parked at no cost until one decides
         ApprovalPolicy(tool="issue_refund", when=(Condition(field="amount_usd", op="gt", value=REVIEW_OVER_USD),),
                        approvers=("manager@example.com", "*@leads.example.com"), four_eyes=True, allow_edits=True,
+                       # a lead may lower the amount or reword the reason, never switch the order
+                       editable=("amount_usd", "reason"), check_edit=check_refund_edit,
                        expires_after_s=24 * 3600, on_expiry="reject",
                        reason=f"Refunds over ${REVIEW_OVER_USD:.0f} need a support lead's sign-off."),
     ),

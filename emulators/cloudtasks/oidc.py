@@ -85,10 +85,12 @@ class OidcSigner:
         }
         return {"keys": [jwk]}
 
-    def id_token(self, email: str, audience: str) -> str:
-        now = time.time()
+    def id_token(self, email: str, audience: str, *, issued_at: float | None = None) -> str:
+        """A token for ``email`` and ``audience``; ``issued_at`` (seconds since the epoch) back-dates one,
+        for tests of expired tokens, and bypasses the cache."""
+        now = time.time() if issued_at is None else issued_at
         with self._lock:
-            cached = self._cache.get((email, audience))
+            cached = self._cache.get((email, audience)) if issued_at is None else None
             if cached and cached[1] - now > _REUSE_MARGIN_SECONDS:
                 return cached[0]
         iat = int(now)
@@ -112,10 +114,11 @@ class OidcSigner:
         )
         signature = self._key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
         token = signing_input + "." + _b64url(signature)
-        with self._lock:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[(email, audience)] = (token, float(exp))
+        if issued_at is None:
+            with self._lock:
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[(email, audience)] = (token, float(exp))
         return token
 
 

@@ -7,13 +7,13 @@ never mutate stored state.
 
 from __future__ import annotations
 
-import google_crc32c
-
 import base64
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import google_crc32c
 
 from . import iam, names, protos
 from .errors import (

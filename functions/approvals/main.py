@@ -1,12 +1,14 @@
-"""The ``approvals`` function: a Pub/Sub push subscription on the decisions topic delivers each decision
-here as a CloudEvent; it is applied to its run exactly once (see docs/approvals.md)."""
+"""The ``approvals`` function: the Pub/Sub push subscription of the decisions topic delivers each decision
+here; it is authenticated twice (the push's OIDC token, the decision's signature) and applied to its run
+exactly once (see docs/approvals.md)."""
 
 import functions_framework
-from cloudevents.http import CloudEvent
+from flask import Request
+from werkzeug.wrappers import Response
 
 from agex.runtime import runtime
 
 
-@functions_framework.cloud_event
-def approvals(event: CloudEvent) -> None:
-    runtime().decision_push(event)
+@functions_framework.http
+def approvals(request: Request) -> Response:
+    return runtime().decision_push(request)

@@ -34,7 +34,8 @@ class Agent(BaseModel):
     """The service account the agent's tools act as (its secrets are read as it). Set from the fleet file;
     empty when agents come from ``AGEX_AGENTS``, which then gives ``agent-{name}@{project}``."""
     approvals: tuple[ApprovalPolicy, ...] = ()
-    """Which tool calls wait for a human before they run (see docs/approvals.md)."""
+    """Which tool calls wait for a human before they run (see docs/approvals.md). A tool may have several
+    policies (tiers: over $50 a lead, over $1,000 finance): the first whose ``when`` holds decides."""
     operators: tuple[str, ...] = ()
     """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
     retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""
@@ -46,8 +47,6 @@ class Agent(BaseModel):
             if policy.tool not in names:
                 raise ValueError(f"approval policy for {policy.tool!r}: agent {self.name!r} has no such tool "
                                  f"(tools: {', '.join(sorted(names)) or 'none'})")
-        if len({p.tool for p in self.approvals}) != len(self.approvals):
-            raise ValueError(f"agent {self.name!r}: one approval policy per tool")
         return self
 
     def tool(self, name: str) -> Tool | None:
@@ -64,9 +63,8 @@ class Agent(BaseModel):
                    "(done), should be called again (retry), or the run should stop (fail).")
 
     def approval_policy(self, tool: str, args: dict[str, Any]) -> ApprovalPolicy | None:
-        """The policy that holds this call for a human, if any."""
-        policy = next((p for p in self.approvals if p.tool == tool), None)
-        return policy if policy is not None and policy.applies(args) else None
+        """The policy that holds this call for a human, if any: the first of the tool's that applies."""
+        return next((p for p in self.approvals if p.tool == tool and p.applies(args)), None)
 
 
 class AgentRegistry:

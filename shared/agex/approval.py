@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agex.errors import PermissionDenied, RequestError
 
@@ -51,15 +51,16 @@ class Condition(_Doc):
     op: Literal["gt", "ge", "lt", "le", "eq", "ne", "in", "not_in"]
     value: Any
 
-    def holds(self, args: dict[str, Any]) -> bool:
+    def holds(self, args: dict[str, Any], *, unjudgeable: bool = True) -> bool:
+        """Whether the rule holds; ``unjudgeable`` is the answer for a value of an unexpected type."""
         found, value = _lookup(args, self.field)
         if not found:
             return False
         try:
             return bool(_OPS[self.op](value, self.value))
         except TypeError:
-            # an argument of an unexpected type cannot be judged safe: ask a human
-            return True
+            # for `when`, an argument of an unexpected type cannot be judged safe: ask a human
+            return unjudgeable
 
 
 class ApprovalPolicy(_Doc):
@@ -77,7 +78,18 @@ class ApprovalPolicy(_Doc):
     four_eyes: bool = True
     """The principal who started the run may not decide its approvals."""
     allow_edits: bool = False
-    """Approvers may change the arguments the tool runs with (validated against the tool's model)."""
+    """Approvers may change the arguments listed in ``editable`` (the edited call is validated against the
+    tool's model, ``edit_limits`` and ``check_edit``, and must still fall under this policy)."""
+    editable: tuple[str, ...] = ()
+    """Dotted argument paths an approver may change; every other argument must stay as the model sent it
+    (the sample lets a lead lower a refund's amount, never change its order)."""
+    edit_limits: tuple[Condition, ...] = ()
+    """Conditions every edited call must satisfy, all of them: ``{"field": "amount_usd", "op": "le",
+    "value": 500}``. A field the limit names must be present."""
+    check_edit: Callable[[dict[str, Any], dict[str, Any]], str | None] | None = Field(default=None, exclude=True)
+    """A business rule on edits, in code: called with the original and the edited arguments, returns why
+    the edit is refused, or None. For rules that need data, like "at most the refundable amount of that
+    order". Runs in the API (to answer the approver) and again in the approvals function."""
     expires_after_s: int = Field(default=24 * 3600, ge=1, le=7 * 24 * 3600)
     on_expiry: Literal["reject", "fail"] = "reject"
     """``reject``: the model is told nobody approved in time and continues; ``fail``: the run fails."""
@@ -86,8 +98,34 @@ class ApprovalPolicy(_Doc):
     reason: str = ""
     """Shown to the approver: why this call needs a human."""
 
+    @model_validator(mode="after")
+    def _edits_name_fields(self) -> ApprovalPolicy:
+        if self.allow_edits and not self.editable:
+            raise ValueError(f"approval policy for {self.tool!r}: allow_edits needs `editable`, the argument paths "
+                             "an approver may change (the others stay as the model sent them)")
+        if not self.allow_edits and (self.editable or self.edit_limits or self.check_edit):
+            raise ValueError(f"approval policy for {self.tool!r}: editable, edit_limits and check_edit need "
+                             "allow_edits=True")
+        return self
+
     def applies(self, args: dict[str, Any]) -> bool:
         return not self.when or any(c.holds(args) for c in self.when)
+
+    def edit_problems(self, original: dict[str, Any], edited: dict[str, Any]) -> list[str]:
+        """Why an approver's edit of a call is not allowed (empty: allowed). The tool's argument model and
+        the re-evaluation of the policies are checked by the caller, who knows the agent."""
+        problems = [f"{path} may not be edited (editable: {', '.join(self.editable)})"
+                    for path in changed_paths(original, edited)
+                    if not any(path == e or path.startswith(e + ".") for e in self.editable)]
+        for limit in self.edit_limits:
+            found, _ = _lookup(edited, limit.field)
+            if not found or not limit.holds(edited, unjudgeable=False):
+                problems.append(f"{limit.field} must be {limit.op} {limit.value!r}")
+        if not problems and self.check_edit is not None:
+            why = self.check_edit(original, edited)
+            if why:
+                problems.append(why)
+        return problems
 
 
 def may_decide(approvers: tuple[str, ...] | list[str], principal: str) -> bool:
@@ -161,6 +199,10 @@ class Approval(_Doc):
     """Arguments an approver changed (redacted like ``arguments``); the tool ran with the edit."""
     late_decisions: list[dict[str, Any]] = Field(default_factory=list)
     """Decisions that arrived after this one was settled: recorded, never applied."""
+    late_result: dict[str, Any] | None = None
+    """``reconcile`` only: what the uncertain call returned, reported by the attempt that made it after it
+    had lost its lease (``ok``, ``output``, ``owner``, ``at``). It settles a pending reconciliation
+    (``done``, by ``agex``); on a settled one it is the fact the operator decided without."""
     trace: str = ""
     """The run's traceparent, so deciding joins the run's trace."""
     updated_at: datetime
@@ -213,6 +255,26 @@ def unredact(edited: dict[str, Any], original: dict[str, Any], paths: tuple[str,
     return merged
 
 
+def changed_paths(original: dict[str, Any], edited: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths whose values differ between two argument objects (lists compare whole)."""
+    paths: list[str] = []
+    for key in sorted(set(original) | set(edited), key=str):
+        path = f"{prefix}{key}"
+        a, b = original.get(key, _MISSING), edited.get(key, _MISSING)
+        if isinstance(a, dict) and isinstance(b, dict):
+            paths.extend(changed_paths(a, b, path + "."))
+        elif a != b or type(a) is not type(b) and not (_number(a) and _number(b)):
+            paths.append(path)
+    return paths
+
+
+_MISSING = object()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _lookup(args: dict[str, Any], path: str) -> tuple[bool, Any]:
     value: Any = args
     for part in path.split("."):
@@ -239,10 +301,12 @@ DECISIONS_DEAD_LETTER_TOPIC = "agex-approval-decisions-dead"
 
 
 class DecisionMessage(_Doc):
-    """Published on :data:`DECISIONS_TOPIC` by the API, the CLI (through the API) or a chat bot."""
+    """Published on :data:`DECISIONS_TOPIC` by a decision source (the API, for the CLI and the console; a
+    chat bot with a key of its own) and applied only if its signature verifies (``agex.decision_signing``).
+    Version 2 added ``source``, ``key_id`` and ``signature``; unsigned version 1 messages are refused."""
 
     type: Literal["approval.decision"] = "approval.decision"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     decision_id: str = Field(min_length=1, max_length=128)
     """Unique per decision; the same decision delivered twice is applied once."""
     tenant: str = Field(min_length=1)
@@ -254,6 +318,12 @@ class DecisionMessage(_Doc):
     arguments: dict[str, Any] | None = None
     """Edited arguments (approve only, when the policy allows edits)."""
     decided_at: datetime
+    source: str = Field(default="", max_length=64)
+    """The decision source that vouches for ``principal`` and signed the message (``api``)."""
+    key_id: str = Field(default="", max_length=64)
+    """Which of the source's keys signed it."""
+    signature: str = Field(default="", max_length=256)
+    """Ed25519 over every other field (base64url); see ``agex.decision_signing.canonical``."""
 
 
 class ApprovalRequested(_Doc):

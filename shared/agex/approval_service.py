@@ -10,11 +10,12 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agex.agent import AgentRegistry
 from agex.approval import (
@@ -23,11 +24,12 @@ from agex.approval import (
     ApprovalStatus,
     Decision,
     DecisionMessage,
-    unredact,
 )
 from agex.auth import Caller
 from agex.clock import Clock, Ids
+from agex.decision_signing import DecisionSigner
 from agex.engine import decisions
+from agex.engine.approvals import edited_arguments
 from agex.errors import Conflict, NotFound, RequestError
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
@@ -65,8 +67,11 @@ class Submitted:
 
 class ApprovalService:
     def __init__(self, *, store: CheckpointStore, bus: EventBus, agents: AgentRegistry, clock: Clock,
-                 ids: Ids) -> None:
+                 ids: Ids, signer: Callable[[], DecisionSigner]) -> None:
         self.store, self.bus, self.agents, self.clock, self.ids = store, bus, agents, clock, ids
+        self.signer = signer
+        """The API's decision signer; a callable, so its key is read from Secret Manager on the first
+        decision, not at cold start."""
 
     def list(self, caller: Caller, *, status: ApprovalStatus | None = None, limit: int = 100,
              after: tuple[datetime, str] | None = None) -> list[Approval]:
@@ -100,37 +105,15 @@ class ApprovalService:
         if self.clock.now() >= approval.expires_at:
             raise Conflict(f"approval {approval_id} expired at {approval.expires_at.isoformat()}; it is settled as "
                            f"its policy says ({approval.on_expiry})")
-        arguments = self._edited(approval, request) if request.arguments is not None else None
-        message = DecisionMessage(decision_id=decision_id, tenant=caller.tenant, approval_id=approval_id,
-                                  decision=request.decision, principal=caller.principal, comment=request.comment,
-                                  arguments=arguments, decided_at=self.clock.now())
+        arguments = (edited_arguments(approval, self.agents, request.arguments)
+                     if request.arguments is not None else None)
+        message = self.signer().sign(DecisionMessage(
+            decision_id=decision_id, tenant=caller.tenant, approval_id=approval_id, decision=request.decision,
+            principal=caller.principal, comment=request.comment, arguments=arguments, decided_at=self.clock.now()))
         self.bus.publish(DECISIONS_TOPIC, message.model_dump(mode="json"), {
             "type": message.type, "version": str(message.version), "tenant": caller.tenant,
             **({"traceparent": approval.trace} if approval.trace else {})})
         return Submitted(decision_id, approval)
-
-    def _edited(self, approval: Approval, request: DecideRequest) -> dict[str, Any]:
-        """The edited arguments, with redacted fields restored, checked against the tool's model."""
-        if not approval.allow_edits:
-            raise RequestError(f"the approval policy of {approval.tool} does not allow edited arguments; approve "
-                               "or reject the call as it is")
-        assert request.arguments is not None
-        arguments = unredact(request.arguments, approval.call_arguments, approval.redact)
-        try:
-            agent = self.agents.get(approval.agent)
-        except NotFound as e:  # the approval exists: a 404 here would say it did not
-            raise Conflict(f"agent {approval.agent} is no longer deployed; approve or reject the call as "
-                           "it is") from e
-        tool = agent.tool(approval.tool)
-        if tool is None:
-            raise Conflict(f"agent {approval.agent} no longer has tool {approval.tool}")
-        try:
-            tool.args_model.model_validate(arguments)
-        except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-                                 for err in e.errors())
-            raise RequestError(f"edited arguments are not valid for {approval.tool}: {problems}") from e
-        return arguments
 
     def _decision_id(self, caller: Caller, approval_id: str, request: DecideRequest,
                      idempotency_key: str | None) -> str:

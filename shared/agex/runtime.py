@@ -17,6 +17,7 @@ from agex.agent import Agent, AgentRegistry
 from agex.approval_service import ApprovalService
 from agex.auth import Authenticator, StaticTokenAuthenticator
 from agex.clock import RandomIds, SystemClock
+from agex.decision_signing import DecisionSigner, DecisionVerifier
 from agex.engine.approvals import ApprovalApplier
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.errors import ConfigurationError
@@ -107,9 +108,24 @@ class Runtime:
 
     @functools.cached_property
     def approval_service(self) -> ApprovalService:
-        # the API publishes only when a decision is made: the Pub/Sub client loads then, not at cold start
+        # the API publishes only when a decision is made: the Pub/Sub client and the signing key load then,
+        # not at cold start
         return ApprovalService(store=self.store, bus=_LazyBus(lambda: self.bus), agents=self.agents,
-                               clock=self.clock, ids=self.ids)
+                               clock=self.clock, ids=self.ids, signer=lambda: self.decision_signer)
+
+    @functools.cached_property
+    def decision_signer(self) -> DecisionSigner:
+        """The API's signing key, read from Secret Manager as the API's own identity."""
+        from agex.gcp.secret_manager import SecretManagerStore, emulator_clients, own_clients
+
+        s = self.settings
+        clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
+        pem = SecretManagerStore(s.project, clients).access(s.api_service_account, s.decision_signing_key_secret)
+        return DecisionSigner.from_pem("api", pem)
+
+    @functools.cached_property
+    def decision_verifier(self) -> DecisionVerifier:
+        return DecisionVerifier.from_config(self.settings.decision_sources)
 
     @functools.cached_property
     def public_api(self) -> PublicApi:
@@ -164,13 +180,26 @@ class Runtime:
 
     @functools.cached_property
     def applier(self) -> ApprovalApplier:
-        return ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock)
+        return ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock,
+                               agents=self.agents, verifier=self.decision_verifier)
 
     @functools.cached_property
     def decision_push(self) -> DecisionPush:
-        """The ``approvals`` function's handler. Who may push here is Cloud Run IAM's job (only the push
-        subscription's identity is an invoker); the handler re-checks each decider's authority itself."""
-        return DecisionPush(self.applier)
+        """The ``approvals`` function's handler. Cloud Run IAM admits only the push identity, and the
+        handler checks again itself: the push's OIDC token, then each decision's signature and the
+        decider's authority (docs/security.md)."""
+        from agex.gcp.oidc import GoogleIdTokens, OidcVerifier
+
+        s = self.settings
+        if not s.decisions_push_audience:
+            raise ConfigurationError("the approvals function needs AGEX_DECISIONS_PUSH_AUDIENCE, the audience of "
+                                     "its push subscription's OIDC tokens (its own URL)")
+        if not self.decision_verifier.sources:
+            raise ConfigurationError("the approvals function needs AGEX_DECISION_SOURCES, the public keys of the "
+                                     "decision sources (the API's); without it no decision can be applied")
+        verify = OidcVerifier(GoogleIdTokens(audience=s.decisions_push_audience, certs_url=s.oidc_certs_url),
+                              s.decisions_push_service_account)
+        return DecisionPush(self.applier, verify)
 
 
 class _LazyBus(EventBus):

@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     public_url: str = ""
     """Base URL put in links of API responses; empty for relative links."""
 
+    # approvals
+    decisions_push_service_account: str = "agex-push@agex-local.iam.gserviceaccount.com"
+    """The identity of the decisions push subscription's OIDC tokens: the approvals function accepts no other."""
+    decisions_push_audience: str = ""
+    """The audience of those tokens (the approvals function's URL); the approvals function refuses to start
+    without it."""
+    decision_sources: dict[str, list[str]] = Field(default_factory=dict)
+    """The declared decision sources and their Ed25519 public keys (PEM), as JSON:
+    ``{"api": ["-----BEGIN PUBLIC KEY-----\n..."]}``. The approvals function applies only decisions one of
+    these keys signed; two keys of a source while it rotates."""
+    decision_signing_key_secret: str = "agex-decision-signing-key"
+    """The Secret Manager secret that holds the API's Ed25519 private key (PEM), readable by the API alone."""
+    api_service_account: str = "agex-api@agex-local.iam.gserviceaccount.com"
+    """The API's identity, as which it reads the signing key from the Secret Manager emulator locally (in the
+    cloud it reads with the function's own credentials)."""
+
     @property
     def audience(self) -> str:
         return self.step_audience or self.step_url

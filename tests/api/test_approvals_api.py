@@ -47,10 +47,11 @@ JSON = "application/json"
 APPROVE = {"decision": "approve"}
 VIEW_FIELDS = {"approval_id", "kind", "resolution", "run_id", "agent", "step", "tool", "arguments", "reason", "approvers", "four_eyes",
                "allow_edits", "on_expiry", "requested_by", "status", "created_at", "expires_at", "decision_id", "decided_by",
-               "decided_at", "comment", "edited_arguments", "late_decisions", "links"}
+               "decided_at", "comment", "edited_arguments", "late_decisions", "late_result", "links"}
 REFUND_POLICY = ApprovalPolicy(
     tool="issue_refund", when=(Condition(field="amount_usd", op="gt", value=50),), approvers=APPROVERS,
-    allow_edits=True, expires_after_s=3600, redact=("reason",), reason="Refunds over $50 need a human.")
+    allow_edits=True, editable=("amount_usd", "reason"), expires_after_s=3600, redact=("reason",),
+    reason="Refunds over $50 need a human.")
 GUARDED = Agent(**{**dict(support_agent), "approvals": (REFUND_POLICY,)})
 
 
@@ -276,11 +277,13 @@ def test_approve_publishes_one_decision_and_writes_nothing(client: ApiClient, rt
     assert set(body["approval"]) == VIEW_FIELDS and body["approval"]["status"] == "pending"
     assert response.headers["Location"] == path(approval) and "Idempotent-Replayed" not in response.headers
     (published,) = rt.bus.on(DECISIONS_TOPIC)
+    signed = {k: published.message.pop(k) for k in ("source", "key_id", "signature")}
+    assert signed["source"] == "api" and signed["key_id"] == rt.signer.key_id and signed["signature"]
     assert published.message == {
-        "type": "approval.decision", "version": 1, "decision_id": body["decision_id"], "tenant": "dev",
+        "type": "approval.decision", "version": 2, "decision_id": body["decision_id"], "tenant": "dev",
         "approval_id": approval.approval_id, "decision": "approve", "principal": "lead@example.com",
         "comment": "ok, damaged in transit", "arguments": None, "decided_at": "2026-01-01T00:00:00Z"}
-    assert published.attributes == {"type": "approval.decision", "version": "1", "tenant": "dev",
+    assert published.attributes == {"type": "approval.decision", "version": "2", "tenant": "dev",
                                     "traceparent": approval.trace}
     # the approvals function applies it; until then the approval and the run are as they were
     assert (rt.store.get_approval("dev", approval.approval_id), rt.store.get_run("dev", approval.run_id)) == \

@@ -57,7 +57,7 @@ def pay(args: Payment, ctx: ToolContext) -> dict[str, Any]:
 def _payer(name: str, **policy: Any) -> Agent:
     return Agent(name=name, instructions="You pay vendors when asked.", tools=(pay,), approvals=(ApprovalPolicy(
         tool="pay", approvers=("manager@example.com", "dev@example.com"), four_eyes=True, allow_edits=True,
-        reason="Every payment needs sign-off.", **policy),))
+        editable=("amount",), reason="Every payment needs sign-off.", **policy),))
 
 
 class Endpoint(BaseModel):
@@ -154,3 +154,24 @@ notes = Agent(name="notes", instructions="You keep notes.", tools=(
     *mcp_tools(HttpServer(os.environ.get("AGEX_E2E_MCP_URL", "http://127.0.0.1:9/mcp")), allow=["add_note"],
                prefix="remote_"),
 ))
+
+
+# --- a slow non-idempotent tool: a step that outlives its lease several times over -------------------------
+
+class SlowTransfer(BaseModel):
+    to: str
+    amount: float
+    seconds: float
+
+
+@tool(idempotent=False, timeout_s=60)
+def slow_transfer(args: SlowTransfer, ctx: ToolContext) -> dict[str, Any]:
+    """Transfer money through a slow bank. Not idempotent: a second call transfers twice."""
+    record(ctx.idempotency_key, "slow_transfer:started", str(os.getpid()))
+    time.sleep(args.seconds)
+    record(ctx.idempotency_key, "slow_transfer", f"{args.to}:{args.amount:g}")
+    return {"transferred": args.amount, "to": args.to, "reference": f"TX-{ctx.idempotency_key}"}
+
+
+slow_bank = Agent(name="slow-bank", instructions="You transfer money through a slow bank.", tools=(slow_transfer,),
+                  operators=("manager@example.com",))

@@ -17,10 +17,13 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from agex.cli.client import Client
+from agex.decision_signing import new_key_pair
 from agex.dev.stack import REPO, Stack, StackConfig
 from emulators.gcloud import free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+CHATBOT_KEY, CHATBOT_PUBLIC_KEY = new_key_pair()
+"""A chat bot declared as a decision source of the stack: tests publish decisions signed with its key."""
 
 
 class E2E:
@@ -150,7 +153,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, weather: tuple[WeatherApi, str
     config = StackConfig(api_port=free_port(), workdir=workdir, sweep_every_seconds=1.0, sweep_after_seconds=4.0,
                          step_lease_seconds=20.0, scenarios=scenarios, dev_tokens=tokens,
                          fleet_file=HERE / "fleet.yaml", step_workers=2, secrets=SECRETS,
-                         keep_model_requests=True,
+                         keep_model_requests=True, decision_sources={"chatbot": CHATBOT_PUBLIC_KEY},
                          extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints),
                                     "AGEX_E2E_EFFECTS": str(workdir / "effects.sqlite"),
                                     "AGEX_SECRET_CACHE_SECONDS": "2", "AGEX_TRACE_EXPORTER": "console", "AGEX_E2E_HTTP_URL": weather[1],

@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 
+from agex.approval import DecisionMessage
 from agex.cli.client import ApiError, Client
+from agex.decision_signing import DecisionSigner
 
 from . import agents as test_agents
-from .conftest import E2E
+from .conftest import CHATBOT_KEY, E2E
 from .test_support_agent import refunds_of
 
+CHATBOT = DecisionSigner.from_pem("chatbot", CHATBOT_KEY)
 REFUND_OVER_LIMIT = "Hi, I'd like a refund for order A-1042: the boots arrived with a split sole."
 
 
@@ -47,9 +50,10 @@ def publish_decision(e2e: E2E, payload: dict[str, Any] | bytes) -> None:
 
 def decision(approval: dict[str, Any], decision_id: str, verdict: str = "approve",
              principal: str = "manager@example.com", **extra: Any) -> dict[str, Any]:
-    return {"type": "approval.decision", "version": 1, "decision_id": decision_id, "tenant": "dev",
-            "approval_id": approval["approval_id"], "decision": verdict, "principal": principal,
-            "decided_at": datetime.now(UTC).isoformat(), **extra}
+    """A decision as the stack's declared chat bot publishes it: signed with its key."""
+    message = DecisionMessage(decision_id=decision_id, tenant="dev", approval_id=approval["approval_id"],
+                              decision=verdict, principal=principal, decided_at=datetime.now(UTC), **extra)
+    return CHATBOT.sign(message).model_dump(mode="json")
 
 
 def log_lines(e2e: E2E, function: str, needle: str) -> list[dict[str, Any]]:

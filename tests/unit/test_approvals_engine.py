@@ -181,7 +181,7 @@ def test_reject_tells_the_model_the_reason_and_the_tool_never_runs() -> None:
 
 
 def test_edited_arguments_are_used_and_redacted_fields_keep_their_values() -> None:
-    rt = payer(allow_edits=True)
+    rt = payer(allow_edits=True, editable=("amount",))
     run = rt.start("payer", "pay acme")
     rt.drive()
     approval = pending_approval(rt, run.run_id)
@@ -229,10 +229,11 @@ def test_an_early_expiry_task_is_retried_later() -> None:
         rt.applier.expire("dev", run.run_id, approval.approval_id)
 
 
-def decision(approval_id: str, decision_id: str, verdict: Decision = Decision.approve,
+def decision(rt: InMemoryRuntime, approval_id: str, decision_id: str, verdict: Decision = Decision.approve,
              principal: str = "manager@example.com", **extra: Any) -> DecisionMessage:
-    return DecisionMessage(decision_id=decision_id, tenant="dev", approval_id=approval_id, decision=verdict,
-                           principal=principal, decided_at=datetime(2026, 1, 1), **extra)
+    """A decision as a decision source (a chat bot, say) publishes it: signed with the runtime's key."""
+    return rt.signer.sign(DecisionMessage(decision_id=decision_id, tenant="dev", approval_id=approval_id,
+                                          decision=verdict, principal=principal, decided_at=rt.clock.now(), **extra))
 
 
 def test_a_decision_delivered_twice_is_applied_once() -> None:
@@ -240,7 +241,7 @@ def test_a_decision_delivered_twice_is_applied_once() -> None:
     run = rt.start("payer", "pay acme")
     rt.drive()
     approval = pending_approval(rt, run.run_id)
-    message = decision(approval.approval_id, "dec_1")
+    message = decision(rt, approval.approval_id, "dec_1")
     assert rt.applier.apply(message).result == Applied.applied
     assert rt.applier.apply(message).result == Applied.duplicate
     rt.drive()
@@ -254,8 +255,8 @@ def test_a_second_decision_is_late_and_recorded_once() -> None:
     run = rt.start("payer", "pay acme")
     rt.drive()
     approval = pending_approval(rt, run.run_id)
-    assert rt.applier.apply(decision(approval.approval_id, "dec_1")).result == Applied.applied
-    late = decision(approval.approval_id, "dec_2", Decision.reject, "ann@finance.example.com", comment="no")
+    assert rt.applier.apply(decision(rt, approval.approval_id, "dec_1")).result == Applied.applied
+    late = decision(rt, approval.approval_id, "dec_2", Decision.reject, "ann@finance.example.com", comment="no")
     assert rt.applier.apply(late).result == Applied.late
     assert rt.applier.apply(late).result == Applied.late
     settled = rt.store.get_approval("dev", approval.approval_id)
@@ -270,16 +271,16 @@ def test_the_applier_refuses_non_approvers_and_four_eyes() -> None:
     run = rt.start("payer", "pay acme")
     rt.drive()
     approval = pending_approval(rt, run.run_id)
-    refused = rt.applier.apply(decision(approval.approval_id, "dec_x", principal="eve@example.com"))
+    refused = rt.applier.apply(decision(rt, approval.approval_id, "dec_x", principal="eve@example.com"))
     assert refused.result == Applied.refused and "not an approver" in refused.detail
-    own = rt.applier.apply(decision(approval.approval_id, "dec_y", principal=DEFAULT_CALLER.principal))
+    own = rt.applier.apply(decision(rt, approval.approval_id, "dec_y", principal=DEFAULT_CALLER.principal))
     assert own.result == Applied.refused
     # the starter is not an approver here; with a pattern that matches them, four eyes still refuses
     rt2 = payer(approvers=("*@example.com",))
     run2 = rt2.start("payer", "pay acme")
     rt2.drive()
     approval2 = pending_approval(rt2, run2.run_id)
-    refused2 = rt2.applier.apply(decision(approval2.approval_id, "dec_z", principal=DEFAULT_CALLER.principal))
+    refused2 = rt2.applier.apply(decision(rt2, approval2.approval_id, "dec_z", principal=DEFAULT_CALLER.principal))
     assert refused2.result == Applied.refused and "four-eyes" in refused2.detail
     assert pending_approval(rt2, run2.run_id).status == ApprovalStatus.pending
 
@@ -291,7 +292,7 @@ def test_cancel_cancels_the_approval_and_a_later_decision_changes_nothing() -> N
     approval = pending_approval(rt, run.run_id)
     rt.service.cancel(DEFAULT_CALLER, run.run_id)
     assert rt.store.get_approval("dev", approval.approval_id).status == ApprovalStatus.cancelled  # type: ignore[union-attr]
-    assert rt.applier.apply(decision(approval.approval_id, "dec_1")).result == Applied.not_pending
+    assert rt.applier.apply(decision(rt, approval.approval_id, "dec_1")).result == Applied.not_pending
     rt.clock.advance(25 * 3600)
     rt.drive()
     assert paid == [] and rt.store.get_run("dev", run.run_id).status == RunStatus.cancelled  # type: ignore[union-attr]
@@ -426,5 +427,6 @@ def test_published_decisions_carry_the_schema_version() -> None:
     approval = pending_approval(rt, run.run_id)
     rt.approvals.decide(MANAGER, approval.approval_id, DecideRequest(decision=Decision.approve))
     (message,) = rt.bus.on(DECISIONS_TOPIC)
-    assert message.message["type"] == "approval.decision" and message.message["version"] == 1
+    assert message.message["type"] == "approval.decision" and message.message["version"] == 2
+    assert message.message["source"] == "api" and message.message["signature"]
     assert message.attributes["type"] == "approval.decision"

@@ -9,14 +9,18 @@ new one, the way Cloud Run replaces a lost instance.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agex.decision_signing import new_key_pair
+from agex.settings import Settings
 from emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait, start_firestore, start_pubsub
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,6 +28,8 @@ HOST = "127.0.0.1"
 ADMIN = "admin@agex-local.iam.gserviceaccount.com"
 """The Secret Manager emulator's admin: the deploying identity (Terraform's, in the cloud)."""
 APPROVALS_PUSH_SUBSCRIPTION = "agex-approvals-push"
+PUSH_IDENTITY = "agex-push@agex-local.iam.gserviceaccount.com"
+"""Who the decisions push subscription's OIDC tokens are minted for (Terraform's ``agex-push``)."""
 INSPECT_SUBSCRIPTIONS = {
     # a topic with no subscription drops what is published; these keep it for `agex dev` users to read
     # (``gcloud pubsub subscriptions pull``): notifiers subscribe the same way in the cloud
@@ -60,6 +66,8 @@ class StackConfig:
     push_min_backoff_seconds: float = 1.0
     push_max_backoff_seconds: float = 10.0
     push_max_delivery_attempts: int = 5
+    decision_sources: dict[str, str] = field(default_factory=dict)
+    """More declared decision sources (a chat bot's name and Ed25519 public key, PEM) beside the API's."""
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -77,6 +85,9 @@ class Stack:
         self.secrets_host = ""
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        # the API's decision signing key: its private half in the Secret Manager emulator, readable by the
+        # API's identity alone; its public half declared to the approvals function (as Terraform does)
+        self._decision_key, self._decision_public_key = new_key_pair()
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -124,6 +135,10 @@ class Stack:
                 "AGEX_SWEEP_AFTER_SECONDS": str(c.sweep_after_seconds),
                 "AGEX_PUBLIC_URL": self.api_url,
                 "AGEX_EXAMPLE_LEDGER": str((c.workdir / "refunds.sqlite").resolve()),
+                "AGEX_DECISIONS_PUSH_SERVICE_ACCOUNT": PUSH_IDENTITY,
+                "AGEX_DECISIONS_PUSH_AUDIENCE": self.approvals_url,
+                "AGEX_DECISION_SOURCES": json.dumps({"api": [self._decision_public_key],
+                                                     **{k: [v] for k, v in c.decision_sources.items()}}),
                 **c.extra_env,
             }
             self._provision()
@@ -209,6 +224,9 @@ class Stack:
             accessors = [fleet.identity_email(a.identity, c.project) for a in declared.agents.values()
                          if name in a.secrets]
             ensure_secret(admin, c.project, name, c.secrets.get(name), accessors)
+        settings = Settings()
+        ensure_secret(admin, c.project, settings.decision_signing_key_secret, self._decision_key,
+                      [settings.api_service_account])
 
     def _subscribe_approvals(self) -> None:
         """The decisions topic pushes to the approvals function, dead-lettering what it keeps refusing."""
@@ -216,8 +234,12 @@ class Stack:
         from agex.gcp.pubsub_bus import ensure_subscription
 
         c = self.config
+        # through the Cloud Tasks emulator's push relay, which attaches the OIDC token the Pub/Sub emulator
+        # does not (emulators/cloudtasks/http_endpoints.py): the approvals function checks it as in the cloud
+        relay = f"{self.tasks_http}/_emulator/push?" + urllib.parse.urlencode(
+            {"endpoint": self.approvals_url, "email": PUSH_IDENTITY, "audience": self.approvals_url})
         with self.client_env():
-            ensure_subscription(c.project, DECISIONS_TOPIC, APPROVALS_PUSH_SUBSCRIPTION, push_endpoint=self.approvals_url,
+            ensure_subscription(c.project, DECISIONS_TOPIC, APPROVALS_PUSH_SUBSCRIPTION, push_endpoint=relay,
                                 dead_letter_topic=DECISIONS_DEAD_LETTER_TOPIC,
                                 max_delivery_attempts=c.push_max_delivery_attempts,
                                 min_backoff_s=c.push_min_backoff_seconds, max_backoff_s=c.push_max_backoff_seconds,
@@ -243,7 +265,6 @@ class Stack:
         """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
         request carries the same OIDC token a scheduled job's would."""
         from agex.gcp.cloud_tasks import make_client, post_with_oidc
-        from agex.settings import Settings
 
         with self.client_env():
             client = make_client(self.tasks_host)

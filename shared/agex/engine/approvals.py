@@ -14,12 +14,17 @@ import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
-from agex.approval import Approval, ApprovalStatus, DecisionMessage
+from pydantic import ValidationError
+
+from agex.agent import AgentRegistry
+from agex.approval import Approval, ApprovalStatus, DecisionMessage, unredact
 from agex.clock import Clock
+from agex.decision_signing import DecisionRefused, DecisionVerifier
 from agex.engine import decisions, notify
 from agex.engine.decisions import Claim
-from agex.errors import RequestError
+from agex.errors import Conflict, NotFound, RequestError
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.checkpoint_store import CheckpointStore
@@ -42,7 +47,9 @@ class Applied(StrEnum):
     unknown = "unknown"
     """No such approval in the tenant (never existed, or deleted with its run)."""
     refused = "refused"
-    """The principal may not decide this approval; nothing changed."""
+    """The principal may not decide this approval, or the edit is not allowed; nothing changed."""
+    unauthenticated = "unauthenticated"
+    """The message is not signed by a declared decision source (forged or altered); nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,63 @@ class Outcome:
     detail: str
 
 
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far a decision's ``decided_at`` may be ahead of this clock, or before its approval was created."""
+
+
+def edited_arguments(approval: Approval, agents: AgentRegistry, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments an approved call runs with when an approver edited them: redacted fields restored,
+    then checked against the tool's argument model, the policy's ``editable``, ``edit_limits`` and
+    ``check_edit``, and the agent's policies re-evaluated on the edited call (an edit that would need
+    another approver is refused). One check for the API and the approvals function alike."""
+    if not approval.allow_edits:
+        raise RequestError(f"the approval policy of {approval.tool} does not allow edited arguments; approve "
+                           "or reject the call as it is")
+    edited = unredact(arguments, approval.call_arguments, approval.redact)
+    try:
+        agent = agents.get(approval.agent)
+    except NotFound as e:  # the approval exists: a 404 here would say it did not
+        raise Conflict(f"agent {approval.agent} is no longer deployed; approve or reject the call as it is") from e
+    tool, policy = agent.tool(approval.tool), agent.approval_policy(approval.tool, approval.call_arguments)
+    if tool is None or policy is None or not policy.allow_edits:
+        raise Conflict(f"agent {approval.agent} no longer has an editable approval policy for {approval.tool}; "
+                       "approve or reject the call as it is")
+    try:
+        tool.args_model.model_validate(edited)
+    except ValidationError as e:
+        invalid = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+                            for err in e.errors())
+        raise RequestError(f"edited arguments are not valid for {approval.tool}: {invalid}") from e
+    problems = policy.edit_problems(approval.call_arguments, edited)
+    if problems:
+        raise RequestError(f"this edit of the {approval.tool} call is not allowed: {'; '.join(problems)}")
+    now_needs = agent.approval_policy(approval.tool, edited)
+    if now_needs is not None and (tuple(now_needs.approvers) != tuple(approval.approvers)
+                                  or now_needs.four_eyes != approval.four_eyes):
+        raise RequestError(f"the edited {approval.tool} call needs approval by {', '.join(now_needs.approvers)}, "
+                           f"not by this approval's approvers; reject this call instead, or edit it within "
+                           "this approval's policy")
+    return edited
+
+
 class ApprovalApplier:
-    def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, clock: Clock) -> None:
+    def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, clock: Clock,
+                 agents: AgentRegistry, verifier: DecisionVerifier) -> None:
         self.store, self.queue, self.bus, self.clock = store, queue, bus, clock
+        self.agents, self.verifier = agents, verifier
 
     def apply(self, message: DecisionMessage) -> Outcome:
         with log.labels(tenant=message.tenant), tracing.tracer().start_as_current_span(
                 "approval.apply", attributes={"agex.approval": message.approval_id,
                                               "agex.decision": message.decision.value}):
+            try:
+                # before anything else, whatever the transport: an unauthenticated message reads nothing
+                self.verifier.verify(message)
+            except DecisionRefused as e:
+                security_event(f"refused decision {message.decision_id} on {message.approval_id}: {e.message}",
+                               event="decision_unauthenticated", approval=message.approval_id,
+                               principal=message.principal, source=message.source)
+                return Outcome(Applied.unauthenticated, e.message)
             outcome = self._apply(message)
             log.info(_log, f"decision {message.decision_id} on {message.approval_id}: {outcome.detail}",
                      outcome=outcome.result.value, approval=message.approval_id, principal=message.principal)
@@ -76,12 +132,26 @@ class ApprovalApplier:
                 approval.check_decision(message.decision)
                 approval.check_authority(message.principal)
             except RequestError as e:
+                security_event(f"refused decision {message.decision_id} on {message.approval_id}: {e.message}",
+                               event="decision_not_authorized", approval=message.approval_id,
+                               principal=message.principal, source=message.source)
                 return Outcome(Applied.refused, e.message)
             if self.clock.now() >= approval.expires_at:
                 # too late: the expiry task (or the sweep) settles it as the policy says
                 return Outcome(Applied.not_pending, f"approval expired at {approval.expires_at.isoformat()}")
-            if message.arguments is not None and not approval.allow_edits:
-                return Outcome(Applied.refused, f"the policy of {approval.tool} does not allow edited arguments")
+            if not approval.created_at - CLOCK_SKEW <= message.decided_at <= self.clock.now() + CLOCK_SKEW:
+                # signed, but not for this approval's lifetime: a replay of an old decision
+                security_event(f"refused decision {message.decision_id} on {message.approval_id}: decided at "
+                               f"{message.decided_at.isoformat()}, outside the approval's lifetime",
+                               event="decision_replayed", approval=message.approval_id, principal=message.principal,
+                               source=message.source)
+                return Outcome(Applied.refused, "the decision was made outside this approval's lifetime")
+            if message.arguments is not None:
+                try:
+                    message = message.model_copy(update={
+                        "arguments": edited_arguments(approval, self.agents, message.arguments)})
+                except RequestError as e:
+                    return Outcome(Applied.refused, e.message)
             result = self.store.update_run(approval.tenant, approval.run_id, functools.partial(
                 decisions.decide_approval, approval=approval, message=message, now=self.clock.now()))
             if result.value and result.head is not None:
@@ -134,3 +204,9 @@ class ApprovalApplier:
 
     def _resume(self, head: RunHead) -> None:
         self.queue.enqueue(StepTask.next_of(head))
+
+
+def security_event(message: str, *, event: str, **fields: Any) -> None:
+    """A refused attempt to act without authority, logged at WARNING with ``security_event`` set, so one
+    Cloud Logging filter (``jsonPayload.security_event:*``) or a log-based alert finds them all."""
+    _log.warning(message, extra={"fields": {"security_event": event, **fields}})

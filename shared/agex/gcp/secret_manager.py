@@ -147,6 +147,19 @@ def emulator_clients(host: str) -> Callable[[str], Client]:
     return lambda identity: make_client(host, identity)
 
 
+def own_clients() -> Callable[[str], Client]:
+    """A client with the runtime's own credentials (``google.auth.default()``), for the secrets of the
+    runtime itself (the API's decision signing key); ``identity`` only names it in errors."""
+    client: list[Client] = []
+
+    def make(identity: str) -> Client:
+        if not client:
+            client.append(Client())
+        return client[0]
+
+    return make
+
+
 def impersonated_clients() -> Callable[[str], Client]:
     """Clients acting as each agent identity by service account impersonation.
 

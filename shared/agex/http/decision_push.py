@@ -1,12 +1,18 @@
 """The ``approvals`` function's handler: one Pub/Sub message of the decisions topic, delivered by a push
-subscription as a CloudEvent (functions-framework turns the push request into one).
+subscription (``{"message": {"data", "attributes", "messageId"}, "subscription": ...}``).
 
-The answer is the redelivery protocol with Pub/Sub: returning acknowledges; an exception makes Pub/Sub
-deliver again with the subscription's backoff, and after its ``max_delivery_attempts`` move the message
-to the dead-letter topic. So a message that can never be applied (not JSON, not a decision of a known
-version) is refused with a 400 and no traceback, a dependency outage is a 503, and everything that
-*was* understood (applied, duplicate, late, refused, unknown approval) is acknowledged: retrying it
-could not change the answer.
+Two checks of its own, whatever Cloud Run's ingress and invoker settings are (docs/security.md):
+1. the request carries the push subscription's OIDC token: Google-signed, for this function's audience,
+   minted for the push identity (locally the stack's push relay signs it with the emulator's key);
+2. the decision inside is signed by a declared decision source (``agex.decision_signing``), checked by
+   the applier itself so that no transport can skip it.
+
+The answer is the redelivery protocol with Pub/Sub: 2xx acknowledges; anything else makes Pub/Sub deliver
+again with the subscription's backoff, and after its ``max_delivery_attempts`` move the message to the
+dead-letter topic. So a message that can never be applied (not JSON, not a decision of a known version,
+not signed by a declared source) is refused with a 4xx, and ends in the dead-letter topic as evidence; a
+dependency outage is a 503; everything that *was* understood (applied, duplicate, late, refused, unknown
+approval) is acknowledged: retrying it could not change the answer.
 """
 
 from __future__ import annotations
@@ -14,49 +20,88 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
-from werkzeug.exceptions import BadRequest, ServiceUnavailable
+from werkzeug.wrappers import Request, Response
 
 from agex.approval import DecisionMessage
-from agex.engine.approvals import ApprovalApplier, Outcome
-from agex.errors import TransientError
+from agex.engine.approvals import Applied, ApprovalApplier, security_event
+from agex.errors import AgexError, PayloadTooLarge, PermissionDenied, RequestError, TransientError
+from agex.http.responses import error_response, json_response
 from agex.obs import logging as log
 from agex.obs import tracing
 
 _log = log.get("approvals")
+_MAX_PUSH_BYTES = 256 * 1024
+"""A decision is at most a few KB (edited arguments included); Pub/Sub's push envelope adds base64."""
 
 
 class DecisionPush:
-    def __init__(self, applier: ApprovalApplier) -> None:
-        self.applier = applier
+    def __init__(self, applier: ApprovalApplier, verify: Callable[[Mapping[str, str]], None]) -> None:
+        self.applier, self.verify = applier, verify
 
-    def __call__(self, event: Any) -> Outcome:
-        data: dict[str, Any] = event.data if isinstance(getattr(event, "data", None), dict) else {}
-        message: dict[str, Any] = data["message"] if isinstance(data.get("message"), dict) else {}
-        message_id = str(message.get("messageId") or message.get("message_id") or event.get("id") or "?")
-        attributes = message.get("attributes") or {}
-        decision = self._parse(message, message_id)
-        context = tracing.extract(attributes if isinstance(attributes, dict) else {})
+    def __call__(self, request: Request) -> Response:
         try:
+            if request.method != "POST":
+                raise RequestError("the approvals function takes POST requests from its Pub/Sub push "
+                                   "subscription only")
+            self._authenticate(request)
+            message = _envelope(request)
+            message_id = str(message.get("messageId") or message.get("message_id") or "?")
+            decision = _decision(message, message_id)
+            attributes = message.get("attributes")
+            context = tracing.extract(attributes if isinstance(attributes, dict) else {})
             with tracing.tracer().start_as_current_span("approvals.message", context=context):
-                return self.applier.apply(decision)
+                outcome = self.applier.apply(decision)
+            if outcome.result == Applied.unauthenticated:
+                # not acknowledged: Pub/Sub dead-letters it after its attempts, kept for whoever investigates
+                raise PermissionDenied(outcome.detail)
+            return json_response({"outcome": outcome.result.value, "detail": outcome.detail})
         except TransientError as e:
-            _log.warning("decision %s (message %s) not applied yet, Pub/Sub will redeliver it: %s",
-                         decision.decision_id, message_id, e.message)
-            raise ServiceUnavailable(e.message) from e
+            _log.warning("decision not applied yet, Pub/Sub will redeliver it: %s", e.message)
+            return error_response(e)
+        except AgexError as e:
+            if e.status >= 500:
+                _log.exception("the approvals function failed; Pub/Sub will redeliver the message")
+            return error_response(e)
+        except Exception:
+            _log.exception("the approvals function crashed; Pub/Sub will redeliver the message")
+            return error_response(AgexError("the approvals function crashed; the message will be redelivered"))
 
-    @staticmethod
-    def _parse(message: dict[str, Any], message_id: str) -> DecisionMessage:
+    def _authenticate(self, request: Request) -> None:
         try:
-            raw = base64.b64decode(message.get("data") or "", validate=True)
-            return DecisionMessage.model_validate(json.loads(raw))
-        except (binascii.Error, ValueError, ValidationError) as e:
-            why = _brief(e)
-            # logged as an error once per delivery; Pub/Sub dead-letters it after the subscription's attempts
-            _log.error("refused malformed decision message %s: %s", message_id, why)
-            raise BadRequest(f"message {message_id} is not an approval.decision v1: {why}") from None
+            self.verify(dict(request.headers))
+        except RequestError as e:
+            security_event(f"refused a push to the approvals function: {e.message}", event="push_unauthenticated",
+                           remote=request.remote_addr or "")
+            raise
+
+
+def _envelope(request: Request) -> dict[str, Any]:
+    raw = b"" if (request.content_length or 0) > _MAX_PUSH_BYTES else request.stream.read(_MAX_PUSH_BYTES + 1)
+    if (request.content_length or 0) > _MAX_PUSH_BYTES or len(raw) > _MAX_PUSH_BYTES:
+        raise PayloadTooLarge(f"a push request is at most {_MAX_PUSH_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"the push request is not JSON: {e}") from None
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, dict):
+        raise RequestError("the push request has no 'message' object: is this a Pub/Sub push subscription?")
+    return message
+
+
+def _decision(message: dict[str, Any], message_id: str) -> DecisionMessage:
+    try:
+        raw = base64.b64decode(message.get("data") or "", validate=True)
+        return DecisionMessage.model_validate(json.loads(raw))
+    except (binascii.Error, ValueError, ValidationError) as e:
+        why = _brief(e)
+        # logged as an error once per delivery; Pub/Sub dead-letters it after the subscription's attempts
+        _log.error("refused malformed decision message %s: %s", message_id, why)
+        raise RequestError(f"message {message_id} is not an approval.decision v2: {why}") from None
 
 
 def _brief(e: Exception) -> str:

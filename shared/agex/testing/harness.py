@@ -14,6 +14,7 @@ from agex.approval import DECISIONS_TOPIC, DecisionMessage
 from agex.approval_service import ApprovalService
 from agex.auth import Caller
 from agex.clock import ManualClock, SequentialIds
+from agex.decision_signing import DecisionSigner, DecisionVerifier, new_key_pair
 from agex.engine.approvals import ApprovalApplier, Outcome
 from agex.engine.decisions import Delivery
 from agex.engine.stepper import StepResult, StepRunner, StepSettings
@@ -52,9 +53,13 @@ class InMemoryRuntime:
                                  limiter=self.limiter)
         self.service = RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock,
                                   ids=SequentialIds())
+        # decisions are signed and verified as in a deployment, with a key pair of this runtime's own
+        private, public = new_key_pair()
+        self.signer = DecisionSigner.from_pem("api", private)
         self.approvals = ApprovalService(store=self.store, bus=self.bus, agents=self.agents, clock=self.clock,
-                                         ids=SequentialIds())
-        self.applier = ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock)
+                                         ids=SequentialIds(), signer=lambda: self.signer)
+        self.applier = ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock,
+                                       agents=self.agents, verifier=DecisionVerifier.from_config({"api": [public]}))
         self._decisions_seen = 0
         self.results: list[StepResult] = []
 
