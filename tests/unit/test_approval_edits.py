@@ -15,6 +15,7 @@ from agex.approval import (
     Approval,
     ApprovalPolicy,
     Condition,
+    Decision,
     DecisionMessage,
     changed_paths,
     redact,
