@@ -21,6 +21,12 @@ locals {
     AGEX_TRACE_EXPORTER       = "gcp"
     AGEX_PUBLIC_URL           = local.public_url
     AGEX_LOG_LEVEL            = var.log_level
+    # approvals: who pushes decisions, and whose signatures the approvals function trusts (decisions.tf)
+    AGEX_DECISIONS_PUSH_SERVICE_ACCOUNT = google_service_account.push.email
+    AGEX_DECISIONS_PUSH_AUDIENCE        = local.approvals_url
+    AGEX_DECISION_SOURCES               = jsonencode(local.decision_sources)
+    AGEX_DECISION_SIGNING_KEY_SECRET    = google_secret_manager_secret.decision_signing_key.secret_id
+    AGEX_API_SERVICE_ACCOUNT            = google_service_account.api.email
   }
 }
 

@@ -62,8 +62,10 @@ resource "google_pubsub_subscription" "approvals_push" {
   push_config {
     push_endpoint = google_cloudfunctions2_function.approvals.service_config[0].uri
 
+    # the approvals function checks this token itself (issuer, audience, identity), not only Cloud Run
     oidc_token {
       service_account_email = google_service_account.push.email
+      audience              = local.approvals_url
     }
   }
 

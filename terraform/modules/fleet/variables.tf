@@ -201,3 +201,9 @@ variable "approval_request_subscriptions" {
   type        = list(string)
   default     = ["agex-approval-requests-pull"]
 }
+
+variable "decision_sources" {
+  description = "More decision sources than the api (chat bots that publish approval decisions themselves): name => Ed25519 public keys (PEM). The approvals function applies only decisions signed by a declared key; each bot keeps its private key and needs roles/pubsub.publisher on agex-approval-decisions."
+  type        = map(list(string))
+  default     = {}
+}
