@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agex.decision_signing import new_key_pair
+
 REPO = Path(__file__).resolve().parents[1]
 
 _ENTRY = """
@@ -58,6 +60,8 @@ _ENV = {
     "AGEX_OIDC_CERTS_URL": "http://127.0.0.1:9/certs",
     "AGEX_GEMINI_API_KEY": "unused",
     "AGEX_LOG_LEVEL": "WARNING",
+    "AGEX_DECISIONS_PUSH_AUDIENCE": "http://127.0.0.1:9/",
+    "AGEX_DECISION_SOURCES": json.dumps({"api": [new_key_pair()[1]]}),
 }
 
 
