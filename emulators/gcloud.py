@@ -203,6 +203,9 @@ def _java() -> str | None:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the servers bind (gunicorn, the JVM, grpc all set it): connections of a previous run left in
+        # TIME_WAIT do not make the port busy, so `agex dev` restarts at once
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
