@@ -1,9 +1,11 @@
 """Failpoints: named places where an operator can make a process die on purpose, for chaos drills.
 
 Like etcd's gofail or TiKV's fail-rs: ``hit("step.after_model")`` does nothing unless the file named
-by ``AGEX_FAILPOINTS_FILE`` lists that point. Each line is ``<point> <action>``; the one action is
-``kill`` (SIGKILL this process, the crash a lost Cloud Run instance looks like). A line fires once: it
-is removed from the file before the process dies, so the restarted process gets past it.
+by ``AGEX_FAILPOINTS_FILE`` lists that point. Each line is ``<point> <action>``: ``kill`` (SIGKILL
+this process, the crash a lost Cloud Run instance looks like), or another word that ``hit`` returns for
+the code at that point to act on (``step.lease_renewal stall``: the attempt stops renewing its lease). A
+line fires once: it is removed from the file before the process dies, so the restarted process gets
+past it.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import signal
 ENV = "AGEX_FAILPOINTS_FILE"
 
 
-def hit(point: str) -> None:
+def hit(point: str) -> str | None:
+    """Fire ``point`` if it is armed: die for ``kill``, return any other action; None when not armed."""
     path = os.environ.get(ENV)
     if not path or not os.path.exists(path):
-        return
+        return None
     with open(path, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         lines = f.read().splitlines()
         match = next((i for i, line in enumerate(lines) if line.split()[:1] == [point]), None)
         if match is None:
-            return
+            return None
         action = lines[match].split()[1] if len(lines[match].split()) > 1 else "kill"
         del lines[match]
         f.seek(0)
@@ -34,3 +37,4 @@ def hit(point: str) -> None:
         os.fsync(f.fileno())
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    return action

@@ -69,14 +69,20 @@ class Limits(_Doc):
 
 
 class Lease(_Doc):
-    """Who may write the step in progress. Fencing: every write of a step checks the owner."""
+    """Who may write the step in progress. Fencing: every write of a step checks the owner.
+
+    The holder renews ``until`` while it works (a heartbeat every third of the lease), so a live
+    attempt keeps its lease however long its model and tool calls take; another delivery of the step
+    is refused (409) until ``until`` passes without a renewal, when the holder is presumed dead and
+    the lease may be taken over. See docs/architecture.md, "The lease"."""
 
     owner: str
-    """``{task name}#{retry count}/{instance}``: unique per delivery attempt."""
+    """``{task name}#{retry count}@{instance}``: unique per delivery attempt."""
     task: str
     attempt: int
     step: int
     until: datetime
+    """Expiry: pushed forward by every renewal; passed, the lease may be taken over."""
 
 
 class RunError(_Doc):
@@ -139,6 +145,9 @@ class EventKind(StrEnum):
     """A tool asked to be called again later (rate limited); it did not run."""
     timer_set = "timer_set"
     """The run waits until ``wake_at`` before its next step."""
+    tool_late_result = "tool_late_result"
+    """What a call returned, reported by an attempt that had lost its lease meanwhile: a fact, recorded
+    whatever became of the run; it settles the call's reconciliation (see docs/tools.md)."""
 
 
 class Event(_Doc):

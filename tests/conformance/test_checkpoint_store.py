@@ -959,3 +959,127 @@ def test_firestore_non_json_approval_arguments_are_refused(fs_store: Any) -> Non
         fs_store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, a))
     assert fs_store.get_run(head.tenant, head.run_id) == head
     assert fs_store.get_approval(head.tenant, a.approval_id) is None
+
+
+# --- leases and late results ---------------------------------------------------------------------------
+# The step protocol's writes for leases and late results go through update_run like every other: the
+# renewal writes the head alone; a late result writes its event, the head and the reconciliation it
+# settles or joins in one commit. Both stores must agree on all of it.
+
+
+def _leased(store: CheckpointStore, owner: str = "task#0@a") -> RunHead:
+    from agex.engine import decisions
+    from agex.engine.decisions import Delivery
+
+    head = create(store, make_head(status=RunStatus.queued, step=0))
+    d = Delivery(tenant=head.tenant, run_id=head.run_id, step=1, task_name=owner.split("#")[0],
+                 attempt=int(owner.split("#")[1].split("@")[0]), instance=owner.split("@")[1])
+    claimed = store.update_run(head.tenant, head.run_id, lambda h: decisions.claim(h, d, T0, 30))
+    assert claimed.head is not None
+    return claimed.head
+
+
+def test_a_lease_renewal_writes_the_head_alone(store: CheckpointStore) -> None:
+    from agex.engine import decisions
+    from agex.errors import LeaseLost
+
+    head = _leased(store)
+    assert head.lease is not None
+    events = store.list_events(head.tenant, head.run_id)
+    renewed = store.update_run(head.tenant, head.run_id, lambda h: decisions.renew_lease(
+        h, "task#0@a", 1, T0 + timedelta(seconds=10), 30))
+    assert renewed.value is True
+    got = store.get_run(head.tenant, head.run_id)
+    assert got is not None and got.lease is not None and got.lease.until == T0 + timedelta(seconds=40)
+    assert got.seq == head.seq and got.updated_at == head.updated_at
+    assert store.list_events(head.tenant, head.run_id) == events
+    with pytest.raises(LeaseLost, match="took the lease over"):  # another attempt's renewal
+        store.update_run(head.tenant, head.run_id, lambda h: decisions.renew_lease(
+            h, "task#1@b", 1, T0 + timedelta(seconds=11), 30))
+    assert store.get_run(head.tenant, head.run_id) == got
+
+
+ODD_OUTPUT = {"matrix": [[1, 2], [3, [4, 5]], []], "__x__": {"": "empty key", "a.b": 1}, "big": 2**70,
+              "unicode": "日本語 🎉", "null": None, "reference": "TX-1"}
+
+
+def _waiting_for_reconciliation(store: CheckpointStore) -> tuple[RunHead, Approval, Any]:
+    from agex.approval import ApprovalPolicy
+    from agex.engine import decisions
+    from agex.messages import FunctionCall
+
+    head = _leased(store)
+    call = FunctionCall(id="call-0", name="transfer", args={"to": "acme", "amount": 500})
+    policy = ApprovalPolicy(tool="transfer", approvers=("ops@example.com",), four_eyes=False, on_expiry="fail",
+                            reason="what is known")
+    opened = store.update_run(head.tenant, head.run_id, lambda h: decisions.request_approval(
+        h, "task#0@a", 1, call, policy, T0 + timedelta(seconds=40), "reconcile", 0))
+    assert opened.head is not None and opened.value is not None
+    return opened.head, opened.value, call
+
+
+def test_a_late_result_settles_a_pending_reconciliation_in_one_commit(store: CheckpointStore) -> None:
+    from agex.approval import Decision
+    from agex.engine import decisions
+
+    head, approval, call = _waiting_for_reconciliation(store)
+    at = T0 + timedelta(seconds=50)
+    result = store.update_run(head.tenant, head.run_id, lambda h: decisions.record_late_result(
+        h, "task#0@old", 1, call, True, ODD_OUTPUT, 2, 0, approval, at))
+    assert result.value == decisions.Late.settled
+    got = store.get_run(head.tenant, head.run_id)
+    assert got == result.head and got is not None
+    assert got.status == RunStatus.queued and got.approval_id is None and got.generation == head.generation + 1
+    settled = store.get_approval(head.tenant, approval.approval_id)
+    assert settled is not None and settled.status == ApprovalStatus.resolved and settled.resolution == Decision.done
+    assert settled.decided_by == "agex" and settled.late_result is not None
+    assert settled.late_result["output"] == ODD_OUTPUT and settled.late_result["owner"] == "task#0@old"
+    assert settled == result.approvals[0]
+    late, decided = store.list_events(head.tenant, head.run_id, after_seq=head.seq)
+    assert (late.kind, decided.kind) == (EventKind.tool_late_result, EventKind.approval_decided)
+    assert late.data["output"] == ODD_OUTPUT and late.data["intent_seq"] == 2 and late.step == 1
+    assert decided.data["decision"] == "done" and decided.data["by"] == "agex"
+
+
+def test_a_late_result_joins_a_settled_reconciliation_and_a_finished_run(store: CheckpointStore) -> None:
+    from agex.approval import Decision, DecisionMessage
+    from agex.engine import decisions
+
+    head, approval, call = _waiting_for_reconciliation(store)
+    message = DecisionMessage(decision_id="dec-1", tenant=head.tenant, approval_id=approval.approval_id,
+                              decision=Decision.retry, principal="ops@example.com", decided_at=T0)
+    store.update_run(head.tenant, head.run_id, lambda h: decisions.decide_approval(h, approval, message, T0))
+    stale = approval  # read before the decision: the store decides on what it reads now
+    with pytest.raises(decisions.ApprovalMoved):
+        store.update_run(head.tenant, head.run_id, lambda h: decisions.record_late_result(
+            h, "task#0@old", 1, call, False, {"error": "bank timeout"}, 2, 0, stale, T0))
+    current = store.get_approval(head.tenant, approval.approval_id)
+    result = store.update_run(head.tenant, head.run_id, lambda h: decisions.record_late_result(
+        h, "task#0@old", 1, call, False, {"error": "bank timeout"}, 2, 0, current, T0))
+    assert result.value == decisions.Late.attached
+    joined = store.get_approval(head.tenant, approval.approval_id)
+    assert joined is not None and joined.resolution == Decision.retry and joined.decided_by == "ops@example.com"
+    assert joined.late_result is not None and joined.late_result["ok"] is False
+    # on a run that ended, the fact is recorded all the same: an event, nothing else changes
+    ended = store.update_run(head.tenant, head.run_id, lambda h: decisions.finish(h, T0, RunStatus.cancelled))
+    assert ended.head is not None
+    again = store.update_run(head.tenant, head.run_id, lambda h: decisions.record_late_result(
+        h, "task#0@old", 1, call, True, {"ok": 1}, 9, 1, None, T0))
+    assert again.value == decisions.Late.recorded
+    got = store.get_run(head.tenant, head.run_id)
+    assert got is not None and got.status == RunStatus.cancelled
+    assert store.list_events(head.tenant, head.run_id)[-1].kind == EventKind.tool_late_result
+
+
+def test_firestore_late_result_is_stored_as_json(firestore_client: Any) -> None:
+    from agex.engine import decisions
+    from agex.gcp.firestore_store import FirestoreCheckpointStore
+
+    store = FirestoreCheckpointStore(firestore_client, prefix=unique("late"))
+    head, approval, call = _waiting_for_reconciliation(store)
+    store.update_run(head.tenant, head.run_id, lambda h: decisions.record_late_result(
+        h, "task#0@old", 1, call, True, ODD_OUTPUT, 2, 0, approval, T0))
+    p = store.prefix
+    raw = firestore_client.document(f"{p}tenants/{head.tenant}/{p}approvals/{approval.approval_id}").get().to_dict()
+    assert isinstance(raw["late_result_json"], str) and "late_result" not in raw
+    assert raw["status"] == "resolved"

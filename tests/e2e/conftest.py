@@ -66,9 +66,10 @@ class E2E:
     def events(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.client.events(run_id))
 
-    def arm(self, *points: str) -> None:
-        """Make the step or api function SIGKILL itself once at each failpoint."""
-        self.failpoints.write_text("".join(f"{p} kill\n" for p in points))
+    def arm(self, *points: str, action: str = "kill") -> None:
+        """Make the step or api function SIGKILL itself once at each failpoint (or do ``action`` there:
+        ``step.lease_renewal stall`` stops a step's lease renewals)."""
+        self.failpoints.write_text("".join(f"{p} {action}\n" for p in points))
 
     def armed(self) -> list[str]:
         return [line.split()[0] for line in self.failpoints.read_text().splitlines() if line.strip()]
@@ -151,7 +152,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, weather: tuple[WeatherApi, str
         shutil.copy(source, scenarios / source.name)
     tokens = ",".join(f"{t}=dev:{p}" for t, p in TOKENS.items()) + ",acme-token=acme:ops@acme.test"
     config = StackConfig(api_port=free_port(), workdir=workdir, sweep_every_seconds=1.0, sweep_after_seconds=4.0,
-                         step_lease_seconds=20.0, scenarios=scenarios, dev_tokens=tokens,
+                         step_lease_seconds=6.0, scenarios=scenarios, dev_tokens=tokens,
                          fleet_file=HERE / "fleet.yaml", step_workers=2, secrets=SECRETS,
                          keep_model_requests=True, decision_sources={"chatbot": CHATBOT_PUBLIC_KEY},
                          extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints),

@@ -3,18 +3,22 @@ and no event is written twice."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from agex.gcp.cloud_tasks import make_client
 from agex.service import keyed_run_id
 from agex.settings import Settings
 
+from . import agents as test_agents
 from .conftest import E2E
 from .test_support_agent import REFUND, refunds_of
 
@@ -137,3 +141,106 @@ def test_fifty_runs_started_at_once_all_succeed(e2e: E2E) -> None:
         finals = list(pool.map(lambda r: e2e.wait(r["run_id"], timeout=300), runs))
     assert [f["status"] for f in finals] == ["succeeded"] * 50
     assert all(f["step"] == 4 for f in finals)
+
+
+# --- two live attempts of one step: leases are renewed, taken over only once expired --------------------
+
+def _steps_queue(e2e: E2E) -> tuple[tasks_v2.CloudTasksClient, str]:
+    client = make_client(e2e.stack.tasks_host)
+    return client, client.queue_path(e2e.stack.config.project, "us-central1", "agex-steps")
+
+
+def _inside_the_call(run_id: str, timeout: float = 60) -> None:
+    """Wait until the step is inside ``slow_transfer`` (the tool marks its start in the effects file)."""
+    deadline = time.monotonic() + timeout
+    while not test_agents.effects(run_id, "slow_transfer:started"):
+        assert time.monotonic() < deadline, "the step never reached the tool call"
+        time.sleep(0.1)
+
+
+def _run_logs(e2e: E2E, run_id: str) -> list[dict]:
+    return [e for e in e2e.log_entries("step") if e.get("logging.googleapis.com/labels", {}).get("run") == run_id]
+
+
+def test_run_task_during_a_non_idempotent_call_is_refused_and_the_live_attempt_finishes(e2e: E2E) -> None:
+    """RunTask dispatches the step's task again while its first attempt is inside a 9 s non-idempotent
+    call, longer than the 6 s lease: the holder renews its lease, the second attempt is refused (409) and
+    opens no reconciliation, the transfer happens once and the run completes."""
+    run = e2e.client.start_run("slow-bank", "transfer acme 700 in 9s")
+    run_id = run["run_id"]
+    _inside_the_call(run_id)
+    client, queue = _steps_queue(e2e)
+    forced = client.run_task(name=f"{queue}/tasks/dev--{run_id}--s000001")
+    assert forced.dispatch_count == 2  # "even if the task is already running"
+    final = e2e.wait(run_id, timeout=60)
+    assert final["status"] == "succeeded", final
+    assert test_agents.effects(run_id, "slow_transfer") == ["acme:700"]
+    events = _events_are_clean(e2e, run_id)
+    assert not [e for e in events if e["kind"] in ("approval_requested", "tool_late_result")]
+    started = [e for e in events if e["kind"] == "step_started" and e["step"] == 1]
+    assert len(started) == 1 and started[0]["data"]["attempt"] == 0 and not started[0]["data"]["resumed"]
+    refused = [e for e in _run_logs(e2e, run_id) if e.get("outcome") == "lease_held"]
+    assert refused and all(e["attempt"] >= 1 for e in refused), "the second attempt was answered 409"
+    assert not [e for e in _run_logs(e2e, run_id) if e.get("outcome") in ("lease_lost", "late_result")]
+    _queue_drained(e2e, run_id)
+
+
+def test_a_holder_killed_inside_a_non_idempotent_call_is_taken_over_once_its_lease_expired(e2e: E2E) -> None:
+    e2e.arm("step.after_tool")  # the holder dies after the wire, before recording it
+    run = e2e.client.start_run("careful", "wire initech 75")
+    run_id = run["run_id"]
+    e2e.wait_status(run_id, "waiting_approval", timeout=60)
+    (approval,) = [a for a in e2e.manager.approvals("pending") if a["run_id"] == run_id]
+    assert approval["kind"] == "reconcile"
+    assert "has not reported back; its lease expired at" in approval["reason"], approval["reason"]
+    events = e2e.events(run_id)
+    (intent,) = [e for e in events if e["kind"] == "tool_intent"]
+    takeover = [e for e in events if e["kind"] == "step_started" and e["data"]["resumed"]][-1]
+    assert takeover["data"]["previous_owner"] == intent["data"]["owner"]
+    # the retries of the dead attempt's task were refused until its lease expired, not taken at once
+    assert _when(takeover["at"]) >= _when(takeover["data"]["previous_until"])
+    assert [e for e in _run_logs(e2e, run_id) if e.get("outcome") == "lease_held"]
+    e2e.manager.decide(approval["approval_id"], "done", comment="the bank shows the wire")
+    assert e2e.wait(run_id)["status"] == "succeeded"
+    assert test_agents.effects(run_id, "wire_money") == ["initech:75"]
+
+
+def test_an_attempt_that_lost_its_lease_reports_its_call_and_the_reconciliation_is_settled_by_it(e2e: E2E) -> None:
+    """The holder stops renewing (a partition, a paused instance) while its 14 s call runs. RunTask
+    dispatches the task again every second: refused while the lease lives, the dispatch after its expiry
+    takes the step over and opens a reconciliation. Then the call returns, and its result, recorded late,
+    settles the reconciliation; the run goes on without a second call."""
+    e2e.arm("step.lease_renewal", action="stall")
+    run = e2e.client.start_run("slow-bank", "transfer globex 900 in 14s")
+    run_id = run["run_id"]
+    _inside_the_call(run_id)
+    client, queue = _steps_queue(e2e)
+    deadline = time.monotonic() + 30
+    while not [e for e in e2e.events(run_id) if e["kind"] == "approval_requested"]:
+        assert time.monotonic() < deadline, "nobody took the step over"
+        with contextlib.suppress(gexc.NotFound):  # gone: the takeover's answer (200) completed the task
+            client.run_task(name=f"{queue}/tasks/dev--{run_id}--s000001")
+        time.sleep(1)
+    assert not test_agents.effects(run_id, "slow_transfer"), "reconciliation opened while the call still ran"
+    final = e2e.wait(run_id, timeout=60)
+    assert e2e.armed() == []
+    assert final["status"] == "succeeded", final
+    assert test_agents.effects(run_id, "slow_transfer") == ["globex:900"]
+    events = _events_are_clean(e2e, run_id)
+    kinds = [e["kind"] for e in events if e["step"] == 1]
+    assert kinds.index("approval_requested") < kinds.index("tool_late_result") < kinds.index("tool_result")
+    (late,) = [e for e in events if e["kind"] == "tool_late_result"]
+    (decided,) = [e for e in events if e["kind"] == "approval_decided"]
+    assert decided["data"]["decision"] == "done" and decided["data"]["by"] == "agex"
+    (result,) = [e for e in events if e["kind"] == "tool_result"]
+    assert result["data"]["output"] == late["data"]["output"] and late["data"]["output"]["to"] == "globex"
+    (approval,) = [a for a in e2e.manager.approvals() if a["run_id"] == run_id]
+    assert approval["status"] == "resolved" and approval["resolution"] == "done" and approval["decided_by"] == "agex"
+    assert approval["late_result"]["ok"] is True and approval["late_result"]["owner"] == late["data"]["owner"]
+    assert "has not reported back" in approval["reason"]
+    lost = [e for e in _run_logs(e2e, run_id) if e.get("outcome") == "late_result"]
+    assert lost and lost[0]["severity"] == "WARNING" and "lost its lease" in lost[0]["message"]
+
+
+def _when(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))

@@ -629,6 +629,27 @@ def test_run_task_dispatches_now(client: tasks_v2.CloudTasksClient, target: Targ
         client.run_task(name=task.name)
 
 
+def test_run_task_dispatches_again_while_an_attempt_is_still_running(
+    client: tasks_v2.CloudTasksClient, target: Target
+) -> None:
+    # "Cloud Tasks will dispatch the task, even if the task is already running": two attempts at once
+    queue_name = make_queue(client, "rerun")
+    target.plan("/rerun", (200, 1.5), (409, 0))
+    task = client.create_task(parent=queue_name, task=http_task(target.url("/rerun")))
+    (first,) = target.wait_for("/rerun", 1, answered=False)
+    ran = client.run_task(name=task.name)
+    assert ran.dispatch_count == 2
+    first_again, second = target.wait_for("/rerun", 2)  # both answered
+    assert first_again is first and first.finished is not None
+    assert second.started < first.finished, "the second attempt ran while the first was still running"
+    assert [r.headers["x-cloudtasks-taskretrycount"] for r in (first, second)] == ["0", "1"]
+    assert first.headers["x-cloudtasks-taskname"] == second.headers["x-cloudtasks-taskname"]
+    # the refused attempt does not reschedule the task while the first runs; the first one's success ends it
+    wait_until(task_gone(client, task.name))
+    time.sleep(0.5)
+    assert len(target.received("/rerun")) == 2
+
+
 def test_retries_follow_backoff_and_drop_after_max_attempts(
     client: tasks_v2.CloudTasksClient, target: Target, emulator: Emulator
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -100,8 +101,44 @@ def test_a_concurrent_duplicate_is_refused_while_the_lease_is_live() -> None:
     rt.store.update_run("dev", head.run_id, lambda h: decisions.claim(h, d, rt.clock.now(), 60))
     with pytest.raises(LeaseHeld):
         rt.deliver(task, attempt=0, instance="b")
-    # a retry of the same task proves the first attempt is over: it takes the lease at once
-    assert rt.deliver(task, attempt=1, instance="b").outcome == "finished"
+    # a later attempt of the same task proves nothing: Cloud Tasks dispatches one while the first still
+    # runs (RunTask, a retry after the dispatch deadline); it is refused too while the lease is live
+    with pytest.raises(LeaseHeld):
+        rt.deliver(task, attempt=1, instance="b")
+    rt.clock.advance(59)
+    with pytest.raises(LeaseHeld):
+        rt.deliver(task, attempt=2, instance="b")
+    # the holder never renewed: past the lease it is presumed dead and the step is taken over
+    rt.clock.advance(2)
+    assert rt.deliver(task, attempt=3, instance="b").outcome == "finished"
+    started = [e for e in rt.store.list_events("dev", head.run_id, limit=100) if e.kind == EventKind.step_started]
+    assert started[-1].data["previous_owner"] == d.owner and started[-1].data["resumed"] is True
+    assert started[-1].data["previous_until"] == "2026-01-01T00:01:00+00:00"
+
+
+def test_a_live_holder_renews_its_lease_and_keeps_the_step() -> None:
+    from agex.engine import decisions
+    from agex.engine.lease import LeaseKeeper
+
+    rt = make(scripted("done"))
+    head = rt.start("notes", "go")
+    task = rt.queue.pending()[0]
+    d = Delivery(tenant="dev", run_id=head.run_id, step=1, task_name=task.name, attempt=0, instance="a")
+    rt.store.update_run("dev", head.run_id, lambda h: decisions.claim(h, d, rt.clock.now(), 60))
+    keeper = LeaseKeeper(rt.store, rt.clock, d, 60)
+    for _ in range(5):  # five minutes of a long tool call, renewed every 20 s
+        rt.clock.advance(20)
+        assert keeper.renew()
+        with pytest.raises(LeaseHeld):
+            rt.deliver(task, attempt=1, instance="b")
+    lease = rt.store.get_run("dev", head.run_id).lease  # type: ignore[union-attr]
+    assert lease is not None and lease.owner == d.owner and lease.until == rt.clock.now() + timedelta(seconds=60)
+    # renewals write the head only: no event per beat
+    assert [e.kind for e in rt.store.list_events("dev", head.run_id)][-1] == EventKind.step_started
+    # it stops renewing (it died): past the lease, the step is taken over, and the keeper learns so
+    rt.clock.advance(61)
+    assert rt.deliver(task, attempt=2, instance="b").outcome == "finished"
+    assert not keeper.renew()
 
 
 def deliver_dying_at_write(rt: InMemoryRuntime, task: StepTask, n: int) -> None:
@@ -130,6 +167,7 @@ def test_a_crash_after_the_model_call_reuses_the_recorded_response() -> None:
     task = rt.queue.pending()[0]
 
     deliver_dying_at_write(rt, task, 3)  # claim, model response, then the tool result write dies
+    rt.clock.advance(61)  # the dead attempt's lease expires
     rt.deliver(task, attempt=1)
     rt.drive()
     final = rt.store.get_run("dev", head.run_id)
@@ -143,7 +181,10 @@ def test_a_non_idempotent_tool_is_never_called_twice_blindly() -> None:
     head = rt.start("notes", "go")
     task = rt.queue.pending()[0]
     deliver_dying_at_write(rt, task, 3)  # claim, model response, then the tool result write dies
-    rt.deliver(task, attempt=1)
+    with pytest.raises(LeaseHeld):  # the retry waits for the dead attempt's lease to expire
+        rt.deliver(task, attempt=1)
+    rt.clock.advance(61)
+    rt.deliver(task, attempt=2)
     # not called again: the run waits for a human to say what became of the call
     waiting = rt.store.get_run("dev", head.run_id)
     assert waiting is not None and waiting.status == RunStatus.waiting_approval

@@ -193,6 +193,7 @@ def crashed_inside_wire() -> tuple[InMemoryRuntime, str]:
     with pytest.raises(RuntimeError):
         rt.deliver(task)
     rt.store.update_run = original  # type: ignore[method-assign]
+    rt.clock.advance(61)  # the dead attempt's lease (60 s) expires: the next delivery takes over
     rt.deliver(task, attempt=1)
     return rt, run.run_id
 

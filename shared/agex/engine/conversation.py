@@ -33,6 +33,29 @@ class Settled:
         return note
 
 
+@dataclass(frozen=True)
+class LateResult:
+    """What a call returned, reported by the attempt that made it after it had lost its lease."""
+
+    ok: bool
+    output: dict[str, Any]
+    owner: str
+    at: str
+    continue_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """What the events say about a call that was announced and never reported: who announced it and
+    when, and how that attempt lost the step (its lease's expiry, who took over and when)."""
+
+    owner: str | None = None
+    announced_at: datetime | None = None
+    lease_until: datetime | None = None
+    taken_over_by: str | None = None
+    taken_over_at: datetime | None = None
+
+
 @dataclass
 class StepProgress:
     """What earlier attempts of the current step recorded."""
@@ -48,6 +71,11 @@ class StepProgress:
     """What a human said became of an uncertain call (``retry``, ``done``, ``fail``, ``expired``), when no
     intent was written since: a new intent makes the call uncertain again."""
     reconcile_rounds: dict[str, int] = field(default_factory=dict)
+    intent_seq: dict[str, int] = field(default_factory=dict)
+    """The event of each call's latest intent: the one a late result of the call must answer."""
+    late: dict[str, LateResult] = field(default_factory=dict)
+    """Late results that answer a call's latest intent: the call's result is known, though no attempt
+    holding the lease recorded it."""
     continue_at: datetime | None = None
     """The latest time a tool of this step asked the run to wait until before its next step."""
 
@@ -97,6 +125,15 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
                 elif e.kind == EventKind.tool_intent:
                     progress.intents.add(e.data["call_id"])
                     progress.reconciled.pop(e.data["call_id"], None)
+                    progress.intent_seq[e.data["call_id"]] = e.seq
+                    progress.late.pop(e.data["call_id"], None)
+                elif e.kind == EventKind.tool_late_result:
+                    call_id = e.data["call_id"]
+                    if e.data.get("intent_seq") == progress.intent_seq.get(call_id):
+                        at = e.data.get("continue_at")
+                        progress.late[call_id] = LateResult(
+                            ok=e.data["ok"], output=e.data["output"], owner=e.data.get("owner", ""),
+                            at=e.data.get("at", ""), continue_at=datetime.fromisoformat(at) if at else None)
                 elif e.kind == EventKind.tool_result:
                     progress.results[e.data["call_id"]] = (e.data["ok"], e.data["output"])
                     if e.data.get("continue_at"):
@@ -131,3 +168,19 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
 
 def pending_calls(response: ModelResponse, progress: StepProgress) -> list[FunctionCall]:
     return [c for c in response.message.function_calls if c.id not in progress.results]
+
+
+def uncertainty(events: list[Event], step: int, call_id: str) -> Uncertainty:
+    """What ``events`` (ordered by seq) say about the latest intent of ``call_id`` in ``step``."""
+    intent = next((e for e in reversed(events) if e.step == step and e.kind == EventKind.tool_intent
+                   and e.data.get("call_id") == call_id), None)
+    if intent is None:
+        return Uncertainty()
+    owner = intent.data.get("owner")
+    takeover = next((e for e in events if e.seq > intent.seq and e.step == step and e.kind == EventKind.step_started
+                     and e.data.get("resumed") and (owner is None or e.data.get("previous_owner") == owner)), None)
+    until = takeover.data.get("previous_until") if takeover is not None else None
+    return Uncertainty(owner=owner, announced_at=intent.at,
+                       lease_until=datetime.fromisoformat(until) if until else None,
+                       taken_over_by=takeover.data.get("owner") if takeover is not None else None,
+                       taken_over_at=takeover.at if takeover is not None else None)

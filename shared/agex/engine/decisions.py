@@ -5,7 +5,8 @@ Why the protocol is safe under redelivery and crashes (see docs/architecture.md)
 - ``head.step`` is a fencing sequence number: only the task for step ``head.step + 1`` may work, so a
   duplicate or stale task finds its step committed and is acknowledged without a write;
 - a step is worked by the holder of the lease alone, and every write of the step checks the lease, so
-  an attempt that was taken over cannot write after the one that took over;
+  an attempt that was taken over cannot write after the one that took over; a live holder renews its
+  lease (``renew_lease``), and only an expired lease is taken over;
 - what a step learns (the model's response, each tool's result) is written as it is learned, so a
   retried step reuses it instead of paying for it, or doing it, twice.
 """
@@ -26,6 +27,7 @@ from agex.approval import (
     approval_id,
     redact,
 )
+from agex.engine.conversation import Uncertainty
 from agex.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
 from agex.messages import FunctionCall, Message, ModelResponse
 from agex.ports.checkpoint_store import Mutation
@@ -44,8 +46,9 @@ class Delivery:
     step: int
     task_name: str
     attempt: int
-    """``X-CloudTasks-TaskRetryCount``: Cloud Tasks never runs two attempts of one task at once, so a
-    higher attempt of the same task proves the earlier one is over and may take its lease."""
+    """``X-CloudTasks-TaskRetryCount``. It proves nothing about earlier attempts: Cloud Tasks dispatches a
+    task again while an attempt is still running (``RunTask``, or a retry after the dispatch deadline),
+    so a higher attempt is refused like any other delivery while the lease is live."""
     instance: str
 
     @property
@@ -119,27 +122,48 @@ def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mu
         return finish(head, now, RunStatus.failed, error=RunError(
             code="max_wall_time", message=f"the run exceeded its wall-time limit of {head.limits.max_wall_time_s} s"))
     lease = head.lease
-    if lease and lease.step == d.step and lease.owner != d.owner and lease.until > now:
-        retry_of_same_task = lease.task == d.task_name and lease.attempt < d.attempt
-        if not retry_of_same_task:
-            raise LeaseHeld(f"step {d.step} of run {head.run_id} is being worked by {lease.owner} "
-                            f"until {lease.until.isoformat()}")
-    if lease and lease.owner == d.owner and lease.step == d.step:
-        raise LeaseHeld(f"step {d.step} of run {head.run_id}: this delivery is already in progress")
+    if lease and lease.step == d.step and lease.until > now:
+        # A live lease is never taken over, whoever asks: its holder renews it while it works, so it is
+        # alive or only just died. Not even a later attempt of the same task: Cloud Tasks dispatches a
+        # task again while an attempt still runs (RunTask; a retry after the dispatch deadline).
+        if lease.owner == d.owner:
+            raise LeaseHeld(f"step {d.step} of run {head.run_id}: this delivery is already in progress")
+        raise LeaseHeld(f"step {d.step} of run {head.run_id} is being worked by {lease.owner}, whose lease runs "
+                        f"until {lease.until.isoformat()} and is renewed while it works; try again later")
     resumed = lease is not None and lease.step == d.step
     events = _events(head, now, d.step, (EventKind.step_started, {
-        "attempt": d.attempt, "task": d.task_name, "resumed": resumed,
-        **({"previous_owner": lease.owner} if resumed and lease else {})}))
+        "attempt": d.attempt, "task": d.task_name, "owner": d.owner, "resumed": resumed,
+        **({"previous_owner": lease.owner, "previous_until": lease.until.isoformat()}
+           if resumed and lease else {})}))
     new_lease = Lease(owner=d.owner, task=d.task_name, attempt=d.attempt, step=d.step,
                       until=now + timedelta(seconds=lease_seconds))
     return Mutation(_advance(head, now, events, status=RunStatus.running, lease=new_lease, wake_at=None), events,
                     Claim.work)
 
 
+def renew_lease(head: RunHead, owner: str, step: int, now: datetime, lease_seconds: float) -> Mutation[bool]:
+    """The heartbeat of a live attempt: its lease now ends ``lease_seconds`` from ``now`` (never earlier
+    than it did). Writes the head only, no event. Value False, nothing written, when the lease ended
+    (the attempt released it with its last write, or the run stopped running this step); raises
+    ``LeaseLost`` when another attempt holds it."""
+    lease = head.lease
+    if lease is not None and lease.step == step and lease.owner != owner:
+        raise LeaseLost(f"step {step} of run {head.run_id}: {lease.owner} took the lease over")
+    if head.status != RunStatus.running or lease is None or lease.owner != owner or head.step + 1 != step:
+        return Mutation(None, value=False)
+    until = max(lease.until, now + timedelta(seconds=lease_seconds))
+    return Mutation(head.model_copy(update={"lease": lease.model_copy(update={"until": until})}), value=True)
+
+
 def check_fence(head: RunHead, owner: str, step: int) -> None:
     """Every write of a step goes through here: only the lease holder of the current step may write."""
     if head.status != RunStatus.running or head.lease is None or head.lease.owner != owner or head.step + 1 != step:
-        why = f"run is {head.status.value}" if head.status != RunStatus.running else "the lease moved on"
+        if head.status != RunStatus.running:
+            why = f"the run is {head.status.value}"
+        elif head.lease is not None and head.lease.owner != owner:
+            why = f"{head.lease.owner} took the step over after this attempt's lease expired"
+        else:
+            why = "the lease moved on"
         raise LeaseLost(f"step {step} of run {head.run_id}: stopped writing because {why}")
 
 
@@ -147,10 +171,11 @@ def idempotency_key(head: RunHead, step: int, call: FunctionCall) -> str:
     return f"{head.run_id}:{step}:{call.id}"
 
 
-def intent_event(head: RunHead, step: int, call: FunctionCall) -> tuple[EventKind, dict[str, Any]]:
-    # the arguments are in the step's model_response event already; the intent only names the call
+def intent_event(head: RunHead, owner: str, step: int, call: FunctionCall) -> tuple[EventKind, dict[str, Any]]:
+    # the arguments are in the step's model_response event already; the intent only names the call, and
+    # the attempt about to make it (what a reconciliation tells the operator)
     return (EventKind.tool_intent, {"call_id": call.id, "name": call.name,
-                                    "idempotency_key": idempotency_key(head, step, call)})
+                                    "idempotency_key": idempotency_key(head, step, call), "owner": owner})
 
 
 def record_model_response(head: RunHead, owner: str, step: int, response: ModelResponse, model: str,
@@ -175,7 +200,7 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
                         f"${limits.max_cost_usd:.6f}")
     if over:
         return finish(head, now, RunStatus.failed, error=over, step=step, extra=(record,))
-    items = [record] + ([intent_event(head, step, announce)] if announce else [])
+    items = [record] + ([intent_event(head, owner, step, announce)] if announce else [])
     events = _events(head, now, step, *items)
     return Mutation(_advance(head, now, events), events, Claim.work)
 
@@ -191,7 +216,7 @@ def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall,
         result["continue_at"] = continue_at.isoformat()
     items = [(EventKind.tool_result, result)]
     if next_call:
-        items.append(intent_event(head, step, next_call))
+        items.append(intent_event(head, owner, step, next_call))
     events = _events(head, now, step, *items)
     return Mutation(_advance(head, now, events), events)
 
@@ -199,7 +224,7 @@ def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall,
 def record_intent(head: RunHead, owner: str, step: int, call: FunctionCall, now: datetime) -> Mutation[None]:
     """The intent of a call whose predecessor's result was written by an earlier attempt."""
     check_fence(head, owner, step)
-    events = _events(head, now, step, intent_event(head, step, call))
+    events = _events(head, now, step, intent_event(head, owner, step, call))
     return Mutation(_advance(head, now, events), events)
 
 
@@ -270,16 +295,32 @@ def reenqueue(head: RunHead, now: datetime, stale_before: datetime) -> Mutation[
 
 # --- approvals and timers -------------------------------------------------------------------------
 
+class EventsMoved(Exception):
+    """Events were written since the caller read them (a late result, by an attempt that lost its
+    lease): read them again before deciding."""
+
+
+def reconcile_approval_id(run_id: str, step: int, call_id: str, round: int) -> str:
+    """The reconciliation of the ``round``-th uncertain call of ``call_id``: known to the attempt that
+    makes the call before anyone opens it, so a late result finds it."""
+    return approval_id(run_id, step, call_id, f"#reconcile{round}")
+
+
 def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, policy: ApprovalPolicy,
                      now: datetime, kind: Literal["approval", "reconcile"] = "approval",
-                     round: int = 0) -> Mutation[Approval]:
+                     round: int = 0, seen_seq: int | None = None) -> Mutation[Approval]:
     """Park the run on a human decision: record the approval, release the lease, and wait. Nothing runs
     until the decision (or the expiry task) resumes the run. ``kind="reconcile"``: the decision is what
-    became of a non-idempotent call that an attempt may have made (``round`` counts such asks)."""
+    became of a non-idempotent call that an attempt may have made (``round`` counts such asks).
+    ``seen_seq``: the caller decided on the events up to it; raise ``EventsMoved`` if more were written
+    since (a late result that makes the question moot)."""
     check_fence(head, owner, step)
+    if seen_seq is not None and head.seq != seen_seq:
+        raise EventsMoved(f"run {head.run_id} has events after {seen_seq}")
     expires = min(now + timedelta(seconds=policy.expires_after_s), head.expire_at)
     approval = Approval(
-        approval_id=approval_id(head.run_id, step, call.id, f"#reconcile{round}" if kind == "reconcile" else ""),
+        approval_id=(reconcile_approval_id(head.run_id, step, call.id, round) if kind == "reconcile"
+                     else approval_id(head.run_id, step, call.id)),
         kind=kind, tenant=head.tenant, run_id=head.run_id, agent=head.agent,
         step=step, call_id=call.id, tool=call.name, arguments=redact(call.args, policy.redact),
         call_arguments=dict(call.args), redact=list(policy.redact), reason=policy.reason,
@@ -300,10 +341,11 @@ def _waits_for(head: RunHead, approval: Approval) -> bool:
 
 
 def _settle(head: RunHead, settled: Approval, now: datetime, decision: str, by: str, comment: str,
-            decision_id: str | None, arguments: dict[str, Any] | None) -> Mutation[bool]:
+            decision_id: str | None, arguments: dict[str, Any] | None,
+            before: tuple[tuple[EventKind, dict[str, Any]], ...] = ()) -> Mutation[bool]:
     """Record how an approval was settled and put the run back in the queue, with a new task generation
-    (the paused step's own task name was used already)."""
-    events = _events(head, now, settled.step, (EventKind.approval_decided, {
+    (the paused step's own task name was used already). ``before``: events written first."""
+    events = _events(head, now, settled.step, *before, (EventKind.approval_decided, {
         "approval_id": settled.approval_id, "kind": settled.kind, "call_id": settled.call_id, "decision": decision,
         "by": by, "comment": comment, "decision_id": decision_id, "arguments": arguments}))
     new = _advance(head, now, events, status=RunStatus.queued, lease=None, approval_id=None, wake_at=None,
@@ -363,3 +405,79 @@ def defer_call(head: RunHead, owner: str, step: int, call: FunctionCall, retry_a
     new = _advance(head, now, events, status=RunStatus.waiting_timer, wake_at=retry_at, lease=None,
                    generation=head.generation + 1)
     return Mutation(new, events)
+
+
+# --- late results -----------------------------------------------------------------------------------
+
+SYSTEM = "agex"
+"""Who settles a reconciliation that a late result made moot (``decided_by``)."""
+
+
+class Late(StrEnum):
+    settled = "settled"
+    """The call's reconciliation was pending: the late result settled it (``done``) and the run resumes."""
+    attached = "attached"
+    """Someone had settled the reconciliation already: the late result is recorded on it as a fact."""
+    recorded = "recorded"
+    """No reconciliation of the call (yet): the event is all; a step that reads it uses it as the result."""
+
+
+def record_late_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
+                       intent_seq: int | None, round: int, approval: Approval | None, now: datetime,
+                       continue_at: datetime | None = None) -> Mutation[Late]:
+    """What a call returned, reported by an attempt that lost its lease while making it: appended as a
+    ``tool_late_result`` event whatever became of the run (no fence: it is a fact, not a step's write).
+
+    ``intent_seq`` names the intent the call answers, so the result is never taken for a later call of
+    the same id; ``approval``: the call's reconciliation (``reconcile_approval_id(..., round)``) as read
+    before, or None. A pending one is settled by the result, ``done``, in the same commit (what an
+    operator would say, now known instead of guessed), and the run resumes with the real result; a
+    settled one gets the result attached, for the operator to see. Raises ``ApprovalMoved`` when the
+    reconciliation read is not the one the run has now."""
+    expected = reconcile_approval_id(head.run_id, step, call.id, round)
+    at = now.isoformat()
+    late: dict[str, Any] = {"call_id": call.id, "name": call.name, "ok": ok, "output": output, "owner": owner,
+                            "intent_seq": intent_seq, "at": at}
+    if continue_at is not None:
+        late["continue_at"] = continue_at.isoformat()
+    item = (EventKind.tool_late_result, late)
+    read = approval if approval is not None and approval.approval_id == expected else None
+    waits = head.status == RunStatus.waiting_approval and head.approval_id == expected
+    if waits != (read is not None and read.status == ApprovalStatus.pending):
+        raise ApprovalMoved(expected)  # opened or settled since it was read
+    if read is not None and waits:
+        outcome = "succeeded" if ok else "returned an error"
+        comment = (f"settled by the facts: attempt {owner}, which had lost its lease, reported at {at} that the "
+                   f"call {outcome}; the run goes on with that result")
+        settled = read.model_copy(update={
+            "status": ApprovalStatus.resolved, "resolution": Decision.done, "decided_by": SYSTEM, "decided_at": now,
+            "comment": comment, "updated_at": now, "late_result": late})
+        resumed = _settle(head, settled, now, Decision.done.value, SYSTEM, comment, None, None, before=(item,))
+        return Mutation(resumed.head, resumed.events, Late.settled, approvals=resumed.approvals)
+    events = _events(head, now, step, item)
+    new = _advance(head, now, events)
+    if read is not None and read.late_result is None:
+        return Mutation(new, events, Late.attached,
+                        approvals=[read.model_copy(update={"late_result": late, "updated_at": now})])
+    return Mutation(new, events, Late.recorded)
+
+
+def reconcile_reason(call: FunctionCall, facts: Uncertainty) -> str:
+    """What a reconciliation tells the operator: what is known of the uncertain call, and nothing more."""
+    who = f"attempt {facts.owner}" if facts.owner else "an earlier attempt"
+    text = f"{call.name} is not idempotent, and it is not known whether this call of it happened: "
+    text += f"{who} announced the call"
+    text += f" at {_t(facts.announced_at)}" if facts.announced_at else ""
+    text += " and has not reported back"
+    if facts.lease_until is not None:
+        text += f"; its lease expired at {_t(facts.lease_until)} without being renewed, so it was presumed dead"
+    if facts.taken_over_by:
+        text += f", and attempt {facts.taken_over_by} took the step over"
+        text += f" at {_t(facts.taken_over_at)}" if facts.taken_over_at else ""
+    return text + (". If that attempt is still running and its call returns, the result is recorded here and "
+                   "settles this reconciliation by itself. Otherwise say whether the call happened (done), "
+                   "should be made again (retry), or the run should stop (fail).")
+
+
+def _t(at: datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else "an unknown time"

@@ -15,9 +15,10 @@ Encoding:
   every JSON value natively (no arrays of arrays, no ``__x__`` or empty field names, integers only up to
   64 bits) and indexes every leaf of a map, so ``data`` is stored as one JSON string, ``data_json``.
   Event data must therefore be JSON-compatible; anything else is refused with ``ValueError``.
-- ``Approval.arguments``, ``call_arguments`` and ``edited_arguments`` are tool arguments, free-form JSON
-  like event data and stored as JSON strings for the same reasons (``arguments_json``,
-  ``call_arguments_json``, ``edited_arguments_json``; ``null`` when there are none). The rest of an
+- ``Approval.arguments``, ``call_arguments`` and ``edited_arguments`` are tool arguments, and
+  ``late_result`` holds a tool's output: free-form JSON like event data, stored as JSON strings for the
+  same reasons (``arguments_json``, ``call_arguments_json``, ``edited_arguments_json``,
+  ``late_result_json``; ``null`` when there are none). The rest of an
   approval is native: datetimes are Timestamps (TTL on ``expire_at``), ``status`` a string that
   :meth:`list_approvals` filters on, and ``late_decisions`` an array of maps of strings, so that
   :meth:`add_late_decision` appends with ``ArrayUnion``, which adds an entry only if no equal one is there.
@@ -44,8 +45,9 @@ Indexes the deployment must declare (Terraform):
   ``approval_id`` ASC (one status) and ``created_at`` ASC, ``approval_id`` ASC (all statuses).
 - TTL policies on ``runs.expire_at``, ``events.expire_at`` and ``approvals.expire_at`` (collection
   groups).
-- Exempt ``approvals.arguments_json``, ``approvals.call_arguments_json`` and
-  ``approvals.edited_arguments_json`` from single-field indexing (never queried).
+- Exempt ``approvals.arguments_json``, ``approvals.call_arguments_json``,
+  ``approvals.edited_arguments_json`` and ``approvals.late_result_json`` from single-field indexing
+  (never queried).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ _TRANSIENT = (
     gexc.RetryError,
 )
 _MISCONFIGURED = (gexc.PermissionDenied, gexc.Unauthenticated, gexc.FailedPrecondition, gexc.NotFound)
-_APPROVAL_JSON_FIELDS = ("arguments", "call_arguments", "edited_arguments")
+_APPROVAL_JSON_FIELDS = ("arguments", "call_arguments", "edited_arguments", "late_result")
 
 _Write = tuple[firestore.DocumentReference, dict[str, Any]]
 

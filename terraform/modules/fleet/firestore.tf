@@ -117,6 +117,7 @@ resource "google_firestore_field" "exempt" {
     "approvals.arguments_json"        = { collection = "approvals", field = "arguments_json" }
     "approvals.call_arguments_json"   = { collection = "approvals", field = "call_arguments_json" }
     "approvals.edited_arguments_json" = { collection = "approvals", field = "edited_arguments_json" }
+    "approvals.late_result_json"      = { collection = "approvals", field = "late_result_json" }
   }
 
   project    = var.project
