@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     """Where the step function fetches the keys that sign OIDC tokens; the emulator's locally."""
     tasks_emulator_host: str = ""
-    step_lease_seconds: float = 120.0
+    step_lease_seconds: float = 60.0
+    """How long a step's lease outlives its last renewal (a working attempt renews it every third of this):
+    how long a dead attempt blocks its step before another takes it over."""
     sweep_after_seconds: float = 300.0
     """An active run with no write for this long and no live task is re-enqueued by the sweep."""
 

@@ -163,7 +163,7 @@ resource "google_monitoring_alert_policy" "step_latency" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The step function's 95th percentile latency has been above ${var.step_latency_threshold_seconds} s for 10 minutes. Usually the model (Vertex AI latency or quota) or a slow tool; steps near the lease (AGEX_STEP_LEASE_SECONDS, 120 s) risk being taken over and redone. Open a slow request's trace in Cloud Trace."
+    content   = "The step function's 95th percentile latency has been above ${var.step_latency_threshold_seconds} s for 10 minutes. Usually the model (Vertex AI latency or quota) or a slow tool; a step cut off by the function timeout is taken over once its lease (AGEX_STEP_LEASE_SECONDS, 60 s) expires, and its uncertain calls are reconciled. Open a slow request's trace in Cloud Trace."
   }
 }
 

@@ -99,7 +99,7 @@ variable "api_ingress" {
 }
 
 variable "functions" {
-  description = "Sizing and instance limits of each function. min_instances 0 costs nothing at rest; the step timeout must exceed AGEX_STEP_LEASE_SECONDS (120 s)."
+  description = "Sizing and instance limits of each function. min_instances 0 costs nothing at rest; the step timeout must exceed AGEX_STEP_LEASE_SECONDS (60 s), which a working step renews."
   type = object({
     api = optional(object({
       memory          = optional(string, "512Mi")
@@ -137,8 +137,8 @@ variable "functions" {
   default = {}
 
   validation {
-    condition     = var.functions.step.timeout_seconds > 120
-    error_message = "functions.step.timeout_seconds must exceed the step lease (AGEX_STEP_LEASE_SECONDS, 120 s)."
+    condition     = var.functions.step.timeout_seconds > 60
+    error_message = "functions.step.timeout_seconds must exceed the step lease (AGEX_STEP_LEASE_SECONDS, 60 s)."
   }
 }
 
