@@ -75,6 +75,30 @@ class UnsupportedMediaType(RequestError):
     status = 415
 
 
+class RequestTimeout(RequestError):
+    """The request (its headers or its body) did not arrive in time; nothing was done."""
+
+    code = "request_timeout"
+    status = 408
+
+
+class UriTooLong(RequestError):
+    code = "uri_too_long"
+    status = 414
+
+
+class HeadersTooLarge(RequestError):
+    code = "headers_too_large"
+    status = 431
+
+
+class NotImplementedByServer(RequestError):
+    """A transfer coding (or other protocol feature) the server does not implement."""
+
+    code = "not_implemented"
+    status = 501
+
+
 # --- developer mistakes -------------------------------------------------------------------------------
 
 

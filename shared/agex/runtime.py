@@ -21,6 +21,7 @@ from agex.decision_signing import DecisionSigner, DecisionVerifier
 from agex.engine.approvals import ApprovalApplier
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.errors import ConfigurationError
+from agex.http import limits
 from agex.http.decision_push import DecisionPush
 from agex.http.public_api import PublicApi
 from agex.http.step_endpoint import StepEndpoint
@@ -131,7 +132,7 @@ class Runtime:
     def public_api(self) -> PublicApi:
         return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
                          authenticator=self.authenticator,
-                         max_body_bytes=self.settings.max_input_bytes * 2 + 16 * 1024,
+                         max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
                          base_url=self.settings.public_url)
 
     @functools.cached_property

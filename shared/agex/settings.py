@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     dev_tokens: str = "dev-token=dev:dev@example.com"
     """``token=tenant:principal`` pairs, comma-separated, for the dev authenticator. Empty disables it."""
     max_input_bytes: int = Field(default=32 * 1024, ge=1)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long the API waits for a request's head and body before it answers 408 (slow clients hold a
+    socket, never a worker thread: ``agex.http.limits``)."""
     public_url: str = ""
     """Base URL put in links of API responses; empty for relative links."""
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import BaseConverter, Map, Rule
@@ -20,15 +22,20 @@ from agex.approval_service import ApprovalService, DecideRequest
 from agex.auth import Authenticator, Caller
 from agex.errors import (
     AgexError,
-    InvalidJson,
-    MethodNotAllowed,
-    NotFound,
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,
 )
 from agex.http import openapi
-from agex.http.responses import error_response, json_response
+from agex.http.responses import (
+    error_response,
+    http_exception_response,
+    internal_error,
+    json_response,
+    method_not_allowed,
+    not_found,
+)
+from agex.http.rules import EVENTS_TOKEN_PATTERN, check_text, idempotency_key, parse_json
 from agex.http.views import (
     AgentList,
     AgentView,
@@ -86,19 +93,19 @@ class PublicApi:
                 with log.labels(tenant=caller.tenant if caller else None):
                     return getattr(self, f"_{endpoint}")(request, caller, **params)
             except WerkzeugNotFound:
-                return error_response(NotFound(f"no route for {request.method} {request.path}; see GET /v1/openapi.json"))
+                return error_response(not_found(request.method, request.path))
             except WerkzeugMethodNotAllowed as e:
                 allowed = ", ".join(sorted(e.valid_methods or []))
-                return error_response(MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}"),
-                                      {"Allow": allowed})
+                return error_response(method_not_allowed(request.method, allowed), {"Allow": allowed})
+            except HTTPException as e:  # werkzeug's, reading the request (a client that went away mid-body)
+                return http_exception_response(e, request.method, request.path)
             except AgexError as e:
                 if e.status >= 500:
                     _log.exception("request failed")
                 return error_response(e)
             except Exception:
                 _log.exception("request crashed")
-                return error_response(AgexError("internal error; the request may be retried, and if it "
-                                                "fails again report it with the time of the request"))
+                return error_response(internal_error())
 
     # --- endpoints -----------------------------------------------------------------------------------
 
@@ -116,12 +123,14 @@ class PublicApi:
 
     def _start_run(self, request: Request, caller: Caller, agent: str) -> Response:
         self.agents.get(agent)  # an unknown agent is a 404 before the body is even read
+        key = idempotency_key(request)
         body = self._json_body(request)
+        check_text(body, ("input",), ("metadata",))
         try:
             create = CreateRunRequest.model_validate(body)
         except ValidationError as e:
             raise RequestError(f"invalid run request: {_describe(e, CreateRunRequest)}") from e
-        started = self.service.start(caller, agent, create, idempotency_key=request.headers.get("Idempotency-Key"),
+        started = self.service.start(caller, agent, create, idempotency_key=key,
                                      traceparent=tracing.current_traceparent())
         view = RunView.of(started.run, self.base_url)
         log.info(_log, "run started" if not started.replayed else "run request replayed",
@@ -133,7 +142,7 @@ class PublicApi:
         return json_response(RunView.of(self.service.get(caller, run_id), self.base_url).model_dump(mode="json"))
 
     def _list_events(self, request: Request, caller: Caller, run_id: str) -> Response:
-        after = _int_param(request, "page_token", 0, 0, 2**62)
+        after = _int_param(request, "page_token", 0, 0, 10**18, _EVENTS_TOKEN)
         size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
         events = self.service.events(caller, run_id, after_seq=after, limit=size + 1)
         more = len(events) > size
@@ -160,13 +169,14 @@ class PublicApi:
 
     def _decide_approval(self, request: Request, caller: Caller, approval_id: str) -> Response:
         self.approvals.get(caller, approval_id)  # an unknown approval is a 404 before the body is even read
+        key = idempotency_key(request)
         body = self._json_body(request)
+        check_text(body, ("comment",))
         try:
             decide = DecideRequest.model_validate(body)
         except ValidationError as e:
             raise RequestError(f"invalid decision: {_describe(e, DecideRequest)}") from e
-        submitted = self.approvals.decide(caller, approval_id, decide,
-                                          idempotency_key=request.headers.get("Idempotency-Key"))
+        submitted = self.approvals.decide(caller, approval_id, decide, idempotency_key=key)
         view = DecisionView(decision_id=submitted.decision_id,
                             status="already_applied" if submitted.replayed else "submitted",
                             approval=ApprovalView.of(submitted.approval, self.base_url))
@@ -183,26 +193,30 @@ class PublicApi:
             raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {self.max_body_bytes}")
         if request.mimetype != "application/json":
             raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
+        charset = request.mimetype_params.get("charset")
+        if charset is not None and charset.lower().replace("-", "") != "utf8":
+            raise UnsupportedMediaType(f"send the body as UTF-8 JSON, not {charset}: "
+                                       "'Content-Type: application/json' or 'application/json; charset=utf-8'")
         # read at most one byte past the limit: a chunked body has no Content-Length to refuse early
         raw = request.stream.read(self.max_body_bytes + 1)
         if len(raw) > self.max_body_bytes:
             raise PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidJson(f"request body is not valid JSON: {e}") from e
-        except RecursionError as e:
-            raise InvalidJson("request body is nested too deeply to be a request of this API") from e
+        return parse_json(raw)
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+_INTEGER = re.compile("-?[0-9]{1,20}")
+_EVENTS_TOKEN = re.compile(EVENTS_TOKEN_PATTERN)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int,
+               pattern: re.Pattern[str] = _INTEGER) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RequestError(f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not pattern.fullmatch(raw):
+        what = "an integer" if pattern is _INTEGER else "the next_page_token of a previous page"
+        raise RequestError(f"query parameter {name} must be {what}, got {raw[:40]!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise RequestError(f"query parameter {name} must be between {low} and {high}, got {value}")
     return value

@@ -174,7 +174,7 @@ class ApprovalView(_View):
     approval_id: str
     kind: Literal["approval", "reconcile"] = Field(
         description="`approval`: a call held for sign-off (`approve`/`reject`). `reconcile`: a non-idempotent call "
-        "an attempt may have made before crashing (`retry`/`done`/`fail`).")
+        "an attempt may have made before it stopped reporting (`retry`/`done`/`fail`).")
     run_id: str
     agent: str
     step: int = Field(description="The step whose tool call waits.")
@@ -199,6 +199,10 @@ class ApprovalView(_View):
     late_decisions: list[dict[str, str]] = Field(
         description="Decisions that arrived after the approval was settled, recorded and never applied: "
         "`decision_id`, `decision`, `by` and `at` (RFC 3339).")
+    late_result: dict[str, Any] | None = Field(
+        default=None, description="A reconciliation's facts: what the uncertain call returned (`ok`, `output`), "
+        "reported at `at` by the attempt that made it (`owner`) after it had lost its lease. It settles a pending "
+        "reconciliation (`done`, by `agex`); on one settled before it arrived, it is what the decider did not know.")
     links: ApprovalLinks
 
     @classmethod
@@ -218,6 +222,7 @@ class ApprovalView(_View):
                    edited_arguments=shown(approval.edited_arguments) if approval.edited_arguments is not None
                    else None,
                    late_decisions=[{k: str(v) for k, v in d.items()} for d in approval.late_decisions],
+                   late_result=approval.late_result,
                    links=ApprovalLinks(self=f"{base}/v1/approvals/{approval.approval_id}",
                                        run=f"{base}/v1/runs/{approval.run_id}"))
 
