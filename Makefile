@@ -37,7 +37,7 @@ test-fast: setup
 	$(BIN)/pytest tests/unit tests/api
 
 lint: setup
-	$(BIN)/ruff check shared functions emulators examples tests bench scripts
+	$(BIN)/ruff check shared functions examples tests bench scripts
 	$(BIN)/mypy shared/agex
 
 bench: setup

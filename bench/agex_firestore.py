@@ -9,6 +9,7 @@ delivery, give that step's Firestore operations and bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -75,18 +76,18 @@ def run_inmemory(steps: int = STEPS) -> dict[str, Any]:
 def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str], None] = print) -> dict[str, Any]:
     from google.cloud import firestore
 
-    from agex.agent import AgentRegistry
-    from agex.auth import Caller
-    from agex.clock import RandomIds, SystemClock
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.app.backends import Backends
+    from agex.app.runtime import Runtime
+    from agex.app.settings import Settings
+    from agex.core.agent import AgentRegistry
+    from agex.core.clock import SystemClock
+    from agex.dev.emulators.gcloud import start_firestore
     from agex.engine.decisions import Delivery
-    from agex.engine.stepper import Outcome, StepRunner, StepSettings
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
-    from agex.memory.event_bus import InMemoryEventBus
-    from agex.memory.task_queue import InMemoryTaskQueue
-    from agex.pricing import Pricing
-    from agex.service import CreateRunRequest, RunService
+    from agex.engine.runs import CreateRunRequest
+    from agex.engine.stepper import Outcome
+    from agex.ports.auth import Caller
     from agex.testing import FunctionModel
-    from emulators.gcloud import start_firestore
     from examples.ticker_agent import agent as ticker
 
     t_start = time.perf_counter()
@@ -103,10 +104,11 @@ def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str],
         def one_run(n_steps: int, label: str) -> dict[str, Any]:
             seen: list[dict[str, Any]] = []
             model = FunctionModel(script(n_steps, seen))
-            queue, bus = InMemoryTaskQueue(), InMemoryEventBus()
-            runner = StepRunner(store=store, queue=queue, bus=bus, agents=agents, models=lambda a: model,
-                                pricing=Pricing(), clock=clock, settings=StepSettings(lease_seconds=120.0))
-            service = RunService(store=store, queue=queue, agents=agents, clock=clock, ids=RandomIds())
+            # the composition root on the in-memory backends, with the Firestore store under test
+            memory = Backends.in_memory(lambda agent: model, clock=clock)
+            runtime = Runtime(Settings.model_construct(step_lease_seconds=120.0),
+                              dataclasses.replace(memory, store=lambda: store), agents=agents)
+            queue, runner, service = runtime.queue, runtime.runner, runtime.service
             store.reset_stats()
             head = service.start(caller, ticker.name, CreateRunRequest(input=f"tick {n_steps} padded")).run
             created = store.reset_stats()

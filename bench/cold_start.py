@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agex.decision_signing import new_key_pair
+from agex.core.decision_signing import new_key_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ t1 = time.perf_counter()
 genai_after_import = "google.genai" in sys.modules
 out = {{"import_s": t1 - t0, "genai_after_import": genai_after_import, "modules_after_import": len(sys.modules)}}
 try:
-    from agex.runtime import runtime
+    from agex.app.runtime import runtime
     handler = runtime().{handler}
     out["handler_s"] = time.perf_counter() - t1
     out["genai_after_handler"] = "google.genai" in sys.modules

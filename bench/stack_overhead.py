@@ -116,8 +116,8 @@ def _probe_gemini(base_url: str, n: int = 30) -> float:
 def run(*, single_steps: int = 100, concurrent_runs: int = 4, concurrent_steps: int = 20,
         progress: Callable[[str], None] = print) -> dict[str, Any]:
     from agex.cli.client import Client
+    from agex.dev.emulators.gcloud import free_port
     from agex.dev.stack import Stack, StackConfig
-    from emulators.gcloud import free_port
 
     t_start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="agex-bench-stack-"))

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from agex.agent import Agent
-from agex.approval import ApprovalPolicy, Condition
-from agex.run import Limits
+from agex.core.agent import Agent
+from agex.core.approval import ApprovalPolicy, Condition
+from agex.core.run import Limits
 from agex.tools import ToolContext, tool
 from examples import support_backend as backend
 

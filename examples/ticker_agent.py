@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agex.agent import Agent
-from agex.run import Limits
+from agex.core.agent import Agent
+from agex.core.run import Limits
 from agex.tools import ToolContext, tool
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check what `make` cannot install into the virtualenv: Python 3.11+, Java 17+ and the Google Cloud
-# SDK's Firestore and Pub/Sub emulators. Say how to install what is missing.
+# SDK's Firestore and Pub/Sub agex.dev.emulators. Say how to install what is missing.
 set -u
 fail=0
 py=$(${PYTHON:-python3} -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 0)

@@ -1,4 +1,4 @@
-"""Start one of our Python emulators (``python -m emulators.<name>``) for a test module and wait for the
+"""Start one of our Python emulators (``python -m agex.dev.emulators.<name>``) for a test module and wait for the
 READY line it prints; stdout keeps being drained so the emulator never blocks on a full pipe."""
 
 from __future__ import annotations

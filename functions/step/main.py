@@ -4,7 +4,7 @@ import functions_framework
 from flask import Request
 from werkzeug.wrappers import Response
 
-from agex.runtime import runtime
+from agex.app.runtime import runtime
 
 
 @functions_framework.http

@@ -1,4 +1,4 @@
-"""Fixtures of the public API tests: the API in-process on the in-memory runtime, no emulators.
+"""Fixtures of the public API tests: the API in-process on the in-memory runtime, no agex.dev.emulators.
 
 ``client`` speaks WSGI to ``PublicApi`` through werkzeug's test client and checks every response it
 gets against the OpenAPI document the API serves (``OpenApiChecker``): a response whose status is not
@@ -26,13 +26,13 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 from werkzeug.wrappers import Request
 
-from agex.agent import Agent
-from agex.approval import Approval, approval_id, redact
-from agex.auth import StaticTokenAuthenticator
-from agex.http import openapi
-from agex.http.public_api import PublicApi
+from agex.app.http import openapi
+from agex.app.http.public_api import PublicApi
+from agex.app.runtime import Runtime
+from agex.core.agent import Agent
+from agex.core.approval import Approval, approval_id, redact
+from agex.core.run import Event, EventKind, RunHead, RunStatus
 from agex.ports.checkpoint_store import Mutation
-from agex.run import Event, EventKind, RunHead, RunStatus
 from agex.testing import TestModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
@@ -199,9 +199,11 @@ def rt() -> InMemoryRuntime:
 
 
 def make_api(rt: InMemoryRuntime, base_url: str = "") -> PublicApi:
-    return PublicApi(service=rt.service, approvals=rt.approvals, agents=rt.agents,
-                     authenticator=StaticTokenAuthenticator.parse(TOKENS),
-                     max_body_bytes=MAX_BODY_BYTES, base_url=base_url)
+    """The API as the composition root builds it, over the test runtime's ports, with these tokens."""
+    settings = rt.runtime.settings.model_copy(update={"dev_tokens": TOKENS, "public_url": base_url})
+    api = Runtime(settings, rt.runtime.backends, agents=rt.agents).public_api
+    assert api.max_body_bytes == MAX_BODY_BYTES
+    return api
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from werkzeug.wrappers import Request
 
-from agex.agent import Agent
-from agex.approval import DECISIONS_TOPIC, REDACTED, Approval, ApprovalPolicy, ApprovalStatus, Condition
 from agex.cli import main as cli_main
 from agex.cli import timeline
 from agex.cli.client import Client
+from agex.core.agent import Agent
+from agex.core.approval import DECISIONS_TOPIC, REDACTED, Approval, ApprovalPolicy, ApprovalStatus, Condition
+from agex.core.run import RunStatus
 from agex.ports.checkpoint_store import Mutation
-from agex.run import RunStatus
 from agex.testing import TestModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent

@@ -1,4 +1,4 @@
-"""Request limits and the framework's own errors (``agex.http.limits``), in-process: the functions-framework
+"""Request limits and the framework's own errors (``agex.app.http.limits``), in-process: the functions-framework
 Flask app with the limits installed in front of the API on the in-memory runtime, the WSGI middleware, and
 the server's request scanner. ``test_server_limits`` runs the same against a real gunicorn."""
 
@@ -17,10 +17,10 @@ import pytest
 from gunicorn.http import errors as g
 from werkzeug.test import Client, TestResponse
 
-from agex.errors import HeadersTooLarge, PayloadTooLarge, RequestError, RequestTimeout
-from agex.http import limits
-from agex.http.limits import BodyLimits, BufferingWorker, CappedInput, examine
-from agex.http.public_api import PublicApi
+from agex.app.http import limits
+from agex.app.http.limits import BodyLimits, BufferingWorker, CappedInput, examine
+from agex.app.http.public_api import PublicApi
+from agex.core.errors import HeadersTooLarge, PayloadTooLarge, RequestError, RequestTimeout
 from tests.api.conftest import MAX_BODY_BYTES
 from tests.api.test_public_api import error_of
 
@@ -28,7 +28,7 @@ RUNS = "/v1/agents/support/runs"
 AUTH = {"Authorization": "Bearer dev-token"}
 TARGET = '''
 import functions_framework
-from agex.http import limits
+from agex.app.http import limits
 from tests.api import test_limits
 
 

@@ -12,8 +12,8 @@ import pytest
 from jsonschema import ValidationError
 from openapi_spec_validator import validate
 
-from agex.errors import RequestError
-from agex.http.public_api import _routes
+from agex.app.http.public_api import _routes
+from agex.core.errors import RequestError
 from agex.testing import FunctionModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent

@@ -15,7 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from werkzeug.test import TestResponse
 
-from agex.run import EventKind, RunStatus
+from agex.core.run import EventKind, RunStatus
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
 from tests.api.conftest import (

@@ -1,4 +1,4 @@
-"""What a request must look like beyond its JSON schema (``agex.http.rules``): UTF-8 JSON bodies, text
+"""What a request must look like beyond its JSON schema (``agex.app.http.rules``): UTF-8 JSON bodies, text
 without control characters, one well-formed ``Idempotency-Key``, page tokens the API returned. For each rule,
 the API and the OpenAPI document agree: what the document's schema refuses the API refuses with a 400 (and
 writes nothing), and what it allows the API accepts."""
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from werkzeug.test import TestResponse
 
-from agex.http import openapi
-from agex.http.rules import parse_json
+from agex.app.http import openapi
+from agex.app.http.rules import parse_json
 from agex.testing.harness import InMemoryRuntime
 from tests.api.conftest import LEAD_TOKEN, ApiClient, OpenApiChecker, seed_approval
 from tests.api.test_public_api import error_of

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait
+from agex.dev.emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 3

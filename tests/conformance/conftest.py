@@ -1,7 +1,7 @@
 """Fixtures of the conformance suites: every port implementation passes the same tests.
 
 The Google adapters run against the Cloud SDK emulators, started once per session on loopback ports
-by ``emulators.gcloud`` (only if a test needs them) and stopped at the end. If ``FIRESTORE_EMULATOR_HOST``
+by ``agex.dev.emulators.gcloud`` (only if a test needs them) and stopped at the end. If ``FIRESTORE_EMULATOR_HOST``
 or ``PUBSUB_EMULATOR_HOST`` is already set, that emulator is used instead of starting one. Tests are
 isolated by unique collection prefixes, tenants and topics, not by wiping the emulator.
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from agex.memory.checkpoint_store import InMemoryCheckpointStore
-from agex.memory.event_bus import InMemoryEventBus
+from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
+from agex.adapters.inmemory.event_bus import InMemoryEventBus
+from agex.dev.emulators import gcloud
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
-from emulators import gcloud
 
 PROJECT = "agex-test"
 
@@ -75,7 +75,7 @@ def store(request: pytest.FixtureRequest) -> CheckpointStore:
     transactions. Each Firestore store gets a unique collection prefix: its own empty database."""
     if request.param == "memory":
         return InMemoryCheckpointStore()
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
     client = request.getfixturevalue("firestore_client")
     mode = "transaction" if request.param == "firestore-txn" else "optimistic"
@@ -120,7 +120,7 @@ def event_bus(request: pytest.FixtureRequest) -> BusUnderTest:
 
         return BusUnderTest(mem, topic, read_memory)
 
-    from agex.gcp.pubsub_bus import PubSubEventBus, ensure_subscription, ensure_topics
+    from agex.adapters.gcp.pubsub_bus import PubSubEventBus, ensure_subscription, ensure_topics
 
     publisher, subscriber = request.getfixturevalue("pubsub_clients")
     ensure_topics(PROJECT, [topic], publisher)

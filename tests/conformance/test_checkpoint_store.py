@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from agex.approval import Approval, ApprovalStatus
-from agex.errors import AlreadyExists, ConfigurationError, DocumentTooLarge, NotFound
-from agex.memory.checkpoint_store import InMemoryCheckpointStore
+from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
+from agex.core.approval import Approval, ApprovalStatus
+from agex.core.errors import AlreadyExists, ConfigurationError, DocumentTooLarge, NotFound
+from agex.core.run import Event, EventKind, Lease, Limits, RunError, RunHead, RunStatus, Usage
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
-from agex.run import Event, EventKind, Lease, Limits, RunError, RunHead, RunStatus, Usage
 
 from .conftest import unique
 
@@ -751,13 +751,13 @@ def test_find_waiting_sees_updates(store: CheckpointStore) -> None:
 
 @pytest.fixture
 def fs_store(firestore_client: Any) -> Any:
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
     return FirestoreCheckpointStore(firestore_client, prefix=unique("t") + "_", max_attempts=3)
 
 
 def test_firestore_layout_and_native_types(firestore_client: Any) -> None:
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
     store = FirestoreCheckpointStore(firestore_client)  # the production layout: no prefix
     head = create(store, full_head(), n_events=2)
@@ -787,7 +787,7 @@ def test_firestore_stats_count_operations(fs_store: Any) -> None:
 
 
 def test_firestore_oversized_document_raises_document_too_large(fs_store: Any) -> None:
-    from agex.errors import DocumentTooLarge
+    from agex.core.errors import DocumentTooLarge
     from agex.ports.checkpoint_store import MAX_DOCUMENT_BYTES
 
     head = make_head(input="x" * MAX_DOCUMENT_BYTES)
@@ -809,7 +809,7 @@ def test_firestore_unavailable_is_transient(fs_store: Any, monkeypatch: pytest.M
     from google.api_core import exceptions as gexc
     from google.cloud.firestore_v1.document import DocumentReference
 
-    from agex.errors import TransientError
+    from agex.core.errors import TransientError
 
     def unavailable(*a: Any, **k: Any) -> None:
         raise gexc.ServiceUnavailable("down")
@@ -826,7 +826,7 @@ def test_firestore_contention_beyond_retries_is_transient(fs_store: Any, monkeyp
     from google.api_core import exceptions as gexc
     from google.cloud.firestore_v1.batch import WriteBatch
 
-    from agex.errors import TransientError
+    from agex.core.errors import TransientError
 
     head = create(fs_store, make_head())
 
@@ -846,8 +846,8 @@ def test_firestore_transaction_aborted_beyond_retries_is_transient(
     from google.api_core import exceptions as gexc
     from google.cloud.firestore_v1.transaction import Transaction
 
-    from agex.errors import TransientError
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.core.errors import TransientError
 
     store = FirestoreCheckpointStore(firestore_client, prefix=unique("t") + "_", concurrency="transaction",
                                      max_attempts=3)
@@ -875,7 +875,7 @@ def test_ids_no_run_can_have_are_unknown_runs(store: CheckpointStore, tenant: st
 
 
 def test_firestore_refuses_more_writes_than_one_commit_holds(fs_store: Any) -> None:
-    from agex.gcp.firestore_store import MAX_WRITES_PER_COMMIT
+    from agex.adapters.gcp.firestore_store import MAX_WRITES_PER_COMMIT
 
     head = create(fs_store, make_head())
     too_many = [make_event(2 + i, 1) for i in range(MAX_WRITES_PER_COMMIT)]
@@ -885,7 +885,7 @@ def test_firestore_refuses_more_writes_than_one_commit_holds(fs_store: Any) -> N
 
 
 def test_firestore_approval_layout_and_encoding(firestore_client: Any) -> None:
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
     store = FirestoreCheckpointStore(firestore_client)  # the production layout: no prefix
     head = create(store, make_head(status=RunStatus.running))
@@ -904,7 +904,7 @@ def test_firestore_approval_layout_and_encoding(firestore_client: Any) -> None:
 
 
 def test_firestore_counts_approvals_as_writes(fs_store: Any) -> None:
-    from agex.gcp.firestore_store import MAX_WRITES_PER_COMMIT
+    from agex.adapters.gcp.firestore_store import MAX_WRITES_PER_COMMIT
 
     head = create(fs_store, make_head(status=RunStatus.running))
     fs_store.reset_stats()
@@ -928,7 +928,7 @@ def test_firestore_late_decision_errors_are_translated(fs_store: Any, monkeypatc
     from google.api_core import exceptions as gexc
     from google.cloud.firestore_v1.document import DocumentReference
 
-    from agex.errors import TransientError
+    from agex.core.errors import TransientError
 
     head = create(fs_store, make_head(status=RunStatus.running))
     a = settle(make_approval(head))
@@ -980,8 +980,8 @@ def _leased(store: CheckpointStore, owner: str = "task#0@a") -> RunHead:
 
 
 def test_a_lease_renewal_writes_the_head_alone(store: CheckpointStore) -> None:
+    from agex.core.errors import LeaseLost
     from agex.engine import decisions
-    from agex.errors import LeaseLost
 
     head = _leased(store)
     assert head.lease is not None
@@ -1004,9 +1004,9 @@ ODD_OUTPUT = {"matrix": [[1, 2], [3, [4, 5]], []], "__x__": {"": "empty key", "a
 
 
 def _waiting_for_reconciliation(store: CheckpointStore) -> tuple[RunHead, Approval, Any]:
-    from agex.approval import ApprovalPolicy
+    from agex.core.approval import ApprovalPolicy
+    from agex.core.messages import FunctionCall
     from agex.engine import decisions
-    from agex.messages import FunctionCall
 
     head = _leased(store)
     call = FunctionCall(id="call-0", name="transfer", args={"to": "acme", "amount": 500})
@@ -1019,7 +1019,7 @@ def _waiting_for_reconciliation(store: CheckpointStore) -> tuple[RunHead, Approv
 
 
 def test_a_late_result_settles_a_pending_reconciliation_in_one_commit(store: CheckpointStore) -> None:
-    from agex.approval import Decision
+    from agex.core.approval import Decision
     from agex.engine import decisions
 
     head, approval, call = _waiting_for_reconciliation(store)
@@ -1042,7 +1042,7 @@ def test_a_late_result_settles_a_pending_reconciliation_in_one_commit(store: Che
 
 
 def test_a_late_result_joins_a_settled_reconciliation_and_a_finished_run(store: CheckpointStore) -> None:
-    from agex.approval import Decision, DecisionMessage
+    from agex.core.approval import Decision, DecisionMessage
     from agex.engine import decisions
 
     head, approval, call = _waiting_for_reconciliation(store)
@@ -1072,8 +1072,8 @@ def test_a_late_result_joins_a_settled_reconciliation_and_a_finished_run(store: 
 
 
 def test_firestore_late_result_is_stored_as_json(firestore_client: Any) -> None:
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
     from agex.engine import decisions
-    from agex.gcp.firestore_store import FirestoreCheckpointStore
 
     store = FirestoreCheckpointStore(firestore_client, prefix=unique("late"))
     head, approval, call = _waiting_for_reconciliation(store)

@@ -6,7 +6,7 @@ from datetime import UTC
 
 import pytest
 
-from agex.clock import Clock, Ids, ManualClock, RandomIds, SequentialIds, SystemClock
+from agex.core.clock import Clock, Ids, ManualClock, RandomIds, SequentialIds, SystemClock
 
 
 @pytest.mark.parametrize("clock", [SystemClock(), ManualClock()], ids=["system", "manual"])

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agex.errors import ConfigurationError
+from agex.core.errors import ConfigurationError
 
 from .conftest import PROJECT, BusUnderTest, unique
 
@@ -42,7 +42,7 @@ def test_each_publish_gets_its_own_id(event_bus: BusUnderTest) -> None:
 
 
 def test_pubsub_missing_topic_is_a_configuration_error(pubsub_clients: Any) -> None:
-    from agex.gcp.pubsub_bus import PubSubEventBus
+    from agex.adapters.gcp.pubsub_bus import PubSubEventBus
 
     publisher, _ = pubsub_clients
     topic = unique("missing-")
@@ -52,7 +52,7 @@ def test_pubsub_missing_topic_is_a_configuration_error(pubsub_clients: Any) -> N
 
 
 def test_pubsub_bus_creates_its_publisher_lazily(pubsub_emulator: str, pubsub_clients: Any) -> None:
-    from agex.gcp.pubsub_bus import PubSubEventBus, ensure_topics
+    from agex.adapters.gcp.pubsub_bus import PubSubEventBus, ensure_topics
 
     publisher, _ = pubsub_clients
     topic = unique("lazy-")

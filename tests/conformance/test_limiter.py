@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from agex.errors import ConfigurationError
-from agex.memory.limiter import InMemoryLimiter
+from agex.adapters.inmemory.limiter import InMemoryLimiter
+from agex.core.errors import ConfigurationError
 from agex.ports.limiter import Limiter, Permit, Wait
 from agex.tools import ToolLimits
 
@@ -31,7 +31,7 @@ def limiters(request: pytest.FixtureRequest) -> Factory:
     if request.param == "memory":
         shared = InMemoryLimiter()
         return lambda: shared
-    from agex.gcp.firestore_limiter import FirestoreLimiter
+    from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
 
     client = request.getfixturevalue("firestore_client")
     prefix = unique("l") + "_"
@@ -241,7 +241,7 @@ def test_limits_that_can_never_grant_are_refused(limiter: Limiter, limits: ToolL
 
 
 def test_firestore_cost_per_call(firestore_client: Any) -> None:
-    from agex.gcp.firestore_limiter import FirestoreLimiter
+    from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
 
     prefix = unique("l") + "_"
     a, b = FirestoreLimiter(firestore_client, prefix=prefix), FirestoreLimiter(firestore_client, prefix=prefix)

@@ -13,7 +13,7 @@ import uuid
 _WORKER = textwrap.dedent("""
     import json, sys, time
     from datetime import UTC, datetime
-    from agex.gcp.firestore_limiter import FirestoreLimiter
+    from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
     from agex.ports.limiter import Permit
     from agex.tools import ToolLimits
 

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from agex.errors import ModelError, TransientError
-from agex.gcp.gemini import GeminiModel
-from agex.messages import FunctionResponse, Message, ModelRequest, Part, ToolSpec
+from agex.adapters.gcp.gemini import GeminiModel
+from agex.core.errors import ModelError, TransientError
+from agex.core.messages import FunctionResponse, Message, ModelRequest, Part, ToolSpec
+from agex.dev.emulators.gcloud import free_port
 from agex.ports.model import Model
 from agex.testing import FunctionModel
-from emulators.gcloud import free_port
 
 SCENARIO = """
 name: weather
@@ -36,7 +36,7 @@ def gemini_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     scenarios: Path = tmp_path_factory.mktemp("scenarios")
     (scenarios / "weather.yaml").write_text(SCENARIO)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "emulators.gemini", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "agex.dev.emulators.gemini", "--host", "127.0.0.1", "--port", str(port),
                              "--scenarios", str(scenarios)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("READY")

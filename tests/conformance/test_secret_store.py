@@ -11,16 +11,16 @@ from typing import Any
 import google_crc32c
 import pytest
 
-from agex.errors import SecretAccessDenied, SecretNotFound, SecretUnavailable, TransientError
-from agex.gcp.secret_manager import (
+from agex.adapters.gcp.secret_manager import (
     SecretManagerStore,
     emulator_clients,
     ensure_secret,
     impersonated_clients,
 )
-from agex.memory.secret_store import InMemorySecretStore
+from agex.adapters.inmemory.secret_store import InMemorySecretStore
+from agex.core.errors import SecretAccessDenied, SecretNotFound, SecretUnavailable, TransientError
+from agex.dev.emulators.gcloud import free_port
 from agex.ports.secret_store import SecretStore
-from emulators.gcloud import free_port
 from tests.emulator_process import python_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ AGENT_B = "agent-b@agex-local.iam.gserviceaccount.com"
 @pytest.fixture(scope="module")
 def secretmanager_emulator() -> Iterator[str]:
     port = free_port()
-    with python_emulator("emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port), "--admin", ADMIN):
+    with python_emulator("agex.dev.emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port), "--admin", ADMIN):
         yield f"127.0.0.1:{port}"
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from google.cloud import tasks_v2
 
-from agex.errors import ConfigurationError
-from agex.gcp.cloud_tasks import CloudTasksQueue, make_client
-from agex.memory.task_queue import InMemoryTaskQueue
+from agex.adapters.gcp.cloud_tasks import CloudTasksQueue, make_client
+from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
+from agex.core.errors import ConfigurationError
+from agex.dev.emulators.gcloud import free_port
 from agex.ports.task_queue import ApprovalExpiryTask, StepTask, TaskQueue
-from emulators.gcloud import free_port
 from tests.emulator_process import python_emulator
 
 PROJECT, LOCATION = "agex-test", "us-central1"
@@ -23,7 +23,7 @@ PROJECT, LOCATION = "agex-test", "us-central1"
 @pytest.fixture(scope="module")
 def tasks_emulator() -> Iterator[str]:
     port, http_port = free_port(), free_port()
-    with python_emulator("emulators.cloudtasks", "--host", "127.0.0.1", "--port", str(port),
+    with python_emulator("agex.dev.emulators.cloudtasks", "--host", "127.0.0.1", "--port", str(port),
                          "--http-port", str(http_port)):
         yield f"127.0.0.1:{port}"
 

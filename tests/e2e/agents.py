@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agex.agent import Agent
-from agex.approval import ApprovalPolicy
+from agex.core.agent import Agent
+from agex.core.approval import ApprovalPolicy
 from agex.tools import RetryLater, ToolContext, ToolLimits, continue_later, tool
-from agex.tools_http import BearerSecret, http_tool
-from agex.tools_mcp import HttpServer, StdioServer, mcp_tools
+from agex.tools.http import BearerSecret, http_tool
+from agex.tools.mcp import HttpServer, StdioServer, mcp_tools
 
 
 def _db() -> sqlite3.Connection:

@@ -17,9 +17,9 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from agex.cli.client import Client
-from agex.decision_signing import new_key_pair
+from agex.core.decision_signing import new_key_pair
+from agex.dev.emulators.gcloud import free_port
 from agex.dev.stack import REPO, Stack, StackConfig
-from emulators.gcloud import free_port
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 CHATBOT_KEY, CHATBOT_PUBLIC_KEY = new_key_pair()

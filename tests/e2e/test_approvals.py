@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from agex.approval import DecisionMessage
 from agex.cli.client import ApiError, Client
-from agex.decision_signing import DecisionSigner
+from agex.core.approval import DecisionMessage
+from agex.core.decision_signing import DecisionSigner
 
 from . import agents as test_agents
 from .conftest import CHATBOT_KEY, E2E
@@ -31,7 +31,7 @@ def approval_of(e2e: E2E, run_id: str) -> dict[str, Any]:
 
 
 def tasks_of(e2e: E2E, run_id: str) -> list[Any]:
-    from agex.gcp.cloud_tasks import make_client
+    from agex.adapters.gcp.cloud_tasks import make_client
 
     client = make_client(e2e.stack.tasks_host)
     queue = client.queue_path(e2e.stack.config.project, "us-central1", "agex-steps")

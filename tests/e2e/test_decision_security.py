@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agex.approval import DecisionMessage
-from agex.decision_signing import DecisionSigner, new_key_pair
+from agex.core.approval import DecisionMessage
+from agex.core.decision_signing import DecisionSigner, new_key_pair
+from agex.dev.emulators.cloudtasks.oidc import OidcSigner
 from agex.dev.stack import PUSH_IDENTITY
-from emulators.cloudtasks.oidc import OidcSigner
 
 from . import agents as test_agents
 from .conftest import E2E

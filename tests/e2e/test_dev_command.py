@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.gcloud import free_port
+from agex.dev.emulators.gcloud import free_port
 
 
 def _descendants(pid: int) -> set[int]:

@@ -14,9 +14,9 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from agex.gcp.cloud_tasks import make_client
-from agex.service import keyed_run_id
-from agex.settings import Settings
+from agex.adapters.gcp.cloud_tasks import make_client
+from agex.app.settings import Settings
+from agex.engine.runs import keyed_run_id
 
 from . import agents as test_agents
 from .conftest import E2E

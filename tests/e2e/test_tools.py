@@ -14,8 +14,8 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
+from agex.dev.emulators.secretmanager.client import make_client
 from agex.dev.stack import ADMIN
-from emulators.secretmanager.client import make_client
 
 from . import agents as test_agents
 from .conftest import E2E, SECRETS

@@ -26,11 +26,11 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.oauth2 import id_token
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from emulators.cloudtasks import protos
-from emulators.cloudtasks.config import EmulatorConfig
-from emulators.cloudtasks.errors import ApiError
-from emulators.cloudtasks.retry import RetryPolicy, backoff_after, should_give_up
-from emulators.cloudtasks.state import Store
+from agex.dev.emulators.cloudtasks import protos
+from agex.dev.emulators.cloudtasks.config import EmulatorConfig
+from agex.dev.emulators.cloudtasks.errors import ApiError
+from agex.dev.emulators.cloudtasks.retry import RetryPolicy, backoff_after, should_give_up
+from agex.dev.emulators.cloudtasks.state import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "test-project"
@@ -74,7 +74,7 @@ def start_emulator(*extra: str) -> Emulator:
         [
             sys.executable,
             "-m",
-            "emulators.cloudtasks",
+            "agex.dev.emulators.cloudtasks",
             "--host",
             "127.0.0.1",
             "--port",

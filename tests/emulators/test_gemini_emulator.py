@@ -89,7 +89,7 @@ def _start(scenarios_dir: Path, *extra: str) -> Emulator:
         [
             sys.executable,
             "-m",
-            "emulators.gemini",
+            "agex.dev.emulators.gemini",
             "--host",
             "127.0.0.1",
             "--port",
@@ -564,7 +564,7 @@ def test_requests_log(emulator: Emulator) -> None:
 
 def _check(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "emulators.gemini", "--scenarios", str(directory), "--check"],
+        [sys.executable, "-m", "agex.dev.emulators.gemini", "--scenarios", str(directory), "--check"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -573,7 +573,7 @@ def _check(directory: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_bundled_example_scenarios_are_valid() -> None:
-    result = _check(REPO / "emulators" / "gemini" / "scenarios")
+    result = _check(REPO / "shared" / "agex" / "dev" / "emulators" / "gemini" / "scenarios")
     assert result.returncode == 0, result.stderr
 
 

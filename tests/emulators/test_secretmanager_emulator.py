@@ -18,8 +18,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from google.iam.v1 import policy_pb2
 
-from emulators.gcloud import free_port
-from emulators.secretmanager.client import make_channel, make_client
+from agex.dev.emulators.gcloud import free_port
+from agex.dev.emulators.secretmanager.client import make_channel, make_client
 from tests.emulator_process import python_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ class Emulator:
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     port = free_port()
-    with python_emulator("emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port),
+    with python_emulator("agex.dev.emulators.secretmanager", "--host", "127.0.0.1", "--port", str(port),
                          "--admin", ADMIN) as ready:
         assert ready == f"READY grpc=127.0.0.1:{port}"
         yield Emulator(f"127.0.0.1:{port}")

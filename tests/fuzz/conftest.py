@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from agex.dev.emulators.gcloud import free_port
 from agex.dev.stack import Stack, StackConfig
-from emulators.gcloud import free_port
 
 FUZZ_TOKEN = "fuzz-token"
 """The fuzzer's: a support lead (an approver of the sample support agent's refunds) of tenant ``fuzz``, where

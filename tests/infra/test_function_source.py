@@ -46,7 +46,7 @@ def test_the_source_zip_layout_loads_every_entry_point(tmp_path: Path) -> None:
     for name in ("api", "step", "approvals"):
         (tmp_path / "functions" / name).mkdir(parents=True)
         shutil.copy(REPO / "functions" / name / "main.py", tmp_path / "functions" / name / "main.py")
-    probe = ("import main; from agex.runtime import runtime; "
+    probe = ("import main; from agex.app.runtime import runtime; "
              "print(sorted(n for n in ('api', 'step', 'approvals', 'drift') if callable(getattr(main, n, None)))); "
              "print(sorted(a.name for a in runtime().agents.all()))")
     env = {"PATH": "/usr/bin:/bin", "AGEX_FLEET_FILE": "fleet.yaml", "AGEX_PROJECT": "p", "PYTHONPATH": str(tmp_path)}

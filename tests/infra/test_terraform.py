@@ -272,7 +272,7 @@ def test_no_secret_declared_by_two_agents() -> None:
 
 
 def test_fleet_file_agrees_with_the_runtime_registry() -> None:
-    from agex import fleet
+    from agex.app import fleet
 
     registry = fleet.registry(fleet.load(FLEET_FILE), "p")
     assert sorted(a.name for a in registry.all()) == sorted(_fleet()["agents"])

@@ -1,4 +1,4 @@
-"""A small MCP server for the tests of ``agex.tools_mcp``, built with the SDK's ``MCPServer``.
+"""A small MCP server for the tests of ``agex.tools.mcp``, built with the SDK's ``MCPServer``.
 
 Run ``python tests/mcp_servers/notes_server.py stdio`` or ``... http --port N`` (streamable HTTP on
 127.0.0.1, path ``/mcp``). Notes live in the process: over stdio each call spawns a fresh server, so

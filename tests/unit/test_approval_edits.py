@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from agex.agent import Agent, AgentRegistry
-from agex.approval import (
+from agex.core.agent import Agent, AgentRegistry
+from agex.core.approval import (
     REDACTED,
     Approval,
     ApprovalPolicy,
@@ -20,9 +20,15 @@ from agex.approval import (
     changed_paths,
     redact,
 )
-from agex.decision_signing import DecisionRefused, DecisionSigner, DecisionVerifier, canonical, new_key_pair
+from agex.core.decision_signing import (
+    DecisionRefused,
+    DecisionSigner,
+    DecisionVerifier,
+    canonical,
+    new_key_pair,
+)
+from agex.core.errors import ConfigurationError, Conflict, RequestError
 from agex.engine.approvals import edited_arguments
-from agex.errors import ConfigurationError, Conflict, RequestError
 from agex.tools import ToolContext, tool
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agex.agent import Agent
-from agex.approval import (
+from agex.core.agent import Agent
+from agex.core.approval import (
     DECISIONS_TOPIC,
     ApprovalPolicy,
     ApprovalStatus,
@@ -16,14 +16,13 @@ from agex.approval import (
     Decision,
     DecisionMessage,
 )
-from agex.approval_service import DecideRequest
-from agex.auth import Caller
-from agex.engine.approvals import Applied
+from agex.core.errors import NotDue
+from agex.core.messages import ModelRequest
+from agex.core.run import EventKind, RunStatus
+from agex.engine.approvals import Applied, DecideRequest
 from agex.engine.decisions import Delivery
-from agex.errors import NotDue
-from agex.messages import ModelRequest
+from agex.ports.auth import Caller
 from agex.ports.task_queue import ApprovalExpiryTask, StepTask
-from agex.run import EventKind, RunStatus
 from agex.testing import FunctionModel
 from agex.testing.harness import DEFAULT_CALLER, InMemoryRuntime
 from agex.testing.models import scripted

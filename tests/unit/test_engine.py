@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agex.agent import Agent
+from agex.core.agent import Agent
+from agex.core.errors import LeaseHeld
+from agex.core.messages import ModelRequest
+from agex.core.run import EventKind, Limits, RunStatus
 from agex.engine.decisions import Delivery
-from agex.errors import LeaseHeld
-from agex.messages import ModelRequest
 from agex.ports.task_queue import StepTask
-from agex.run import EventKind, Limits, RunStatus
 from agex.testing import FunctionModel, TestModel
 from agex.testing.harness import InMemoryRuntime
 from agex.testing.models import scripted

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agex import fleet
-from agex.errors import ConfigurationError
+from agex.app import fleet
+from agex.core.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,18 +20,18 @@ from pydantic import BaseModel
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
-from agex.agent import Agent
-from agex.approval import ApprovalPolicy, ApprovalStatus, DecisionMessage
-from agex.decision_signing import DecisionSigner, new_key_pair
+from agex.adapters.gcp.oidc import GoogleIdTokens, OidcVerifier
+from agex.app.http.decision_push import DecisionPush
+from agex.app.http.step_endpoint import StepEndpoint
+from agex.core.agent import Agent
+from agex.core.approval import ApprovalPolicy, ApprovalStatus, DecisionMessage
+from agex.core.decision_signing import DecisionSigner, new_key_pair
+from agex.core.run import RunStatus
+from agex.dev.emulators.cloudtasks.oidc import OidcSigner
 from agex.engine.approvals import Applied
-from agex.gcp.oidc import GoogleIdTokens, OidcVerifier
-from agex.http.decision_push import DecisionPush
-from agex.http.step_endpoint import StepEndpoint
-from agex.run import RunStatus
 from agex.testing.harness import InMemoryRuntime
 from agex.testing.models import scripted
 from agex.tools import ToolContext, tool
-from emulators.cloudtasks.oidc import OidcSigner
 
 PUSH = "agex-push@p.iam.gserviceaccount.com"
 STEP = "agex-step@p.iam.gserviceaccount.com"

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agex.errors import PermissionDenied, Unauthenticated
-from agex.gcp.oidc import GoogleIdTokenAuthenticator, GoogleIdTokens, OidcVerifier
-from emulators.cloudtasks.oidc import OidcSigner
+from agex.adapters.gcp.oidc import GoogleIdTokenAuthenticator, GoogleIdTokens, OidcVerifier
+from agex.core.errors import PermissionDenied, Unauthenticated
+from agex.dev.emulators.cloudtasks.oidc import OidcSigner
 
 AUDIENCE = "https://step.example.run.app/"
 signer = OidcSigner()

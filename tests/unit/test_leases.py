@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agex.agent import Agent
-from agex.approval import ApprovalStatus, Decision
-from agex.approval_service import DecideRequest
-from agex.auth import Caller
+from agex.core.agent import Agent
+from agex.core.approval import ApprovalStatus, Decision
+from agex.core.errors import LeaseHeld, LeaseLost
+from agex.core.messages import FunctionCall
+from agex.core.run import EventKind, RunError, RunHead, RunStatus
 from agex.engine import decisions
+from agex.engine.approvals import DecideRequest
 from agex.engine.decisions import Delivery
 from agex.engine.stepper import Outcome, StepResult
-from agex.errors import LeaseHeld, LeaseLost
-from agex.messages import FunctionCall
+from agex.ports.auth import Caller
 from agex.ports.task_queue import StepTask
-from agex.run import EventKind, RunError, RunHead, RunStatus
 from agex.testing.harness import InMemoryRuntime
 from agex.testing.models import scripted
 from agex.tools import ToolContext, tool
@@ -285,16 +285,16 @@ def test_the_heartbeat_renews_in_the_background_and_stops_when_the_lease_is_rele
         assert not keeper._thread.is_alive() and keeper.lost is None and keeper.renewals >= 3
 
 
-def test_a_stalled_heartbeat_lets_the_lease_expire_and_the_keeper_sees_the_takeover(
-        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stalled_heartbeat_lets_the_lease_expire_and_the_keeper_sees_the_takeover(tmp_path: Any) -> None:
+    from agex.adapters.failpoints import FileFailpoints
     from agex.engine.lease import LeaseKeeper
 
     failpoints = tmp_path / "failpoints"
     failpoints.write_text("step.lease_renewal stall\n")
-    monkeypatch.setenv("AGEX_FAILPOINTS_FILE", str(failpoints))
     rt, run, task = runtime()
     d = _claimed(rt, run, task)
-    with LeaseKeeper(rt.store, rt.clock, d, LEASE, every_seconds=0.01) as keeper:
+    with LeaseKeeper(rt.store, rt.clock, d, LEASE, every_seconds=0.01,
+                     failpoints=FileFailpoints(str(failpoints))) as keeper:
         _eventually(lambda: failpoints.read_text() == "")
         rt.clock.advance(LEASE + 1)
         taker = Delivery(tenant="dev", run_id=run.run_id, step=1, task_name=task.name, attempt=1, instance="b")

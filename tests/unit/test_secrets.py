@@ -10,11 +10,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from agex.clock import ManualClock
-from agex.errors import SecretAccessDenied, SecretUnavailable
-from agex.memory.secret_store import InMemorySecretStore
-from agex.ports.secret_store import SecretStore
-from agex.secrets import CachedSecrets, encoded_forms, scrub
+from agex.adapters.inmemory.secret_store import InMemorySecretStore
+from agex.core.clock import ManualClock
+from agex.core.errors import SecretAccessDenied, SecretUnavailable
+from agex.core.scrub import encoded_forms, scrub
+from agex.ports.secret_store import CachedSecrets, SecretStore
 
 AGENT = "agent@agex-local.iam.gserviceaccount.com"
 OTHER = "other@agex-local.iam.gserviceaccount.com"

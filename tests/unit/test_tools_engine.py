@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agex.agent import Agent
-from agex.approval import ApprovalStatus, Decision
-from agex.approval_service import DecideRequest
-from agex.auth import Caller
-from agex.errors import RequestError
+from agex.core.agent import Agent
+from agex.core.approval import ApprovalStatus, Decision
+from agex.core.errors import RequestError
+from agex.core.run import EventKind, RunStatus
+from agex.engine.approvals import DecideRequest
+from agex.ports.auth import Caller
 from agex.ports.task_queue import StepTask
-from agex.run import EventKind, RunStatus
 from agex.testing.harness import InMemoryRuntime
 from agex.testing.models import scripted
 from agex.tools import RetryPolicy, ToolContext, ToolLimits, TransientToolError, tool

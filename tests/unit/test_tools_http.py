@@ -14,9 +14,9 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from agex.errors import ConfigurationError
+from agex.core.errors import ConfigurationError
 from agex.tools import NO_RETRY, ToolContext
-from agex.tools_http import (
+from agex.tools.http import (
     BearerSecret,
     HeaderSecret,
     HttpTool,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agex.agent import Agent
-from agex.errors import ConfigurationError, TransientError
+from agex.core.agent import Agent
+from agex.core.errors import ConfigurationError, TransientError
+from agex.dev.emulators.gcloud import free_port
 from agex.tools import Tool, ToolContext
-from agex.tools_mcp import HttpServer, McpServer, StdioServer, mcp_tools
-from emulators.gcloud import free_port
+from agex.tools.mcp import HttpServer, McpServer, StdioServer, mcp_tools
 
 SERVER = Path(__file__).resolve().parents[1] / "mcp_servers" / "notes_server.py"
 CTX = ToolContext(tenant="t", run_id="r", step=1, call_id="c", idempotency_key="k")

@@ -310,7 +310,7 @@ def _serve(port: int) -> Any:
 
 
 def _free_port() -> int:
-    from emulators.gcloud import free_port
+    from agex.dev.emulators.gcloud import free_port
 
     return free_port()
 

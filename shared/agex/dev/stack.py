@@ -19,9 +19,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agex.decision_signing import new_key_pair
-from agex.settings import Settings
-from emulators.gcloud import EmulatorProcess, free_port, spawn_and_wait, start_firestore, start_pubsub
+from agex.app.settings import Settings
+from agex.core.decision_signing import new_key_pair
+from agex.dev.emulators.gcloud import (
+    EmulatorProcess,
+    free_port,
+    spawn_and_wait,
+    start_firestore,
+    start_pubsub,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 HOST = "127.0.0.1"
@@ -45,7 +51,7 @@ class StackConfig:
     project: str = "agex-local"
     workdir: Path = field(default_factory=lambda: Path(".agex"))
     fleet_file: Path = field(default_factory=lambda: REPO / "examples" / "fleet.yaml")
-    """The agents, their identities and granted secrets (``agex.fleet``)."""
+    """The agents, their identities and granted secrets (``agex.app.fleet``)."""
     secrets: dict[str, str] = field(default_factory=dict)
     """Secret values to create in the Secret Manager emulator; each is granted to the agents the fleet
     file grants it to, and to no one else."""
@@ -99,16 +105,16 @@ class Stack:
             firestore = self._keep(start_firestore(log_path=str(logs / "firestore.log")))
             pubsub = self._keep(start_pubsub(c.project, log_path=str(logs / "pubsub.log")))
             tasks_port, tasks_http = free_port(), free_port()
-            self._keep(self._python("cloudtasks", [sys.executable, "-m", "emulators.cloudtasks", "--host", HOST,
+            self._keep(self._python("cloudtasks", [sys.executable, "-m", "agex.dev.emulators.cloudtasks", "--host", HOST,
                                                    "--port", str(tasks_port), "--http-port", str(tasks_http)],
                                     tasks_port, logs))
             secrets_port = free_port()
-            self._keep(self._python("secretmanager", [sys.executable, "-m", "emulators.secretmanager", "--host", HOST,
+            self._keep(self._python("secretmanager", [sys.executable, "-m", "agex.dev.emulators.secretmanager", "--host", HOST,
                                                       "--port", str(secrets_port), "--admin", ADMIN],
                                     secrets_port, logs))
             self.secrets_host = f"{HOST}:{secrets_port}"
             gemini_port = free_port()
-            self._keep(self._python("gemini", [sys.executable, "-m", "emulators.gemini", "--host", HOST, "--port",
+            self._keep(self._python("gemini", [sys.executable, "-m", "agex.dev.emulators.gemini", "--host", HOST, "--port",
                                                str(gemini_port), "--scenarios", str(c.scenarios),
                                                *(["--keep-bodies"] if c.keep_model_requests else [])],
                                     gemini_port, logs))
@@ -194,10 +200,10 @@ class Stack:
     def _provision(self) -> None:
         """Create what Terraform creates in the cloud: the step queue, the topics and their subscriptions
         (the approvals function's push subscription once it is up: see ``_subscribe_approvals``)."""
-        from agex.approval import APPROVAL_REQUESTS_TOPIC, DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
+        from agex.adapters.gcp.cloud_tasks import ensure_queue, make_client
+        from agex.adapters.gcp.pubsub_bus import ensure_subscription, ensure_topics
+        from agex.core.approval import APPROVAL_REQUESTS_TOPIC, DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
         from agex.engine.notify import RUN_EVENTS_TOPIC
-        from agex.gcp.cloud_tasks import ensure_queue, make_client
-        from agex.gcp.pubsub_bus import ensure_subscription, ensure_topics
 
         c = self.config
         with self.client_env():
@@ -212,9 +218,9 @@ class Stack:
 
     def _provision_secrets(self) -> None:
         """What Terraform does for secrets: each secret readable by exactly the agents granted it."""
-        from agex import fleet
-        from agex.gcp.secret_manager import ensure_secret
-        from emulators.secretmanager.client import make_client
+        from agex.adapters.gcp.secret_manager import ensure_secret
+        from agex.app import fleet
+        from agex.dev.emulators.secretmanager.client import make_client
 
         c = self.config
         declared = fleet.load(c.fleet_file)
@@ -230,12 +236,12 @@ class Stack:
 
     def _subscribe_approvals(self) -> None:
         """The decisions topic pushes to the approvals function, dead-lettering what it keeps refusing."""
-        from agex.approval import DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
-        from agex.gcp.pubsub_bus import ensure_subscription
+        from agex.adapters.gcp.pubsub_bus import ensure_subscription
+        from agex.core.approval import DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
 
         c = self.config
         # through the Cloud Tasks emulator's push relay, which attaches the OIDC token the Pub/Sub emulator
-        # does not (emulators/cloudtasks/http_endpoints.py): the approvals function checks it as in the cloud
+        # does not (agex.dev.emulators.cloudtasks.http_endpoints): the approvals function checks it as in the cloud
         relay = f"{self.tasks_http}/_emulator/push?" + urllib.parse.urlencode(
             {"endpoint": self.approvals_url, "email": PUSH_IDENTITY, "audience": self.approvals_url})
         with self.client_env():
@@ -264,7 +270,7 @@ class Stack:
     def _sweep_loop(self) -> None:
         """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
         request carries the same OIDC token a scheduled job's would."""
-        from agex.gcp.cloud_tasks import make_client, post_with_oidc
+        from agex.adapters.gcp.cloud_tasks import make_client, post_with_oidc
 
         with self.client_env():
             client = make_client(self.tasks_host)

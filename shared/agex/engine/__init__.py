@@ -1,2 +1,3 @@
-"""The step engine: pure decisions over run heads (``decisions``), the conversation rebuilt from events
-(``conversation``), and the step runner that drives one step over the ports (``stepper``)."""
+"""The engine: pure decisions over run heads (``decisions``), the conversation rebuilt from events
+(``conversation``), the step runner and its lease (``stepper``, ``lease``), and the application services
+(``runs``, ``approvals``). It does I/O only through ports."""

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agex.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
-from agex.run import Event, EventKind
+from agex.core.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
+from agex.core.run import Event, EventKind
 
 
 @dataclass(frozen=True)

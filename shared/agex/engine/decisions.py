@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from agex.approval import (
+from agex.core.approval import (
     Approval,
     ApprovalPolicy,
     ApprovalStatus,
@@ -27,11 +27,11 @@ from agex.approval import (
     approval_id,
     redact,
 )
+from agex.core.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
+from agex.core.messages import FunctionCall, Message, ModelResponse
+from agex.core.run import Event, EventKind, Lease, RunError, RunHead, RunStatus
 from agex.engine.conversation import Uncertainty
-from agex.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
-from agex.messages import FunctionCall, Message, ModelResponse
 from agex.ports.checkpoint_store import Mutation
-from agex.run import Event, EventKind, Lease, RunError, RunHead, RunStatus
 
 TIMER_TOLERANCE = timedelta(seconds=1)
 """A timer task may arrive this much before ``wake_at`` (clocks of machines differ) and still run."""

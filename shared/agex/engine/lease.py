@@ -18,13 +18,13 @@ import contextvars
 import threading
 from types import TracebackType
 
-from agex import failpoints
-from agex.clock import Clock
+from agex.core.clock import Clock
+from agex.core.errors import AgexError, LeaseLost, NotFound
 from agex.engine import decisions
 from agex.engine.decisions import Delivery
-from agex.errors import AgexError, LeaseLost, NotFound
 from agex.obs import logging as log
 from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 
 _log = log.get("step")
 
@@ -34,8 +34,9 @@ RENEWALS_PER_LEASE = 3
 
 class LeaseKeeper:
     def __init__(self, store: CheckpointStore, clock: Clock, d: Delivery, lease_seconds: float,
-                 every_seconds: float | None = None) -> None:
+                 every_seconds: float | None = None, failpoints: Failpoints = NO_FAILPOINTS) -> None:
         self.store, self.clock, self.d, self.lease_seconds = store, clock, d, lease_seconds
+        self.failpoints = failpoints
         self.every_seconds = every_seconds if every_seconds is not None else max(0.05, lease_seconds / RENEWALS_PER_LEASE)
         self.lost: str | None = None
         """Why the lease is no longer this attempt's, once the keeper saw another attempt holding it."""
@@ -78,7 +79,7 @@ class LeaseKeeper:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every_seconds):
-            if failpoints.hit("step.lease_renewal") == "stall":
+            if self.failpoints.hit("step.lease_renewal") == "stall":
                 # chaos drill: the heartbeat stops (a partition, a paused instance) while the step goes on
                 log.info(_log, "failpoint: this attempt stops renewing its lease", outcome="stalled")
                 return

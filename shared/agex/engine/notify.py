@@ -3,11 +3,11 @@ and its one expiry task). Shared by the step runner and the approvals applier.""
 
 from __future__ import annotations
 
-from agex.approval import APPROVAL_REQUESTS_TOPIC, Approval, ApprovalRequested
+from agex.core.approval import APPROVAL_REQUESTS_TOPIC, Approval, ApprovalRequested
+from agex.core.run import RunHead
 from agex.obs import logging as log
 from agex.ports.event_bus import EventBus
 from agex.ports.task_queue import ApprovalExpiryTask, TaskQueue
-from agex.run import RunHead
 
 RUN_EVENTS_TOPIC = "agex-run-events"
 _log = log.get("notify")

@@ -17,15 +17,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from agex import failpoints
-from agex.agent import Agent, AgentRegistry
-from agex.approval import Approval, ApprovalPolicy
-from agex.clock import Clock
-from agex.engine import conversation, decisions, notify
-from agex.engine.conversation import LateResult, Settled
-from agex.engine.decisions import Claim, Delivery, Late
-from agex.engine.lease import LeaseKeeper
-from agex.errors import (
+from agex.core.agent import Agent, AgentRegistry
+from agex.core.approval import Approval, ApprovalPolicy
+from agex.core.clock import Clock
+from agex.core.errors import (
     AgexError,
     LeaseHeld,
     LeaseLost,
@@ -36,18 +31,23 @@ from agex.errors import (
     StaleDelivery,
     TransientError,
 )
-from agex.messages import FunctionCall, ModelRequest, ModelResponse
+from agex.core.messages import FunctionCall, ModelRequest, ModelResponse
+from agex.core.pricing import Pricing
+from agex.core.run import ACTIVE_STATUSES, EventKind, RunError, RunHead, RunStatus
+from agex.core.tool import Tool, ToolContext, ToolOutcome
+from agex.engine import conversation, decisions, notify
+from agex.engine.conversation import LateResult, Settled
+from agex.engine.decisions import Claim, Delivery, Late
+from agex.engine.lease import LeaseKeeper
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.event_bus import EventBus
+from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 from agex.ports.limiter import Limiter, Permit, Wait
 from agex.ports.model import Model
 from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import StepTask, TaskQueue
-from agex.pricing import Pricing
-from agex.run import ACTIVE_STATUSES, EventKind, RunError, RunHead, RunStatus
-from agex.tools import Tool, ToolContext, ToolOutcome
 
 _log = log.get("step")
 
@@ -92,11 +92,11 @@ class StepRunner:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, agents: AgentRegistry,
                  models: Callable[[Agent], Model], pricing: Pricing, clock: Clock,
                  settings: StepSettings | None = None, secrets: SecretStore | None = None,
-                 limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
         self.models, self.pricing, self.clock = models, pricing, clock
         self.settings = settings or StepSettings()
-        self.secrets, self.limiter = secrets, limiter
+        self.secrets, self.limiter, self.failpoints = secrets, limiter, failpoints
 
     def run(self, d: Delivery) -> StepResult:
         with log.labels(run=d.run_id, tenant=d.tenant, step=d.step), tracing.tracer().start_as_current_span(
@@ -123,7 +123,7 @@ class StepRunner:
         assert head is not None
         if claimed.value == Claim.finished:
             return self._finished(head)
-        with LeaseKeeper(self.store, self.clock, d, self.settings.lease_seconds) as keeper:
+        with LeaseKeeper(self.store, self.clock, d, self.settings.lease_seconds, failpoints=self.failpoints) as keeper:
             return self._work(head, d, keeper)
 
     def _work(self, head: RunHead, d: Delivery, keeper: LeaseKeeper) -> StepResult:
@@ -135,7 +135,7 @@ class StepRunner:
                 f"agent {head.agent!r} is not deployed here any more; add it back to AGEX_AGENTS to run it")))
         with log.labels(agent=agent.name):
             log.info(_log, f"step {d.step} started (attempt {d.attempt})", attempt=d.attempt)
-            failpoints.hit("step.after_claim")
+            self.failpoints.hit("step.after_claim")
             first = conversation.window_start(d.step, agent.context_window_steps)
             events = self.store.events_since_step(d.tenant, d.run_id, first)
             messages, progress = conversation.rebuild(head.input, events, d.step, first)
@@ -149,7 +149,7 @@ class StepRunner:
                     return self._finished_now(d)
             else:
                 log.info(_log, "reusing the model response recorded by an earlier attempt")
-            failpoints.hit("step.after_model")
+            self.failpoints.hit("step.after_model")
             ended = self._act(agent, head, d, response, progress, earlier_intents, keeper)
             if ended:
                 return ended
@@ -252,7 +252,7 @@ class StepRunner:
             outcome = self._call_tool(agent, head, d, call, args)
         except SecretError as e:
             return self._fail(d, RunError(code=e.code, message=e.message))
-        failpoints.hit("step.after_tool")
+        self.failpoints.hit("step.after_tool")
         if outcome.retry_after_s is not None:
             return self._defer(d, call, outcome)
         output = {**outcome.output, "approval": settled.note()} if settled is not None else outcome.output
@@ -329,7 +329,7 @@ class StepRunner:
             h, d.owner, d.step, call, policy, self.clock.now(), kind, round, seen_seq))
         approval = requested.value
         assert approval is not None
-        failpoints.hit("step.after_approval_request")
+        self.failpoints.hit("step.after_approval_request")
         notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
         log.info(_log, f"waiting for {kind} {approval.approval_id} of {call.name}", outcome="waiting",
                  approval=approval.approval_id, tool=call.name, expires_at=approval.expires_at.isoformat())
@@ -391,7 +391,7 @@ class StepRunner:
             h, d.owner, d.step, response.message, self.clock.now(), continue_at))
         new = committed.head
         assert new is not None
-        failpoints.hit("step.after_commit")
+        self.failpoints.hit("step.after_commit")
         if committed.value == Claim.finished:
             return self._finished(new)
         self.enqueue_next(new, at=new.wake_at)

@@ -1,2 +1,3 @@
-"""The small interfaces the engine talks to. Each has an in-memory implementation in ``agex.memory``
-and a Google Cloud adapter in ``agex.gcp``; ``tests/conformance`` holds each port to one suite."""
+"""The small interfaces the engine talks to, and the rules every backend enforces the same way. Each port
+has an in-memory implementation (``agex.adapters.inmemory``) and a Google Cloud one
+(``agex.adapters.gcp``); ``tests/conformance`` holds both to one suite."""

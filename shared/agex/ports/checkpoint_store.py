@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from agex.approval import Approval, ApprovalStatus
-from agex.errors import DocumentTooLarge
-from agex.run import Event, RunHead, RunStatus
+from agex.core.approval import Approval, ApprovalStatus
+from agex.core.errors import DocumentTooLarge
+from agex.core.run import Event, RunHead, RunStatus
 
 T = TypeVar("T")
 

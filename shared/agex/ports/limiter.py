@@ -7,7 +7,7 @@ import abc
 from dataclasses import dataclass
 from datetime import datetime
 
-from agex.tools import ToolLimits
+from agex.core.tool import ToolLimits
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from agex.messages import ModelRequest, ModelResponse
+from agex.core.messages import ModelRequest, ModelResponse
 
 
 class Model(abc.ABC):

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from agex.run import RunHead
+from agex.core.run import RunHead
 
 
 class StepTask(BaseModel):

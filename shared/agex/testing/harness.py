@@ -8,58 +8,52 @@ manual, so leases, limits, timers and expiry can be tested without waiting: adva
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
-from agex.agent import Agent, AgentRegistry
-from agex.approval import DECISIONS_TOPIC, DecisionMessage
-from agex.approval_service import ApprovalService
-from agex.auth import Caller
-from agex.clock import ManualClock, SequentialIds
-from agex.decision_signing import DecisionSigner, DecisionVerifier, new_key_pair
-from agex.engine.approvals import ApprovalApplier, Outcome
+from agex.adapters.inmemory.event_bus import InMemoryEventBus
+from agex.adapters.inmemory.secret_store import InMemorySecretStore
+from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
+from agex.app.backends import Backends
+from agex.app.runtime import Runtime
+from agex.app.settings import Settings
+from agex.core.agent import Agent, AgentRegistry
+from agex.core.approval import DECISIONS_TOPIC, DecisionMessage
+from agex.core.clock import ManualClock, SequentialIds
+from agex.core.errors import LeaseHeld, NotDue, TransientError
+from agex.core.run import RunHead
+from agex.engine.approvals import Outcome
 from agex.engine.decisions import Delivery
-from agex.engine.stepper import StepResult, StepRunner, StepSettings
-from agex.errors import LeaseHeld, NotDue, TransientError
-from agex.memory.checkpoint_store import InMemoryCheckpointStore
-from agex.memory.event_bus import InMemoryEventBus
-from agex.memory.limiter import InMemoryLimiter
-from agex.memory.secret_store import InMemorySecretStore
-from agex.memory.task_queue import InMemoryTaskQueue
+from agex.engine.runs import CreateRunRequest
+from agex.engine.stepper import StepResult
+from agex.ports.auth import Caller
 from agex.ports.model import Model
 from agex.ports.task_queue import ApprovalExpiryTask, Task
-from agex.pricing import Pricing
-from agex.run import RunHead
-from agex.service import CreateRunRequest, RunService
 
 DEFAULT_CALLER = Caller("dev", "dev@example.com")
 
 
 class InMemoryRuntime:
+    """The composition root (``Runtime``) on ``Backends.in_memory``, with a manual clock and predictable ids,
+    and the deliveries Cloud Tasks and Pub/Sub would make done by hand."""
+
     def __init__(self, agents: list[Agent], model: Model | Callable[[Agent], Model], *,
                  lease_seconds: float = 60.0) -> None:
         self.clock = ManualClock()
-        self.store = InMemoryCheckpointStore()
-        self.queue = InMemoryTaskQueue()
-        self.bus = InMemoryEventBus()
-        self.agents = AgentRegistry([a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"})
-                                     for a in agents])
         models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
         self.secrets = InMemorySecretStore()
         """Grant agents their secrets here: ``rt.secrets.add_version(name, value); rt.secrets.grant(name,
         agent.identity)``."""
-        self.limiter = InMemoryLimiter()
-        self.runner = StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
-                                 models=models, pricing=Pricing(), clock=self.clock,
-                                 settings=StepSettings(lease_seconds=lease_seconds), secrets=self.secrets,
-                                 limiter=self.limiter)
-        self.service = RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock,
-                                  ids=SequentialIds())
-        # decisions are signed and verified as in a deployment, with a key pair of this runtime's own
-        private, public = new_key_pair()
-        self.signer = DecisionSigner.from_pem("api", private)
-        self.approvals = ApprovalService(store=self.store, bus=self.bus, agents=self.agents, clock=self.clock,
-                                         ids=SequentialIds(), signer=lambda: self.signer)
-        self.applier = ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock,
-                                       agents=self.agents, verifier=DecisionVerifier.from_config({"api": [public]}))
+        # defaults, not this process's AGEX_* environment: a test's runtime is the test's alone
+        settings = Settings.model_construct(step_lease_seconds=lease_seconds)
+        self.runtime = rt = Runtime(
+            settings, Backends.in_memory(models, clock=self.clock, ids=SequentialIds(), secrets=self.secrets),
+            agents=AgentRegistry([a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"})
+                                  for a in agents]))
+        self.agents, self.store, self.limiter = rt.agents, rt.store, rt.limiter
+        self.queue, self.bus = cast(InMemoryTaskQueue, rt.queue), cast(InMemoryEventBus, rt.bus)
+        self.runner, self.service, self.approvals, self.applier = rt.runner, rt.service, rt.approval_service, rt.applier
+        self.signer = rt.decision_signer
+        """Decisions are signed and verified as in a deployment, with the in-memory backend's own key pair."""
         self._decisions_seen = 0
         self.results: list[StepResult] = []
 
@@ -82,20 +76,25 @@ class InMemoryRuntime:
         return [self.applier.apply(DecisionMessage.model_validate(m.message)) for m in fresh]
 
     def drive(self, max_deliveries: int = 10_000) -> int:
-        """Deliver due tasks until none is left; a delivery that asks for a retry is retried."""
+        """Deliver due tasks until none is left; a delivery that asks for a retry is retried, until a pass
+        completes none: then only the clock can change the answer (a live lease elsewhere, a task not due)."""
         delivered = 0
+        completed = 0
 
         def handle(task: Task, attempt: int) -> bool:
+            nonlocal completed
             try:
                 self.deliver(task, attempt)
-                return True
             except (LeaseHeld, NotDue, TransientError):
                 return False
+            completed += 1
+            return True
 
         while delivered < max_deliveries:
-            self.deliver_decisions()
+            decided = len(self.deliver_decisions())
+            completed = 0
             due = self.queue.deliver_due(self.clock.now(), handle)
-            if not due:
+            if not due or (not completed and not decided):
                 break
             delivered += due
         return delivered

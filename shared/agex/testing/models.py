@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from agex.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part, TokenUsage
+from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part, TokenUsage
 from agex.ports.model import Model
 
 

@@ -1,0 +1,603 @@
+"""Firestore adapter of the checkpoint store port.
+
+Layout (``prefix`` is empty in production)::
+
+    {prefix}tenants/{tenant}/{prefix}runs/{run_id}                      the RunHead
+    {prefix}tenants/{tenant}/{prefix}runs/{run_id}/{prefix}events/{seq:010d}   one Event each
+    {prefix}tenants/{tenant}/{prefix}approvals/{approval_id}            one Approval each
+
+Encoding:
+
+- Heads and events are stored as native Firestore documents (``model_dump(mode="python")``), so
+  datetimes are Timestamps (the TTL policy on ``expire_at`` needs that) and ``status``/``kind`` are
+  strings that queries can filter on.
+- ``Event.data`` is free-form JSON (model messages, tool arguments and outputs). Firestore cannot store
+  every JSON value natively (no arrays of arrays, no ``__x__`` or empty field names, integers only up to
+  64 bits) and indexes every leaf of a map, so ``data`` is stored as one JSON string, ``data_json``.
+  Event data must therefore be JSON-compatible; anything else is refused with ``ValueError``.
+- ``Approval.arguments``, ``call_arguments`` and ``edited_arguments`` are tool arguments, and
+  ``late_result`` holds a tool's output: free-form JSON like event data, stored as JSON strings for the
+  same reasons (``arguments_json``, ``call_arguments_json``, ``edited_arguments_json``,
+  ``late_result_json``; ``null`` when there are none). The rest of an
+  approval is native: datetimes are Timestamps (TTL on ``expire_at``), ``status`` a string that
+  :meth:`list_approvals` filters on, and ``late_decisions`` an array of maps of strings, so that
+  :meth:`add_late_decision` appends with ``ArrayUnion``, which adds an entry only if no equal one is there.
+- ``RunHead.metadata`` is a native map unless one of its keys is a name Firestore refuses; then it is
+  stored as a JSON string in ``metadata_json``. Reading accepts both.
+
+Every document is measured before it is sent: one over :data:`MAX_DOCUMENT_BYTES` (by Firestore's own
+size formula, with margin under its hard 1 MiB limit) raises :class:`DocumentTooLarge` naming it, and
+nothing of the write is committed.
+
+An approval changes state only together with its run's head: :meth:`update_run` writes the mutation's
+approvals (``set``: whole documents) in the same batch or transaction as the head, so the head's
+precondition guards them too. The one write outside it is :meth:`add_late_decision`, an ``ArrayUnion``
+on a settled approval; a whole-document write of that approval racing it would drop the late entry.
+
+Indexes the deployment must declare (Terraform):
+
+- ``find_runs``: a composite *collection-group* index on ``runs``: ``status`` ASC, ``updated_at`` ASC.
+- ``list_events`` / ``events_since_step`` need only the automatic single-field indexes on ``seq`` and
+  ``step``; exempt ``events.data_json`` and ``runs.input``/``runs.result`` from single-field indexing
+  (large strings, never queried) to save index writes.
+- ``find_waiting``: a composite *collection-group* index on ``runs``: ``status`` ASC, ``wake_at`` ASC.
+- ``list_approvals``: composite indexes on ``approvals``: ``status`` ASC, ``created_at`` ASC,
+  ``approval_id`` ASC (one status) and ``created_at`` ASC, ``approval_id`` ASC (all statuses).
+- TTL policies on ``runs.expire_at``, ``events.expire_at`` and ``approvals.expire_at`` (collection
+  groups).
+- Exempt ``approvals.arguments_json``, ``approvals.call_arguments_json``,
+  ``approvals.edited_arguments_json`` and ``approvals.late_result_json`` from single-field indexing
+  (never queried).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Literal, NamedTuple, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from agex.core.approval import Approval, ApprovalStatus
+from agex.core.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
+from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
+
+T = TypeVar("T")
+
+__all__ = ["MAX_WRITES_PER_COMMIT", "FirestoreCheckpointStore"]
+
+MAX_WRITES_PER_COMMIT = 500
+"""Firestore commits (batches, transactions) write at most 500 documents."""
+
+_EVENT_ID_WIDTH = 10
+_RESERVED_FIELD = re.compile(r"^__.*__$")
+_TRANSIENT = (
+    gexc.Aborted,
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.ResourceExhausted,
+    gexc.InternalServerError,
+    gexc.RetryError,
+)
+_MISCONFIGURED = (gexc.PermissionDenied, gexc.Unauthenticated, gexc.FailedPrecondition, gexc.NotFound)
+_APPROVAL_JSON_FIELDS = ("arguments", "call_arguments", "edited_arguments", "late_result")
+
+_Write = tuple[firestore.DocumentReference, dict[str, Any]]
+
+
+class _Writes(NamedTuple):
+    """The documents one update writes, by how each is written, and their total size."""
+
+    head: _Write
+    events: list[_Write]
+    """Created: an event is never overwritten."""
+    approvals: list[_Write]
+    """Set: created or replaced whole."""
+    size: int
+
+    @property
+    def n(self) -> int:
+        return 1 + len(self.events) + len(self.approvals)
+
+
+class FirestoreCheckpointStore(CheckpointStore):
+    """Run heads and events in Firestore (native mode).
+
+    ``client``: a ``google.cloud.firestore.Client`` (honours ``FIRESTORE_EMULATOR_HOST``); if omitted,
+    one is made for ``project``/``database``. ``prefix`` is prepended to each collection id
+    (``tenants``, ``runs``, ``events``, ``approvals``); tests use a unique prefix to isolate themselves, and the
+    collection-group queries of :meth:`find_runs` and :meth:`find_waiting` only see runs of the same prefix.
+
+    ``concurrency`` of :meth:`update_run`: ``"optimistic"`` (default) reads the head, runs ``mutate`` and
+    commits head and events in one atomic batch conditioned on the head's update time, retrying with a
+    short jittered backoff when another writer got there first; ``"transaction"`` uses a Firestore
+    read-write transaction (``@firestore.transactional``, pessimistic locks). Both write all or
+    nothing and create events with an exists-not precondition. The optimistic mode needs 2 RPCs per
+    attempt instead of 3 and holds no locks: the Firestore emulator deadlocks concurrent transactions
+    on one document until its ~2 s lock timeout (firebase/firebase-tools#6758), so only the optimistic
+    mode is usable under contention there.
+    ``max_attempts``: attempts of one ``update_run`` before contention becomes ``TransientError``.
+
+    ``stats`` counts operations for benchmarks: ``reads`` (documents read, as billed: a miss or an empty
+    query counts one), ``writes`` (documents written), ``bytes_written`` (by :func:`document_size`),
+    ``commits`` (commit attempts), ``queries``, ``retries`` (transaction attempts after the first).
+    """
+
+    def __init__(
+        self,
+        client: firestore.Client | None = None,
+        *,
+        project: str | None = None,
+        database: str | None = None,
+        prefix: str = "",
+        concurrency: Literal["optimistic", "transaction"] = "optimistic",
+        max_attempts: int = 20,
+    ) -> None:
+        if concurrency not in ("optimistic", "transaction"):
+            raise ValueError(f"concurrency must be 'optimistic' or 'transaction', not {concurrency!r}")
+        self.concurrency = concurrency
+        if "/" in prefix or _RESERVED_FIELD.match(prefix or "x"):
+            raise ValueError(f"invalid collection prefix {prefix!r}")
+        self._client = client or firestore.Client(project=project, database=database or "(default)")
+        self.prefix = prefix
+        self._tenants = f"{prefix}tenants"
+        self._runs = f"{prefix}runs"
+        self._events = f"{prefix}events"
+        self._approvals = f"{prefix}approvals"
+        self._max_attempts = max_attempts
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, int] = {}
+        self.reset_stats()
+
+    @property
+    def client(self) -> firestore.Client:
+        return self._client
+
+    # --- stats ------------------------------------------------------------------------------------------
+
+    def reset_stats(self) -> dict[str, int]:
+        """Zero the counters; return their values before."""
+        with self._stats_lock:
+            before = dict(self.stats)
+            self.stats.update(reads=0, writes=0, bytes_written=0, commits=0, queries=0, retries=0)
+            return before
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for k, v in deltas.items():
+                self.stats[k] = self.stats.get(k, 0) + v
+
+    # --- references -------------------------------------------------------------------------------------
+
+    def _head_ref(self, tenant: str, run_id: str) -> firestore.DocumentReference:
+        _check_id("tenant", tenant)
+        _check_id("run id", run_id)
+        return self._client.collection(self._tenants).document(tenant).collection(self._runs).document(run_id)
+
+    def _event_ref(self, head_ref: firestore.DocumentReference, seq: int) -> firestore.DocumentReference:
+        return head_ref.collection(self._events).document(f"{seq:0{_EVENT_ID_WIDTH}d}")
+
+    def _approval_ref(self, tenant: str, approval_id: str) -> firestore.DocumentReference:
+        _check_id("tenant", tenant)
+        _check_id("approval id", approval_id)
+        return self._client.collection(self._tenants).document(tenant).collection(self._approvals).document(approval_id)
+
+    # --- port -------------------------------------------------------------------------------------------
+
+    def create_run(self, head: RunHead, events: Sequence[Event]) -> RunHead:
+        check_continues(head.seq - len(events), events)
+        ref = self._head_ref(head.tenant, head.run_id)
+        _check_write_count(head.run_id, 1 + len(events))
+        writes = [(ref, _encode_head(head))] + [(self._event_ref(ref, e.seq), _encode_event(e)) for e in events]
+        sizes = [_checked_size(r, doc) for r, doc in writes]
+        batch = self._client.batch()
+        for r, doc in writes:
+            batch.create(r, doc)  # create: fails if the document exists, so nothing is overwritten
+        try:
+            self._count(commits=1)
+            batch.commit()
+        except gexc.Conflict as e:  # ALREADY_EXISTS; the whole batch is rejected
+            existing = self.get_run(head.tenant, head.run_id)
+            if existing is None:
+                raise AlreadyExists(
+                    f"run {head.run_id} of tenant {head.tenant} cannot be created: events of an earlier "
+                    f"run with this id are still stored",
+                ) from e
+            raise AlreadyExists(f"run {head.run_id} exists", existing=existing) from e
+        except gexc.GoogleAPIError as e:
+            raise _translate(e, f"creating run {head.run_id}") from e
+        self._count(writes=len(writes), bytes_written=sum(sizes))
+        return head
+
+    def get_run(self, tenant: str, run_id: str) -> RunHead | None:
+        if not _valid_ids(tenant, run_id):
+            return None  # no run can have this name: create_run refuses it
+        snap = self._get_snapshot(self._head_ref(tenant, run_id), run_id)
+        return _decode_head(snap.to_dict()) if snap.exists else None
+
+    def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
+        if not _valid_ids(tenant, run_id):
+            raise NotFound(f"run {run_id} not found")
+        ref = self._head_ref(tenant, run_id)
+        if self.concurrency == "transaction":
+            return self._update_in_transaction(ref, run_id, mutate)
+        return self._update_optimistic(ref, run_id, mutate)
+
+    def _prepare(
+        self, ref: firestore.DocumentReference, snap: Any, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
+    ) -> tuple[Mutation[T], _Writes | None]:
+        """Run ``mutate`` on the head read; return its result and the documents to write (None: nothing)."""
+        if not snap.exists:
+            raise NotFound(f"run {run_id} not found")
+        head = _decode_head(snap.to_dict())
+        result = mutate(head)
+        if result.head is None:
+            return result, None
+        check_continues(head.seq, result.events)
+        _check_write_count(run_id, 1 + len(result.events) + len(result.approvals))
+        for approval in result.approvals:
+            _check_belongs(approval, head)
+        head_write = (ref, _encode_head(result.head))
+        events = [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
+        approvals = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
+        size = sum(_checked_size(r, doc) for r, doc in [head_write, *events, *approvals])
+        return result, _Writes(head_write, events, approvals, size)
+
+    def _update_optimistic(
+        self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
+    ) -> Mutation[T]:
+        """Read the head, decide, then commit head and events in one atomic batch on the precondition that
+        the head is still the version read (its update time). A concurrent writer makes the commit fail
+        with FAILED_PRECONDITION and the whole update is tried again: no locks, so no lock waits, and
+        2 RPCs (get, commit) per attempt instead of a transaction's 3."""
+        for attempt in range(1, self._max_attempts + 1):
+            if attempt > 1:
+                self._count(retries=1)
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # de-synchronize contenders
+            snap = self._get_snapshot(ref, run_id)
+            result, writes = self._prepare(ref, snap, run_id, mutate)
+            if writes is None:
+                return result
+            head_doc = writes.head[1]
+            stale = {k: firestore.DELETE_FIELD for k in (snap.to_dict() or {}) if k not in head_doc}
+            batch = self._client.batch()
+            # update() of every top-level field (and deletion of the others) replaces the document, and
+            # unlike set() it takes a precondition.
+            batch.update(ref, {**head_doc, **stale}, option=self._client.write_option(last_update_time=snap.update_time))
+            for r, doc in writes.events:
+                batch.create(r, doc)  # an event is never overwritten
+            for r, doc in writes.approvals:
+                batch.set(r, doc)  # guarded by the head's precondition: the whole batch fails with it
+            self._count(commits=1)
+            try:
+                batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
+                continue  # the head changed (or went) since it was read: decide again on the new one
+            except gexc.Conflict as e:
+                # An event document exists already. If the head changed, a concurrent writer took these
+                # sequence numbers: decide again. If not, the events collection is out of step with
+                # the head: retrying cannot help.
+                current = self._get_snapshot(ref, run_id)
+                if current.exists and current.update_time != snap.update_time:
+                    continue
+                raise AlreadyExists(
+                    f"run {run_id}: an event document among {[r.id for r, _ in writes.events]} exists already "
+                    f"although the head was not changed; the run's events are inconsistent with its head"
+                ) from e
+            except gexc.GoogleAPIError as e:
+                raise _translate(e, f"updating run {run_id}") from e
+            self._count(writes=writes.n, bytes_written=writes.size)
+            return result
+        raise TransientError(f"updating run {run_id}: too much contention, gave up after {self._max_attempts} attempts")
+
+    def _get_snapshot(self, ref: firestore.DocumentReference, run_id: str) -> Any:
+        return self._get(ref, f"reading run {run_id}")
+
+    def _get(self, ref: firestore.DocumentReference, what: str) -> Any:
+        try:
+            snap = ref.get()
+        except gexc.GoogleAPIError as e:
+            raise _translate(e, what) from e
+        self._count(reads=1)
+        return snap
+
+    def _update_in_transaction(
+        self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
+    ) -> Mutation[T]:
+        """The same in a Firestore read-write transaction (pessimistic locking; retried on ABORTED)."""
+        attempts = 0
+        staged: dict[str, int] = {}
+
+        def body(transaction: firestore.Transaction) -> Mutation[T]:
+            nonlocal attempts
+            attempts += 1
+            staged.clear()
+            snap = next(iter(transaction.get(ref)))
+            result, writes = self._prepare(ref, snap, run_id, mutate)
+            if writes is not None:
+                transaction.set(ref, writes.head[1])
+                for r, doc in writes.events:
+                    transaction.create(r, doc)  # an event is never overwritten
+                for r, doc in writes.approvals:
+                    transaction.set(r, doc)
+                staged.update(writes=writes.n, bytes_written=writes.size)
+            return result
+
+        try:
+            while True:
+                transaction = self._client.transaction(max_attempts=max(1, self._max_attempts - attempts))
+                try:
+                    result = firestore.transactional(body)(transaction)
+                    break
+                except gexc.Aborted:
+                    # Aborted while reading: the client retries aborted commits only. Start over.
+                    if attempts >= self._max_attempts:
+                        raise
+        except ValueError as e:
+            if isinstance(e.__cause__, gexc.Aborted):  # the client's "failed to commit in N attempts"
+                raise TransientError(
+                    f"updating run {run_id}: too much contention, gave up after {attempts} attempts"
+                ) from e
+            raise
+        except gexc.GoogleAPIError as e:
+            raise _translate(e, f"updating run {run_id}") from e
+        finally:
+            self._count(reads=attempts, commits=attempts, retries=max(0, attempts - 1))
+        self._count(**staged)
+        return result
+
+    def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        if limit <= 0 or not _valid_ids(tenant, run_id):
+            return []
+        query = (
+            self._head_ref(tenant, run_id)
+            .collection(self._events)
+            .where(filter=FieldFilter("seq", ">", after_seq))
+            .order_by("seq")
+            .limit(limit)
+        )
+        return [_decode_event(d) for d in self._query(query, f"listing events of run {run_id}")]
+
+    def events_since_step(self, tenant: str, run_id: str, step: int) -> list[Event]:
+        # Inequality and (implicit) first order on the same field: served by the automatic single-field
+        # index on `step`; ties are broken by document id, the zero-padded seq. The sort by seq keeps
+        # the port's order even if a later event were ever recorded under an earlier step.
+        if not _valid_ids(tenant, run_id):
+            return []
+        query = self._head_ref(tenant, run_id).collection(self._events).where(filter=FieldFilter("step", ">=", step))
+        docs = self._query(query.order_by("step"), f"reading events of run {run_id}")
+        return sorted((_decode_event(d) for d in docs), key=lambda e: e.seq)
+
+    def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100) -> list[RunHead]:
+        if not statuses or limit <= 0:
+            return []
+        # Production needs a composite collection-group index on `runs` (status ASC, updated_at ASC);
+        # the Terraform declares it. The emulator needs none.
+        query = (
+            self._client.collection_group(self._runs)
+            .where(filter=FieldFilter("status", "in", sorted({str(RunStatus(s)) for s in statuses})))
+            .where(filter=FieldFilter("updated_at", "<", updated_before))
+            .order_by("updated_at")
+            .limit(limit)
+        )
+        return [_decode_head(d) for d in self._query(query, "finding runs")]
+
+    def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
+        if limit <= 0:
+            return []
+        # Composite collection-group index on `runs` (status ASC, wake_at ASC). Runs without `wake_at`
+        # (null) never match the inequality.
+        query = (
+            self._client.collection_group(self._runs)
+            .where(filter=FieldFilter("status", "in", [str(s) for s in WAITING_STATUSES]))
+            .where(filter=FieldFilter("wake_at", "<", due_before))
+            .order_by("wake_at")
+            .limit(limit)
+        )
+        return [_decode_head(d) for d in self._query(query, "finding waiting runs")]
+
+    def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
+        if not _valid_ids(tenant, approval_id):
+            return None  # no approval can have this name
+        snap = self._get(self._approval_ref(tenant, approval_id), f"reading approval {approval_id}")
+        return _decode_approval(snap.to_dict()) if snap.exists else None
+
+    def list_approvals(self, tenant: str, *, status: ApprovalStatus | None = None, limit: int = 100,
+                       after: tuple[datetime, str] | None = None) -> list[Approval]:
+        if limit <= 0 or not _valid_id(tenant):
+            return []
+        # Ordered by the approval_id *field*, not the document id, so any cursor string works (a cursor
+        # on __name__ must be a valid document id); costs the (created_at, approval_id) index.
+        query: Any = self._client.collection(self._tenants).document(tenant).collection(self._approvals)
+        if status is not None:
+            query = query.where(filter=FieldFilter("status", "==", str(ApprovalStatus(status))))
+        query = query.order_by("created_at").order_by("approval_id")
+        if after is not None:
+            query = query.start_after({"created_at": after[0], "approval_id": after[1]})
+        docs = self._query(query.limit(limit), f"listing approvals of tenant {tenant}")
+        return [_decode_approval(d) for d in docs]
+
+    def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
+        if not _valid_ids(tenant, approval_id):
+            raise NotFound(f"approval {approval_id} not found")
+        _check_late_decision(approval_id, entry)
+        ref = self._approval_ref(tenant, approval_id)
+        what = f"recording a late decision on approval {approval_id}"
+        # Read first only to refuse, like every write here, a document that would outgrow the limit.
+        snap = self._get(ref, what)
+        if not snap.exists:
+            raise NotFound(f"approval {approval_id} not found")
+        doc = snap.to_dict() or {}
+        late = list(doc.get("late_decisions") or [])
+        if entry in late:
+            return  # a redelivered late decision is recorded once
+        size = _checked_size(ref, {**doc, "late_decisions": [*late, entry]})
+        try:
+            self._count(commits=1)
+            # ArrayUnion adds the entry only if no equal one is there, so a concurrent redelivery that
+            # raced the read above still records it once; update fails if the approval went.
+            ref.update({"late_decisions": firestore.ArrayUnion([dict(entry)])})
+        except gexc.NotFound as e:
+            raise NotFound(f"approval {approval_id} not found") from e
+        except gexc.GoogleAPIError as e:
+            raise _translate(e, what) from e
+        self._count(writes=1, bytes_written=size)
+
+    def _query(self, query: Any, what: str) -> list[dict[str, Any]]:
+        try:
+            docs = [snap.to_dict() for snap in query.stream()]
+        except gexc.GoogleAPIError as e:
+            raise _translate(e, what) from e
+        self._count(queries=1, reads=max(1, len(docs)))
+        return docs
+
+
+# --- encoding -----------------------------------------------------------------------------------------
+
+
+def _encode_head(head: RunHead) -> dict[str, Any]:
+    doc = _plain(head.model_dump(mode="python"))
+    metadata = doc.get("metadata") or {}
+    if any(not k or _RESERVED_FIELD.match(k) for k in metadata):
+        doc["metadata_json"] = json.dumps(doc.pop("metadata"), ensure_ascii=False, separators=(",", ":"))
+    return doc
+
+
+def _decode_head(doc: dict[str, Any] | None) -> RunHead:
+    doc = _from_firestore(doc or {})
+    if "metadata_json" in doc:
+        doc["metadata"] = json.loads(doc.pop("metadata_json"))
+    return RunHead.model_validate(doc)
+
+
+def _encode_event(event: Event) -> dict[str, Any]:
+    doc = _plain(event.model_dump(mode="python", exclude={"data"}))
+    try:
+        doc["data_json"] = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"event {event.seq} ({event.kind}): data must be JSON-compatible: {e}") from e
+    return doc
+
+
+def _decode_event(doc: dict[str, Any] | None) -> Event:
+    doc = _from_firestore(doc or {})
+    data = doc.pop("data_json", None)
+    if data is not None:
+        doc["data"] = json.loads(data)
+    return Event.model_validate(doc)
+
+
+def _encode_approval(approval: Approval) -> dict[str, Any]:
+    for entry in approval.late_decisions:
+        _check_late_decision(approval.approval_id, entry)
+    doc = _plain(approval.model_dump(mode="python", exclude=set(_APPROVAL_JSON_FIELDS)))
+    for name in _APPROVAL_JSON_FIELDS:
+        try:
+            doc[f"{name}_json"] = json.dumps(getattr(approval, name), ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"approval {approval.approval_id}: {name} must be JSON-compatible: {e}") from e
+    return doc
+
+
+def _decode_approval(doc: dict[str, Any] | None) -> Approval:
+    doc = _from_firestore(doc or {})
+    for name in _APPROVAL_JSON_FIELDS:
+        if f"{name}_json" in doc:
+            doc[name] = json.loads(doc.pop(f"{name}_json"))
+    return Approval.model_validate(doc)
+
+
+def _check_late_decision(approval_id: str, entry: dict[str, Any]) -> None:
+    """A late decision is a flat map of strings: stored natively, compared exactly by ArrayUnion."""
+    if not isinstance(entry, dict) or not all(
+        isinstance(k, str) and k and not _RESERVED_FIELD.match(k) and isinstance(v, str) for k, v in entry.items()
+    ):
+        raise ValueError(f"approval {approval_id}: a late decision must map non-empty field names (not '__x__') "
+                         f"to strings, not {entry!r}")
+
+
+def _check_belongs(approval: Approval, head: RunHead) -> None:
+    """An approval is written only with its own run's head: anything else is a bug in a decision."""
+    if (approval.tenant, approval.run_id) != (head.tenant, head.run_id):
+        raise ValueError(f"approval {approval.approval_id} of run {approval.tenant}/{approval.run_id} cannot be "
+                         f"written with run {head.tenant}/{head.run_id}")
+
+
+def _plain(value: Any) -> Any:
+    """Enums to their values, tuples to lists: what the Firestore client encodes without surprises."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_firestore(value: Any) -> Any:
+    """Firestore's DatetimeWithNanoseconds to plain aware-UTC datetimes, recursively."""
+    if isinstance(value, datetime):
+        tz = value.tzinfo or UTC
+        return datetime(
+            value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=tz
+        )
+    if isinstance(value, dict):
+        return {k: _from_firestore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_firestore(v) for v in value]
+    return value
+
+
+def _check_write_count(run_id: str, n: int) -> None:
+    if n > MAX_WRITES_PER_COMMIT:
+        raise ValueError(
+            f"run {run_id}: one update may write at most {MAX_WRITES_PER_COMMIT} documents (the head, its "
+            f"events and approvals), not {n}: Firestore's limit of writes per commit"
+        )
+
+
+def _checked_size(ref: firestore.DocumentReference, doc: dict[str, Any]) -> int:
+    return check_size(ref.path, doc)
+
+
+def _valid_id(value: str) -> bool:
+    return bool(
+        value
+        and "/" not in value
+        and value not in (".", "..")
+        and not _RESERVED_FIELD.match(value)
+        and len(value.encode("utf-8", "surrogatepass")) <= 1500
+    )
+
+
+def _valid_ids(*values: str) -> bool:
+    return all(_valid_id(v) for v in values)
+
+
+def _check_id(what: str, value: str) -> None:
+    if not _valid_id(value):
+        raise ValueError(f"invalid {what} {value!r}: Firestore document ids must be non-empty, without '/', "
+                         f"not '.', '..' or '__...__', and at most 1500 bytes")
+
+
+def _translate(e: gexc.GoogleAPIError, what: str) -> Exception:
+    msg = getattr(e, "message", None) or str(e)
+    if isinstance(e, _TRANSIENT):
+        return TransientError(f"{what}: Firestore is unavailable or overloaded ({type(e).__name__}: {msg})")
+    if isinstance(e, _MISCONFIGURED):
+        return ConfigurationError(
+            f"{what}: Firestore refused the request ({type(e).__name__}: {msg}); check the database, "
+            f"its indexes and the service account's roles"
+        )
+    if isinstance(e, gexc.InvalidArgument):
+        return ConfigurationError(f"{what}: Firestore rejected the data ({msg})")
+    return TransientError(f"{what}: unexpected Firestore error ({type(e).__name__}: {msg})")

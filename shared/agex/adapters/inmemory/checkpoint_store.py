@@ -1,0 +1,143 @@
+"""In-memory checkpoint store: one lock stands in for Firestore's transactions."""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from agex.core.approval import Approval, ApprovalStatus
+from agex.core.errors import AlreadyExists, NotFound
+from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
+
+T = TypeVar("T")
+
+_RESERVED_FIELD = re.compile(r"^__.*__$")
+
+
+class InMemoryCheckpointStore(CheckpointStore):
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._heads: dict[tuple[str, str], RunHead] = {}
+        self._events: dict[tuple[str, str], list[Event]] = {}
+        self._approvals: dict[tuple[str, str], Approval] = {}
+
+    def create_run(self, head: RunHead, events: Sequence[Event]) -> RunHead:
+        key = (head.tenant, head.run_id)
+        with self._lock:
+            if key in self._heads:
+                raise AlreadyExists(f"run {head.run_id} exists", existing=self._heads[key].model_copy(deep=True))
+            check_continues(head.seq - len(events), events)
+            _check_sizes(head, events)
+            self._heads[key] = head.model_copy(deep=True)
+            self._events[key] = [e.model_copy(deep=True) for e in events]
+            return head
+
+    def get_run(self, tenant: str, run_id: str) -> RunHead | None:
+        with self._lock:
+            head = self._heads.get((tenant, run_id))
+            return head.model_copy(deep=True) if head else None
+
+    def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
+        key = (tenant, run_id)
+        with self._lock:
+            head = self._heads.get(key)
+            if head is None:
+                raise NotFound(f"run {run_id} not found")
+            result = mutate(head.model_copy(deep=True))
+            if result.head is not None:
+                check_continues(head.seq, result.events)
+                _check_sizes(result.head, result.events)
+                for approval in result.approvals:  # all checked before anything is stored: all or nothing
+                    check_belongs(approval, tenant, run_id)
+                    for entry in approval.late_decisions:
+                        check_late_decision(approval.approval_id, entry)
+                    check_size(approval_path(approval.tenant, approval.approval_id), approval.model_dump(mode="python"))
+                self._heads[key] = result.head.model_copy(deep=True)
+                self._events[key].extend(e.model_copy(deep=True) for e in result.events)
+                for approval in result.approvals:
+                    self._approvals[(tenant, approval.approval_id)] = approval.model_copy(deep=True)
+            return result
+
+    def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        with self._lock:
+            events = self._events.get((tenant, run_id), [])
+            return [e.model_copy(deep=True) for e in events if e.seq > after_seq][:limit]
+
+    def events_since_step(self, tenant: str, run_id: str, step: int) -> list[Event]:
+        with self._lock:
+            return [e.model_copy(deep=True) for e in self._events.get((tenant, run_id), []) if e.step >= step]
+
+    def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100) -> list[RunHead]:
+        with self._lock:
+            found = [h for h in self._heads.values() if h.status in statuses and h.updated_at < updated_before]
+            return [h.model_copy(deep=True) for h in sorted(found, key=lambda h: h.updated_at)[:limit]]
+
+    def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
+        with self._lock:
+            found = [h for h in self._heads.values()
+                     if h.status in WAITING_STATUSES and h.wake_at is not None and h.wake_at < due_before]
+            # run_id breaks ties so the order is stable, as Firestore's (document name) is
+            found.sort(key=lambda h: (h.wake_at or due_before, h.tenant, h.run_id))
+            return [h.model_copy(deep=True) for h in found[:limit]]
+
+    def get_approval(self, tenant: str, approval_id: str) -> Approval | None:
+        with self._lock:
+            approval = self._approvals.get((tenant, approval_id))
+            return approval.model_copy(deep=True) if approval else None
+
+    def list_approvals(self, tenant: str, *, status: ApprovalStatus | None = None, limit: int = 100,
+                       after: tuple[datetime, str] | None = None) -> list[Approval]:
+        with self._lock:
+            found = [a for (t, _), a in self._approvals.items()
+                     if t == tenant and (status is None or a.status == status)
+                     and (after is None or (a.created_at, a.approval_id) > after)]
+            found.sort(key=lambda a: (a.created_at, a.approval_id))
+            return [a.model_copy(deep=True) for a in found[:limit]]
+
+    def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
+        with self._lock:
+            approval = self._approvals.get((tenant, approval_id))
+            if approval is None:
+                raise NotFound(f"approval {approval_id} not found")
+            check_late_decision(approval_id, entry)
+            if entry in approval.late_decisions:
+                return  # a redelivered late decision is recorded once
+            updated = approval.model_copy(deep=True)
+            updated.late_decisions.append(copy.deepcopy(entry))
+            check_size(approval_path(tenant, approval_id), updated.model_dump(mode="python"))
+            self._approvals[(tenant, approval_id)] = updated
+
+
+def approval_path(tenant: str, approval_id: str) -> str:
+    return f"tenants/{tenant}/approvals/{approval_id}"
+
+
+def check_belongs(approval: Approval, tenant: str, run_id: str) -> None:
+    """An approval is written only with its own run's head: anything else is a bug in a decision."""
+    if approval.tenant != tenant or approval.run_id != run_id:
+        raise ValueError(f"approval {approval.approval_id} of run {approval.tenant}/{approval.run_id} cannot be "
+                         f"written with run {tenant}/{run_id}")
+
+
+def check_late_decision(approval_id: str, entry: dict[str, Any]) -> None:
+    """Firestore's rule (a flat map of strings, stored natively and compared exactly), so code that passes
+    here does not fail there."""
+    if not isinstance(entry, dict) or not all(
+        isinstance(k, str) and k and not _RESERVED_FIELD.match(k) and isinstance(v, str)
+        for k, v in entry.items()
+    ):
+        raise ValueError(f"approval {approval_id}: a late decision must map non-empty field names (not '__x__') "
+                         f"to strings, not {entry!r}")
+
+
+def _check_sizes(head: RunHead, events: Sequence[Event]) -> None:
+    """The same document limit as Firestore's, so code that passes here does not fail there."""
+    path = f"tenants/{head.tenant}/runs/{head.run_id}"
+    check_size(path, head.model_dump(mode="python"))
+    for event in events:
+        check_size(f"{path}/events/{event.seq:010d}", event.model_dump(mode="python"))

@@ -1,0 +1,131 @@
+"""Which adapter serves each port: Google Cloud (``Backends.gcp``) or memory (``Backends.in_memory``).
+
+The one place that chooses adapters; ``Runtime`` builds everything else on top of it. Each port is a
+factory called once, on first use, so a function pays at start only for the clients it uses: the API never
+builds a model client, and the step function imports ``google.genai`` on its first model call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from agex.app.settings import Settings
+from agex.core.agent import Agent
+from agex.core.clock import Clock, Ids, RandomIds, SystemClock
+from agex.core.decision_signing import new_key_pair
+from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.event_bus import EventBus
+from agex.ports.limiter import Limiter
+from agex.ports.model import Model
+from agex.ports.secret_store import SecretStore
+from agex.ports.task_queue import TaskQueue
+
+if TYPE_CHECKING:
+    from agex.adapters.inmemory.secret_store import InMemorySecretStore
+
+T = TypeVar("T")
+Models = Callable[[Agent], Model]
+
+
+@dataclass(frozen=True)
+class Backends:
+    store: Callable[[], CheckpointStore]
+    queue: Callable[[], TaskQueue]
+    bus: Callable[[], EventBus]
+    models: Callable[[], Models]
+    """The model each agent talks to."""
+    secrets: Callable[[], SecretStore]
+    limiter: Callable[[], Limiter]
+    signing_key: Callable[[], str]
+    """The API's Ed25519 decision signing key (PEM)."""
+    clock: Clock = field(default_factory=SystemClock)
+    ids: Ids = field(default_factory=RandomIds)
+    decision_sources: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Decision sources the backend itself vouches for, beside ``AGEX_DECISION_SOURCES``: the in-memory
+    backend's own key pair."""
+
+    @classmethod
+    def gcp(cls, settings: Settings) -> Backends:
+        """Firestore, Cloud Tasks, Pub/Sub, Secret Manager and Gemini, or their emulators where the settings
+        point at them."""
+        s = settings
+
+        @_once
+        def firestore() -> CheckpointStore:
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            return FirestoreCheckpointStore(project=s.project)
+
+        def queue() -> TaskQueue:
+            from agex.adapters.gcp.cloud_tasks import CloudTasksQueue
+
+            return CloudTasksQueue(project=s.project, location=s.location, queue=s.queue, url=s.step_url,
+                                   service_account=s.step_service_account, audience=s.audience,
+                                   emulator_host=s.tasks_emulator_host, per_agent=s.per_agent_queues)
+
+        def bus() -> EventBus:
+            from agex.adapters.gcp.pubsub_bus import PubSubEventBus
+
+            return PubSubEventBus(s.project)
+
+        def models() -> Models:
+            from agex.adapters.gcp.gemini import GeminiModel
+
+            gemini = GeminiModel(api_key=s.gemini_api_key, base_url=s.gemini_base_url, vertex=s.vertex,
+                                 project=s.project, location=s.location, timeout_seconds=s.model_timeout_seconds)
+            return lambda agent: gemini
+
+        def secrets() -> SecretStore:
+            # read as each agent's identity: the emulator's bearer identities locally, impersonation in the cloud
+            from agex.adapters.gcp.secret_manager import (
+                SecretManagerStore,
+                emulator_clients,
+                impersonated_clients,
+            )
+            from agex.ports.secret_store import CachedSecrets
+
+            clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else impersonated_clients()
+            return CachedSecrets(SecretManagerStore(s.project, clients), ttl_s=s.secret_cache_seconds)
+
+        def limiter() -> Limiter:
+            from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()  # one Firestore client per process: the checkpoint store's
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreLimiter(store.client)
+
+        def signing_key() -> str:
+            # the API's own secret, read with its own credentials (the emulator's identity locally)
+            from agex.adapters.gcp.secret_manager import SecretManagerStore, emulator_clients, own_clients
+
+            clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
+            return SecretManagerStore(s.project, clients).access(s.api_service_account, s.decision_signing_key_secret)
+
+        return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
+                   signing_key=signing_key)
+
+    @classmethod
+    def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
+                  secrets: InMemorySecretStore | None = None) -> Backends:
+        """Every port in this process's memory: for tests (with a manual clock) and the embedded mode of
+        ``agex dev``. Decisions are signed with a key pair made here."""
+        from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
+        from agex.adapters.inmemory.event_bus import InMemoryEventBus
+        from agex.adapters.inmemory.limiter import InMemoryLimiter
+        from agex.adapters.inmemory.secret_store import InMemorySecretStore
+        from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
+
+        store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
+        secret_store, limiter = secrets or InMemorySecretStore(), InMemoryLimiter()
+        private, public = new_key_pair()
+        return cls(store=lambda: store, queue=lambda: queue, bus=lambda: bus, models=lambda: models,
+                   secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
+                   clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
+
+
+def _once(build: Callable[[], T]) -> Callable[[], T]:
+    return functools.cache(build)

@@ -1,0 +1,112 @@
+"""The fleet file: the one declaration of a deployment's agents, read by the runtime (``AGEX_FLEET_FILE``)
+and by the fleet's Terraform (``yamldecode``), so the identities, grants and limits Terraform creates and
+the agents the runtime runs cannot drift apart: the runtime refuses to start when they disagree.
+
+```yaml
+agents:
+  support:                                   # the agent's name, as in its code
+    module: examples.support_agent:agent     # where its code is
+    identity: agent-support                  # its service account id (or a full email)
+    secrets: [payments-api-key]              # Secret Manager secrets only this identity may read
+    tools: [lookup_order, issue_refund]      # optional: checked against the code
+    approvers: [manager@example.com]         # optional: checked against its approval policies
+    budgets: {max_steps: 10, max_cost_usd: 0.5}   # optional: checked against its limits
+    queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agex.core.agent import Agent, AgentRegistry
+from agex.core.errors import ConfigurationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budgets(_Strict):
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_wall_time_s: int | None = None
+
+
+class QueueSettings(_Strict):
+    """The agent's Cloud Tasks queue (Terraform creates it; the runtime does not read it)."""
+
+    max_dispatches_per_second: float = 50
+    max_concurrent_dispatches: int = 100
+    max_attempts: int = 100
+
+
+class FleetAgent(_Strict):
+    module: str = Field(pattern=r"^[\w.]+:\w+$")
+    identity: str = Field(min_length=1)
+    secrets: list[str] = Field(default_factory=list)
+    tools: list[str] | None = None
+    approvers: list[str] | None = None
+    budgets: Budgets | None = None
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+
+
+class Fleet(_Strict):
+    agents: dict[str, FleetAgent]
+
+
+def load(path: str | Path) -> Fleet:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        return Fleet.model_validate(raw)
+    except OSError as e:
+        raise ConfigurationError(f"cannot read the fleet file {path}: {e}") from e
+    except (yaml.YAMLError, ValidationError) as e:
+        raise ConfigurationError(f"fleet file {path} is invalid: {e}") from e
+
+
+def identity_email(identity: str, project: str) -> str:
+    return identity if "@" in identity else f"{identity}@{project}.iam.gserviceaccount.com"
+
+
+def registry(fleet: Fleet, project: str) -> AgentRegistry:
+    """Load each agent's code, check it against its declaration, and give it its identity."""
+    agents = []
+    for name, declared in fleet.agents.items():
+        (agent,) = AgentRegistry.from_specs([declared.module]).all() or (None,)
+        if agent is None or agent.name != name:
+            raise ConfigurationError(f"fleet file: {declared.module} is not an agent named {name!r}")
+        problems = _disagreements(agent, declared)
+        if problems:
+            raise ConfigurationError(f"agent {name!r} and its fleet file entry disagree: {'; '.join(problems)}. "
+                                     "Change one of them (the fleet file is what Terraform grants)")
+        agents.append(agent.model_copy(update={"identity": identity_email(declared.identity, project)}))
+    return AgentRegistry(agents)
+
+
+def _disagreements(agent: Agent, declared: FleetAgent) -> list[str]:
+    problems = []
+    for tool in agent.tools:
+        missing = [s for s in tool.secrets if s not in declared.secrets]
+        if missing:
+            problems.append(f"tool {tool.name} needs secret(s) {', '.join(missing)}, which the fleet file does not "
+                            f"grant to the agent")
+    if declared.tools is not None and sorted(declared.tools) != sorted(t.name for t in agent.tools):
+        problems.append(f"tools: the fleet file lists {sorted(declared.tools)}, the code has "
+                        f"{sorted(t.name for t in agent.tools)}")
+    if declared.approvers is not None:
+        code = sorted({a for p in agent.approvals for a in p.approvers})
+        if sorted(set(declared.approvers)) != code:
+            problems.append(f"approvers: the fleet file lists {sorted(set(declared.approvers))}, the policies "
+                            f"name {code}")
+    if declared.budgets is not None:
+        limits: dict[str, Any] = agent.limits.model_dump()
+        for key, value in declared.budgets.model_dump(exclude_none=True).items():
+            if limits[key] != value:
+                problems.append(f"budget {key}: fleet file {value}, code {limits[key]}")
+    return problems

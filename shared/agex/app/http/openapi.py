@@ -1,0 +1,208 @@
+"""The OpenAPI 3.1 document of the public API, built from the same pydantic views the API returns."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+
+from agex.app.http.rules import (
+    APPROVALS_TOKEN_PATTERN,
+    EVENTS_TOKEN_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    LABEL_PATTERN,
+    MAX_IDEMPOTENCY_KEY,
+    TEXT_PATTERN,
+)
+from agex.app.http.views import (
+    AgentList,
+    AgentView,
+    ApprovalsPage,
+    ApprovalView,
+    DecisionView,
+    ErrorBody,
+    EventsPage,
+    RunView,
+)
+from agex.core.approval import ApprovalStatus
+from agex.engine.approvals import DecideRequest
+from agex.engine.runs import CreateRunRequest
+
+_MODELS: list[type[BaseModel]] = [RunView, EventsPage, AgentView, AgentList, ApprovalView, ApprovalsPage,
+                                  DecisionView, ErrorBody, CreateRunRequest, DecideRequest]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json(ErrorBody, "Error; `error.code` says which, `error.message` what to do.") for s in statuses}
+
+
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}}
+_AGENT = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
+_APPROVAL_ID = {"name": "approval_id", "in": "path", "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}}
+_PAGE_SIZE = {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                             "default": 100}}
+_EVENTS_PAGE_TOKEN = {"name": "page_token", "in": "query",
+                      "schema": {"type": "string", "minLength": 1, "pattern": EVENTS_TOKEN_PATTERN},
+                      "description": "The `next_page_token` of the previous page; opaque. Anything else, "
+                                     "the empty string included, is a 400."}
+_APPROVALS_PAGE_TOKEN = {"name": "page_token", "in": "query",
+                         "schema": {"type": "string", "minLength": 1, "pattern": APPROVALS_TOKEN_PATTERN},
+                         "description": "The `next_page_token` of the previous page, with the same `status`; "
+                                        "opaque. A string the API did not return (even of this alphabet), or "
+                                        "the empty string, is a 400."}
+
+
+def _idempotency_key(description: str) -> dict[str, Any]:
+    return {"name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
+                       "pattern": IDEMPOTENCY_KEY_PATTERN},
+            "description": f"{description} 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters, spaces inside "
+                           "allowed, no comma; sent once (a header sent twice is a 400). Empty is a 400, not "
+                           "the same as no key."}
+
+
+def _link(operation: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation, "parameters": parameters}
+
+
+def _with_links(response: dict[str, Any], **links: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": links}
+
+
+_RUN_LINKS = {
+    "GetRun": _link("get_run", run_id="$response.body#/run_id"),
+    "ListEvents": _link("list_events", run_id="$response.body#/run_id"),
+    "CancelRun": _link("cancel_run", run_id="$response.body#/run_id"),
+}
+_APPROVAL_LINKS = {
+    "GetApproval": _link("get_approval", approval_id="$response.body#/approval_id"),
+    "DecideApproval": _link("decide_approval", approval_id="$response.body#/approval_id"),
+    "GetRun": _link("get_run", run_id="$response.body#/run_id"),
+}
+
+
+def _constrain(schemas: dict[str, Any]) -> None:
+    """What the request models check beyond their field types, stated in their schemas: text without
+    control characters (``agex.app.http.rules``), and the rules of a decision that do not depend on the
+    approval (a rejection needs a comment; only an approval may edit the arguments)."""
+    run = schemas["CreateRunRequest"]["properties"]
+    run["input"]["pattern"] = TEXT_PATTERN
+    run["metadata"]["additionalProperties"]["pattern"] = TEXT_PATTERN
+    run["metadata"]["propertyNames"]["pattern"] = LABEL_PATTERN
+    decide = schemas["DecideRequest"]
+    decide["properties"]["comment"]["pattern"] = TEXT_PATTERN
+    decide["allOf"] = [
+        {"if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
+         "then": {"properties": {"comment": {"pattern": "\\S"}}, "required": ["comment"]}},
+        {"if": {"properties": {"decision": {"not": {"const": "approve"}}}, "required": ["decision"]},
+         "then": {"properties": {"arguments": {"type": "null"}}}},
+    ]
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    _constrain(schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Agent Executor API", "version": "1",
+                 "description": "Start, follow and cancel durable agent runs, and decide the "
+                                "tool calls they wait on. See docs/api.md."},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/agents": {"get": {
+                "operationId": "list_agents", "summary": "List the agents of this deployment",
+                "responses": {"200": _with_links(_json(AgentList, "The agents."),
+                                                 GetAgent=_link("get_agent", agent="$response.body#/agents/0/name"),
+                                                 StartRun=_link("start_run", agent="$response.body#/agents/0/name")),
+                              **_errors(401)}}},
+            "/v1/agents/{agent}": {"get": {
+                "operationId": "get_agent", "summary": "An agent's tools, model and limits",
+                "parameters": [_AGENT],
+                "responses": {"200": _with_links(_json(AgentView, "The agent."),
+                                                 StartRun=_link("start_run", agent="$response.body#/name")),
+                              **_errors(401, 404)}}},
+            "/v1/agents/{agent}/runs": {"post": {
+                "operationId": "start_run", "summary": "Start a run of an agent",
+                "parameters": [_AGENT, _idempotency_key("The same key and body return the same run; the same "
+                                                        "key with another body is a 409.")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(CreateRunRequest)}}},
+                "responses": {"202": _with_links(_json(RunView, "The run was accepted (or replayed for the same "
+                                                                "key)."), **_RUN_LINKS),
+                              **_errors(400, 401, 404, 409, 413, 415)}}},
+            "/v1/runs/{run_id}": {"get": {
+                "operationId": "get_run", "summary": "A run's status, usage and result", "parameters": [_RUN_ID],
+                "responses": {"200": _with_links(_json(RunView, "The run."), **_RUN_LINKS), **_errors(401, 404)}}},
+            "/v1/runs/{run_id}/events": {"get": {
+                "operationId": "list_events", "summary": "A run's events in order, paginated",
+                "parameters": [_RUN_ID, _PAGE_SIZE, _EVENTS_PAGE_TOKEN],
+                "responses": {"200": _json(EventsPage, "A page of events."), **_errors(400, 401, 404)}}},
+            "/v1/runs/{run_id}:cancel": {"post": {
+                "operationId": "cancel_run", "summary": "Cancel an unfinished run", "parameters": [_RUN_ID],
+                "responses": {"200": _with_links(_json(RunView, "The cancelled run."), **_RUN_LINKS),
+                              **_errors(401, 404, 409)}}},
+            "/v1/approvals": {"get": {
+                "operationId": "list_approvals", "summary": "The tenant's approvals, oldest first, paginated",
+                "parameters": [{"name": "status", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": [s.value for s in ApprovalStatus]},
+                                "description": "Only approvals of this status; all when absent."},
+                               _PAGE_SIZE, _APPROVALS_PAGE_TOKEN],
+                "responses": {"200": _with_links(
+                    _json(ApprovalsPage, "A page of approvals."),
+                    GetApproval=_link("get_approval", approval_id="$response.body#/approvals/0/approval_id"),
+                    DecideApproval=_link("decide_approval", approval_id="$response.body#/approvals/0/approval_id")),
+                    **_errors(400, 401)}}},
+            "/v1/approvals/{approval_id}": {
+                "get": {"operationId": "get_approval", "summary": "An approval: the call waiting and its decision",
+                        "parameters": [_APPROVAL_ID],
+                        "responses": {"200": _with_links(_json(ApprovalView, "The approval."), **_APPROVAL_LINKS),
+                                      **_errors(401, 404)}},
+                "post": {
+                    "operationId": "decide_approval", "summary": "Approve or reject the call waiting",
+                    "description": "The body's schema is checked first (400). Then a decision that does not fit "
+                                   "the approval's `kind` (`retry`, `done` or `fail` on an approval, `approve` "
+                                   "or `reject` on a reconciliation) is a 400, an approval that is not pending "
+                                   "any more or whose run finished a 409, a caller who may not decide a 403, "
+                                   "and edited `arguments` the policy or the tool does not accept a 400.",
+                    "parameters": [_APPROVAL_ID, _idempotency_key(
+                        "A retry with the same key and body gets the same `decision_id` and is applied once.")],
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref(DecideRequest)}}},
+                    "responses": {"202": _with_links(
+                        _json(DecisionView, "The decision was submitted (or applied before, for the same key)."),
+                        GetApproval=_link("get_approval", approval_id="$response.body#/approval/approval_id")),
+                        "400": _json(ErrorBody, "Not a valid `DecideRequest`; a decision that does not fit the "
+                                                "approval's `kind`; edited `arguments` the policy or the tool "
+                                                "does not accept; a bad `Idempotency-Key`."),
+                        **_errors(401, 403, 404, 409, 413, 415)}}},
+            "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
+                                         "responses": {"200": {"description": "OpenAPI 3.1 document."}}}},
+            "/healthz": {"get": {"operationId": "health", "summary": "Liveness", "security": [],
+                                 "responses": {"200": {"description": "ok"}}}},
+        },
+    }
+
+
+def document(base_url: str = "") -> dict[str, Any]:
+    doc = dict(_document())
+    if base_url:
+        doc["servers"] = [{"url": base_url}]
+    return doc

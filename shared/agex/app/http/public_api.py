@@ -1,0 +1,264 @@
+"""The public HTTP API (``/v1``), served by the ``api`` function. Documented in docs/api.md; the
+OpenAPI document at ``GET /v1/openapi.json`` is built from the same views."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from agex.app.http import openapi
+from agex.app.http.responses import (
+    error_response,
+    http_exception_response,
+    internal_error,
+    json_response,
+    method_not_allowed,
+    not_found,
+)
+from agex.app.http.rules import EVENTS_TOKEN_PATTERN, check_text, idempotency_key, parse_json
+from agex.app.http.views import (
+    AgentList,
+    AgentView,
+    ApprovalsPage,
+    ApprovalView,
+    DecisionView,
+    EventsPage,
+    EventView,
+    RunView,
+)
+from agex.core.agent import AgentRegistry
+from agex.core.approval import Approval, ApprovalStatus
+from agex.core.errors import (
+    AgexError,
+    PayloadTooLarge,
+    RequestError,
+    UnsupportedMediaType,
+)
+from agex.engine.approvals import ApprovalService, DecideRequest
+from agex.engine.runs import CreateRunRequest, RunService
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.ports.auth import Authenticator, Caller
+
+MAX_PAGE_SIZE = 1000
+_log = log.get("api")
+
+
+class _IdConverter(BaseConverter):
+    """Ids are URL-safe and never contain ':', so ``/v1/runs/{id}:cancel`` splits cleanly."""
+
+    regex = r"[A-Za-z0-9_-]+"
+
+
+_routes = Map([
+    Rule("/healthz", endpoint="health", methods=["GET"]),
+    Rule("/v1/openapi.json", endpoint="openapi", methods=["GET"]),
+    Rule("/v1/agents", endpoint="list_agents", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>", endpoint="get_agent", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>/runs", endpoint="start_run", methods=["POST"]),
+    Rule("/v1/runs/<id:run_id>", endpoint="get_run", methods=["GET"]),
+    Rule("/v1/runs/<id:run_id>/events", endpoint="list_events", methods=["GET"]),
+    Rule("/v1/runs/<id:run_id>:cancel", endpoint="cancel_run", methods=["POST"]),
+    Rule("/v1/approvals", endpoint="list_approvals", methods=["GET"]),
+    Rule("/v1/approvals/<id:approval_id>", endpoint="get_approval", methods=["GET"]),
+    Rule("/v1/approvals/<id:approval_id>", endpoint="decide_approval", methods=["POST"]),
+], converters={"id": _IdConverter}, strict_slashes=False)
+
+_PUBLIC = {"health", "openapi"}
+
+
+class PublicApi:
+    def __init__(self, *, service: RunService, approvals: ApprovalService, agents: AgentRegistry,
+                 authenticator: Authenticator, max_body_bytes: int, base_url: str = "") -> None:
+        self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
+        self.max_body_bytes = max_body_bytes
+        self.base_url = base_url.rstrip("/")
+
+    def __call__(self, request: Request) -> Response:
+        with tracing.tracer().start_as_current_span(
+                f"{request.method} {request.path}", context=tracing.extract(dict(request.headers))):
+            try:
+                endpoint, params = _routes.bind("", path_info=request.path).match(method=request.method)
+                caller = None if endpoint in _PUBLIC else self.auth.authenticate(dict(request.headers))
+                with log.labels(tenant=caller.tenant if caller else None):
+                    return getattr(self, f"_{endpoint}")(request, caller, **params)
+            except WerkzeugNotFound:
+                return error_response(not_found(request.method, request.path))
+            except WerkzeugMethodNotAllowed as e:
+                allowed = ", ".join(sorted(e.valid_methods or []))
+                return error_response(method_not_allowed(request.method, allowed), {"Allow": allowed})
+            except HTTPException as e:  # werkzeug's, reading the request (a client that went away mid-body)
+                return http_exception_response(e, request.method, request.path)
+            except AgexError as e:
+                if e.status >= 500:
+                    _log.exception("request failed")
+                return error_response(e)
+            except Exception:
+                _log.exception("request crashed")
+                return error_response(internal_error())
+
+    # --- endpoints -----------------------------------------------------------------------------------
+
+    def _health(self, request: Request, caller: None) -> Response:
+        return json_response({"status": "ok"})
+
+    def _openapi(self, request: Request, caller: None) -> Response:
+        return json_response(openapi.document(self.base_url))
+
+    def _list_agents(self, request: Request, caller: Caller) -> Response:
+        return json_response(AgentList(agents=[AgentView.of(a) for a in self.agents.all()]).model_dump(mode="json"))
+
+    def _get_agent(self, request: Request, caller: Caller, agent: str) -> Response:
+        return json_response(AgentView.of(self.agents.get(agent)).model_dump(mode="json"))
+
+    def _start_run(self, request: Request, caller: Caller, agent: str) -> Response:
+        self.agents.get(agent)  # an unknown agent is a 404 before the body is even read
+        key = idempotency_key(request)
+        body = self._json_body(request)
+        check_text(body, ("input",), ("metadata",))
+        try:
+            create = CreateRunRequest.model_validate(body)
+        except ValidationError as e:
+            raise RequestError(f"invalid run request: {_describe(e, CreateRunRequest)}") from e
+        started = self.service.start(caller, agent, create, idempotency_key=key,
+                                     traceparent=tracing.current_traceparent())
+        view = RunView.of(started.run, self.base_url)
+        log.info(_log, "run started" if not started.replayed else "run request replayed",
+                 run=started.run.run_id, agent=agent)
+        headers = {"Location": view.links.self, **({"Idempotent-Replayed": "true"} if started.replayed else {})}
+        return json_response(view.model_dump(mode="json"), 202, headers)
+
+    def _get_run(self, request: Request, caller: Caller, run_id: str) -> Response:
+        return json_response(RunView.of(self.service.get(caller, run_id), self.base_url).model_dump(mode="json"))
+
+    def _list_events(self, request: Request, caller: Caller, run_id: str) -> Response:
+        after = _int_param(request, "page_token", 0, 0, 10**18, _EVENTS_TOKEN)
+        size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
+        events = self.service.events(caller, run_id, after_seq=after, limit=size + 1)
+        more = len(events) > size
+        page = EventsPage(events=[EventView.of(e) for e in events[:size]],
+                          next_page_token=str(events[size - 1].seq) if more else None)
+        return json_response(page.model_dump(mode="json"))
+
+    def _cancel_run(self, request: Request, caller: Caller, run_id: str) -> Response:
+        return json_response(RunView.of(self.service.cancel(caller, run_id), self.base_url).model_dump(mode="json"))
+
+    def _list_approvals(self, request: Request, caller: Caller) -> Response:
+        status = _status_param(request)
+        size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
+        after = _decode_position(request.args["page_token"]) if "page_token" in request.args else None
+        approvals = self.approvals.list(caller, status=status, limit=size + 1, after=after)
+        more = len(approvals) > size
+        page = ApprovalsPage(approvals=[ApprovalView.of(a, self.base_url) for a in approvals[:size]],
+                             next_page_token=_encode_position(approvals[size - 1]) if more else None)
+        return json_response(page.model_dump(mode="json"))
+
+    def _get_approval(self, request: Request, caller: Caller, approval_id: str) -> Response:
+        approval = self.approvals.get(caller, approval_id)
+        return json_response(ApprovalView.of(approval, self.base_url).model_dump(mode="json"))
+
+    def _decide_approval(self, request: Request, caller: Caller, approval_id: str) -> Response:
+        self.approvals.get(caller, approval_id)  # an unknown approval is a 404 before the body is even read
+        key = idempotency_key(request)
+        body = self._json_body(request)
+        check_text(body, ("comment",))
+        try:
+            decide = DecideRequest.model_validate(body)
+        except ValidationError as e:
+            raise RequestError(f"invalid decision: {_describe(e, DecideRequest)}") from e
+        submitted = self.approvals.decide(caller, approval_id, decide, idempotency_key=key)
+        view = DecisionView(decision_id=submitted.decision_id,
+                            status="already_applied" if submitted.replayed else "submitted",
+                            approval=ApprovalView.of(submitted.approval, self.base_url))
+        log.info(_log, "decision replayed" if submitted.replayed else "decision submitted", approval=approval_id,
+                 run=submitted.approval.run_id, decision=decide.decision.value, decision_id=submitted.decision_id)
+        headers = {"Location": view.approval.links.self,
+                   **({"Idempotent-Replayed": "true"} if submitted.replayed else {})}
+        return json_response(view.model_dump(mode="json"), 202, headers)
+
+    # --- parsing -------------------------------------------------------------------------------------
+
+    def _json_body(self, request: Request) -> Any:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {self.max_body_bytes}")
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
+        charset = request.mimetype_params.get("charset")
+        if charset is not None and charset.lower().replace("-", "") != "utf8":
+            raise UnsupportedMediaType(f"send the body as UTF-8 JSON, not {charset}: "
+                                       "'Content-Type: application/json' or 'application/json; charset=utf-8'")
+        # read at most one byte past the limit: a chunked body has no Content-Length to refuse early
+        raw = request.stream.read(self.max_body_bytes + 1)
+        if len(raw) > self.max_body_bytes:
+            raise PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
+        return parse_json(raw)
+
+
+_INTEGER = re.compile("-?[0-9]{1,20}")
+_EVENTS_TOKEN = re.compile(EVENTS_TOKEN_PATTERN)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int,
+               pattern: re.Pattern[str] = _INTEGER) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not pattern.fullmatch(raw):
+        what = "an integer" if pattern is _INTEGER else "the next_page_token of a previous page"
+        raise RequestError(f"query parameter {name} must be {what}, got {raw[:40]!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise RequestError(f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _status_param(request: Request) -> ApprovalStatus | None:
+    raw = request.args.get("status")
+    if raw is None:
+        return None
+    try:
+        return ApprovalStatus(raw)
+    except ValueError:
+        allowed = ", ".join(s.value for s in ApprovalStatus)
+        raise RequestError(f"query parameter status must be one of {allowed} (or absent for all), "
+                           f"got {raw!r}") from None
+
+
+def _encode_position(approval: Approval) -> str:
+    """The page token after ``approval``: its place in the listing's order, opaque to clients."""
+    raw = json.dumps([approval.created_at.isoformat(), approval.approval_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_position(token: str) -> tuple[datetime, str]:
+    try:
+        created_at, approval_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        position = datetime.fromisoformat(created_at), approval_id
+    except (ValueError, TypeError, RecursionError):
+        position = None  # base64, UTF-8, JSON and ISO 8601 errors are all ValueErrors, a wrong shape a TypeError
+    if position is None or position[0].tzinfo is None or not isinstance(position[1], str):
+        raise RequestError("query parameter page_token is not a token this API returned; pass the "
+                           "next_page_token of the previous page, or leave it out to start from the beginning")
+    return position
+
+
+def _describe(e: ValidationError, model: type[BaseModel]) -> str:
+    *fields, last = model.model_fields
+    allowed = f"{', '.join(fields)} and {last}" if fields else last
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = f"unknown field; allowed fields are {allowed}" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+

@@ -1,0 +1,108 @@
+"""The endpoint Cloud Tasks calls: ``POST /`` runs one step, ``POST /approval-expiry`` expires an approval
+nobody decided, ``POST /sweep`` runs the sweep (called by Cloud Scheduler in the cloud, by ``agex dev``
+locally). All demand the expected OIDC token.
+
+Status codes are the retry protocol with Cloud Tasks: 2xx acknowledges (done, or nothing to do);
+409 (lease held elsewhere), 503 (a dependency is unavailable) and 500 (a crash) make it retry the task
+with the queue's backoff, so waiting never keeps an instance busy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from opentelemetry import context
+from pydantic import BaseModel, ConfigDict, ValidationError
+from werkzeug.wrappers import Request, Response
+
+from agex.app.http.responses import error_response, json_response
+from agex.core.errors import AgexError, InvalidJson, NotFound, RequestError, StepControl
+from agex.engine.approvals import ApprovalApplier
+from agex.engine.decisions import Delivery
+from agex.engine.runs import RunService
+from agex.engine.stepper import StepRunner
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.ports.task_queue import StepTask
+
+_log = log.get("step")
+B = TypeVar("B", bound=BaseModel)
+
+
+class StepTaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    run_id: str
+    step: int
+    generation: int = 0
+
+
+class ExpiryTaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    run_id: str
+    approval_id: str
+
+
+class StepEndpoint:
+    def __init__(self, *, runner: StepRunner, service: RunService, approvals: ApprovalApplier,
+                 verify: Callable[[Mapping[str, str]], None], instance: str) -> None:
+        self.runner, self.service, self.approvals = runner, service, approvals
+        self.verify, self.instance = verify, instance
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            if request.method != "POST":
+                raise RequestError("the step endpoint takes POST requests from Cloud Tasks only")
+            self.verify(dict(request.headers))
+            path = request.path.rstrip("/")
+            if path == "/sweep":
+                report = self.service.sweep()
+                expired = self.approvals.sweep(self.service.sweep_after)
+                return json_response({"outcome": "swept", **report.__dict__, "approvals_expired": expired})
+            if path == "/approval-expiry":
+                body = _parse(request, ExpiryTaskBody)
+                outcome = self.approvals.expire(body.tenant, body.run_id, body.approval_id)
+                return json_response({"outcome": outcome.result.value, "detail": outcome.detail})
+            return self._step(request)
+        except StepControl as e:
+            return json_response({"outcome": e.code, "detail": e.message}, e.status)
+        except NotFound as e:
+            # the run is gone (deleted by TTL, or never existed): nothing will ever make this task useful
+            _log.warning("acknowledged a task for a missing run: %s", e.message)
+            return json_response({"outcome": "stale", "detail": e.message})
+        except AgexError as e:
+            if e.status >= 500:
+                _log.exception("step failed; Cloud Tasks will retry it")
+            return error_response(e)
+        except Exception:
+            _log.exception("step crashed; Cloud Tasks will retry it")
+            return error_response(AgexError("the step crashed; it will be retried (see the log entry)"))
+
+    def _step(self, request: Request) -> Response:
+        body = _parse(request, StepTaskBody)
+        task_name = request.headers.get("X-CloudTasks-TaskName") or StepTask(
+            tenant=body.tenant, run_id=body.run_id, step=body.step, generation=body.generation).name
+        delivery = Delivery(tenant=body.tenant, run_id=body.run_id, step=body.step, task_name=task_name,
+                            attempt=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
+                            instance=self.instance)
+        token = tracing.extract(dict(request.headers))
+        attached = context.attach(token)
+        try:
+            result = self.runner.run(delivery)
+        finally:
+            context.detach(attached)
+        return json_response({"outcome": result.outcome.value, "detail": result.detail})
+
+
+def _parse(request: Request, model: type[B]) -> B:
+    try:
+        return model.model_validate(json.loads(request.get_data() or b"null"))
+    except json.JSONDecodeError as e:
+        raise InvalidJson(f"task body is not JSON: {e}") from e
+    except ValidationError as e:
+        raise RequestError(f"task body is malformed: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e

@@ -1,0 +1,240 @@
+"""What the API returns, as pydantic models: they give both the responses and the OpenAPI schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agex.core.agent import Agent
+from agex.core.approval import Approval, ApprovalPolicy, ApprovalStatus, Decision, redact
+from agex.core.errors import AgexError
+from agex.core.run import Event, RunHead, RunStatus
+from agex.core.tool import Tool
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UsageView(_View):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    model_calls: int
+
+
+class ErrorView(_View):
+    code: str
+    message: str
+
+
+class RunLinks(_View):
+    self: str
+    events: str
+    cancel: str
+
+
+class RunView(_View):
+    run_id: str
+    agent: str
+    agent_version: str
+    status: RunStatus
+    step: int = Field(description="Steps committed so far.")
+    input: str
+    metadata: dict[str, str]
+    usage: UsageView
+    result: str | None = Field(description="The agent's final answer, once the run succeeded.")
+    error: ErrorView | None = Field(description="Why the run failed, was cancelled or expired.")
+    created_at: datetime
+    updated_at: datetime
+    expire_at: datetime
+    links: RunLinks
+
+    @classmethod
+    def of(cls, head: RunHead, base: str = "") -> RunView:
+        self_link = f"{base}/v1/runs/{head.run_id}"
+        return cls(run_id=head.run_id, agent=head.agent, agent_version=head.agent_version, status=head.status,
+                   step=head.step, input=head.input, metadata=head.metadata,
+                   usage=UsageView(**head.usage.model_dump()), result=head.result,
+                   error=ErrorView(**head.error.model_dump()) if head.error else None,
+                   created_at=head.created_at, updated_at=head.updated_at, expire_at=head.expire_at,
+                   links=RunLinks(self=self_link, events=f"{self_link}/events", cancel=f"{self_link}:cancel"))
+
+
+class EventView(_View):
+    seq: int
+    step: int
+    kind: str
+    at: datetime
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> EventView:
+        return cls(seq=event.seq, step=event.step, kind=event.kind.value, at=event.at, data=event.data)
+
+
+class EventsPage(_View):
+    events: list[EventView]
+    next_page_token: str | None = Field(description="Pass as page_token to get the next page; null at the end.")
+
+
+class ToolLimitsView(_View):
+    max_concurrent: int | None
+    per_second: float | None
+
+
+class ToolView(_View):
+    name: str
+    kind: Literal["python", "http", "mcp"]
+    description: str
+    idempotent: bool
+    parameters: dict[str, Any] = Field(description="JSON schema of the arguments; empty when the tool's server "
+                                       "could not be asked for it (MCP) just now.")
+    timeout_s: float
+    secrets: list[str] = Field(description="Names of the secrets the tool is given (never their values).")
+    limits: ToolLimitsView
+
+    @classmethod
+    def of(cls, tool: Tool) -> ToolView:
+        try:
+            spec = tool.spec()
+            description, parameters = spec.description, spec.parameters
+        except AgexError:  # an MCP server that cannot be reached must not break the agent listing
+            description, parameters = tool.description, {}
+        return cls(name=tool.name, kind=tool.kind, description=description, idempotent=tool.idempotent,  # type: ignore[arg-type]
+                   parameters=parameters, timeout_s=tool.timeout_s, secrets=list(tool.secrets),
+                   limits=ToolLimitsView(max_concurrent=tool.limits.max_concurrent, per_second=tool.limits.per_second))
+
+
+class ConditionView(_View):
+    field: str = Field(description="Dotted path into the call's arguments.")
+    op: Literal["gt", "ge", "lt", "le", "eq", "ne", "in", "not_in"]
+    value: Any
+
+
+class ApprovalPolicyView(_View):
+    tool: str
+    when: list[ConditionView] = Field(
+        description="The call needs approval when any condition holds; when empty, every call does.")
+    approvers: list[str] = Field(description="Principals who may decide, exact or as shell patterns.")
+    four_eyes: bool = Field(description="The principal who started the run may not decide its approvals.")
+    allow_edits: bool = Field(description="Approvers may change the arguments the tool runs with.")
+    expires_after_s: int
+    on_expiry: Literal["reject", "fail"] = Field(
+        description="`reject`: the agent is told nobody approved in time; `fail`: the run fails.")
+    redact: list[str] = Field(description="Argument paths shown to approvers as `[redacted]`.")
+    reason: str
+
+    @classmethod
+    def of(cls, policy: ApprovalPolicy) -> ApprovalPolicyView:
+        return cls(tool=policy.tool, when=[ConditionView(field=c.field, op=c.op, value=c.value) for c in policy.when],
+                   approvers=list(policy.approvers), four_eyes=policy.four_eyes, allow_edits=policy.allow_edits,
+                   expires_after_s=policy.expires_after_s, on_expiry=policy.on_expiry, redact=list(policy.redact),
+                   reason=policy.reason)
+
+
+class AgentView(_View):
+    name: str
+    version: str
+    description: str
+    model: str
+    identity: str = Field(description="The service account the agent's tools act as; its secrets are read as it.")
+    tools: list[ToolView]
+    limits: dict[str, Any]
+    approvals: list[ApprovalPolicyView] = Field(description="Which tool calls wait for a human decision.")
+    operators: list[str] = Field(description="Who may reconcile an uncertain call (empty: the tool's approvers, "
+                                 "or anyone in the tenant).")
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentView:
+        return cls(name=agent.name, version=agent.version, description=agent.description, model=agent.model,
+                   identity=agent.identity, tools=[ToolView.of(t) for t in agent.tools],
+                   limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals],
+                   operators=list(agent.operators))
+
+
+class AgentList(_View):
+    agents: list[AgentView]
+
+
+class ErrorBody(_View):
+    error: ErrorView
+
+
+class ApprovalLinks(_View):
+    self: str = Field(description="`GET` the approval, `POST` a decision.")
+    run: str
+
+
+class ApprovalView(_View):
+    """An approval as approvers see it. The call's unredacted arguments are never part of it."""
+
+    approval_id: str
+    kind: Literal["approval", "reconcile"] = Field(
+        description="`approval`: a call held for sign-off (`approve`/`reject`). `reconcile`: a non-idempotent call "
+        "an attempt may have made before it stopped reporting (`retry`/`done`/`fail`).")
+    run_id: str
+    agent: str
+    step: int = Field(description="The step whose tool call waits.")
+    tool: str
+    arguments: dict[str, Any] = Field(description="The call's arguments, `[redacted]` where the policy says.")
+    reason: str = Field(description="Why this call needs a human.")
+    approvers: list[str]
+    four_eyes: bool
+    allow_edits: bool
+    on_expiry: Literal["reject", "fail"]
+    requested_by: str = Field(description="The principal who started the run.")
+    status: ApprovalStatus
+    created_at: datetime
+    expires_at: datetime
+    decision_id: str | None = Field(description="The decision that settled it.")
+    resolution: Decision | None = Field(description="How a reconciliation was settled: `retry`, `done` or `fail`.")
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str
+    edited_arguments: dict[str, Any] | None = Field(
+        description="The arguments the tool ran with, when the approver edited them (redacted alike).")
+    late_decisions: list[dict[str, str]] = Field(
+        description="Decisions that arrived after the approval was settled, recorded and never applied: "
+        "`decision_id`, `decision`, `by` and `at` (RFC 3339).")
+    late_result: dict[str, Any] | None = Field(
+        default=None, description="A reconciliation's facts: what the uncertain call returned (`ok`, `output`), "
+        "reported at `at` by the attempt that made it (`owner`) after it had lost its lease. It settles a pending "
+        "reconciliation (`done`, by `agex`); on one settled before it arrived, it is what the decider did not know.")
+    links: ApprovalLinks
+
+    @classmethod
+    def of(cls, approval: Approval, base: str = "") -> ApprovalView:
+        # redacted again on the way out: whatever a writer stored, a redacted path is never shown
+        def shown(args: dict[str, Any]) -> dict[str, Any]:
+            return redact(args, approval.redact)
+
+        return cls(approval_id=approval.approval_id, kind=approval.kind, resolution=approval.resolution,
+                   run_id=approval.run_id, agent=approval.agent, step=approval.step,
+                   tool=approval.tool, arguments=shown(approval.arguments), reason=approval.reason,
+                   approvers=approval.approvers, four_eyes=approval.four_eyes, allow_edits=approval.allow_edits,
+                   on_expiry=approval.on_expiry, requested_by=approval.requested_by, status=approval.status,
+                   created_at=approval.created_at, expires_at=approval.expires_at, decision_id=approval.decision_id,
+                   decided_by=approval.decided_by,
+                   decided_at=approval.decided_at, comment=approval.comment,
+                   edited_arguments=shown(approval.edited_arguments) if approval.edited_arguments is not None
+                   else None,
+                   late_decisions=[{k: str(v) for k, v in d.items()} for d in approval.late_decisions],
+                   late_result=approval.late_result,
+                   links=ApprovalLinks(self=f"{base}/v1/approvals/{approval.approval_id}",
+                                       run=f"{base}/v1/runs/{approval.run_id}"))
+
+
+class ApprovalsPage(_View):
+    approvals: list[ApprovalView]
+    next_page_token: str | None = Field(description="Pass as page_token to get the next page; null at the end.")
+
+
+class DecisionView(_View):
+    decision_id: str = Field(description="The same for a retry with the same Idempotency-Key and body.")
+    status: Literal["submitted", "already_applied"] = Field(
+        description="`submitted`: the decision is queued and applied shortly (the run resumes then); "
+        "`already_applied`: this Idempotency-Key's decision was applied before.")
+    approval: ApprovalView = Field(description="The approval as it is now; still `pending` when `submitted`.")

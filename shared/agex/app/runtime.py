@@ -1,0 +1,219 @@
+"""The composition root: the one place that builds the services and handlers, from ``Settings`` and the
+``Backends`` that serve the ports (Google Cloud in a deployment, memory in tests and the embedded mode).
+
+Everything is built on first use, so each function pays at start only for what it serves: the API
+never imports ``google.genai``, and the step function imports it on its first model call.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from agex.adapters.inmemory.authenticator import StaticTokenAuthenticator
+from agex.app.backends import Backends, Models
+from agex.app.http import limits
+from agex.app.http.decision_push import DecisionPush
+from agex.app.http.public_api import PublicApi
+from agex.app.http.step_endpoint import StepEndpoint
+from agex.app.settings import Settings
+from agex.core.agent import Agent, AgentRegistry
+from agex.core.decision_signing import DecisionSigner, DecisionVerifier
+from agex.core.errors import ConfigurationError
+from agex.core.pricing import Pricing
+from agex.engine.approvals import ApprovalApplier, ApprovalService
+from agex.engine.runs import RunService
+from agex.engine.stepper import StepRunner, StepSettings
+from agex.obs import logging as log
+from agex.obs import tracing
+from agex.ports.auth import Authenticator
+from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.event_bus import EventBus
+from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
+from agex.ports.limiter import Limiter
+from agex.ports.model import Model
+from agex.ports.secret_store import SecretStore
+from agex.ports.task_queue import TaskQueue
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None, backends: Backends | None = None, *,
+                 agents: AgentRegistry | None = None) -> None:
+        self.settings = settings or Settings()
+        self.backends = backends or Backends.gcp(self.settings)
+        self.clock, self.ids = self.backends.clock, self.backends.ids
+        self.pricing = Pricing()
+        if agents is not None:
+            self.__dict__["agents"] = self._checked(agents)
+
+    @functools.cached_property
+    def agents(self) -> AgentRegistry:
+        s = self.settings
+        if s.fleet_file:
+            from agex.app import fleet
+
+            return self._checked(fleet.registry(fleet.load(s.fleet_file), s.project))
+        if not s.agent_specs:
+            raise ConfigurationError("this deployment has no agents: set AGEX_FLEET_FILE (a fleet file) or "
+                                     "AGEX_AGENTS (module:attribute specs)")
+        return self._checked(AgentRegistry([
+            a.model_copy(update={"identity": a.identity or f"agent-{a.name}@{s.project}.iam.gserviceaccount.com"})
+            for a in AgentRegistry.from_specs(s.agent_specs).all()]))
+
+    def _checked(self, registry: AgentRegistry) -> AgentRegistry:
+        for agent in registry.all():
+            self.pricing.check(agent.model)
+        return registry
+
+    # --- the ports, each built once on first use ---------------------------------------------------
+
+    @functools.cached_property
+    def store(self) -> CheckpointStore:
+        return self.backends.store()
+
+    @functools.cached_property
+    def queue(self) -> TaskQueue:
+        return self.backends.queue()
+
+    @functools.cached_property
+    def bus(self) -> EventBus:
+        return self.backends.bus()
+
+    @functools.cached_property
+    def _models(self) -> Models:
+        return self.backends.models()
+
+    def model_for(self, agent: Agent) -> Model:
+        return self._models(agent)
+
+    @functools.cached_property
+    def secret_store(self) -> SecretStore:
+        return self.backends.secrets()
+
+    @functools.cached_property
+    def limiter(self) -> Limiter:
+        return self.backends.limiter()
+
+    @functools.cached_property
+    def failpoints(self) -> Failpoints:
+        from agex.adapters.failpoints import FileFailpoints
+
+        return FileFailpoints(self.settings.failpoints_file) if self.settings.failpoints_file else NO_FAILPOINTS
+
+    # --- services and handlers -----------------------------------------------------------------------
+
+    @functools.cached_property
+    def service(self) -> RunService:
+        return RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock, ids=self.ids,
+                          max_input_bytes=self.settings.max_input_bytes,
+                          sweep_after=timedelta(seconds=self.settings.sweep_after_seconds), failpoints=self.failpoints)
+
+    @functools.cached_property
+    def approval_service(self) -> ApprovalService:
+        # the API publishes only when a decision is made: the Pub/Sub client and the signing key load then,
+        # not at cold start
+        return ApprovalService(store=self.store, bus=_LazyBus(lambda: self.bus), agents=self.agents,
+                               clock=self.clock, ids=self.ids, signer=lambda: self.decision_signer)
+
+    @functools.cached_property
+    def decision_signer(self) -> DecisionSigner:
+        """The API's signing key (Secret Manager, read as the API's own identity, in a deployment)."""
+        return DecisionSigner.from_pem("api", self.backends.signing_key())
+
+    @functools.cached_property
+    def decision_verifier(self) -> DecisionVerifier:
+        sources = {name: list(keys) for name, keys in self.settings.decision_sources.items()}
+        for name, keys in self.backends.decision_sources.items():
+            sources.setdefault(name, []).extend(keys)
+        return DecisionVerifier.from_config(sources)
+
+    @functools.cached_property
+    def public_api(self) -> PublicApi:
+        return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
+                         authenticator=self.authenticator,
+                         max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
+                         base_url=self.settings.public_url)
+
+    @functools.cached_property
+    def authenticator(self) -> Authenticator:
+        s = self.settings
+        if s.authenticator == "dev":
+            return StaticTokenAuthenticator.parse(s.dev_tokens)
+        from agex.adapters.gcp.oidc import GoogleIdTokenAuthenticator, GoogleIdTokens
+
+        if not s.api_audience or not s.tenants:
+            raise ConfigurationError("AGEX_AUTHENTICATOR=google needs AGEX_API_AUDIENCE (the API's URL) and "
+                                     "AGEX_TENANTS (email-pattern=tenant pairs)")
+        return GoogleIdTokenAuthenticator.parse(
+            GoogleIdTokens(audience=s.api_audience, certs_url=s.oidc_certs_url), s.tenants)
+
+    @functools.cached_property
+    def runner(self) -> StepRunner:
+        s = self.settings
+        # secrets are read on the first tool that needs one: their client loads then, not at cold start
+        return StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
+                          models=self.model_for, pricing=self.pricing, clock=self.clock,
+                          settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url),
+                          secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
+                          failpoints=self.failpoints)
+
+    @functools.cached_property
+    def step_endpoint(self) -> StepEndpoint:
+        from agex.adapters.gcp.oidc import GoogleIdTokens, OidcVerifier
+
+        s = self.settings
+        verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
+        return StepEndpoint(runner=self.runner, service=self.service, approvals=self.applier, verify=verify,
+                            instance=f"{socket.gethostname()}-{os.getpid()}")
+
+    @functools.cached_property
+    def applier(self) -> ApprovalApplier:
+        return ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock,
+                               agents=self.agents, verifier=self.decision_verifier)
+
+    @functools.cached_property
+    def decision_push(self) -> DecisionPush:
+        """The ``approvals`` function's handler. Cloud Run IAM admits only the push identity, and the
+        handler checks again itself: the push's OIDC token, then each decision's signature and the
+        decider's authority (docs/security.md)."""
+        from agex.adapters.gcp.oidc import GoogleIdTokens, OidcVerifier
+
+        s = self.settings
+        if not s.decisions_push_audience:
+            raise ConfigurationError("the approvals function needs AGEX_DECISIONS_PUSH_AUDIENCE, the audience of "
+                                     "its push subscription's OIDC tokens (its own URL)")
+        if not self.decision_verifier.sources:
+            raise ConfigurationError("the approvals function needs AGEX_DECISION_SOURCES, the public keys of the "
+                                     "decision sources (the API's); without it no decision can be applied")
+        verify = OidcVerifier(GoogleIdTokens(audience=s.decisions_push_audience, certs_url=s.oidc_certs_url),
+                              s.decisions_push_service_account)
+        return DecisionPush(self.applier, verify)
+
+
+class _LazyBus(EventBus):
+    def __init__(self, build: Callable[[], EventBus]) -> None:
+        self._build = build
+
+    def publish(self, topic: str, message: dict[str, Any], attributes: dict[str, str] | None = None) -> str:
+        return self._build().publish(topic, message, attributes)
+
+
+class _LazySecrets(SecretStore):
+    def __init__(self, build: Callable[[], SecretStore]) -> None:
+        self._build = build
+
+    def access(self, identity: str, secret: str) -> str:
+        return self._build().access(identity, secret)
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """The process-wide runtime of a function, built from the environment on first use."""
+    settings = Settings()
+    log.setup(settings.project)
+    tracing.setup()
+    return Runtime(settings)

@@ -1,0 +1,100 @@
+"""Process settings, from ``AGEX_*`` environment variables (documented in docs/operations.md).
+
+The Google client libraries read their own emulator variables (``FIRESTORE_EMULATOR_HOST``,
+``PUBSUB_EMULATOR_HOST``); ours are ``AGEX_TASKS_EMULATOR_HOST`` and ``AGEX_GEMINI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGEX_", extra="ignore")
+
+    project: str = "agex-local"
+    location: str = "us-central1"
+    agents: str = ""
+    """Comma-separated ``module:attribute`` specs of the agents this deployment runs (without a fleet file).
+    A deployment with neither refuses to start."""
+    fleet_file: str = ""
+    """The fleet file (agents, identities, granted secrets, budgets; see ``agex.app.fleet``). When set, it is
+    the list of agents and ``agents`` is ignored."""
+    secrets_emulator_host: str = ""
+    """``host:port`` of the Secret Manager emulator; empty in the cloud (agent identities are impersonated)."""
+    secret_cache_seconds: float = 60.0
+    """How long a secret value read for a tool is reused; a rotation is picked up after at most this."""
+
+    # step tasks
+    queue: str = "agex-steps"
+    per_agent_queues: bool = False
+    """Each agent's tasks go to its own queue ``{queue}-{agent}`` (Terraform creates one per agent, with the
+    fleet file's rate and retry settings); off locally, where one queue serves every agent."""
+    step_url: str = "http://127.0.0.1:8081/"
+    """Where Cloud Tasks delivers step tasks: the ``step`` function's URL."""
+    step_service_account: str = "agex-step@agex-local.iam.gserviceaccount.com"
+    """The identity Cloud Tasks signs the OIDC token as; the step function accepts only this one."""
+    step_audience: str = ""
+    """Audience of the OIDC token; defaults to ``step_url``."""
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    """Where the step function fetches the keys that sign OIDC tokens; the emulator's locally."""
+    tasks_emulator_host: str = ""
+    step_lease_seconds: float = 60.0
+    """How long a step's lease outlives its last renewal (a working attempt renews it every third of this):
+    how long a dead attempt blocks its step before another takes it over."""
+    sweep_after_seconds: float = 300.0
+    """An active run with no write for this long and no live task is re-enqueued by the sweep."""
+
+    # model
+    gemini_api_key: str = ""
+    gemini_base_url: str = ""
+    """Base URL of the Gemini API; set to the emulator's locally."""
+    vertex: bool = False
+    """Use Vertex AI (project and location, application default credentials) instead of an API key."""
+    model_timeout_seconds: float = 60.0
+
+    # API
+    authenticator: Literal["dev", "google"] = "dev"
+    """``dev``: the static tokens of ``dev_tokens``. ``google``: Google-signed ID tokens for
+    ``api_audience``, mapped to tenants by ``tenants``."""
+    api_audience: str = ""
+    tenants: str = ""
+    """``email-pattern=tenant`` pairs, comma-separated, for the ``google`` authenticator."""
+    dev_tokens: str = "dev-token=dev:dev@example.com"
+    """``token=tenant:principal`` pairs, comma-separated, for the dev authenticator. Empty disables it."""
+    max_input_bytes: int = Field(default=32 * 1024, ge=1)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long the API waits for a request's head and body before it answers 408 (slow clients hold a
+    socket, never a worker thread: ``agex.app.http.limits``)."""
+    public_url: str = ""
+    """Base URL put in links of API responses; empty for relative links."""
+
+    failpoints_file: str = ""
+    """Chaos drills: the file that arms failpoints (``agex.adapters.failpoints``); empty in production."""
+
+    # approvals
+    decisions_push_service_account: str = "agex-push@agex-local.iam.gserviceaccount.com"
+    """The identity of the decisions push subscription's OIDC tokens: the approvals function accepts no other."""
+    decisions_push_audience: str = ""
+    """The audience of those tokens (the approvals function's URL); the approvals function refuses to start
+    without it."""
+    decision_sources: dict[str, list[str]] = Field(default_factory=dict)
+    """The declared decision sources and their Ed25519 public keys (PEM), as JSON:
+    ``{"api": ["-----BEGIN PUBLIC KEY-----\n..."]}``. The approvals function applies only decisions one of
+    these keys signed; two keys of a source while it rotates."""
+    decision_signing_key_secret: str = "agex-decision-signing-key"
+    """The Secret Manager secret that holds the API's Ed25519 private key (PEM), readable by the API alone."""
+    api_service_account: str = "agex-api@agex-local.iam.gserviceaccount.com"
+    """The API's identity, as which it reads the signing key from the Secret Manager emulator locally (in the
+    cloud it reads with the function's own credentials)."""
+
+    @property
+    def audience(self) -> str:
+        return self.step_audience or self.step_url
+
+    @property
+    def agent_specs(self) -> list[str]:
+        return [s.strip() for s in self.agents.split(",") if s.strip()]

@@ -1,0 +1,101 @@
+"""Agent definitions and the registry the functions load them from."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agex.core.approval import ApprovalPolicy
+from agex.core.errors import ConfigurationError, NotFound
+from agex.core.run import Limits
+from agex.core.tool import Tool
+
+
+class Agent(BaseModel):
+    """What a team writes: instructions, a model, typed tools and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    version: str = "1"
+    description: str = ""
+    instructions: str
+    model: str = "gemini-2.5-flash"
+    tools: tuple[Tool, ...] = ()
+    limits: Limits = Field(default_factory=Limits)
+    context_window_steps: int = Field(default=20, ge=1, le=1000)
+    """The model sees the run's input and the last this-many steps. Bounding the window keeps each
+    step's reads and request size flat however long the run gets."""
+
+    identity: str = ""
+    """The service account the agent's tools act as (its secrets are read as it). Set from the fleet file;
+    empty when agents come from ``AGEX_AGENTS``, which then gives ``agent-{name}@{project}``."""
+    approvals: tuple[ApprovalPolicy, ...] = ()
+    """Which tool calls wait for a human before they run (see docs/approvals.md). A tool may have several
+    policies (tiers: over $50 a lead, over $1,000 finance): the first whose ``when`` holds decides."""
+    operators: tuple[str, ...] = ()
+    """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
+    retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""
+
+    @model_validator(mode="after")
+    def _policies_name_tools(self) -> Agent:
+        names = {t.name for t in self.tools}
+        for policy in self.approvals:
+            if policy.tool not in names:
+                raise ValueError(f"approval policy for {policy.tool!r}: agent {self.name!r} has no such tool "
+                                 f"(tools: {', '.join(sorted(names)) or 'none'})")
+        return self
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def reconcile_policy(self, tool: str) -> ApprovalPolicy:
+        """How a human is asked what became of an uncertain call of ``tool``."""
+        policy = next((p for p in self.approvals if p.tool == tool), None)
+        who = self.operators or (policy.approvers if policy else ("*",))
+        return ApprovalPolicy(
+            tool=tool, approvers=who, four_eyes=False, allow_edits=False, expires_after_s=24 * 3600,
+            on_expiry="fail", redact=policy.redact if policy else (),
+            reason=f"{tool} is not idempotent and an attempt crashed while calling it: say whether it happened "
+                   "(done), should be called again (retry), or the run should stop (fail).")
+
+    def approval_policy(self, tool: str, args: dict[str, Any]) -> ApprovalPolicy | None:
+        """The policy that holds this call for a human, if any: the first of the tool's that applies."""
+        return next((p for p in self.approvals if p.tool == tool and p.applies(args)), None)
+
+
+class AgentRegistry:
+    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+        self._agents: dict[str, Agent] = {}
+        for agent in agents:
+            if agent.name in self._agents:
+                raise ConfigurationError(f"two agents are named {agent.name!r}; agent names must be unique")
+            self._agents[agent.name] = agent
+
+    def get(self, name: str) -> Agent:
+        agent = self._agents.get(name)
+        if agent is None:
+            known = ", ".join(sorted(self._agents)) or "none"
+            raise NotFound(f"unknown agent {name!r}; agents here: {known}")
+        return agent
+
+    def all(self) -> list[Agent]:
+        return [self._agents[n] for n in sorted(self._agents)]
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[str]) -> AgentRegistry:
+        """Load agents from ``module:attribute`` specs (an Agent or a list of them)."""
+        agents: list[Agent] = []
+        for spec in specs:
+            module_name, _, attr = spec.partition(":")
+            if not attr:
+                raise ConfigurationError(f"agent spec {spec!r}: expected 'module:attribute'")
+            try:
+                value = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as e:
+                raise ConfigurationError(f"agent spec {spec!r} cannot be loaded: {e}") from e
+            agents.extend(value if isinstance(value, list | tuple) else [value])
+        return cls(agents)

@@ -1,0 +1,177 @@
+"""The application layer behind the API: start, read, list and cancel runs, and sweep lost ones.
+
+Pure over ports, like the engine: HTTP parsing lives in ``agex.app.http``, storage in the adapters.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from agex.core.agent import AgentRegistry
+from agex.core.clock import Clock, Ids
+from agex.core.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, RequestError, TransientError
+from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunHead, RunStatus
+from agex.engine import decisions
+from agex.obs import logging as log
+from agex.ports.auth import Caller
+from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
+from agex.ports.task_queue import StepTask, TaskQueue
+
+RUN_RETENTION = timedelta(days=7)
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_log = log.get("service")
+
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class CreateRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1, description="What the agent is asked to do.")
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict, max_length=32, description="Up to 32 string labels, kept on the run.")
+
+
+@dataclass(frozen=True)
+class Started:
+    run: RunHead
+    replayed: bool
+    """True when an earlier request with the same Idempotency-Key created the run."""
+
+
+@dataclass
+class SweepReport:
+    examined: int = 0
+    reenqueued: int = 0
+    expired: int = 0
+
+
+class RunService:
+    def __init__(self, *, store: CheckpointStore, queue: TaskQueue, agents: AgentRegistry, clock: Clock,
+                 ids: Ids, max_input_bytes: int = 32 * 1024, sweep_after: timedelta = timedelta(minutes=5),
+                 failpoints: Failpoints = NO_FAILPOINTS) -> None:
+        self.store, self.queue, self.agents, self.clock, self.ids = store, queue, agents, clock, ids
+        self.failpoints = failpoints
+        self.max_input_bytes = max_input_bytes
+        self.sweep_after = sweep_after
+
+    def start(self, caller: Caller, agent_name: str, request: CreateRunRequest, *,
+              idempotency_key: str | None = None, traceparent: str = "") -> Started:
+        agent = self.agents.get(agent_name)
+        size = len(request.input.encode())
+        if size > self.max_input_bytes:
+            raise PayloadTooLarge(f"input is {size} bytes; the limit is {self.max_input_bytes} bytes. "
+                                  "Pass large documents by reference (a URL or object name) instead")
+        request_hash = _hash({"agent": agent_name, **request.model_dump()})
+        run_id = self._run_id(caller, idempotency_key)
+        now = self.clock.now()
+        head = RunHead(run_id=run_id, tenant=caller.tenant, agent=agent.name, agent_version=agent.version,
+                       principal=caller.principal, input=request.input, metadata=request.metadata,
+                       limits=agent.limits, trace=traceparent, idempotency_key=idempotency_key,
+                       request_hash=request_hash, created_at=now, updated_at=now, expire_at=now + RUN_RETENTION,
+                       seq=1)
+        created = Event(seq=1, step=0, kind=EventKind.run_created, at=now, expire_at=head.expire_at,
+                        data={"agent": agent.name, "agent_version": agent.version, "principal": caller.principal,
+                              "input": request.input, "metadata": request.metadata})
+        try:
+            self.store.create_run(head, [created])
+            replayed = False
+            self.failpoints.hit("service.after_create")
+        except AlreadyExists as e:
+            existing = e.existing
+            if not isinstance(existing, RunHead) or existing.request_hash != request_hash:
+                raise Conflict("this Idempotency-Key was already used with a different request; "
+                               "use a new key for a new run") from e
+            head, replayed = existing, True
+        if head.status in ACTIVE_STATUSES and head.step == 0:
+            # also on a replay: if the first enqueue was lost, the retried request repairs it (the task
+            # name dedupes, so this never starts the run twice)
+            self._enqueue_first(head)
+        return Started(head, replayed)
+
+    def _enqueue_first(self, head: RunHead) -> None:
+        try:
+            self.queue.enqueue(StepTask.next_of(head))
+        except Exception:  # the run is stored; the sweep enqueues it if this was lost
+            _log.exception("could not enqueue the first step; the sweep will retry it")
+
+    def get(self, caller: Caller, run_id: str) -> RunHead:
+        head = self.store.get_run(caller.tenant, run_id) if _ID.match(run_id) else None
+        if head is None:
+            # another tenant's run is indistinguishable from a missing one
+            raise NotFound(f"run {run_id!r} not found")
+        return decisions.as_seen(head, self.clock.now())
+
+    def events(self, caller: Caller, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        self.get(caller, run_id)
+        return self.store.list_events(caller.tenant, run_id, after_seq=after_seq, limit=limit)
+
+    def cancel(self, caller: Caller, run_id: str) -> RunHead:
+        head = self.get(caller, run_id)
+        for _ in range(3):
+            # the approval the run waits for is cancelled with it, in the same commit; it is read first,
+            # and read again if the run moved on to another one meanwhile
+            approval = self.store.get_approval(caller.tenant, head.approval_id) if head.approval_id else None
+            try:
+                result = self.store.update_run(caller.tenant, run_id, functools.partial(
+                    decisions.cancel, principal=caller.principal, now=self.clock.now(), approval=approval))
+            except decisions.ApprovalMoved:
+                head = self.get(caller, run_id)
+                continue
+            assert result.head is not None
+            return result.head
+        raise TransientError(f"run {run_id} kept changing while it was being cancelled; try again")
+
+    def sweep(self, limit: int = 200) -> SweepReport:
+        """Re-enqueue active runs whose step task was lost, and timers whose task is overdue; expire runs
+        past their retention. (Overdue approvals are the approvals applier's, see its ``sweep``.)"""
+        now = self.clock.now()
+        report = SweepReport()
+        overdue = self.store.find_waiting(now - self.sweep_after, limit)
+        for head in self.store.find_runs(list(ACTIVE_STATUSES), now - self.sweep_after, limit) + overdue:
+            report.examined += 1
+            if now >= head.expire_at:
+                self.store.update_run(head.tenant, head.run_id, lambda h: decisions.expire(h, now))
+                report.expired += 1
+                continue
+            if head.status == RunStatus.waiting_approval:
+                continue
+            if self.queue.exists(StepTask.next_of(head)):
+                continue
+            bumped = self.store.update_run(head.tenant, head.run_id,
+                                           lambda h: decisions.reenqueue(h, now, now - self.sweep_after))
+            if bumped.head is not None and bumped.value:
+                self.queue.enqueue(StepTask.next_of(bumped.head))
+                log.info(_log, "re-enqueued a run that lost its step task", run=head.run_id,
+                         step=bumped.head.step + 1, generation=bumped.value)
+                report.reenqueued += 1
+        return report
+
+    def _run_id(self, caller: Caller, idempotency_key: str | None) -> str:
+        if idempotency_key is None:
+            return self.ids.new_id("run_")
+        if not (0 < len(idempotency_key) <= 255) or not idempotency_key.isprintable():
+            raise RequestError("Idempotency-Key must be 1-255 printable characters")
+        return keyed_run_id(caller.tenant, idempotency_key)
+
+
+def keyed_run_id(tenant: str, idempotency_key: str) -> str:
+    """The run id an Idempotency-Key maps to in a tenant: the same key always names the same run."""
+    digest = hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).digest()
+    return "run_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
+
+
+def _hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

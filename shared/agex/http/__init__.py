@@ -1,1 +1,0 @@
-"""HTTP adapters for the functions: the public API and the step endpoint Cloud Tasks calls."""
