@@ -1,6 +1,6 @@
 # One agent of the fleet: its own identity, its own step queue, its own secrets (readable by that identity
 # alone), and the step function's right to act as it. The step function is shared by every agent: for a
-# tool call it reads the tool's secrets by impersonating the agent's service account (agex.gcp.secret_manager),
+# tool call it reads the tool's secrets by impersonating the agent's service account (agex.adapters.gcp.secret_manager),
 # so what an agent can read is what its identity is granted here, and nothing another agent is granted.
 
 locals {

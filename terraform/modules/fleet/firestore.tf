@@ -1,6 +1,6 @@
 # Firestore: the (default) database the runtime uses (FirestoreCheckpointStore(project=...)), its composite
 # indexes, TTL policies on expire_at and single-field index exemptions. See docs/operations.md ("What the
-# cloud needs") and the docstrings of agex.gcp.firestore_store and agex.gcp.firestore_limiter.
+# cloud needs") and the docstrings of agex.adapters.gcp.firestore_store and agex.adapters.gcp.firestore_limiter.
 
 resource "google_firestore_database" "main" {
   project                           = var.project
