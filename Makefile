@@ -36,9 +36,11 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest tests/unit tests/api
 
+# ruff, mypy (strict for core, ports and engine) and the import contracts of the layers (pyproject.toml).
 lint: setup
 	$(BIN)/ruff check shared functions examples tests bench scripts
 	$(BIN)/mypy shared/agex
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python -m bench.run

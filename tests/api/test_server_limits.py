@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,10 +63,14 @@ def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
+_unread: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """One response (after any ``100 Continue``): status, headers (lower-case names) and body."""
+    """One response (after any ``100 Continue``): status, headers (lower-case names) and body. Bytes read past
+    it (pipelined responses can arrive in one segment) are kept for the next call on the same socket."""
     sock.settimeout(timeout)
-    buf = b""
+    buf = _unread.pop(sock, b"")
     while True:
         while b"\r\n\r\n" not in buf:
             data = sock.recv(65536)
@@ -84,6 +89,7 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[s
         if not data:
             break
         buf += data
+    _unread[sock] = buf[length:]
     return status, headers, buf[:length]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import google_crc32c
+import grpc
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import secretmanager_v1
@@ -142,9 +143,41 @@ def _looks_transient(message: str) -> bool:
 
 def emulator_clients(host: str) -> Callable[[str], Client]:
     """Clients of the local Secret Manager emulator at ``host`` (``127.0.0.1:8086``), one per identity."""
-    from agex.dev.emulators.secretmanager.client import make_client  # local only: never imported in the cloud
+    return lambda identity: emulator_client(host, identity)
 
-    return lambda identity: make_client(host, identity)
+
+def emulator_client(host: str, identity: str) -> Client:
+    """The unmodified client over an insecure channel to the emulator, every call carrying
+    ``authorization: Bearer <identity>``: there is no token service locally, so the emulator takes the
+    bearer token for the identity (the stand-in for the access token it would present in the cloud)."""
+    from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+        SecretManagerServiceGrpcTransport,
+    )
+
+    return Client(transport=SecretManagerServiceGrpcTransport(channel=emulator_channel(host, identity)))
+
+
+def emulator_channel(host: str, identity: str | None) -> grpc.Channel:
+    """An insecure channel to ``host``; with ``identity`` None no token is sent."""
+    channel = grpc.insecure_channel(host)
+    return channel if identity is None else grpc.intercept_channel(channel, _BearerIdentity(identity))
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, base: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
+        self.method, self.timeout, self.metadata, self.credentials = base.method, base.timeout, metadata, base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
+
+
+class _BearerIdentity(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc ships no type hints
+    def __init__(self, identity: str) -> None:
+        self._header = ("authorization", f"Bearer {identity}")
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
+                              request: Any) -> Any:
+        metadata = [(k, v) for k, v in (details.metadata or ()) if k.lower() != "authorization"]
+        return continuation(_CallDetails(details, [*metadata, self._header]), request)
 
 
 def own_clients() -> Callable[[str], Client]:
