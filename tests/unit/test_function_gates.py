@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -33,10 +31,12 @@ from agex.testing.harness import InMemoryRuntime
 from agex.testing.models import scripted
 from agex.tools import ToolContext, tool
 
+from .conftest import GOOGLE
+
 PUSH = "agex-push@p.iam.gserviceaccount.com"
 STEP = "agex-step@p.iam.gserviceaccount.com"
 PUSH_AUDIENCE, STEP_AUDIENCE = "https://agex-approvals.example.run.app", "https://agex-step.example.run.app/"
-google = OidcSigner()
+google = GOOGLE
 paid: list[float] = []
 
 
@@ -54,26 +54,6 @@ def pay(args: Payment, ctx: ToolContext) -> dict[str, Any]:
 
 AGENT = Agent(name="payer", instructions="pay", tools=(pay,), approvals=(
     ApprovalPolicy(tool="pay", approvers=("manager@example.com",)),))
-
-
-@pytest.fixture(scope="module")
-def certs_url() -> Iterator[str]:
-    body = json.dumps(google.certs_v1()).encode()
-
-    class Certs(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Certs)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/oauth2/v1/certs"
-    server.shutdown()
 
 
 @pytest.fixture

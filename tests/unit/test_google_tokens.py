@@ -3,39 +3,15 @@ over HTTP the way Google serves them (signed here by the Cloud Tasks emulator's 
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from agex.adapters.gcp.oidc import GoogleIdTokenAuthenticator, GoogleIdTokens, OidcVerifier
 from agex.core.errors import PermissionDenied, Unauthenticated
-from agex.dev.emulators.cloudtasks.oidc import OidcSigner
+
+from .conftest import GOOGLE
 
 AUDIENCE = "https://step.example.run.app/"
-signer = OidcSigner()
-
-
-@pytest.fixture(scope="module")
-def certs_url() -> Iterator[str]:
-    body = json.dumps(signer.certs_v1()).encode()
-
-    class Certs(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Certs)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/oauth2/v1/certs"
-    server.shutdown()
+signer = GOOGLE
 
 
 def bearer(email: str, audience: str = AUDIENCE) -> dict[str, str]:
