@@ -14,9 +14,7 @@ recorded on the approval as late and changes nothing else.
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -29,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agex.core.agent import AgentRegistry
 from agex.core.approval import DECISIONS_TOPIC, Approval, ApprovalStatus, Decision, DecisionMessage, unredact
-from agex.core.clock import Clock, Ids
+from agex.core.clock import Clock, Ids, derived_id
 from agex.core.decision_signing import DecisionRefused, DecisionSigner, DecisionVerifier
-from agex.core.errors import Conflict, NotFound, RequestError
+from agex.core.errors import Conflict, NotFound, RequestError, validation_problems
 from agex.core.run import RunHead, RunStatus
 from agex.engine import decisions, notify
 from agex.engine.decisions import Claim
@@ -92,9 +90,8 @@ def edited_arguments(approval: Approval, agents: AgentRegistry, arguments: dict[
     try:
         tool.args_model.model_validate(edited)
     except ValidationError as e:
-        invalid = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-                            for err in e.errors())
-        raise RequestError(f"edited arguments are not valid for {approval.tool}: {invalid}") from e
+        raise RequestError(f"edited arguments are not valid for {approval.tool}: "
+                           f"{validation_problems(e, 'arguments')}") from e
     problems = policy.edit_problems(approval.call_arguments, edited)
     if problems:
         raise RequestError(f"this edit of the {approval.tool} call is not allowed: {'; '.join(problems)}")
@@ -121,10 +118,7 @@ class ApprovalApplier:
                 # before anything else, whatever the transport: an unauthenticated message reads nothing
                 self.verifier.verify(message)
             except DecisionRefused as e:
-                security_event(f"refused decision {message.decision_id} on {message.approval_id}: {e.message}",
-                               event="decision_unauthenticated", approval=message.approval_id,
-                               principal=message.principal, source=message.source)
-                return Outcome(Applied.unauthenticated, e.message)
+                return _refused(message, Applied.unauthenticated, e.message, event="decision_unauthenticated")
             outcome = self._apply(message)
             log.info(_log, f"decision {message.decision_id} on {message.approval_id}: {outcome.detail}",
                      outcome=outcome.result.value, approval=message.approval_id, principal=message.principal)
@@ -142,20 +136,17 @@ class ApprovalApplier:
                 approval.check_decision(message.decision)
                 approval.check_authority(message.principal)
             except RequestError as e:
-                security_event(f"refused decision {message.decision_id} on {message.approval_id}: {e.message}",
-                               event="decision_not_authorized", approval=message.approval_id,
-                               principal=message.principal, source=message.source)
-                return Outcome(Applied.refused, e.message)
+                return _refused(message, Applied.refused, e.message, event="decision_not_authorized")
             if self.clock.now() >= approval.expires_at:
                 # too late: the expiry task (or the sweep) settles it as the policy says
                 return Outcome(Applied.not_pending, f"approval expired at {approval.expires_at.isoformat()}")
             if not approval.created_at - CLOCK_SKEW <= message.decided_at <= self.clock.now() + CLOCK_SKEW:
                 # signed, but not for this approval's lifetime: a replay of an old decision
-                security_event(f"refused decision {message.decision_id} on {message.approval_id}: decided at "
-                               f"{message.decided_at.isoformat()}, outside the approval's lifetime",
-                               event="decision_replayed", approval=message.approval_id, principal=message.principal,
-                               source=message.source)
-                return Outcome(Applied.refused, "the decision was made outside this approval's lifetime")
+                return _refused(message, Applied.refused, "the decision was made outside this approval's lifetime",
+                                event="decision_replayed",
+                                why=f"decided at {message.decided_at.isoformat()}, outside the approval's lifetime")
+            if message.arguments is not None and message.decision != Decision.approve:
+                return Outcome(Applied.refused, "arguments can only be edited when approving")
             if message.arguments is not None:
                 try:
                     message = message.model_copy(update={
@@ -214,6 +205,13 @@ class ApprovalApplier:
 
     def _resume(self, head: RunHead) -> None:
         self.queue.enqueue(StepTask.next_of(head))
+
+
+def _refused(message: DecisionMessage, result: Applied, detail: str, *, event: str, why: str = "") -> Outcome:
+    """A decision refused for want of authority: logged as a security event, answered with ``detail``."""
+    security_event(f"refused decision {message.decision_id} on {message.approval_id}: {why or detail}", event=event,
+                   approval=message.approval_id, principal=message.principal, source=message.source)
+    return Outcome(result, detail)
 
 
 def security_event(message: str, *, event: str, **fields: Any) -> None:
@@ -307,13 +305,9 @@ class ApprovalService:
 
     def _decision_id(self, caller: Caller, approval_id: str, request: DecideRequest,
                      idempotency_key: str | None) -> str:
-        if idempotency_key is None:
+        if idempotency_key is None:  # else checked by the caller, as for runs (``RunService.start``)
             return self.ids.new_id("dec_")
-        if not (0 < len(idempotency_key) <= 255) or not idempotency_key.isprintable():
-            raise RequestError("Idempotency-Key must be 1-255 printable characters")
         # the request is part of the id: a key reused for another decision is not mistaken for a replay of the
         # first (once the first is applied, the second is a 409 instead of "already applied")
         body = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        digest = hashlib.sha256(
-            f"{caller.tenant}\0{caller.principal}\0{approval_id}\0{idempotency_key}\0{body}".encode())
-        return "dec_" + base64.b32encode(digest.digest()).decode().lower().rstrip("=")[:26]
+        return derived_id("dec_", f"{caller.tenant}\0{caller.principal}\0{approval_id}\0{idempotency_key}\0{body}")

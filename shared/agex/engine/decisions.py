@@ -267,7 +267,8 @@ class ApprovalMoved(Exception):
 def cancel(head: RunHead, principal: str, now: datetime, approval: Approval | None = None) -> Mutation[None]:
     """Cancel an unfinished run; the approval it waits for (read beforehand) is cancelled with it."""
     if head.status.terminal or now >= head.expire_at:
-        raise Conflict(f"run {head.run_id} is already {head.status.value}; only an unfinished run can be cancelled")
+        raise Conflict(f"run {head.run_id} is already {as_seen(head, now).status.value}; only an unfinished run can "
+                       "be cancelled")
     approvals: list[Approval] = []
     if head.approval_id is not None:
         if approval is None or approval.approval_id != head.approval_id:
@@ -358,6 +359,8 @@ def decide_approval(head: RunHead, approval: Approval, message: DecisionMessage,
     waits for this approval as read: the caller reads the approval again and answers from it."""
     if not _waits_for(head, approval) or now >= approval.expires_at:
         return Mutation(None, value=False)
+    # only an approval runs the call with edited arguments: a rejection or a reconciliation has none to keep
+    arguments = message.arguments if message.decision == Decision.approve else None
     if approval.kind == "reconcile":
         status, outcome = ApprovalStatus.resolved, message.decision.value
     else:
@@ -367,9 +370,8 @@ def decide_approval(head: RunHead, approval: Approval, message: DecisionMessage,
         "status": status, "resolution": message.decision if approval.kind == "reconcile" else None,
         "decision_id": message.decision_id, "decided_by": message.principal, "decided_at": now,
         "comment": message.comment, "updated_at": now,
-        "edited_arguments": redact(message.arguments, approval.redact) if message.arguments is not None else None})
-    return _settle(head, settled, now, outcome, message.principal, message.comment, message.decision_id,
-                   message.arguments)
+        "edited_arguments": redact(arguments, approval.redact) if arguments is not None else None})
+    return _settle(head, settled, now, outcome, message.principal, message.comment, message.decision_id, arguments)
 
 
 def expire_approval(head: RunHead, approval: Approval, now: datetime) -> Mutation[Claim]:
