@@ -4,8 +4,11 @@ functions-framework loads ``functions/<name>/main.py`` as the module ``main``; h
 (cwd = the repo root, ``PYTHONPATH`` = the repo root) puts ``functions/<name>`` on ``sys.path`` and imports
 ``main`` the same way, timing the import, then builds the request handler the first request would build
 (``runtime().public_api`` / ``runtime().step_endpoint``: clients, registry, verifier; no network call)
-and records whether ``google.genai`` got loaded at either point. Best of N runs each; also the
-interpreter's whole start-to-exit time. For reference: ``import google.genai`` and LangGraph alone.
+and records whether ``google.genai`` got loaded at either point, and which of the libraries that load on
+first use (``_LAZY``: the MCP SDK, httpx, Gemini, Pub/Sub, Secret Manager) got loaded by then. The API is
+measured twice: with the sample agents, and with an agent that also uses MCP and OpenAPI tools
+(``bench/mcp_agent.py``), whose definition must not load those tools' libraries. Best of N runs each; also
+the interpreter's whole start-to-exit time. For reference: ``import google.genai`` and LangGraph alone.
 """
 
 from __future__ import annotations
@@ -35,10 +38,15 @@ try:
     handler = runtime().{handler}
     out["handler_s"] = time.perf_counter() - t1
     out["genai_after_handler"] = "google.genai" in sys.modules
+    out["lazy_loaded_after_handler"] = [m for m in {lazy!r} if m in sys.modules]
 except Exception as e:
     out["handler_error"] = f"{{type(e).__name__}}: {{e}}"
 print("BENCH" + json.dumps(out))
 """
+
+_LAZY = ("mcp", "anyio", "httpx", "httpx2", "yaml", "google.genai", "google.cloud.pubsub_v1",
+         "google.cloud.secretmanager_v1")
+"""Libraries the API must not load at cold start whatever its agents use (each loads on first use)."""
 
 _PLAIN = """
 import json, sys, time
@@ -65,9 +73,9 @@ _ENV = {
 }
 
 
-def _once(code: str) -> dict[str, Any]:
+def _once(code: str, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGEX_")}
-    env.update(_ENV, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="0")
+    env.update(_ENV, **(env_extra or {}), PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="0")
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), env=env, capture_output=True, text=True,
                           timeout=120)
@@ -78,8 +86,9 @@ def _once(code: str) -> dict[str, Any]:
     return {**json.loads(line[5:]), "process_s": wall}
 
 
-def _best(code: str, repeat: int) -> dict[str, Any]:
-    runs = [_once(code) for _ in range(repeat)]
+def _best(code: str | tuple[str, dict[str, str]], repeat: int) -> dict[str, Any]:
+    code, env_extra = code if isinstance(code, tuple) else (code, {})
+    runs = [_once(code, env_extra) for _ in range(repeat)]
     ok = [r for r in runs if "error" not in r]
     if not ok:
         return {"error": runs[-1]["error"]}
@@ -94,6 +103,7 @@ def _best(code: str, repeat: int) -> dict[str, Any]:
     if "handler_s" in best:
         out["handler_build_ms_best"] = min(r["handler_s"] for r in ok if "handler_s" in r) * 1000
         out["genai_loaded_after_handler"] = any(r.get("genai_after_handler") for r in ok)
+        out["lazy_loaded_after_handler"] = sorted({m for r in ok for m in r.get("lazy_loaded_after_handler", [])})
     if any("handler_error" in r for r in ok):
         out["handler_error"] = next(r["handler_error"] for r in ok if "handler_error" in r)
     return out
@@ -101,10 +111,15 @@ def _best(code: str, repeat: int) -> dict[str, Any]:
 
 def run(repeat: int = 5) -> dict[str, Any]:
     t = time.perf_counter()
-    targets = {
-        "api (functions/api/main.py)": _ENTRY.format(dir="functions/api", handler="public_api"),
-        "step (functions/step/main.py)": _ENTRY.format(dir="functions/step", handler="step_endpoint"),
-        "approvals (functions/approvals/main.py)": _ENTRY.format(dir="functions/approvals", handler="decision_push"),
+    def entry(folder: str, handler: str) -> str:
+        return _ENTRY.format(dir=folder, handler=handler, lazy=_LAZY)
+
+    targets: dict[str, str | tuple[str, dict[str, str]]] = {
+        "api (functions/api/main.py)": entry("functions/api", "public_api"),
+        "api with an MCP-using agent": (entry("functions/api", "public_api"),
+                                        {"AGEX_AGENTS": _ENV["AGEX_AGENTS"] + ",bench.mcp_agent:agent"}),
+        "step (functions/step/main.py)": entry("functions/step", "step_endpoint"),
+        "approvals (functions/approvals/main.py)": entry("functions/approvals", "decision_push"),
         "import google.genai (reference)": _PLAIN.format(stmt="import google.genai"),
         "import langgraph StateGraph + SqliteSaver (comparison)": _PLAIN.format(
             stmt="from langgraph.graph import StateGraph\nfrom langgraph.checkpoint.sqlite import SqliteSaver"),

@@ -7,7 +7,15 @@ layers behind it are described in docs/architecture.md.
 from agex.core.agent import Agent
 from agex.core.approval import ApprovalPolicy, Condition
 from agex.core.run import Limits
-from agex.core.tool import ContinueLater, RetryLater, RetryPolicy, ToolContext, ToolLimits, TransientToolError, tool
+from agex.core.tool import (
+           ContinueLater,
+           RetryLater,
+           RetryPolicy,
+           ToolContext,
+           ToolLimits,
+           TransientToolError,
+           tool,
+)
 
 __version__ = "0.1.0"
 

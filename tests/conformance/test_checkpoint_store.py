@@ -660,6 +660,22 @@ def test_approvals_of_another_tenant_are_invisible(store: CheckpointStore) -> No
     assert store.get_approval(unique("tenant-"), approval_id) is None
 
 
+@pytest.mark.parametrize("entry", [{"decision_id": 1}, {"": "empty name"}, {"__id__": "reserved name"},
+                                   {"decision_id": {"nested": "map"}}], ids=["not-a-string", "empty-name",
+                                                                              "reserved-name", "nested"])
+def test_malformed_late_decisions_are_refused_by_every_store(store: CheckpointStore, entry: dict[str, Any]) -> None:
+    # one rule (agex.ports.rules.check_late_decision) for both ways a late decision is written
+    head = create(store, make_head(status=RunStatus.running))
+    a = settle(make_approval(head))
+    with pytest.raises(ValueError, match="late decision"):
+        _approvals_in(store, head, a.model_copy(update={"late_decisions": [entry]}))
+    assert store.get_run(head.tenant, head.run_id) == head
+    _approvals_in(store, head, a)
+    with pytest.raises(ValueError, match="late decision"):
+        store.add_late_decision(head.tenant, a.approval_id, entry)
+    assert store.get_approval(head.tenant, a.approval_id) == a
+
+
 def test_late_decisions_are_recorded_once(store: CheckpointStore) -> None:
     head = create(store, make_head(status=RunStatus.running))
     a = settle(make_approval(head))
@@ -788,7 +804,7 @@ def test_firestore_stats_count_operations(fs_store: Any) -> None:
 
 def test_firestore_oversized_document_raises_document_too_large(fs_store: Any) -> None:
     from agex.core.errors import DocumentTooLarge
-    from agex.ports.checkpoint_store import MAX_DOCUMENT_BYTES
+    from agex.ports.rules import MAX_DOCUMENT_BYTES
 
     head = make_head(input="x" * MAX_DOCUMENT_BYTES)
     with pytest.raises(DocumentTooLarge) as info:

@@ -159,9 +159,10 @@ def test_granted_secret_without_versions_is_not_found(secrets: Secrets) -> None:
     assert name in missing.value.message
 
 
-def test_invalid_secret_id_is_not_found(secrets: Secrets) -> None:
+@pytest.mark.parametrize("name", ["other-project/secrets/x", "key\n", "", "x" * 256])
+def test_invalid_secret_id_is_not_found(secrets: Secrets, name: str) -> None:
     with pytest.raises(SecretNotFound):
-        secrets.store.access(AGENT_A, "other-project/secrets/x")
+        secrets.store.access(AGENT_A, name)
 
 
 def test_disabled_latest_is_unavailable_without_fallback(secrets: Secrets) -> None:

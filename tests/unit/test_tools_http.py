@@ -267,6 +267,7 @@ def test_bearer_auth_is_checked_by_the_server(api: tuple[Api, str]) -> None:
     wrong = tool.call({"order_id": "A1"}, ctx(**{"orders-token": "not-it"}))
     assert not wrong.ok and "HTTP 401" in wrong.output["error"]
     assert "not-it" not in wrong.output["error"]  # the server echoed the credential; it is scrubbed
+    assert "[secret:orders-token]" in wrong.output["error"]
     missing = tool.call({"order_id": "A1"}, ctx())
     assert not missing.ok and "orders-token" in missing.output["error"]
     assert len(server.requests) == 1  # no request without the secret

@@ -1,8 +1,10 @@
 """The composition root: the one place that builds the services and handlers, from ``Settings`` and the
 ``Backends`` that serve the ports (Google Cloud in a deployment, memory in tests and the embedded mode).
 
-Everything is built on first use, so each function pays at start only for what it serves: the API
-never imports ``google.genai``, and the step function imports it on its first model call.
+Everything is built on first use, so each function pays at start only for what it serves: the API never
+imports ``google.genai``, and the step function imports it on its first model call; the Pub/Sub and Secret
+Manager clients load on the first publish and the first secret read; the libraries of MCP and HTTP tools
+on their first call (``tests/unit/test_cold_start_imports.py`` holds the functions to this).
 """
 
 from __future__ import annotations
@@ -154,8 +156,9 @@ class Runtime:
     @functools.cached_property
     def runner(self) -> StepRunner:
         s = self.settings
-        # secrets are read on the first tool that needs one: their client loads then, not at cold start
-        return StepRunner(store=self.store, queue=self.queue, bus=self.bus, agents=self.agents,
+        # secrets are read on the first tool that needs one, and notifications published when a run finishes
+        # or waits: their clients load then, not at cold start
+        return StepRunner(store=self.store, queue=self.queue, bus=_LazyBus(lambda: self.bus), agents=self.agents,
                           models=self.model_for, pricing=self.pricing, clock=self.clock,
                           settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url),
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
@@ -172,7 +175,7 @@ class Runtime:
 
     @functools.cached_property
     def applier(self) -> ApprovalApplier:
-        return ApprovalApplier(store=self.store, queue=self.queue, bus=self.bus, clock=self.clock,
+        return ApprovalApplier(store=self.store, queue=self.queue, bus=_LazyBus(lambda: self.bus), clock=self.clock,
                                agents=self.agents, verifier=self.decision_verifier)
 
     @functools.cached_property

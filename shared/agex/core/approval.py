@@ -8,10 +8,8 @@ disagree. Lifecycle and message schemas: docs/approvals.md.
 
 from __future__ import annotations
 
-import base64
 import copy
 import fnmatch
-import hashlib
 import operator
 from collections.abc import Callable
 from datetime import datetime
@@ -20,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agex.core.clock import derived_id
 from agex.core.errors import PermissionDenied, RequestError
 
 REDACTED = "[redacted]"
@@ -231,8 +230,7 @@ class Approval(_Doc):
 def approval_id(run_id: str, step: int, call_id: str, round: str = "") -> str:
     """Deterministic: a retried step asks for the same approval instead of a second one. ``round``
     tells apart the reconciliations of one call (each crash inside it asks anew)."""
-    digest = hashlib.sha256(f"{run_id}\0{step}\0{call_id}{round}".encode()).digest()
-    return "apr_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
+    return derived_id("apr_", f"{run_id}\0{step}\0{call_id}{round}")
 
 
 def redact(args: dict[str, Any], paths: tuple[str, ...] | list[str]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import threading
 import time
@@ -59,6 +61,14 @@ class RandomIds:
             value, rem = divmod(value, 32)
             chars.append(_CROCKFORD[rem])
         return prefix + "".join(reversed(chars))
+
+
+def derived_id(prefix: str, key: str) -> str:
+    """A deterministic id: ``prefix`` and 26 base32 characters (130 bits) of the SHA-256 of ``key``. For ids
+    that must come out the same on a retry (an approval of a step's call, the run of an Idempotency-Key);
+    ``key`` must hold everything that tells two such ids apart."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return prefix + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
 
 
 class SequentialIds:

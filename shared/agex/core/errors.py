@@ -14,6 +14,12 @@ catches a ``google.*`` exception.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class AgexError(Exception):
     """Base of every error raised on purpose by Agent Executor."""
@@ -202,3 +208,20 @@ class ModelError(AgexError):
 
     code = "model_error"
     status = 502
+
+
+# --- describing errors ----------------------------------------------------------------------------------
+
+
+def validation_problems(e: ValidationError, root: str, *, fields: Sequence[str] = ()) -> str:
+    """A pydantic validation error as one line a caller can act on: ``where: what; ...``, where is the
+    dotted path of each problem (``root`` for the value as a whole). With ``fields`` (the model's), an
+    unknown field is reported with the fields allowed."""
+    allowed = f"{', '.join(fields[:-1])} and {fields[-1]}" if len(fields) > 1 else "".join(fields)
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or root
+        msg = f"unknown field; allowed fields are {allowed}" if fields and err["type"] == "extra_forbidden" \
+            else err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)

@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar, get_type_hints, overload
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agex.core.errors import ConfigurationError
+from agex.core.errors import ConfigurationError, validation_problems
 from agex.core.messages import ToolSpec
 from agex.core.scrub import scrub
 
@@ -160,7 +160,8 @@ class Tool:
         try:
             parsed = self.args_model.model_validate(args)
         except ValidationError as e:
-            return ToolOutcome(False, {"error": f"invalid arguments for {self.name}: {_brief(e)}"})
+            problems = validation_problems(e, "args")
+            return ToolOutcome(False, {"error": f"invalid arguments for {self.name}: {problems}"})
         policy = self.retry or (RetryPolicy() if self.idempotent else NO_RETRY)
         attempt = 0
         result: Any = None
@@ -192,7 +193,7 @@ class Tool:
                 result = self.output_model.model_validate(_as_dict(result))
             except ValidationError as e:
                 return ToolOutcome(False, {"error": f"{self.name} returned a result that does not match its "
-                                                    f"output model: {_brief(e)}"})
+                                                    f"output model: {validation_problems(e, 'output')}"})
         return ToolOutcome(True, _as_dict(result))
 
 
@@ -220,11 +221,23 @@ def _with_timeout(timeout_s: float, fn: Callable[..., Any], *args: Any) -> Any:
     return box["result"]
 
 
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, idempotent: bool = True,
+    fn: None = None, /, *, name: str | None = None, idempotent: bool = True,
     output_model: type[BaseModel] | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
     secrets: tuple[str, ...] = (), limits: ToolLimits | None = None,
-) -> Any:
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, idempotent: bool = True,
+    output_model: type[BaseModel] | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
+    secrets: tuple[str, ...] = (), limits: ToolLimits | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn ``def f(args: SomeModel, ctx: ToolContext) -> BaseModel | dict`` into a ``Tool``.
 
     The description is the function's docstring; it is what the model reads to decide when to call it.
@@ -251,7 +264,8 @@ def _as_dict(result: Any) -> dict[str, Any]:
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
     if isinstance(result, dict):
-        return json.loads(json.dumps(result, default=str))
+        plain: dict[str, Any] = json.loads(json.dumps(result, default=str))
+        return plain
     return {"result": json.loads(json.dumps(result, default=str))}
 
 
@@ -261,10 +275,6 @@ def _truncate(output: dict[str, Any]) -> dict[str, Any]:
         return output
     head = encoded.encode()[: MAX_TOOL_OUTPUT_BYTES - 200].decode(errors="ignore")
     return {"truncated": True, "original_bytes": len(encoded.encode()), "partial_json": head}
-
-
-def _brief(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}" for err in e.errors())
 
 
 class WaitArgs(BaseModel):

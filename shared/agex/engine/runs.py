@@ -5,7 +5,6 @@ Pure over ports, like the engine: HTTP parsing lives in ``agex.app.http``, stora
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
@@ -17,8 +16,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from agex.core.agent import AgentRegistry
-from agex.core.clock import Clock, Ids
-from agex.core.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, RequestError, TransientError
+from agex.core.clock import Clock, Ids, derived_id
+from agex.core.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, TransientError
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunHead, RunStatus
 from agex.engine import decisions
 from agex.obs import logging as log
@@ -69,13 +68,17 @@ class RunService:
 
     def start(self, caller: Caller, agent_name: str, request: CreateRunRequest, *,
               idempotency_key: str | None = None, traceparent: str = "") -> Started:
+        """Create the run and enqueue its first step. ``idempotency_key`` comes checked by the caller (the
+        API's one check is ``agex.app.http.rules.idempotency_key``): the same key and request in a tenant
+        give the same run, a different request under it is a ``Conflict``."""
         agent = self.agents.get(agent_name)
         size = len(request.input.encode())
         if size > self.max_input_bytes:
             raise PayloadTooLarge(f"input is {size} bytes; the limit is {self.max_input_bytes} bytes. "
                                   "Pass large documents by reference (a URL or object name) instead")
         request_hash = _hash({"agent": agent_name, **request.model_dump()})
-        run_id = self._run_id(caller, idempotency_key)
+        run_id = (self.ids.new_id("run_") if idempotency_key is None
+                  else keyed_run_id(caller.tenant, idempotency_key))
         now = self.clock.now()
         head = RunHead(run_id=run_id, tenant=caller.tenant, agent=agent.name, agent_version=agent.version,
                        principal=caller.principal, input=request.input, metadata=request.metadata,
@@ -159,18 +162,10 @@ class RunService:
                 report.reenqueued += 1
         return report
 
-    def _run_id(self, caller: Caller, idempotency_key: str | None) -> str:
-        if idempotency_key is None:
-            return self.ids.new_id("run_")
-        if not (0 < len(idempotency_key) <= 255) or not idempotency_key.isprintable():
-            raise RequestError("Idempotency-Key must be 1-255 printable characters")
-        return keyed_run_id(caller.tenant, idempotency_key)
-
 
 def keyed_run_id(tenant: str, idempotency_key: str) -> str:
     """The run id an Idempotency-Key maps to in a tenant: the same key always names the same run."""
-    digest = hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).digest()
-    return "run_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
+    return derived_id("run_", f"{tenant}\0{idempotency_key}")
 
 
 def _hash(value: object) -> str:

@@ -31,7 +31,7 @@ from agex.core.errors import (
     StaleDelivery,
     TransientError,
 )
-from agex.core.messages import FunctionCall, ModelRequest, ModelResponse
+from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse
 from agex.core.pricing import Pricing
 from agex.core.run import ACTIVE_STATUSES, EventKind, RunError, RunHead, RunStatus
 from agex.core.tool import Tool, ToolContext, ToolOutcome
@@ -155,7 +155,7 @@ class StepRunner:
                 return ended
             return self._commit(head, d, response, progress.continue_at)
 
-    def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list,
+    def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list[Message],
               progress: conversation.StepProgress) -> ModelResponse | None:
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in agent.tools])
@@ -478,7 +478,7 @@ def _brief(output: dict[str, Any], limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + "...(truncated)"
 
 
-def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict,
+def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
                    next_call: FunctionCall | None, continue_at: datetime | None, clock: Clock) -> Mutation[None]:
     return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now(), continue_at)
 
@@ -487,7 +487,8 @@ def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, 
     return decisions.record_intent(head, owner, step, call, clock.now())
 
 
-def _late(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict, intent_seq: int | None,
-          round: int, approval: Approval | None, continue_at: datetime | None, clock: Clock) -> Mutation[Late]:
+def _late(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
+          intent_seq: int | None, round: int, approval: Approval | None, continue_at: datetime | None,
+          clock: Clock) -> Mutation[Late]:
     return decisions.record_late_result(head, owner, step, call, ok, output, intent_seq, round, approval,
                                         clock.now(), continue_at)

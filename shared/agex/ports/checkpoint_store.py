@@ -1,15 +1,15 @@
-"""Checkpoint store port: run heads and their append-only events."""
+"""Checkpoint store port: run heads and their append-only events. What every store checks before it writes
+(document sizes, event sequences, a mutation's approvals) is in :mod:`agex.ports.rules`."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from agex.core.approval import Approval, ApprovalStatus
-from agex.core.errors import DocumentTooLarge
 from agex.core.run import Event, RunHead, RunStatus
 
 T = TypeVar("T")
@@ -84,58 +84,3 @@ class CheckpointStore(abc.ABC):
     def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
         """Append ``entry`` to the approval's ``late_decisions`` unless an equal entry is there already
         (a redelivered late decision is recorded once). Raise ``NotFound`` if there is no such approval."""
-
-
-
-# --- rules every store enforces the same way --------------------------------------------------------
-
-MAX_DOCUMENT_BYTES = 1_000_000
-"""Largest document a store accepts. Firestore's hard limit is 1 MiB (1,048,576 bytes) by its size
-formula (:func:`document_size`); the margin absorbs differences between that formula and the server."""
-
-
-def check_continues(seq: int, events: Sequence[Event]) -> None:
-    """Events must continue the head's sequence exactly: a gap or overlap is a bug in a decision."""
-    for i, event in enumerate(events, start=1):
-        if event.seq != seq + i:
-            raise ValueError(f"event seq {event.seq} does not continue the run's sequence at {seq + i}")
-
-
-def check_size(path: str, doc: dict[str, Any]) -> int:
-    """Refuse, before anything is written, a document over :data:`MAX_DOCUMENT_BYTES`."""
-    size = document_size(path, doc)
-    if size > MAX_DOCUMENT_BYTES:
-        raise DocumentTooLarge(
-            f"document {path} would be {size:,} bytes, over the {MAX_DOCUMENT_BYTES:,}-byte limit of a "
-            f"Firestore document (1 MiB); nothing was written. Keep large payloads out of run heads and "
-            f"events (truncate tool outputs, store blobs elsewhere).", path=path, size=size)
-    return size
-
-
-def document_size(path: str, doc: dict[str, Any]) -> int:
-    """Firestore's storage size of a document: its name (each path segment's UTF-8 length + 1, plus 16),
-    plus each field's name (UTF-8 length + 1) and value, plus 32. Values: strings UTF-8 length + 1;
-    booleans and null 1; integers, floats and timestamps 8; bytes their length; maps and arrays the sum
-    of their contents. See https://cloud.google.com/firestore/docs/storage-size."""
-    name = sum(len(seg.encode()) + 1 for seg in path.split("/")) + 16
-    return name + _fields_size(doc) + 32
-
-
-def _fields_size(doc: dict[str, Any]) -> int:
-    return sum(len(str(k).encode()) + 1 + _value_size(v) for k, v in doc.items())
-
-
-def _value_size(v: Any) -> int:
-    if v is None or isinstance(v, bool):
-        return 1
-    if isinstance(v, str):
-        return len(v.encode("utf-8", "surrogatepass")) + 1
-    if isinstance(v, int | float | datetime):
-        return 8
-    if isinstance(v, bytes | bytearray):
-        return len(v)
-    if isinstance(v, dict):
-        return _fields_size(v)
-    if isinstance(v, Iterable):
-        return sum(_value_size(x) for x in v)
-    return 16

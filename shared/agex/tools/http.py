@@ -9,6 +9,9 @@ reads to fix its arguments.
 
 The credential is never on the tool: the tool declares the secret id, the runtime reads its value with
 the agent's identity and hands it over in ``ToolContext.secrets`` for the one call.
+
+Cold start: ``httpx`` loads on the first call, and ``yaml`` only to read a document given as text or a
+file, so defining an agent with HTTP tools costs the API nothing it does not use.
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ import keyword
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import quote
 
-import httpx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from agex.core.errors import ConfigurationError
+from agex.core.scrub import scrub
 from agex.tools import RetryLater, RetryPolicy, Tool, ToolContext, ToolLimits, TransientToolError
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_RETRY_AFTER_S = 30.0
 """How long a 429 without Retry-After waits: long enough for a typical per-minute quota to refill."""
@@ -133,8 +138,10 @@ class HttpTool(Tool):
     body_media: Literal["json", "form", ""] = ""
 
     def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
+        import httpx
+
         where = f"{self.method} {self.path}"  # never the URL: a query-string key would be in it
-        secret_values: tuple[str, ...] = ()
+        secrets: dict[str, str] = {}
         # only what the model gave goes on the wire: the server applies its own defaults
         values = args.model_dump(mode="json", by_alias=True, exclude_unset=True)
         path = self.path
@@ -162,7 +169,7 @@ class HttpTool(Tool):
             if not value:
                 raise ConfigurationError(f"{self.name}: secret {self.auth.secret!r} was not provided to the "
                                          f"call; declare it on the tool and grant the agent access to it")
-            secret_values = (value,)
+            secrets = {self.auth.secret: value}
             self.auth.apply(value, headers, params)
         content: dict[str, Any] = {}
         if body is not None:
@@ -175,11 +182,11 @@ class HttpTool(Tool):
         except httpx.TimeoutException as e:
             raise TransientToolError(f"{where} timed out after {self.timeout_s:g} s ({type(e).__name__})") from None
         except httpx.HTTPError as e:
-            raise TransientToolError(f"{where} failed: {type(e).__name__}: {_scrub(str(e), secret_values)}") from None
-        return _outcome(response, where, secret_values)
+            raise TransientToolError(f"{where} failed: {type(e).__name__}: {scrub(str(e), secrets)}") from None
+        return _outcome(response, where, secrets)
 
 
-def _outcome(response: httpx.Response, where: str, secret_values: Iterable[str]) -> dict[str, Any]:
+def _outcome(response: httpx.Response, where: str, secrets: Mapping[str, str]) -> dict[str, Any]:
     status = response.status_code
     if 200 <= status < 300:
         if not response.content:
@@ -191,7 +198,8 @@ def _outcome(response: httpx.Response, where: str, secret_values: Iterable[str])
                 return {"text": response.text}
             return data if isinstance(data, dict) else {"result": data}
         return {"text": response.text}
-    excerpt = _scrub(" ".join(response.text.split())[:_EXCERPT_CHARS], secret_values)
+    # scrubbed before it is cut, so no cut-off start of a secret is left behind
+    excerpt = " ".join(scrub(response.text, secrets).split())[:_EXCERPT_CHARS]
     message = f"HTTP {status} {response.reason_phrase} from {where}" + (f": {excerpt}" if excerpt else "")
     if status in (429, 503):
         dates = response.headers.get_list("date")  # several Date headers: trust none, use our clock
@@ -237,13 +245,6 @@ def _scalar(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
-
-
-def _scrub(text: str, secret_values: Iterable[str]) -> str:
-    for value in secret_values:
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 # --- building a tool from the document ----------------------------------------------------------------
@@ -333,6 +334,8 @@ def load_openapi(spec: dict[str, Any] | str | Path) -> dict[str, Any]:
                 text = Path(spec).read_text(encoding="utf-8")
             except OSError as e:
                 raise ConfigurationError(f"cannot read the OpenAPI document {str(spec)!r}: {e}") from e
+        import yaml
+
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as e:

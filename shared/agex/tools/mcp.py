@@ -5,7 +5,9 @@ agent: a tool the server offers but the agent does not allow is never declared t
 callable, and an allowed name the server does not offer is a ``ConfigurationError`` when the tools are
 listed.
 
-Cold start: defining an agent never connects. The server is listed lazily, on the first ``spec()`` or
+Cold start: defining an agent never connects, and loads neither the SDK nor ``anyio`` or ``httpx2``: they
+are imported by the first listing or call in the process (a module that defines agents is imported by the
+API, which never calls a tool). The server is listed lazily, on the first ``spec()`` or
 call in the process, once (under a lock), and the listing is cached for the life of the process; it
 gives each tool its description and input JSON schema. The arguments are checked loosely against that
 schema (an object, required keys, basic JSON types) so the model gets a quick correction; the server
@@ -30,21 +32,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import anyio
-import httpx2
-from mcp import ClientSession, MCPError
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult, ContentBlock, PaginatedRequestParams, TextContent
-from mcp_types import Tool as McpToolInfo
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from agex.core.errors import ConfigurationError, TransientError
 from agex.core.messages import ToolSpec
 from agex.tools import Tool, ToolContext, ToolOutcome, TransientToolError
+
+if TYPE_CHECKING:  # loaded on first use: see the module's docstring
+    import httpx2
+    from mcp import ClientSession
+    from mcp_types import CallToolResult, ContentBlock
+    from mcp_types import Tool as McpToolInfo
 
 T = TypeVar("T")
 
@@ -99,6 +100,11 @@ class McpToolError(Exception):
 @asynccontextmanager
 async def _session(server: McpServer, secret: str | None, statuses: list[int]) -> AsyncIterator[ClientSession]:
     """An initialized session, closed on exit (the stdio server process is stopped with it)."""
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.client.streamable_http import streamable_http_client
+
     if isinstance(server, StdioServer):
         params = StdioServerParameters(command=server.command, args=list(server.args),
                                        env=dict(server.env) if server.env else None, cwd=server.cwd)
@@ -132,6 +138,8 @@ async def _with_session(server: McpServer, secret: str | None, timeout_s: float,
 
     The deadline is enforced here too, not only by ``Tool.call``: cancelling tears the session down, so
     a call cut off by the timeout does not leave a server process behind."""
+    import anyio
+
     statuses: list[int] = []
     try:
         with anyio.fail_after(timeout_s):
@@ -151,6 +159,10 @@ def _leaves(e: BaseException) -> list[BaseException]:
 
 
 def _translate(e: BaseException, server: McpServer, statuses: list[int]) -> BaseException:
+    import anyio
+    import httpx2
+    from mcp import MCPError
+
     leaves = _leaves(e)
     if any(not isinstance(leaf, Exception) for leaf in leaves):  # KeyboardInterrupt, cancellation: as is
         return next(leaf for leaf in leaves if not isinstance(leaf, Exception))
@@ -176,6 +188,8 @@ def _translate(e: BaseException, server: McpServer, statuses: list[int]) -> Base
 
 def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run on a thread of its own, so a caller running an event loop does not break ``anyio.run``."""
+    import anyio
+
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -219,6 +233,8 @@ class _Catalog:
         return tools[name]
 
     def _load(self) -> dict[str, McpToolInfo]:
+        from mcp_types import PaginatedRequestParams
+
         async def list_all(session: ClientSession) -> list[McpToolInfo]:
             found: list[McpToolInfo] = []
             cursor: str | None = None
@@ -340,6 +356,8 @@ class McpTool(Tool):
         return super().call(args, ctx)
 
     def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
+        import anyio
+
         assert self.server is not None
         secret = None
         if isinstance(self.server, HttpServer) and self.server.bearer_secret:
@@ -362,6 +380,8 @@ class McpTool(Tool):
 
 
 def _text(blocks: Sequence[ContentBlock]) -> str:
+    from mcp_types import TextContent
+
     parts = []
     for block in blocks:
         if isinstance(block, TextContent):

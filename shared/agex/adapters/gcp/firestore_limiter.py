@@ -7,7 +7,7 @@ Layout (``prefix`` is empty in production; tests isolate themselves with a uniqu
 
 Concurrency. A slot document exists while its slot is taken and is deleted on release, so the tool's
 ``slots`` collection holds only taken (or expired, never released) slots. ``acquire`` reads that
-collection in one query and picks slots with the rules of :func:`agex.adapters.inmemory.limiter.slot_order`: the
+collection in one query and picks slots with the rules of :func:`agex.ports.limiter.slot_order`: the
 holder's own slot first (re-entrance, with a fresh lease), else a free or expired one, scanning from a
 random offset so that racing instances spread over the slots. It claims the slot with a conditional
 write: ``create`` for a slot with no document (fails if another instance created it meanwhile), or
@@ -22,7 +22,7 @@ Leases are compared with the ``now`` each caller passes, so instances' clocks sh
 within a lease.
 
 Rate. A permit is a document named after its window (epoch second of the window's start, see
-:func:`agex.adapters.inmemory.limiter.rate_window`) and a number ``n``; taking one is a ``create``, which fails if the
+:func:`agex.ports.limiter.rate_window`) and a number ``n``; taking one is a ``create``, which fails if the
 document exists. There is no counter document, so no hot document limits the throughput: each call
 writes a document of its own. ``n`` is tried in a random order, skipping numbers this instance already
 saw taken in the window, and at most ``max_creates`` times; with none left the answer is a ``Wait``
@@ -59,7 +59,6 @@ indexing to save index writes.
 from __future__ import annotations
 
 import random
-import re
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,21 +67,23 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from agex.adapters.gcp.firestore_store import _translate
-from agex.adapters.inmemory.limiter import (
+from agex.core.errors import ConfigurationError
+from agex.core.tool import ToolLimits
+from agex.ports.limiter import (
     MIN_SLOT_WAIT_S,
+    Limiter,
+    Permit,
+    Wait,
     check_request,
     rate_wait,
     rate_window,
     slot_order,
     slot_wait,
 )
-from agex.core.errors import ConfigurationError
-from agex.core.tool import ToolLimits
-from agex.ports.limiter import Limiter, Permit, Wait
+from agex.ports.rules import check_collection_prefix, valid_document_id
 
 __all__ = ["FirestoreLimiter"]
 
-_RESERVED = re.compile(r"^__.*__$")
 _PERMIT_TTL = timedelta(hours=1)
 _MAX_REMEMBERED_CLAIMS = 10_000
 _LOST_RACE = (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound)
@@ -109,8 +110,7 @@ class FirestoreLimiter(Limiter):
         max_rounds: int = 3,
         max_creates: int = 16,
     ) -> None:
-        if "/" in prefix or _RESERVED.match(prefix or "x"):
-            raise ValueError(f"invalid collection prefix {prefix!r}")
+        check_collection_prefix(prefix)
         self._client = client or firestore.Client(project=project, database=database or "(default)")
         self._limits = f"{prefix}limits"
         self._max_rounds = max(1, max_rounds)
@@ -128,7 +128,7 @@ class FirestoreLimiter(Limiter):
                 self.stats[k] += v
 
     def _tool_ref(self, tool: str) -> firestore.DocumentReference:
-        if not tool or "/" in tool or tool in (".", "..") or _RESERVED.match(tool) or len(tool.encode()) > 1500:
+        if not valid_document_id(tool):
             raise ConfigurationError(f"tool name {tool!r} cannot name a Firestore document (empty, '/', '.', "
                                      f"'..', '__x__' or over 1500 bytes)")
         return self._client.collection(self._limits).document(tool)

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -69,7 +68,16 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
 from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
-from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
+from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.ports.rules import (
+    RESERVED_NAME,
+    check_collection_prefix,
+    check_continues,
+    check_late_decision,
+    check_size,
+    check_update,
+    valid_document_id,
+)
 
 T = TypeVar("T")
 
@@ -79,7 +87,6 @@ MAX_WRITES_PER_COMMIT = 500
 """Firestore commits (batches, transactions) write at most 500 documents."""
 
 _EVENT_ID_WIDTH = 10
-_RESERVED_FIELD = re.compile(r"^__.*__$")
 _TRANSIENT = (
     gexc.Aborted,
     gexc.ServiceUnavailable,
@@ -145,8 +152,7 @@ class FirestoreCheckpointStore(CheckpointStore):
         if concurrency not in ("optimistic", "transaction"):
             raise ValueError(f"concurrency must be 'optimistic' or 'transaction', not {concurrency!r}")
         self.concurrency = concurrency
-        if "/" in prefix or _RESERVED_FIELD.match(prefix or "x"):
-            raise ValueError(f"invalid collection prefix {prefix!r}")
+        check_collection_prefix(prefix)
         self._client = client or firestore.Client(project=project, database=database or "(default)")
         self.prefix = prefix
         self._tenants = f"{prefix}tenants"
@@ -242,10 +248,8 @@ class FirestoreCheckpointStore(CheckpointStore):
         result = mutate(head)
         if result.head is None:
             return result, None
-        check_continues(head.seq, result.events)
+        check_update(head, result.events, result.approvals)
         _check_write_count(run_id, 1 + len(result.events) + len(result.approvals))
-        for approval in result.approvals:
-            _check_belongs(approval, head)
         head_write = (ref, _encode_head(result.head))
         events = [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
         approvals = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
@@ -413,7 +417,7 @@ class FirestoreCheckpointStore(CheckpointStore):
 
     def list_approvals(self, tenant: str, *, status: ApprovalStatus | None = None, limit: int = 100,
                        after: tuple[datetime, str] | None = None) -> list[Approval]:
-        if limit <= 0 or not _valid_id(tenant):
+        if limit <= 0 or not valid_document_id(tenant):
             return []
         # Ordered by the approval_id *field*, not the document id, so any cursor string works (a cursor
         # on __name__ must be a valid document id); costs the (created_at, approval_id) index.
@@ -429,7 +433,7 @@ class FirestoreCheckpointStore(CheckpointStore):
     def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
         if not _valid_ids(tenant, approval_id):
             raise NotFound(f"approval {approval_id} not found")
-        _check_late_decision(approval_id, entry)
+        check_late_decision(approval_id, entry)
         ref = self._approval_ref(tenant, approval_id)
         what = f"recording a late decision on approval {approval_id}"
         # Read first only to refuse, like every write here, a document that would outgrow the limit.
@@ -467,7 +471,7 @@ class FirestoreCheckpointStore(CheckpointStore):
 def _encode_head(head: RunHead) -> dict[str, Any]:
     doc = _plain(head.model_dump(mode="python"))
     metadata = doc.get("metadata") or {}
-    if any(not k or _RESERVED_FIELD.match(k) for k in metadata):
+    if any(not k or RESERVED_NAME.match(k) for k in metadata):
         doc["metadata_json"] = json.dumps(doc.pop("metadata"), ensure_ascii=False, separators=(",", ":"))
     return doc
 
@@ -497,8 +501,6 @@ def _decode_event(doc: dict[str, Any] | None) -> Event:
 
 
 def _encode_approval(approval: Approval) -> dict[str, Any]:
-    for entry in approval.late_decisions:
-        _check_late_decision(approval.approval_id, entry)
     doc = _plain(approval.model_dump(mode="python", exclude=set(_APPROVAL_JSON_FIELDS)))
     for name in _APPROVAL_JSON_FIELDS:
         try:
@@ -514,22 +516,6 @@ def _decode_approval(doc: dict[str, Any] | None) -> Approval:
         if f"{name}_json" in doc:
             doc[name] = json.loads(doc.pop(f"{name}_json"))
     return Approval.model_validate(doc)
-
-
-def _check_late_decision(approval_id: str, entry: dict[str, Any]) -> None:
-    """A late decision is a flat map of strings: stored natively, compared exactly by ArrayUnion."""
-    if not isinstance(entry, dict) or not all(
-        isinstance(k, str) and k and not _RESERVED_FIELD.match(k) and isinstance(v, str) for k, v in entry.items()
-    ):
-        raise ValueError(f"approval {approval_id}: a late decision must map non-empty field names (not '__x__') "
-                         f"to strings, not {entry!r}")
-
-
-def _check_belongs(approval: Approval, head: RunHead) -> None:
-    """An approval is written only with its own run's head: anything else is a bug in a decision."""
-    if (approval.tenant, approval.run_id) != (head.tenant, head.run_id):
-        raise ValueError(f"approval {approval.approval_id} of run {approval.tenant}/{approval.run_id} cannot be "
-                         f"written with run {head.tenant}/{head.run_id}")
 
 
 def _plain(value: Any) -> Any:
@@ -569,22 +555,12 @@ def _checked_size(ref: firestore.DocumentReference, doc: dict[str, Any]) -> int:
     return check_size(ref.path, doc)
 
 
-def _valid_id(value: str) -> bool:
-    return bool(
-        value
-        and "/" not in value
-        and value not in (".", "..")
-        and not _RESERVED_FIELD.match(value)
-        and len(value.encode("utf-8", "surrogatepass")) <= 1500
-    )
-
-
 def _valid_ids(*values: str) -> bool:
-    return all(_valid_id(v) for v in values)
+    return all(valid_document_id(v) for v in values)
 
 
 def _check_id(what: str, value: str) -> None:
-    if not _valid_id(value):
+    if not valid_document_id(value):
         raise ValueError(f"invalid {what} {value!r}: Firestore document ids must be non-empty, without '/', "
                          f"not '.', '..' or '__...__', and at most 1500 bytes")
 

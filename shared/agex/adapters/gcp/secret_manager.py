@@ -31,13 +31,13 @@ from agex.core.errors import (
     SecretUnavailable,
     TransientError,
 )
+from agex.ports.rules import check_secret_id
 from agex.ports.secret_store import SecretStore
 
 Client = secretmanager_v1.SecretManagerServiceClient
 ACCESSOR = "roles/secretmanager.secretAccessor"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
-SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
 _TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
               gexc.ResourceExhausted, gexc.Aborted, gexc.Unknown)
@@ -73,10 +73,7 @@ class SecretManagerStore(SecretStore):
         return f"projects/{self.project}/secrets/{secret}"
 
     def access(self, identity: str, secret: str) -> str:
-        if not SECRET_ID.match(secret):
-            raise SecretNotFound(
-                f"secret {secret!r} is not a valid secret id (letters, digits, '-', '_'; at most 255)",
-                secret=secret, identity=identity)
+        check_secret_id(secret, identity)
         name = f"{self.secret_path(secret)}/versions/latest"
         try:
             response = self.client(identity).access_secret_version(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,11 +11,10 @@ from typing import Any, TypeVar
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, NotFound
 from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
-from agex.ports.checkpoint_store import CheckpointStore, Mutation, check_continues, check_size
+from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.ports.rules import check_continues, check_late_decision, check_size, check_update
 
 T = TypeVar("T")
-
-_RESERVED_FIELD = re.compile(r"^__.*__$")
 
 
 class InMemoryCheckpointStore(CheckpointStore):
@@ -50,12 +48,10 @@ class InMemoryCheckpointStore(CheckpointStore):
                 raise NotFound(f"run {run_id} not found")
             result = mutate(head.model_copy(deep=True))
             if result.head is not None:
-                check_continues(head.seq, result.events)
+                # all checked before anything is stored: all or nothing
+                check_update(head, result.events, result.approvals)
                 _check_sizes(result.head, result.events)
-                for approval in result.approvals:  # all checked before anything is stored: all or nothing
-                    check_belongs(approval, tenant, run_id)
-                    for entry in approval.late_decisions:
-                        check_late_decision(approval.approval_id, entry)
+                for approval in result.approvals:
                     check_size(approval_path(approval.tenant, approval.approval_id), approval.model_dump(mode="python"))
                 self._heads[key] = result.head.model_copy(deep=True)
                 self._events[key].extend(e.model_copy(deep=True) for e in result.events)
@@ -115,24 +111,6 @@ class InMemoryCheckpointStore(CheckpointStore):
 
 def approval_path(tenant: str, approval_id: str) -> str:
     return f"tenants/{tenant}/approvals/{approval_id}"
-
-
-def check_belongs(approval: Approval, tenant: str, run_id: str) -> None:
-    """An approval is written only with its own run's head: anything else is a bug in a decision."""
-    if approval.tenant != tenant or approval.run_id != run_id:
-        raise ValueError(f"approval {approval.approval_id} of run {approval.tenant}/{approval.run_id} cannot be "
-                         f"written with run {tenant}/{run_id}")
-
-
-def check_late_decision(approval_id: str, entry: dict[str, Any]) -> None:
-    """Firestore's rule (a flat map of strings, stored natively and compared exactly), so code that passes
-    here does not fail there."""
-    if not isinstance(entry, dict) or not all(
-        isinstance(k, str) and k and not _RESERVED_FIELD.match(k) and isinstance(v, str)
-        for k, v in entry.items()
-    ):
-        raise ValueError(f"approval {approval_id}: a late decision must map non-empty field names (not '__x__') "
-                         f"to strings, not {entry!r}")
 
 
 def _check_sizes(head: RunHead, events: Sequence[Event]) -> None:

@@ -13,17 +13,15 @@ is missing (``SecretNotFound``) where an agent identity is only denied.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from agex.core.errors import SecretAccessDenied, SecretNotFound, SecretUnavailable
+from agex.ports.rules import SECRET_ID_RULE, check_secret_id, valid_secret_id
 from agex.ports.secret_store import SecretStore
 
-# Secret ids as Secret Manager accepts them, so a name that works here works in the cloud.
-SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 ACCESSOR = "roles/secretmanager.secretAccessor"
 
 
@@ -55,11 +53,7 @@ class InMemorySecretStore(SecretStore):
     # --- the port ------------------------------------------------------------------------------------
 
     def access(self, identity: str, secret: str) -> str:
-        if not SECRET_ID.match(secret):
-            # The service refuses a malformed name before any permission check; it can never exist.
-            raise SecretNotFound(
-                f"secret {secret!r} is not a valid secret id (letters, digits, '-', '_'; at most 255)",
-                secret=secret, identity=identity)
+        check_secret_id(secret, identity)  # as the service: a name that works here works in the cloud
         with self._lock:
             s = self._secrets.get(secret)
             if not self._may_read(identity, s):
@@ -137,5 +131,5 @@ class InMemorySecretStore(SecretStore):
 
     @staticmethod
     def _check_id(secret: str) -> None:
-        if not SECRET_ID.match(secret):
-            raise ValueError(f"{secret!r} is not a valid secret id (letters, digits, '-', '_'; at most 255)")
+        if not valid_secret_id(secret):
+            raise ValueError(f"{secret!r} is not a valid secret id ({SECRET_ID_RULE})")

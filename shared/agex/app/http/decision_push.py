@@ -28,7 +28,14 @@ from werkzeug.wrappers import Request, Response
 
 from agex.app.http.responses import error_response, json_response
 from agex.core.approval import DecisionMessage
-from agex.core.errors import AgexError, PayloadTooLarge, PermissionDenied, RequestError, TransientError
+from agex.core.errors import (
+    AgexError,
+    PayloadTooLarge,
+    PermissionDenied,
+    RequestError,
+    TransientError,
+    validation_problems,
+)
 from agex.engine.approvals import Applied, ApprovalApplier, security_event
 from agex.obs import logging as log
 from agex.obs import tracing
@@ -106,5 +113,5 @@ def _decision(message: dict[str, Any], message_id: str) -> DecisionMessage:
 
 def _brief(e: Exception) -> str:
     if isinstance(e, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in e.errors())
+        return validation_problems(e, "message")
     return f"{type(e).__name__}: {e}"

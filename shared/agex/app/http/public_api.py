@@ -43,6 +43,7 @@ from agex.core.errors import (
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,
+    validation_problems,
 )
 from agex.engine.approvals import ApprovalService, DecideRequest
 from agex.engine.runs import CreateRunRequest, RunService
@@ -253,12 +254,5 @@ def _decode_position(token: str) -> tuple[datetime, str]:
 
 
 def _describe(e: ValidationError, model: type[BaseModel]) -> str:
-    *fields, last = model.model_fields
-    allowed = f"{', '.join(fields)} and {last}" if fields else last
-    parts = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = f"unknown field; allowed fields are {allowed}" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+    return validation_problems(e, "body", fields=list(model.model_fields))
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from werkzeug.wrappers import Request, Response
 
 from agex.app.http.responses import error_response, json_response
-from agex.core.errors import AgexError, InvalidJson, NotFound, RequestError, StepControl
+from agex.core.errors import AgexError, InvalidJson, NotFound, RequestError, StepControl, validation_problems
 from agex.engine.approvals import ApprovalApplier
 from agex.engine.decisions import Delivery
 from agex.engine.runs import RunService
@@ -105,4 +105,4 @@ def _parse(request: Request, model: type[B]) -> B:
     except json.JSONDecodeError as e:
         raise InvalidJson(f"task body is not JSON: {e}") from e
     except ValidationError as e:
-        raise RequestError(f"task body is malformed: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
+        raise RequestError(f"task body is malformed: {validation_problems(e, 'body')}") from e
