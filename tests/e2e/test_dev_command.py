@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from agex.dev.emulators.gcloud import free_port
+from agex.dev.stack import REPO
 
 
 def _descendants(pid: int) -> set[int]:
@@ -47,7 +48,10 @@ def _alive(pids: set[int]) -> set[int]:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_agex_dev_starts_serves_and_stops_everything(tmp_path: Path, stop_signal: signal.Signals) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agex.cli.main", "dev", "--port", str(port)], cwd=tmp_path,
+    # run from elsewhere than the repository: the sample fleet is named, and its modules import from the repository
+    proc = subprocess.Popen([sys.executable, "-m", "agex.cli.main", "dev", "--port", str(port),
+                             "--fleet", str(REPO / "examples" / "fleet.yaml"),
+                             "--scenarios", str(REPO / "examples" / "scenarios")], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None

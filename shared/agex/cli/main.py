@@ -1,19 +1,27 @@
-"""``agex``: run the local stack, start runs and follow them, decide approvals."""
+"""``agex``: run the system locally, scaffold agents, start runs and follow them, decide approvals."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agex.cli import timeline
 from agex.cli.client import ApiError, Client
 
+if TYPE_CHECKING:
+    from agex.dev.project import Project
+
+_IMPORTED = time.perf_counter()
+
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
+BACKENDS = ("emulators", "memory")
 DEMO_INPUT = "Hi, I'd like a refund for order A-1042: the boots arrived with a split sole."
 
 
@@ -23,12 +31,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="bearer token (default $AGEX_TOKEN or the dev token)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run every emulator and function locally until Ctrl-C")
+    dev = sub.add_parser(
+        "dev", help="run the system locally with your agents until Ctrl-C",
+        description="Run the system on this machine, serving the API on 127.0.0.1, until Ctrl-C. The agents are "
+                    "--fleet's or --agents', else $AGEX_FLEET_FILE's or $AGEX_AGENTS', else ./fleet.yaml's, else "
+                    "./examples/fleet.yaml's; the current directory is importable by them.")
     dev.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    dev.add_argument("--backend", choices=BACKENDS, default=os.environ.get("AGEX_DEV_BACKEND") or "emulators",
+                     help="emulators: Firestore, Pub/Sub, Cloud Tasks, Secret Manager and Gemini emulators with the "
+                          "api, step and approvals functions, as in the cloud (needs Java and the Cloud SDK's "
+                          "emulators); memory: everything in this process on the in-memory adapters, ready in about "
+                          "a second (default $AGEX_DEV_BACKEND or emulators)")
+    agents = dev.add_mutually_exclusive_group()
+    agents.add_argument("--fleet", metavar="FILE", help="the fleet file (default ./fleet.yaml)")
+    agents.add_argument("--agents", metavar="MODULE:ATTR[,MODULE:ATTR]",
+                        help="the agents' code, without a fleet file (they are granted no secrets)")
+    dev.add_argument("--scenarios", metavar="DIR",
+                     help="the Gemini emulator's scenarios (default $AGEX_SCENARIOS, else ./scenarios, else "
+                          "./examples/scenarios)")
 
-    demo = sub.add_parser("demo", help="start the local stack, run the sample support agent end to end, stop")
+    demo = sub.add_parser("demo", help="start the system, run the sample support agent end to end, stop")
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    demo.add_argument("--backend", choices=BACKENDS, default="emulators",
+                      help="emulators (default) or memory (in this process; see `agex dev --help`)")
     demo.add_argument("--input", default=DEMO_INPUT)
+
+    new = sub.add_parser("new", help="scaffold an agent in the current directory",
+                         description="Write NAME/agent.py (an agent with one typed tool), fleet.yaml, "
+                                     "scenarios/NAME.yaml (the Gemini emulator's script) and tests/test_NAME.py; "
+                                     "never over an existing file. Then: `agex dev --backend memory`.")
+    new.add_argument("name", help="the agent's name, like helpdesk or order-status")
 
     run = sub.add_parser("run", help="start a run of an agent")
     run.add_argument("agent")
@@ -301,12 +333,22 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return _decide(args, args.resolution, args.comment, None)
 
 
-def _serve(port: int) -> Any:
+def _serve(port: int, backend: str, project: Project) -> Any:
+    """Start the system: the emulator stack, or everything in this process (``backend="memory"``)."""
+    if backend == "memory":
+        from agex.dev.embedded import Embedded, EmbeddedConfig
+
+        print("starting the system in this process (memory backend: API, steps, approvals, timers and the Gemini "
+              "emulator)...", flush=True)
+        return Embedded(EmbeddedConfig(api_port=port, fleet_file=project.fleet_file, agents=project.agents,
+                                       scenarios=project.scenarios, project_dir=project.root,
+                                       log_file=Path(".agex") / "logs" / "agex.log")).start()
     from agex.dev.stack import Stack, StackConfig
 
     print("starting the local stack (Firestore, Pub/Sub, Cloud Tasks, Secret Manager and Gemini emulators; api, "
           "step and approvals functions)...", flush=True)
-    return Stack(StackConfig(api_port=port or _free_port())).start()
+    return Stack(StackConfig(api_port=port or _free_port(), fleet_file=project.fleet_file, agents=project.agents,
+                             scenarios=project.scenarios, project_dir=project.root)).start()
 
 
 def _free_port() -> int:
@@ -319,15 +361,41 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _uptime() -> float:
+    """Seconds since this process started (the interpreter's start included, on Linux)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+def _start_errors() -> tuple[type[BaseException], ...]:
+    """What a start fails with that a message explains better than a traceback."""
+    from agex.core.errors import AgexError
+    from agex.dev.emulators.gcloud import EmulatorError
+    from agex.dev.emulators.gemini.scenario import ScenarioError
+    from agex.dev.project import ProjectError
+
+    return AgexError, EmulatorError, ScenarioError, ProjectError, OSError
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
+    from agex.dev.project import resolve
+
     # SIGTERM behaves like Ctrl-C from the start, so a stop during start-up also stops what started
     signal.signal(signal.SIGTERM, _interrupt)
-    stack = None
+    system = None
     try:
-        stack = _serve(args.port)
-        for name, where in stack.describe().items():
+        try:
+            system = _serve(args.port, args.backend, resolve(args.fleet, args.agents, args.scenarios))
+        except _start_errors() as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for name, where in system.describe().items():
             print(f"  {name:<12} {where}")
-        print(f"ready: API at {stack.api_url} (token: dev-token). Ctrl-C stops everything.", flush=True)
+        print(f"ready: API at {system.api_url} (token: dev-token), started in {_uptime():.2f} s. "
+              "Ctrl-C stops everything.", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -335,25 +403,49 @@ def cmd_dev(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if stack is not None:
+        if system is not None:
             print("stopping...", flush=True)
-            stack.stop()
+            system.stop()
             print("stopped.", flush=True)
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    stack = _serve(args.port)
+def cmd_new(args: argparse.Namespace) -> int:
+    from agex.dev.scaffold import ScaffoldError, scaffold
+
     try:
-        client = Client(stack.api_url, "dev-token")
-        print(f"ready: API at {stack.api_url}\n")
+        made = scaffold(args.name)
+    except ScaffoldError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in made.written:
+        print(f"  wrote {path.relative_to(Path.cwd().resolve())}")
+    if made.fleet_entry is not None:
+        print("fleet.yaml exists, and was left as it is: add the agent to its agents:\n" + made.fleet_entry)
+    print(f"\nnext:\n  python -m pytest tests/test_{made.package}.py     # the agent's unit test, no model\n"
+          f"  agex dev --backend memory                  # the system, in one process\n"
+          f"  agex run {made.agent} \"Please greet Ada\" --wait    # in another terminal")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agex.dev.project import Project
+    from agex.dev.stack import REPO
+
+    # the sample support agent, wherever this is run from
+    sample = Project(root=REPO, fleet_file=REPO / "examples" / "fleet.yaml", agents="",
+                     scenarios=REPO / "examples" / "scenarios")
+    system = _serve(args.port, args.backend, sample)
+    try:
+        client = Client(system.api_url, "dev-token")
+        print(f"ready: API at {system.api_url}, started in {_uptime():.2f} s\n")
         print(f"customer: {args.input}\n")
         run = client.start_run("support", args.input, metadata={"channel": "demo"})
         follower = Follower(client, run["run_id"], hint=False)
         final = follower.until(("waiting_approval",), 300)
         if final["status"] == "waiting_approval":
             # the scripted part of the demo: a support lead signs off (not the one who started the run)
-            lead = Client(stack.api_url, "manager-token")
+            lead = Client(system.api_url, "manager-token")
             (approval,) = [a for a in lead.approvals("pending") if a["run_id"] == run["run_id"]]
             print(f"\nthe run is parked at zero compute: {approval['tool']}({json.dumps(approval['arguments'])}) "
                   f"needs sign-off. {approval['reason']}")
@@ -367,12 +459,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(_summary(final))
         return 0 if final["status"] == "succeeded" else 1
     finally:
-        stack.stop()
+        system.stop()
 
 
 _COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
              "agents": cmd_agents, "approvals": cmd_approvals, "approval": cmd_approval, "approve": cmd_approve, "resolve": cmd_resolve,
-             "reject": cmd_reject, "dev": cmd_dev, "demo": cmd_demo}
+             "reject": cmd_reject, "dev": cmd_dev, "demo": cmd_demo, "new": cmd_new}
 
 if __name__ == "__main__":
     sys.exit(main())

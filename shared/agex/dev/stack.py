@@ -3,7 +3,10 @@ Gemini emulators, and the ``api``, ``step`` and ``approvals`` functions under fu
 the same client libraries as in the cloud. Everything binds to 127.0.0.1 and is stopped by ``stop()``.
 
 The functions run under gunicorn (functions-framework's server): when a worker dies, gunicorn starts a
-new one, the way Cloud Run replaces a lost instance.
+new one, the way Cloud Run replaces a lost instance. They import the agents from the project's directory
+(``StackConfig.project_dir``: ``agex dev`` passes the current one) and from the repository's root.
+
+``agex dev --backend memory`` runs the same system in one process instead: ``agex.dev.embedded``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from agex.dev.emulators.gcloud import (
     spawn_and_wait,
     start_firestore,
     start_pubsub,
+    start_python_emulator,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -43,6 +47,9 @@ INSPECT_SUBSCRIPTIONS = {
     "agex-approval-decisions-dead": "agex-approval-decisions-dead-local",
     "agex-run-events": "agex-run-events-local",
 }
+DEV_TOKENS = "dev-token=dev:dev@example.com,manager-token=dev:manager@example.com,acme-token=acme:ops@acme.test"
+"""The local API tokens (``AGEX_DEV_TOKENS``): ``manager-token`` is the sample support agent's approver, a
+different person from ``dev-token``'s (four eyes); ``acme-token`` is a second tenant."""
 
 
 @dataclass
@@ -50,15 +57,19 @@ class StackConfig:
     api_port: int = 8080
     project: str = "agex-local"
     workdir: Path = field(default_factory=lambda: Path(".agex"))
-    fleet_file: Path = field(default_factory=lambda: REPO / "examples" / "fleet.yaml")
-    """The agents, their identities and granted secrets (``agex.app.fleet``)."""
+    fleet_file: Path | None = field(default_factory=lambda: REPO / "examples" / "fleet.yaml")
+    """The agents, their identities and granted secrets (``agex.app.fleet``); None to run ``agents``."""
+    agents: str = ""
+    """Without a fleet file: the agents' ``module:attribute`` specs, comma-separated (``AGEX_AGENTS``). They
+    are granted no secrets."""
+    project_dir: Path | None = None
+    """The project whose agents run (``agex dev`` passes the current directory): first on the functions'
+    ``PYTHONPATH``, before the repository, and their working directory."""
     secrets: dict[str, str] = field(default_factory=dict)
     """Secret values to create in the Secret Manager emulator; each is granted to the agents the fleet
     file grants it to, and to no one else."""
     scenarios: Path = field(default_factory=lambda: REPO / "examples" / "scenarios")
-    dev_tokens: str = ("dev-token=dev:dev@example.com,manager-token=dev:manager@example.com,"
-                       "acme-token=acme:ops@acme.test")
-    """``manager-token`` is the sample support agent's approver."""
+    dev_tokens: str = DEV_TOKENS
     sweep_every_seconds: float = 10.0
     sweep_after_seconds: float = 30.0
     step_lease_seconds: float = 30.0
@@ -99,28 +110,22 @@ class Stack:
 
     def start(self) -> Stack:
         c = self.config
+        if c.fleet_file is None and not c.agents.strip():
+            raise ValueError("the stack needs agents: a fleet file (fleet_file) or module:attribute specs (agents)")
         logs = c.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         try:
             firestore = self._keep(start_firestore(log_path=str(logs / "firestore.log")))
             pubsub = self._keep(start_pubsub(c.project, log_path=str(logs / "pubsub.log")))
-            tasks_port, tasks_http = free_port(), free_port()
-            self._keep(self._python("cloudtasks", [sys.executable, "-m", "agex.dev.emulators.cloudtasks", "--host", HOST,
-                                                   "--port", str(tasks_port), "--http-port", str(tasks_http)],
-                                    tasks_port, logs))
-            secrets_port = free_port()
-            self._keep(self._python("secretmanager", [sys.executable, "-m", "agex.dev.emulators.secretmanager", "--host", HOST,
-                                                      "--port", str(secrets_port), "--admin", ADMIN],
-                                    secrets_port, logs))
-            self.secrets_host = f"{HOST}:{secrets_port}"
-            gemini_port = free_port()
-            self._keep(self._python("gemini", [sys.executable, "-m", "agex.dev.emulators.gemini", "--host", HOST, "--port",
-                                               str(gemini_port), "--scenarios", str(c.scenarios),
-                                               *(["--keep-bodies"] if c.keep_model_requests else [])],
-                                    gemini_port, logs))
+            # our emulators pick their ports and name them in their READY lines
+            tasks = self._keep(self._python("cloudtasks", ["--port", "0", "--http-port", "0"], logs))
+            secrets = self._keep(self._python("secretmanager", ["--port", "0", "--admin", ADMIN], logs))
+            self.secrets_host = secrets.endpoints["grpc"]
+            gemini = self._keep(self._python("gemini", ["--port", "0", "--scenarios", str(c.scenarios),
+                                                        *(["--keep-bodies"] if c.keep_model_requests else [])], logs))
             step_port, approvals_port = free_port(), free_port()
-            self.tasks_host, self.tasks_http = f"{HOST}:{tasks_port}", f"http://{HOST}:{tasks_http}"
-            self.gemini_url = f"http://{HOST}:{gemini_port}"
+            self.tasks_host, self.tasks_http = tasks.endpoints["grpc"], f"http://{tasks.endpoints['http']}"
+            self.gemini_url = f"http://{gemini.endpoints['http']}"
             self.step_url = f"http://{HOST}:{step_port}/"
             self.approvals_url = f"http://{HOST}:{approvals_port}/"
             self.api_url = f"http://{HOST}:{c.api_port}"
@@ -129,7 +134,8 @@ class Stack:
                 "PUBSUB_EMULATOR_HOST": pubsub.host_port,
                 "GOOGLE_CLOUD_PROJECT": c.project,
                 "AGEX_PROJECT": c.project,
-                "AGEX_FLEET_FILE": str(Path(c.fleet_file).resolve()),
+                **({"AGEX_FLEET_FILE": str(Path(c.fleet_file).resolve())} if c.fleet_file is not None
+                   else {"AGEX_AGENTS": c.agents, "AGEX_FLEET_FILE": ""}),  # not one from this environment
                 "AGEX_SECRETS_EMULATOR_HOST": self.secrets_host,
                 "AGEX_TASKS_EMULATOR_HOST": self.tasks_host,
                 "AGEX_STEP_URL": self.step_url,
@@ -187,9 +193,12 @@ class Stack:
                     os.environ[k] = v
 
     def describe(self) -> dict[str, str]:
+        c = self.config
+        agents = {"fleet": str(c.fleet_file)} if c.fleet_file is not None else {"agents": c.agents}
         return {"api": self.api_url, "step": self.step_url, "approvals": self.approvals_url, "gemini": self.gemini_url,
                 "cloud_tasks": self.tasks_host, "secret_manager": self.secrets_host, "firestore": self.env.get("FIRESTORE_EMULATOR_HOST", ""),
-                "pubsub": self.env.get("PUBSUB_EMULATOR_HOST", ""), "logs": str(self.config.workdir / "logs")}
+                "pubsub": self.env.get("PUBSUB_EMULATOR_HOST", ""), **agents, "scenarios": str(c.scenarios),
+                "logs": str(c.workdir / "logs")}
 
     # --- pieces ---------------------------------------------------------------------------------------
 
@@ -223,7 +232,8 @@ class Stack:
         from agex.dev.emulators.secretmanager.client import make_client
 
         c = self.config
-        declared = fleet.load(c.fleet_file)
+        # agents without a fleet file are granted nothing: only the fleet file says who may read what
+        declared = fleet.load(c.fleet_file) if c.fleet_file is not None else fleet.Fleet(agents={})
         admin = make_client(self.secrets_host, ADMIN)
         names = sorted({s for a in declared.agents.values() for s in a.secrets} | set(c.secrets))
         for name in names:
@@ -251,21 +261,23 @@ class Stack:
                                 min_backoff_s=c.push_min_backoff_seconds, max_backoff_s=c.push_max_backoff_seconds,
                                 ack_deadline_seconds=30)
 
-    def _python(self, name: str, argv: list[str], port: int, logs: Path) -> EmulatorProcess:
-        log_path = logs / f"{name}.log"
-        # the log is appended to across starts: only a READY line written by this start counts
-        offset = log_path.stat().st_size if log_path.exists() else 0
-        return spawn_and_wait(name, argv, port, str(log_path), 60, ready=lambda: "READY" in _read(log_path)[offset:],
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
+    def _python(self, name: str, args: list[str], logs: Path) -> EmulatorProcess:
+        return start_python_emulator(f"agex.dev.emulators.{name}", ["--host", HOST, *args],
+                                     log_path=str(logs / f"{name}.log"), cwd=str(REPO))
 
     def _function(self, target: str, port: int, logs: Path) -> EmulatorProcess:
+        c = self.config
         argv = [sys.executable, "-m", "functions_framework", "--target", target,
                 "--source", str(REPO / "functions" / target / "main.py"), "--host", HOST, "--port", str(port)]
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        # the project's agents import from its directory; the repository's examples and tests from its root
+        path = [str(Path(c.project_dir).resolve())] if c.project_dir is not None else []
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(dict.fromkeys([*path, str(REPO)]))}
         if target == "step":
-            env["WORKERS"] = str(self.config.step_workers)
+            env["WORKERS"] = str(c.step_workers)
         return spawn_and_wait(target, argv, port, str(logs / f"{target}.log"), 60,
-                              ready=lambda: _answers(f"http://{HOST}:{port}/healthz"), env=env, cwd=str(REPO))
+                              ready=lambda: _answers(f"http://{HOST}:{port}/healthz"), env=env,
+                              cwd=str(c.project_dir if c.project_dir is not None else REPO))
 
     def _sweep_loop(self) -> None:
         """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
@@ -280,13 +292,6 @@ class Stack:
             with contextlib.suppress(Exception):  # a missed sweep is made up by the next one
                 post_with_oidc(client, queue, url=self.step_url + "sweep", service_account=service_account,
                                audience=self.step_url)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _answers(url: str) -> bool:

@@ -1,4 +1,5 @@
-"""Start and stop the Google Cloud SDK emulators (Firestore, Pub/Sub) for tests and local development.
+"""Start and stop emulators for tests and local development: the Google Cloud SDK's (Firestore, Pub/Sub) and
+our own Python ones (``start_python_emulator``: Cloud Tasks, Secret Manager, Gemini), the one launcher of both.
 
 Each emulator runs as its own process group bound to 127.0.0.1, so :meth:`EmulatorProcess.stop` kills
 the whole tree (the ``gcloud`` wrapper spawns a shell and a JVM). By default the emulator jars shipped
@@ -10,6 +11,9 @@ forces it).
         os.environ["FIRESTORE_EMULATOR_HOST"] = fs.host_port
         os.environ["PUBSUB_EMULATOR_HOST"] = ps.host_port
 
+    with start_python_emulator("agex.dev.emulators.gemini", ["--port", "0", "--scenarios", "DIR"]) as gemini:
+        print(gemini.endpoints["http"])            # from its READY line: "127.0.0.1:PORT"
+
 Only the standard library is imported here.
 """
 
@@ -18,16 +22,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +47,7 @@ __all__ = [
     "sdk_root",
     "start_firestore",
     "start_pubsub",
+    "start_python_emulator",
 ]
 
 HOST = "127.0.0.1"
@@ -96,6 +103,8 @@ class EmulatorProcess:
         self.log_path = log_path
         self.started_s: float | None = None
         """Seconds from spawning the process to the emulator answering."""
+        self.ready_line = ""
+        """What one of our Python emulators printed when it was ready: ``READY grpc=HOST:PORT ...``."""
         self._owns_log = owns_log
         self._stopped = False
         self._lock = threading.Lock()
@@ -104,6 +113,11 @@ class EmulatorProcess:
     @property
     def host_port(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """The ``kind=HOST:PORT`` pairs of the READY line: ``{"grpc": "127.0.0.1:8123", "http": ...}``."""
+        return dict(_ENDPOINT.findall(self.ready_line))
 
     @property
     def pid(self) -> int:
@@ -264,6 +278,8 @@ def spawn_and_wait(
     proc = EmulatorProcess(name, popen, port, log_path, owns_log=owns_log)
     url = f"http://{HOST}:{port}/"
     is_ready = ready or (lambda: _http_ok(url))
+    answering = f"answering on {url}" if port else "saying it was ready"
+    unready = f"did not answer on {url}" if port else "did not say it was ready"
     deadline = t0 + timeout
     delay = 0.05
     while True:
@@ -275,7 +291,7 @@ def spawn_and_wait(
             proc._owns_log = False  # keep the log for the message's reader
             proc.stop()
             raise EmulatorError(
-                f"{name} emulator exited with code {popen.returncode} before answering on {url}; "
+                f"{name} emulator exited with code {popen.returncode} before {answering}; "
                 f"command: {' '.join(argv)}; log {log_path}:\n{tail}"
             )
         if time.monotonic() > deadline:
@@ -283,7 +299,7 @@ def spawn_and_wait(
             proc._owns_log = False
             proc.stop()
             raise EmulatorError(
-                f"{name} emulator did not answer on {url} within {timeout:.0f}s; "
+                f"{name} emulator {unready} within {timeout:.0f}s; "
                 f"command: {' '.join(argv)}; log {log_path}:\n{tail}"
             )
         time.sleep(delay)
@@ -398,6 +414,61 @@ def start_pubsub(
     used, argv = _pubsub_argv(method, project)
     proc = _start("pubsub", argv, port, log_path, timeout)
     proc.name = f"pubsub({used})"
+    return proc
+
+
+_ENDPOINT = re.compile(r"(\w+)=([\w.-]+:\d+)")
+
+
+def start_python_emulator(
+    module: str,
+    args: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    log_path: str | None = None,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> EmulatorProcess:
+    """Start one of our emulators, ``python -m module *args`` (``agex.dev.emulators.cloudtasks``,
+    ``.secretmanager``, ``.gemini``) with this interpreter, and wait for the ``READY kind=HOST:PORT ...`` line
+    it prints on stdout once it serves. ``args`` say where it binds (``--port 0`` lets it pick a port: the
+    process's ``port`` and ``endpoints`` are read from its READY line). Its output goes to ``log_path``
+    (appended to: only a READY line written by this start counts), or to a temporary file removed on
+    ``stop()``; ``env`` defaults to this process's, unbuffered. ``stop()`` sends SIGTERM, which our
+    emulators answer by exiting 0."""
+    name = name or module.rsplit(".", 1)[-1]
+    owns_log = log_path is None
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix=f"agex-{name}-emulator-", suffix=".log")
+        os.close(fd)
+    path, offset = log_path, os.path.getsize(log_path) if os.path.exists(log_path) else 0
+
+    def ready_line() -> str | None:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        # a whole line only: one caught half written would name half a port
+        return next((line.strip() for line in text.splitlines(keepends=True)
+                     if line.startswith("READY") and line.endswith("\n")), None)
+
+    try:
+        # port 0: whether the port is free is the emulator's to say (it exits, and the error shows its log)
+        proc = spawn_and_wait(name, [sys.executable, "-m", module, *args], 0, path, timeout,
+                              ready=lambda: ready_line() is not None,
+                              env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}, cwd=cwd)
+    except BaseException:
+        if owns_log:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # its tail is in the error
+        raise
+    proc._owns_log = owns_log
+    proc.ready_line = ready_line() or ""
+    ports = [int(hp.rsplit(":", 1)[1]) for hp in proc.endpoints.values()]
+    proc.port = ports[0] if ports else 0
     return proc
 
 
