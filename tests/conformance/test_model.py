@@ -3,8 +3,6 @@ the real google-genai client. Both must honour the same contract."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from agex.adapters.gcp.gemini import GeminiModel
 from agex.core.errors import ModelError, TransientError
 from agex.core.messages import FunctionResponse, Message, ModelRequest, Part, ToolSpec
-from agex.dev.emulators.gcloud import free_port
+from agex.dev.emulators.gcloud import free_port, start_python_emulator
 from agex.ports.model import Model
 from agex.testing import FunctionModel
 
@@ -35,14 +33,9 @@ SYSTEM = "You are a weather assistant."
 def gemini_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     scenarios: Path = tmp_path_factory.mktemp("scenarios")
     (scenarios / "weather.yaml").write_text(SCENARIO)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agex.dev.emulators.gemini", "--host", "127.0.0.1", "--port", str(port),
-                             "--scenarios", str(scenarios)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().startswith("READY")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with start_python_emulator("agex.dev.emulators.gemini",
+                               ["--host", "127.0.0.1", "--port", "0", "--scenarios", str(scenarios)]) as proc:
+        yield f"http://127.0.0.1:{proc.port}"
 
 
 def scripted(request: ModelRequest) -> Any:

@@ -65,9 +65,13 @@ def test_a_refund_over_the_limit_waits_with_only_its_expiry_task_then_an_approva
     approval = approval_of(e2e, run["run_id"])
     assert approval["tool"] == "issue_refund" and approval["arguments"]["amount_usd"] == 89.0
     assert approval["requested_by"] == "dev@example.com" and "call_arguments" not in approval
-    # parked: the queue holds the expiry task and nothing else, and no step runs meanwhile
-    tasks = tasks_of(e2e, run["run_id"])
-    assert [t.name.rsplit("/", 1)[1] for t in tasks] == [f"dev--{run['run_id']}--{approval['approval_id']}-expiry"]
+    # parked: the queue holds the expiry task and nothing else (once the parking step's own task is
+    # acknowledged: Cloud Tasks deletes it after the step answered), and no step runs meanwhile
+    expiry = [f"dev--{run['run_id']}--{approval['approval_id']}-expiry"]
+    deadline = time.monotonic() + 10
+    while [t.name.rsplit("/", 1)[1] for t in tasks_of(e2e, run["run_id"])] != expiry:
+        assert time.monotonic() < deadline, f"the queue holds {tasks_of(e2e, run['run_id'])}, not only the expiry"
+        time.sleep(0.2)
     seen = len(e2e.events(run["run_id"]))
     time.sleep(2)
     assert len(e2e.events(run["run_id"])) == seen and refunds_of(e2e, run["run_id"]) == []

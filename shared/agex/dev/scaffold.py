@@ -159,8 +159,7 @@ model."""
 from __future__ import annotations
 
 from agex.core.run import EventKind, RunStatus
-from agex.testing import TestModel
-from agex.testing.harness import InMemoryRuntime
+from agex.testing import InMemoryRuntime, TestModel
 
 from ${package}.agent import agent
 

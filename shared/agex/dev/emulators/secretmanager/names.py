@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agex.ports.rules import SECRET_ID  # the documented rule, as the adapters enforce it
+
 from .errors import invalid_argument
 
 _PROJECT = re.compile(r"^projects/([^/]+)$")
 _SECRET = re.compile(r"^projects/([^/]+)/secrets/([^/]+)$")
 _VERSION = re.compile(r"^projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)$")
-# Secret ids as documented: letters, digits, '-' and '_', at most 255 chars.
-SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 LATEST = "latest"
 
 
