@@ -299,12 +299,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self._advance(conn)
 
     def _on_readable(self, conn: _Conn, _sock: object) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away
             self._leave(conn)
             self._close(conn)
@@ -391,12 +388,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_readable, conn))
 
     def _on_linger_readable(self, conn: _Conn, _sock: object) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.agex_linger_left -= len(data)
         if not data or conn.agex_linger_left <= 0:
             self._end_linger(conn)
@@ -453,6 +447,17 @@ class TimeoutBufferingWorker(BufferingWorker):
 
         with ThreadingTimeout(ff.TIMEOUT_SECONDS):
             return super().handle_request(req, conn)
+
+
+def _recv(sock: socket.socket) -> bytes | None:
+    """What a readable non-blocking socket has: None when nothing after all, ``b""`` when the client went away
+    (or the connection broke)."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def _use_buffering_worker(max_body_bytes: int, read_timeout_s: float) -> None:
