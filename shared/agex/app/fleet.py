@@ -11,6 +11,9 @@ agents:
     tools: [lookup_order, issue_refund]      # optional: checked against the code
     approvers: [manager@example.com]         # optional: checked against its approval policies
     budgets: {max_steps: 10, max_cost_usd: 0.5}   # optional: checked against its limits
+    guards:                                  # optional: tighten the code's guardrail chain here (never loosen)
+      - {use: provenance, action: block}
+    canary: {enabled: true, schedule: "0 6 * * *", max_attack_success: 0.0}  # Terraform's red-team canary
     queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
 ```
 """
@@ -25,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agex.core.agent import Agent, AgentRegistry
 from agex.core.errors import ConfigurationError
+from agex.core.guard import GuardSpec
 
 
 class _Strict(BaseModel):
@@ -46,6 +50,14 @@ class QueueSettings(_Strict):
     max_attempts: int = 100
 
 
+class CanarySettings(_Strict):
+    """The scheduled red-team canary of the agent (Terraform runs it; the runtime does not read it)."""
+
+    enabled: bool = False
+    schedule: str = "0 6 * * *"
+    max_attack_success: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
 class FleetAgent(_Strict):
     module: str = Field(pattern=r"^[\w.]+:\w+$")
     identity: str = Field(min_length=1)
@@ -54,6 +66,9 @@ class FleetAgent(_Strict):
     approvers: list[str] | None = None
     budgets: Budgets | None = None
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    guards: list[GuardSpec] = Field(default_factory=list)
+    """Guards this environment adds to the agent's chain, or makes stricter; never looser (refused)."""
+    canary: CanarySettings | None = None
 
 
 class Fleet(_Strict):
@@ -85,7 +100,15 @@ def registry(fleet: Fleet, project: str) -> AgentRegistry:
         if problems:
             raise ConfigurationError(f"agent {name!r} and its fleet file entry disagree: {'; '.join(problems)}. "
                                      "Change one of them (the fleet file is what Terraform grants)")
-        agents.append(agent.model_copy(update={"identity": identity_email(declared.identity, project)}))
+        update: dict[str, Any] = {"identity": identity_email(declared.identity, project)}
+        if declared.guards:
+            from agex.guards.chain import tightened
+
+            try:
+                update["guards"] = tightened(agent.guards, declared.guards)
+            except ConfigurationError as e:
+                raise ConfigurationError(f"agent {name!r}: {e.message}") from e
+        agents.append(agent.model_copy(update=update))
     return AgentRegistry(agents)
 
 

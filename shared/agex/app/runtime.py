@@ -26,6 +26,7 @@ from agex.app.settings import Settings
 from agex.core.agent import Agent, AgentRegistry
 from agex.core.decision_signing import DecisionSigner, DecisionVerifier
 from agex.core.errors import ConfigurationError
+from agex.core.guard import Chain
 from agex.core.pricing import Pricing
 from agex.engine.approvals import ApprovalApplier, ApprovalService
 from agex.engine.runs import RunService
@@ -67,9 +68,22 @@ class Runtime:
             for a in AgentRegistry.from_specs(s.agent_specs).all()]))
 
     def _checked(self, registry: AgentRegistry) -> AgentRegistry:
+        from agex.guards import build_chain
+
+        chains = {}
         for agent in registry.all():
             self.pricing.check(agent.model)
+            try:
+                chains[agent.name] = build_chain(agent.guards) if agent.guards else None
+            except ConfigurationError as e:
+                raise ConfigurationError(f"agent {agent.name!r}: its guardrail chain is invalid: {e.message}") from e
+        self._chains = chains
         return registry
+
+    def chain_for(self, agent: Agent) -> Chain | None:
+        """The agent's guardrail chain, built (and checked) with the registry."""
+        _ = self.agents
+        return self._chains.get(agent.name)
 
     # --- the ports, each built once on first use ---------------------------------------------------
 
@@ -162,7 +176,7 @@ class Runtime:
                           models=self.model_for, pricing=self.pricing, clock=self.clock,
                           settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url),
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
-                          failpoints=self.failpoints)
+                          failpoints=self.failpoints, chains=self.chain_for)
 
     @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:

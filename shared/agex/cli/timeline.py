@@ -58,6 +58,10 @@ def line(event: dict[str, Any]) -> str | None:
         edited = f", edited to {short(arguments(data['arguments']), 60)}" if data.get("arguments") else ""
         comment = f": {short(data['comment'])}" if data.get("comment") else ""
         return f"{prefix}{decision:<10}{data['approval_id']}{who}{edited}{comment}"
+    if kind == "guard_verdict":
+        where = f" {data['tool']}" if data.get("tool") else ""
+        why = "; ".join(f"{v['guard']}" + (f": {v['reason']}" if v.get("reason") else "") for v in data["verdicts"])
+        return f"{prefix}guard     {data['action']} {data['channel']}{where}: {short(why)}"
     if kind == "tool_deferred":
         why = f": {short(data['reason'])}" if data.get("reason") else ""
         return f"{prefix}deferred  {data['name']} did not run; retried at {_time(data.get('retry_at'))}{why}"

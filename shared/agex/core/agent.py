@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agex.core.approval import ApprovalPolicy
 from agex.core.errors import ConfigurationError, NotFound
+from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
 from agex.core.run import Limits
 from agex.core.tool import Tool
 
@@ -36,6 +37,12 @@ class Agent(BaseModel):
     approvals: tuple[ApprovalPolicy, ...] = ()
     """Which tool calls wait for a human before they run (see docs/approvals.md). A tool may have several
     policies (tiers: over $50 a lead, over $1,000 finance): the first whose ``when`` holds decides."""
+    guards: tuple[GuardSpec | Guard, ...] = DEFAULT_GUARDS
+    """The guardrail chain, in order (see docs/guardrails.md): built-in guards by name (``GuardSpec``) and
+    the agent's own ``Guard`` objects. On by default; ``()`` turns guarding off. The fleet file may add
+    guards and tighten these per environment, never loosen them."""
+    hooks: tuple[Hook, ...] = ()
+    """Observers called after each step's commit and after the run ends (``agex.core.guard.Hook``)."""
     operators: tuple[str, ...] = ()
     """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
     retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""

@@ -108,6 +108,9 @@ class RunHead(_Doc):
     generation: int = 0
     """Bumped by the sweep when it re-enqueues a lost step task, so the new task gets a fresh name."""
     input: str
+    input_view: str | None = None
+    """What the model sees of ``input`` when a guard redacted or quarantined it (set at step 1; the
+    original stays in ``input``, for its sender)."""
     metadata: dict[str, str] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     usage: Usage = Field(default_factory=Usage)
@@ -145,6 +148,9 @@ class EventKind(StrEnum):
     """A tool asked to be called again later (rate limited); it did not run."""
     timer_set = "timer_set"
     """The run waits until ``wake_at`` before its next step."""
+    guard_verdict = "guard_verdict"
+    """A guard did not simply allow a content: which channel, the chain's action, and each verdict
+    (guard, action, reason, score, findings; never the content). Written with what it judged."""
     tool_late_result = "tool_late_result"
     """What a call returned, reported by an attempt that had lost its lease meanwhile: a fact, recorded
     whatever became of the run; it settles the call's reconciliation (see docs/tools.md)."""

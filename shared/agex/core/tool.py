@@ -139,6 +139,13 @@ class Tool:
     """Secret Manager secret ids the tool needs; read with the agent's identity at call time and passed
     in ``ToolContext.secrets`` to this tool alone."""
     limits: ToolLimits = field(default_factory=ToolLimits)
+    sensitive: bool = False
+    """It moves money, sends messages, deletes, or changes permissions: the provenance guard holds (or
+    blocks) a call of it that follows untrusted content with arguments the user did not give."""
+    trusted: bool = False
+    """Its output is the deployment's own data, not content from outside (a policy lookup, a database the
+    team controls): it does not count as untrusted for the provenance guard. The injection detector
+    still reads it."""
 
     def spec(self) -> ToolSpec:
         schema = self.args_model.model_json_schema()
@@ -229,14 +236,14 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 def tool(
     fn: None = None, /, *, name: str | None = None, idempotent: bool = True,
     output_model: type[BaseModel] | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
-    secrets: tuple[str, ...] = (), limits: ToolLimits | None = None,
+    secrets: tuple[str, ...] = (), limits: ToolLimits | None = None, sensitive: bool = False, trusted: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None, idempotent: bool = True,
     output_model: type[BaseModel] | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
-    secrets: tuple[str, ...] = (), limits: ToolLimits | None = None,
+    secrets: tuple[str, ...] = (), limits: ToolLimits | None = None, sensitive: bool = False, trusted: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn ``def f(args: SomeModel, ctx: ToolContext) -> BaseModel | dict`` into a ``Tool``.
 
@@ -255,7 +262,7 @@ def tool(
             raise ConfigurationError(f"tool {f.__name__}: add a docstring; the model reads it to choose tools")
         return Tool(name=name or f.__name__, description=doc, args_model=hints[params[0]], fn=f, idempotent=idempotent,
                     output_model=output_model, timeout_s=timeout_s, retry=retry,
-                    secrets=tuple(secrets), limits=limits or ToolLimits())
+                    secrets=tuple(secrets), limits=limits or ToolLimits(), sensitive=sensitive, trusted=trusted)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -46,6 +46,7 @@ INSPECT_SUBSCRIPTIONS = {
     "agex-approval-requests": "agex-approval-requests-local",
     "agex-approval-decisions-dead": "agex-approval-decisions-dead-local",
     "agex-run-events": "agex-run-events-local",
+    "agex-security-alerts": "agex-security-alerts-local",
 }
 DEV_TOKENS = "dev-token=dev:dev@example.com,manager-token=dev:manager@example.com,acme-token=acme:ops@acme.test"
 """The local API tokens (``AGEX_DEV_TOKENS``): ``manager-token`` is the sample support agent's approver, a
@@ -212,6 +213,7 @@ class Stack:
         from agex.adapters.gcp.cloud_tasks import ensure_queue, make_client
         from agex.adapters.gcp.pubsub_bus import ensure_subscription, ensure_topics
         from agex.core.approval import APPROVAL_REQUESTS_TOPIC, DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
+        from agex.core.guard import SECURITY_ALERTS_TOPIC
         from agex.engine.notify import RUN_EVENTS_TOPIC
 
         c = self.config
@@ -220,7 +222,7 @@ class Stack:
             ensure_queue(client, client.queue_path(c.project, "us-central1", "agex-steps"),
                          min_backoff_s=c.queue_min_backoff_seconds, max_backoff_s=c.queue_max_backoff_seconds)
             ensure_topics(c.project, (RUN_EVENTS_TOPIC, APPROVAL_REQUESTS_TOPIC, DECISIONS_TOPIC,
-                                      DECISIONS_DEAD_LETTER_TOPIC))
+                                      DECISIONS_DEAD_LETTER_TOPIC, SECURITY_ALERTS_TOPIC))
             for topic, subscription in INSPECT_SUBSCRIPTIONS.items():
                 ensure_subscription(c.project, topic, subscription)
         self._provision_secrets()

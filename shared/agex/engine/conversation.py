@@ -8,6 +8,7 @@ from typing import Any
 
 from agex.core.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
 from agex.core.run import Event, EventKind
+from agex.engine.guarding import hold_reason, model_view
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class StepProgress:
     holding the lease recorded it."""
     continue_at: datetime | None = None
     """The latest time a tool of this step asked the run to wait until before its next step."""
+    held: dict[str, str] = field(default_factory=dict)
+    """Calls of this step a guard held for approval, with the guard's reason."""
 
 
 def window_start(current_step: int, window_steps: int) -> int:
@@ -87,7 +90,7 @@ def window_start(current_step: int, window_steps: int) -> int:
 
 def _response_of(event: Event) -> ModelResponse:
     data = event.data
-    return ModelResponse(message=Message.model_validate(data["message"]),
+    return ModelResponse(message=Message.model_validate(model_view(data, "message")),
                          usage=TokenUsage(input_tokens=data["usage"]["input_tokens"],
                                           output_tokens=data["usage"]["output_tokens"]),
                          model_version=data.get("model_version", ""), finish_reason=data.get("finish_reason", ""))
@@ -95,7 +98,8 @@ def _response_of(event: Event) -> ModelResponse:
 
 def _tool_message(results: list[Event]) -> Message:
     return Message(role="user", parts=[
-        Part(function_response=FunctionResponse(id=e.data["call_id"], name=e.data["name"], response=e.data["output"]))
+        Part(function_response=FunctionResponse(id=e.data["call_id"], name=e.data["name"],
+                                                response=model_view(e.data, "output")))
         for e in results])
 
 
@@ -132,16 +136,20 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
                     if e.data.get("intent_seq") == progress.intent_seq.get(call_id):
                         at = e.data.get("continue_at")
                         progress.late[call_id] = LateResult(
-                            ok=e.data["ok"], output=e.data["output"], owner=e.data.get("owner", ""),
+                            ok=e.data["ok"], output=model_view(e.data, "output"), owner=e.data.get("owner", ""),
                             at=e.data.get("at", ""), continue_at=datetime.fromisoformat(at) if at else None)
                 elif e.kind == EventKind.tool_result:
-                    progress.results[e.data["call_id"]] = (e.data["ok"], e.data["output"])
+                    progress.results[e.data["call_id"]] = (e.data["ok"], model_view(e.data, "output"))
                     if e.data.get("continue_at"):
                         at = datetime.fromisoformat(e.data["continue_at"])
                         progress.continue_at = max(at, progress.continue_at or at)
                 elif e.kind == EventKind.tool_deferred:
                     # the tool said it did nothing: its intent is no longer in doubt
                     progress.intents.discard(e.data["call_id"])
+                elif e.kind == EventKind.guard_verdict and e.data.get("call_id"):
+                    held = [v for v in e.data.get("verdicts", ()) if v.get("action") == "approve"]
+                    if e.data.get("action") == "approve" and held:
+                        progress.held[e.data["call_id"]] = hold_reason(held[0])
                 elif e.kind == EventKind.approval_decided:
                     settled = Settled(decision=e.data["decision"], by=e.data.get("by") or "",
                                       comment=e.data.get("comment") or "", arguments=e.data.get("arguments"))
@@ -159,7 +167,7 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
         response = next((e for e in step_events if e.kind == EventKind.model_response), None)
         if response is None:
             continue
-        messages.append(Message.model_validate(response.data["message"]))
+        messages.append(Message.model_validate(model_view(response.data, "message")))
         results = [e for e in step_events if e.kind == EventKind.tool_result]
         if results:
             messages.append(_tool_message(results))

@@ -74,10 +74,12 @@ def _advance(head: RunHead, now: datetime, events: list[Event], **changes: Any) 
 
 def finish(head: RunHead, now: datetime, status: RunStatus, *, result: str | None = None,
            error: RunError | None = None, step: int | None = None,
-           extra: tuple[tuple[EventKind, dict[str, Any]], ...] = ()) -> Mutation[Claim]:
-    """End the run: terminal status, no lease, a ``run_finished`` event."""
+           extra: tuple[tuple[EventKind, dict[str, Any]], ...] = (), shown: str | None = None) -> Mutation[Claim]:
+    """End the run: terminal status, no lease, a ``run_finished`` event. ``shown``: the result as events
+    may show it (personal data redacted), when it differs from ``result``."""
     at_step = head.step if step is None else step
-    summary = {"status": status.value, "result": result, "error": error.model_dump() if error else None,
+    summary = {"status": status.value, "result": shown if shown is not None else result,
+               "error": error.model_dump() if error else None,
                "usage": head.usage.model_dump()}
     events = _events(head, now, at_step, *extra, (EventKind.run_finished, summary))
     new = _advance(head, now, events, status=status, lease=None, result=result, error=error, approval_id=None,
@@ -179,19 +181,29 @@ def intent_event(head: RunHead, owner: str, step: int, call: FunctionCall) -> tu
 
 
 def record_model_response(head: RunHead, owner: str, step: int, response: ModelResponse, model: str,
-                          cost_usd: float, now: datetime, announce: FunctionCall | None = None) -> Mutation[Claim]:
+                          cost_usd: float, now: datetime, announce: FunctionCall | None = None, *,
+                          message: dict[str, Any] | None = None, verdicts: tuple[dict[str, Any], ...] = (),
+                          blocked: RunError | None = None, input_view: str | None = None) -> Mutation[Claim]:
     """Record what the model said (so a retry reuses it), its usage, and the intent of ``announce`` (the
-    first tool call, unless it must wait for approval); or end the run if the usage went over a limit."""
+    first tool call, unless it must wait for approval); or end the run if the usage went over a limit.
+
+    Guardrails: ``message``, the stored fields of the message as the chain left it (its record view and
+    restricted views, ``guarding.Guarded.stored``); ``verdicts``, the ``guard_verdict`` events of the
+    step's input, answer and calls, written first; ``blocked``: a guard blocked the run, which ends here;
+    ``input_view``: what the model is shown of the run's input from now on."""
     check_fence(head, owner, step)
     tokens = response.usage.input_tokens + response.usage.output_tokens
     usage = head.usage.add(response.usage.input_tokens, response.usage.output_tokens, cost_usd)
     record = (EventKind.model_response, {
         "model": model, "model_version": response.model_version, "finish_reason": response.finish_reason,
-        "message": response.message.model_dump(mode="json", exclude_none=True),
+        **(message or {"message": response.message.model_dump(mode="json", exclude_none=True)}),
         "usage": {**response.usage.model_dump(), "cost_usd": cost_usd}})
-    head = head.model_copy(update={"usage": usage})
+    guarded = tuple((EventKind.guard_verdict, v) for v in verdicts)
+    head = head.model_copy(update={"usage": usage, **({"input_view": input_view} if input_view is not None else {})})
     limits = head.limits
     over = None
+    if blocked is not None:
+        return finish(head, now, RunStatus.failed, error=blocked, step=step, extra=(*guarded, record))
     if usage.input_tokens + usage.output_tokens > limits.max_tokens:
         over = RunError(code="max_tokens", message=f"the run used {usage.input_tokens + usage.output_tokens} "
                         f"tokens, over its limit of {limits.max_tokens} (this call used {tokens})")
@@ -199,22 +211,27 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
         over = RunError(code="max_cost", message=f"the run cost ${usage.cost_usd:.6f}, over its limit of "
                         f"${limits.max_cost_usd:.6f}")
     if over:
-        return finish(head, now, RunStatus.failed, error=over, step=step, extra=(record,))
-    items = [record] + ([intent_event(head, owner, step, announce)] if announce else [])
+        return finish(head, now, RunStatus.failed, error=over, step=step, extra=(*guarded, record))
+    items = [*guarded, record] + ([intent_event(head, owner, step, announce)] if announce else [])
     events = _events(head, now, step, *items)
     return Mutation(_advance(head, now, events), events, Claim.work)
 
 
 def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool,
                        output: dict[str, Any], next_call: FunctionCall | None, now: datetime,
-                       continue_at: datetime | None = None) -> Mutation[None]:
+                       continue_at: datetime | None = None, *, stored: dict[str, Any] | None = None,
+                       verdict: dict[str, Any] | None = None) -> Mutation[None]:
     """Record one tool's result and, in the same write, the intent of the next call of the step.
-    ``continue_at``: the tool asked the run to wait until then before its next step."""
+    ``continue_at``: the tool asked the run to wait until then before its next step. ``stored``: the
+    output's fields as the guardrail chain left it (``guarding.Guarded.stored``), in place of ``output``;
+    ``verdict``: its ``guard_verdict`` event, written right after the result."""
     check_fence(head, owner, step)
-    result: dict[str, Any] = {"call_id": call.id, "name": call.name, "ok": ok, "output": output}
+    result: dict[str, Any] = {"call_id": call.id, "name": call.name, "ok": ok, **(stored or {"output": output})}
     if continue_at is not None:
         result["continue_at"] = continue_at.isoformat()
     items = [(EventKind.tool_result, result)]
+    if verdict is not None:
+        items.append((EventKind.guard_verdict, verdict))
     if next_call:
         items.append(intent_event(head, owner, step, next_call))
     events = _events(head, now, step, *items)
@@ -228,15 +245,18 @@ def record_intent(head: RunHead, owner: str, step: int, call: FunctionCall, now:
     return Mutation(_advance(head, now, events), events)
 
 
-def fail_step(head: RunHead, owner: str, step: int, error: RunError, now: datetime) -> Mutation[Claim]:
+def fail_step(head: RunHead, owner: str, step: int, error: RunError, now: datetime,
+              verdicts: tuple[dict[str, Any], ...] = ()) -> Mutation[Claim]:
+    """End the run as failed; ``verdicts``: the ``guard_verdict`` events that failed it, written first."""
     check_fence(head, owner, step)
-    return finish(head, now, RunStatus.failed, error=error, step=step)
+    return finish(head, now, RunStatus.failed, error=error, step=step,
+                  extra=tuple((EventKind.guard_verdict, v) for v in verdicts))
 
 
 def complete_step(head: RunHead, owner: str, step: int, message: Message, now: datetime,
-                  wake_at: datetime | None = None) -> Mutation[Claim]:
+                  wake_at: datetime | None = None, shown: str | None = None) -> Mutation[Claim]:
     """Evaluate the step and commit it: done, over the step limit, or on to the next step (at
-    ``wake_at`` when a tool asked to continue later)."""
+    ``wake_at`` when a tool asked to continue later). ``shown``: the answer as events may show it."""
     check_fence(head, owner, step)
     calls = message.function_calls
     evaluation = {"tool_calls": len(calls), "done": not calls}
@@ -246,7 +266,7 @@ def complete_step(head: RunHead, owner: str, step: int, message: Message, now: d
             return finish(committed, now, RunStatus.failed, step=step, extra=((EventKind.step_completed, evaluation),),
                           error=RunError(code="model_error", message="the model returned neither text nor tool calls"))
         return finish(committed, now, RunStatus.succeeded, result=message.text, step=step,
-                      extra=((EventKind.step_completed, evaluation),))
+                      extra=((EventKind.step_completed, evaluation),), shown=shown)
     if step >= head.limits.max_steps:
         return finish(committed, now, RunStatus.failed, step=step, extra=((EventKind.step_completed, evaluation),),
                       error=RunError(code="max_steps", message=f"the run reached its limit of "
@@ -309,22 +329,25 @@ def reconcile_approval_id(run_id: str, step: int, call_id: str, round: int) -> s
 
 def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, policy: ApprovalPolicy,
                      now: datetime, kind: Literal["approval", "reconcile"] = "approval",
-                     round: int = 0, seen_seq: int | None = None) -> Mutation[Approval]:
+                     round: int = 0, seen_seq: int | None = None,
+                     personal: tuple[str, ...] = ()) -> Mutation[Approval]:
     """Park the run on a human decision: record the approval, release the lease, and wait. Nothing runs
     until the decision (or the expiry task) resumes the run. ``kind="reconcile"``: the decision is what
     became of a non-idempotent call that an attempt may have made (``round`` counts such asks).
     ``seen_seq``: the caller decided on the events up to it; raise ``EventsMoved`` if more were written
-    since (a late result that makes the question moot)."""
+    since (a late result that makes the question moot). ``personal``: argument paths holding personal
+    data, redacted in what the approval shows like the policy's own ``redact`` paths."""
     check_fence(head, owner, step)
     if seen_seq is not None and head.seq != seen_seq:
         raise EventsMoved(f"run {head.run_id} has events after {seen_seq}")
     expires = min(now + timedelta(seconds=policy.expires_after_s), head.expire_at)
+    hidden = tuple(dict.fromkeys((*policy.redact, *personal)))
     approval = Approval(
         approval_id=(reconcile_approval_id(head.run_id, step, call.id, round) if kind == "reconcile"
                      else approval_id(head.run_id, step, call.id)),
         kind=kind, tenant=head.tenant, run_id=head.run_id, agent=head.agent,
-        step=step, call_id=call.id, tool=call.name, arguments=redact(call.args, policy.redact),
-        call_arguments=dict(call.args), redact=list(policy.redact), reason=policy.reason,
+        step=step, call_id=call.id, tool=call.name, arguments=redact(call.args, hidden),
+        call_arguments=dict(call.args), redact=list(hidden), reason=policy.reason,
         approvers=list(policy.approvers), four_eyes=policy.four_eyes, allow_edits=policy.allow_edits,
         on_expiry=policy.on_expiry, requested_by=head.principal, created_at=now, expires_at=expires, trace=head.trace,
         updated_at=now, expire_at=head.expire_at)
@@ -426,7 +449,7 @@ class Late(StrEnum):
 
 def record_late_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
                        intent_seq: int | None, round: int, approval: Approval | None, now: datetime,
-                       continue_at: datetime | None = None) -> Mutation[Late]:
+                       continue_at: datetime | None = None, stored: dict[str, Any] | None = None) -> Mutation[Late]:
     """What a call returned, reported by an attempt that lost its lease while making it: appended as a
     ``tool_late_result`` event whatever became of the run (no fence: it is a fact, not a step's write).
 
@@ -438,8 +461,8 @@ def record_late_result(head: RunHead, owner: str, step: int, call: FunctionCall,
     reconciliation read is not the one the run has now."""
     expected = reconcile_approval_id(head.run_id, step, call.id, round)
     at = now.isoformat()
-    late: dict[str, Any] = {"call_id": call.id, "name": call.name, "ok": ok, "output": output, "owner": owner,
-                            "intent_seq": intent_seq, "at": at}
+    late: dict[str, Any] = {"call_id": call.id, "name": call.name, "ok": ok, **(stored or {"output": output}),
+                            "owner": owner, "intent_seq": intent_seq, "at": at}
     if continue_at is not None:
         late["continue_at"] = continue_at.isoformat()
     item = (EventKind.tool_late_result, late)

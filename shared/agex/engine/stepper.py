@@ -11,14 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 from agex.core.agent import Agent, AgentRegistry
-from agex.core.approval import Approval, ApprovalPolicy
+from agex.core.approval import Approval, ApprovalPolicy, changed_paths
 from agex.core.clock import Clock
 from agex.core.errors import (
     AgexError,
@@ -31,11 +31,12 @@ from agex.core.errors import (
     StaleDelivery,
     TransientError,
 )
-from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse
+from agex.core.guard import SECURITY_ALERTS_TOPIC, Action, Chain, Channel
+from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part
 from agex.core.pricing import Pricing
-from agex.core.run import ACTIVE_STATUSES, EventKind, RunError, RunHead, RunStatus
+from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunError, RunHead, RunStatus
 from agex.core.tool import Tool, ToolContext, ToolOutcome
-from agex.engine import conversation, decisions, notify
+from agex.engine import conversation, decisions, guarding, notify
 from agex.engine.conversation import LateResult, Settled
 from agex.engine.decisions import Claim, Delivery, Late
 from agex.engine.lease import LeaseKeeper
@@ -53,9 +54,10 @@ _log = log.get("step")
 
 RUN_EVENTS_TOPIC = notify.RUN_EVENTS_TOPIC
 
-_Result = tuple[bool, dict[str, Any], "datetime | None", bool]
-"""A call's result: ok, the output recorded and shown to the model, when the run should go on (a tool
-asked to continue later) if it said, and whether this attempt made the call."""
+_Result = tuple[bool, dict[str, Any], "datetime | None", bool, "guarding.Guarded | None"]
+"""A call's result: ok, the output shown to the model, when the run should go on (a tool asked to
+continue later) if it said, whether this attempt made the call, and, for a call this attempt made, its
+output as the guardrail chain left it (what is stored, and the verdict)."""
 
 
 class Outcome(StrEnum):
@@ -92,8 +94,10 @@ class StepRunner:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, agents: AgentRegistry,
                  models: Callable[[Agent], Model], pricing: Pricing, clock: Clock,
                  settings: StepSettings | None = None, secrets: SecretStore | None = None,
-                 limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+                 limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS,
+                 chains: Callable[[Agent], Chain | None] | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
+        self.chains = chains or (lambda agent: None)
         self.models, self.pricing, self.clock = models, pricing, clock
         self.settings = settings or StepSettings()
         self.secrets, self.limiter, self.failpoints = secrets, limiter, failpoints
@@ -123,10 +127,12 @@ class StepRunner:
         assert head is not None
         if claimed.value == Claim.finished:
             return self._finished(head)
+        # a delivery that took over an expired lease follows an attempt that may have died at any line
+        took_over = any(e.kind == EventKind.step_started and e.data.get("resumed") for e in claimed.events)
         with LeaseKeeper(self.store, self.clock, d, self.settings.lease_seconds, failpoints=self.failpoints) as keeper:
-            return self._work(head, d, keeper)
+            return self._work(head, d, keeper, took_over)
 
-    def _work(self, head: RunHead, d: Delivery, keeper: LeaseKeeper) -> StepResult:
+    def _work(self, head: RunHead, d: Delivery, keeper: LeaseKeeper, took_over: bool = False) -> StepResult:
         try:
             agent = self.agents.get(head.agent)
         except NotFound:
@@ -138,25 +144,54 @@ class StepRunner:
             self.failpoints.hit("step.after_claim")
             first = conversation.window_start(d.step, agent.context_window_steps)
             events = self.store.events_since_step(d.tenant, d.run_id, first)
-            messages, progress = conversation.rebuild(head.input, events, d.step, first)
+            shown = head.input_view if head.input_view is not None else head.input
+            messages, progress = conversation.rebuild(shown, events, d.step, first)
             earlier_intents = frozenset(progress.intents)
             response = progress.response
             if response is None:
                 # record_model_response writes the intent of the first call with the response, unless it
                 # has to wait for approval
-                response = self._plan(agent, head, d, messages, progress)
+                response = self._plan(agent, head, d, messages, progress, events)
                 if response is None:
                     return self._finished_now(d)
             else:
                 log.info(_log, "reusing the model response recorded by an earlier attempt")
+                if took_over:
+                    # that attempt may have died between recording its verdicts and sending their alerts:
+                    # send them again, with the same alert ids (a consumer drops the copies)
+                    self._alert(agent, head, d, [e for e in events if e.step == d.step
+                                                 and e.kind == EventKind.guard_verdict])
             self.failpoints.hit("step.after_model")
             ended = self._act(agent, head, d, response, progress, earlier_intents, keeper)
             if ended:
                 return ended
-            return self._commit(head, d, response, progress.continue_at)
+            return self._commit(agent, head, d, response, progress.continue_at)
 
     def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list[Message],
-              progress: conversation.StepProgress) -> ModelResponse | None:
+              progress: conversation.StepProgress, events: list[Event]) -> ModelResponse | None:
+        chain = self.chains(agent)
+        verdicts: list[dict[str, Any]] = []
+        input_view = None
+        if chain is not None and d.step == 1 and head.input_view is None and chain.watches(Channel.user_input):
+            seen = guarding.guard(chain, Channel.user_input, head.input, guarding.context(agent, head.input))
+            if seen.verdict is not None:
+                verdicts.append(seen.verdict)
+            blocked = seen.blocked()
+            if blocked is not None:
+                ended = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.fail_step(
+                    h, d.owner, d.step, blocked, self.clock.now(), verdicts=tuple(verdicts)))
+                self._alert(agent, head, d, ended.events)
+                return None
+            if seen.action != Action.allow:
+                input_view = seen.value
+                messages = [Message(role="user", parts=[Part(text=input_view)]), *messages[1:]]
+        tokens: dict[str, str] = {}
+        if chain is not None and chain.tokenizes:
+            # the model gets personal data as tokens stable for the run; its answer gets the values back, so
+            # what it asks a tool to do and what it tells the user carry the real ones
+            dumped, tokens = chain.tokenize([m.model_dump(mode="json", exclude_none=True) for m in messages],
+                                            _token_key(head))
+            messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in agent.tools])
         with tracing.tracer().start_as_current_span("model.request", attributes={"gen_ai.request.model": agent.model}):
@@ -165,18 +200,112 @@ class StepRunner:
             except ModelError as e:
                 self._fail(d, RunError(code="model_error", message=e.message))
                 return None
+        if tokens and chain is not None:
+            response = response.model_copy(update={"message": Message.model_validate(chain.detokenize(
+                response.message.model_dump(mode="json", exclude_none=True), tokens))})
         cost = self.pricing.cost(agent.model, response.usage.input_tokens, response.usage.output_tokens)
         log.info(_log, "model responded", model=agent.model, input_tokens=response.usage.input_tokens,
                  output_tokens=response.usage.output_tokens, cost_usd=cost,
                  tool_calls=[c.name for c in response.message.function_calls])
+        guarded = self._guard_response(agent, head, d, response, events, progress, chain) if chain else None
+        if guarded is not None:
+            response = guarded.response
+            verdicts += guarded.verdicts
         calls = response.message.function_calls
-        announce = calls[0] if calls and _may_announce(agent, calls[0], {}) else None
+        announce = calls[0] if calls and _may_announce(agent, calls[0], {}, progress.held) else None
         recorded = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.record_model_response(
-            h, d.owner, d.step, response, agent.model, cost, self.clock.now(), announce))
+            h, d.owner, d.step, response, agent.model, cost, self.clock.now(), announce,
+            message=guarded.stored if guarded else None, verdicts=tuple(verdicts),
+            blocked=guarded.blocked if guarded else None, input_view=input_view))
+        self._alert(agent, head, d, recorded.events)
         if recorded.value == Claim.finished:
             return None
         _note_intents(progress, recorded)
         return response
+
+    def _guard_response(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
+                        events: list[Event], progress: conversation.StepProgress, chain: Chain) -> _GuardedResponse:
+        """The chain on what the model said: its text (model_output) and each call's arguments
+        (tool_args, judged against the untrusted content the model had seen). Calls a guard holds are
+        noted in ``progress.held``."""
+        message = response.message
+        verdicts: list[dict[str, Any]] = []
+        blocked: RunError | None = None
+        text = message.text
+        answer = None
+        if text.strip() and chain.watches(Channel.model_output):
+            ctx = guarding.context(agent, head.input, secrets=self._secret_values(agent))
+            answer = guarding.guard(chain, Channel.model_output, text, ctx)
+            if answer.verdict is not None:
+                verdicts.append(answer.verdict)
+            blocked = answer.blocked()
+            if answer.value != text:
+                message = guarding.with_text(message, answer.value)
+        shown_args: dict[str, Any] = {}
+        if message.function_calls:
+            ctx = guarding.context(agent, head.input, events, before_step=d.step)
+            for call in message.function_calls:
+                judged = guarding.guard(chain, Channel.tool_args, call.args, ctx, tool=call.name, call_id=call.id)
+                shown_args[call.id] = judged.record
+                if judged.verdict is not None:
+                    verdicts.append(judged.verdict)
+                if judged.action == Action.approve and judged.result and judged.result.deciding:
+                    progress.held[call.id] = guarding.hold_reason(judged.result.deciding.record())
+                blocked = blocked or judged.blocked()
+        record_text = answer.record if answer is not None else chain.redact_for_records(message.text)
+        record = guarding.with_text(message, record_text if isinstance(record_text, str) else message.text)
+        record = record.model_copy(update={"parts": [
+            p.model_copy(update={"function_call": p.function_call.model_copy(update={"args": shown_args[p.function_call.id]})})
+            if p.function_call is not None and p.function_call.id in shown_args else p for p in record.parts]})
+        dump = {"exclude_none": True, "mode": "json"}
+        views = guarding.Guarded(value=message.model_dump(**dump), record=record.model_dump(**dump))  # type: ignore[arg-type]
+        restricted: dict[str, Any] = {}
+        if views.record != views.value:
+            restricted["value"] = views.value
+        if message != response.message:
+            restricted["original"] = response.message.model_dump(**dump)  # type: ignore[arg-type]
+        stored: dict[str, Any] = {"message": views.record, **({guarding.RESTRICTED: restricted} if restricted else {})}
+        return _GuardedResponse(response.model_copy(update={"message": message}), stored, verdicts, blocked)
+
+    def _secret_values(self, agent: Agent) -> tuple[str, ...]:
+        """The values of the agent's tool secrets, for the output guard (an answer must never carry them)."""
+        names = sorted({s for t in agent.tools for s in t.secrets})
+        if not names or self.secrets is None:
+            return ()
+        values = []
+        for name in names:
+            try:
+                values.append(self.secrets.access(agent.identity, name))
+            except SecretError as e:
+                _log.warning("the output guard cannot check for secret %s: %s", name, e.message)
+        return tuple(values)
+
+    def _alert(self, agent: Agent, head: RunHead, d: Delivery, written: Sequence[Event]) -> None:
+        """Each verdict just recorded (or found recorded by an earlier attempt) as a log entry, a span
+        event and a ``security.alert`` on Pub/Sub, keyed by ``alert_id`` (run and event), so a consumer
+        drops the copy a redelivery may send. Best effort after the commit: the event is the record."""
+        for e in written:
+            if e.kind != EventKind.guard_verdict:
+                continue
+            data = e.data
+            alert = {"type": "security.alert", "version": 1, "kind": "guard_verdict",
+                     "alert_id": f"{d.run_id}:{e.seq}", "tenant": d.tenant, "run_id": d.run_id, "agent": agent.name,
+                     "agent_version": agent.version, "step": e.step, "at": e.at.isoformat(),
+                     "channel": data["channel"], "action": data["action"], "tool": data.get("tool"),
+                     "call_id": data.get("call_id"), "verdicts": data["verdicts"]}
+            _log.warning("guard verdict on %s: %s (%s)", data["channel"], data["action"],
+                         "; ".join(f"{v['guard']}: {v.get('reason', v['action'])}" for v in data["verdicts"]),
+                         extra={"fields": {"security_event": "guard_verdict", "channel": data["channel"],
+                                           "action": data["action"], "alert_id": alert["alert_id"],
+                                           "guards": [v["guard"] for v in data["verdicts"]], "tool": data.get("tool")}})
+            tracing.annotate_guard(data["channel"], data["action"], [v["guard"] for v in data["verdicts"]])
+            try:
+                self.bus.publish(SECURITY_ALERTS_TOPIC, alert, {
+                    "type": "security.alert", "version": "1", "tenant": d.tenant, "agent": agent.name,
+                    "alert_id": alert["alert_id"], "action": data["action"]})
+            except Exception:
+                _log.exception("could not publish security alert %s; it is in the run's events and this log",
+                               alert["alert_id"])
 
     def _act(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
              progress: conversation.StepProgress, earlier_intents: frozenset[str],
@@ -189,17 +318,22 @@ class StepRunner:
             resolved = self._resolve(agent, head, d, call, progress, earlier_intents, keeper)
             if isinstance(resolved, StepResult):
                 return resolved
-            ok, output, continue_at, called = resolved
+            ok, output, continue_at, called, guarded = resolved
             following = pending[i + 1] if i + 1 < len(pending) else None
-            announce = following if following and _may_announce(agent, following, progress.settled) else None
+            announce = (following if following and _may_announce(agent, following, progress.settled, progress.held)
+                        else None)
             try:
                 recorded = self.store.update_run(d.tenant, d.run_id, functools.partial(
                     _record_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
-                    next_call=announce, continue_at=continue_at, clock=self.clock))
+                    next_call=announce, continue_at=continue_at, clock=self.clock, guarded=guarded))
             except LeaseLost as e:
                 if called:
-                    self._report_late(d, call, ok, output, continue_at, progress, e.message)
+                    self._report_late(d, call, ok, output, continue_at, progress, e.message, guarded)
                 raise
+            self._alert(agent, head, d, recorded.events)
+            blocked = guarded.blocked() if guarded is not None else None
+            if blocked is not None:
+                return self._fail(d, blocked)
             _note_intents(progress, recorded)
             progress.continue_at = max(filter(None, (progress.continue_at, continue_at)), default=None)
         return None
@@ -214,12 +348,14 @@ class StepRunner:
         settled = progress.settled.get(call.id)
         reconciled = progress.reconciled.get(call.id)
         policy = agent.approval_policy(call.name, call.args) if tool is not None else None
+        if policy is None and tool is not None and call.id in progress.held:
+            policy = guarding.held_for_approval(agent, call.name, progress.held[call.id])
         if policy is not None and settled is None:
-            return self._request_approval(d, call, policy)
+            return self._request_approval(d, call, policy, personal=self._personal(agent, call))
         if reconciled is not None and reconciled.decision in ("fail", "expired"):
             return self._fail(d, RunError(code="tool_uncertain", message=_unreconciled(call, reconciled)))
         if settled is not None and settled.decision != "approved":
-            return False, {"error": _refusal(call, settled), "approval": settled.note()}, None, False
+            return False, {"error": _refusal(call, settled), "approval": settled.note()}, None, False, None
         late = progress.late.get(call.id)
         if late is not None:
             # the attempt that made the call reported its result after losing the lease: a fact, which
@@ -230,7 +366,7 @@ class StepRunner:
                              extra={"fields": {"tool": call.name}})
             return _late_result(late)
         if reconciled is not None and reconciled.decision == "done":
-            return True, {"reconciled": reconciled.note()}, None, False
+            return True, {"reconciled": reconciled.note()}, None, False, None
         if call.id in earlier_intents and tool is not None and not tool.idempotent:
             # never a blind second call: a human says what became of the first one, unless its result
             # arrives first
@@ -256,9 +392,11 @@ class StepRunner:
         if outcome.retry_after_s is not None:
             return self._defer(d, call, outcome)
         output = {**outcome.output, "approval": settled.note()} if settled is not None else outcome.output
+        guarded = guarding.guard(self.chains(agent), Channel.tool_output, output,
+                                 guarding.context(agent, head.input), tool=call.name, call_id=call.id)
         continue_at = (self.clock.now() + timedelta(seconds=outcome.continue_after_s)
                        if outcome.continue_after_s is not None else None)
-        return outcome.ok, output, continue_at, True
+        return outcome.ok, guarded.value, continue_at, True, guarded
 
     def _reconcile(self, agent: Agent, head: RunHead, d: Delivery, call: FunctionCall) -> StepResult | _Result:
         """Open the reconciliation of a non-idempotent call an earlier attempt announced and never reported,
@@ -277,21 +415,24 @@ class StepRunner:
             try:
                 return self._request_approval(d, call, policy, kind="reconcile",
                                               round=fresh.reconcile_rounds.get(call.id, 0),
-                                              seen_seq=max((e.seq for e in events), default=head.seq))
+                                              seen_seq=max((e.seq for e in events), default=head.seq),
+                                              personal=self._personal(agent, call))
             except decisions.EventsMoved:
                 continue
         raise TransientError(f"step {d.step} of run {d.run_id}: events kept arriving while reconciling {call.name}")
 
     def _report_late(self, d: Delivery, call: FunctionCall, ok: bool, output: dict[str, Any],
-                     continue_at: datetime | None, progress: conversation.StepProgress, why: str) -> None:
+                     continue_at: datetime | None, progress: conversation.StepProgress, why: str,
+                     guarded: guarding.Guarded | None = None) -> None:
         """This attempt made ``call`` and lost its lease meanwhile: record what the call returned anyway
         (append-only), so that whoever took over, or the operator reconciling the call, goes by the facts.
-        Logged first, the output in full in the entry's ``output``, so the fact survives even if the store
-        cannot take it."""
+        Logged first, the output in full in the entry's ``output`` (its record view: personal data
+        redacted), so the fact survives even if the store cannot take it."""
+        shown = guarded.record if guarded is not None else output
         _log.warning("attempt %s lost its lease while calling %s (%s); the call %s and its result is recorded "
                      "as a late result: %s", d.owner, call.name, why, "succeeded" if ok else "returned an error",
-                     _brief(output), extra={"fields": {"outcome": "late_result", "tool": call.name,
-                                                       "call_id": call.id, "ok": ok, "output": output}})
+                     _brief(shown), extra={"fields": {"outcome": "late_result", "tool": call.name,
+                                                      "call_id": call.id, "ok": ok, "output": shown}})
         round = progress.reconcile_rounds.get(call.id, 0)
         expected = decisions.reconcile_approval_id(d.run_id, d.step, call.id, round)
         recorded: Mutation[Late] | None = None
@@ -301,7 +442,8 @@ class StepRunner:
                 recorded = self.store.update_run(d.tenant, d.run_id, functools.partial(
                     _late, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
                     intent_seq=progress.intent_seq.get(call.id), round=round, approval=approval,
-                    continue_at=continue_at, clock=self.clock))
+                    continue_at=continue_at, clock=self.clock,
+                    stored=guarded.stored("output") if guarded is not None else None))
                 break
             except decisions.ApprovalMoved:
                 continue
@@ -324,9 +466,9 @@ class StepRunner:
 
     def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy,
                           kind: Literal["approval", "reconcile"] = "approval", round: int = 0,
-                          seen_seq: int | None = None) -> StepResult:
+                          seen_seq: int | None = None, personal: tuple[str, ...] = ()) -> StepResult:
         requested = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.request_approval(
-            h, d.owner, d.step, call, policy, self.clock.now(), kind, round, seen_seq))
+            h, d.owner, d.step, call, policy, self.clock.now(), kind, round, seen_seq, personal))
         approval = requested.value
         assert approval is not None
         self.failpoints.hit("step.after_approval_request")
@@ -369,6 +511,13 @@ class StepRunner:
         log.info(_log, f"tool {call.name} {'succeeded' if outcome.ok else 'failed'}", tool=call.name, ok=outcome.ok)
         return outcome  # scrubbed of the secrets in ctx by Tool.call
 
+    def _personal(self, agent: Agent, call: FunctionCall) -> tuple[str, ...]:
+        """The argument paths of ``call`` that hold personal data: an approval shows them redacted."""
+        chain = self.chains(agent)
+        if chain is None:
+            return ()
+        return tuple(changed_paths(call.args, chain.redact_for_records(call.args)))
+
     def _secrets_of(self, agent: Agent, tool: Tool) -> dict[str, str]:
         """The tool's secrets, read as the agent's identity (cached briefly by the store)."""
         if not tool.secrets:
@@ -385,13 +534,19 @@ class StepRunner:
         return self.limiter.acquire(tool.name, tool.limits, ctx.idempotency_key, self.clock.now(),
                                     lease_s=tool.timeout_s + 30)
 
-    def _commit(self, head: RunHead, d: Delivery, response: ModelResponse,
+    def _commit(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
                 continue_at: datetime | None) -> StepResult:
+        chain = self.chains(agent)
+        text = response.message.text
+        shown = chain.redact_for_records(text) if chain is not None and text and not response.message.function_calls else None
         committed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.complete_step(
-            h, d.owner, d.step, response.message, self.clock.now(), continue_at))
+            h, d.owner, d.step, response.message, self.clock.now(), continue_at,
+            shown=shown if shown != text else None))
         new = committed.head
         assert new is not None
         self.failpoints.hit("step.after_commit")
+        for hook in agent.hooks:
+            _observe(hook, "after_step", new, committed.events)
         if committed.value == Claim.finished:
             return self._finished(new)
         self.enqueue_next(new, at=new.wake_at)
@@ -433,16 +588,36 @@ class StepRunner:
         log.info(_log, f"run {head.status.value}", outcome="finished", status=head.status.value,
                  error=head.error.model_dump() if head.error else None, usage=head.usage.model_dump())
         notify.run_finished(self.bus, head)
+        try:
+            hooks = self.agents.get(head.agent).hooks
+        except NotFound:
+            hooks = ()
+        for hook in hooks:
+            _observe(hook, "after_run", head)
         return StepResult(Outcome.finished, head.status.value)
 
 
-def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled]) -> bool:
+def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled], held: dict[str, str]) -> bool:
     """Whether the call's intent may be written before it is reached: not for a call that waits for (or
     was refused) approval, which is announced, if ever, only once approved."""
-    if agent.approval_policy(call.name, call.args) is None:
+    if agent.approval_policy(call.name, call.args) is None and call.id not in held:
         return True
     decided = settled.get(call.id)
     return decided is not None and decided.decision == "approved"
+
+
+def _observe(hook: Any, seam: str, *args: Any) -> None:
+    try:
+        getattr(hook, seam)(*args)
+    except Exception:
+        _log.exception("hook %s failed at %s; the step is committed and goes on", getattr(hook, "name", hook), seam)
+
+
+def _token_key(head: RunHead) -> str:
+    """The key of a run's personal-data tokens: the same token for the same value throughout the run,
+    different ones in other runs (tokens hide values from the model; they are no protection from someone
+    who knows the run and guesses the value)."""
+    return f"{head.tenant}/{head.run_id}/{head.created_at.isoformat()}"
 
 
 def _unreconciled(call: FunctionCall, reconciled: Settled) -> str:
@@ -470,7 +645,7 @@ def _note_intents(progress: conversation.StepProgress, written: Mutation[Any]) -
 
 
 def _late_result(late: LateResult) -> _Result:
-    return late.ok, late.output, late.continue_at, False
+    return late.ok, late.output, late.continue_at, False, None
 
 
 def _brief(output: dict[str, Any], limit: int = 2000) -> str:
@@ -479,8 +654,11 @@ def _brief(output: dict[str, Any], limit: int = 2000) -> str:
 
 
 def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
-                   next_call: FunctionCall | None, continue_at: datetime | None, clock: Clock) -> Mutation[None]:
-    return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now(), continue_at)
+                   next_call: FunctionCall | None, continue_at: datetime | None, clock: Clock,
+                   guarded: guarding.Guarded | None) -> Mutation[None]:
+    return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now(), continue_at,
+                                        stored=guarded.stored("output") if guarded is not None else None,
+                                        verdict=guarded.verdict if guarded is not None else None)
 
 
 def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, clock: Clock) -> Mutation[None]:
@@ -489,6 +667,16 @@ def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, 
 
 def _late(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
           intent_seq: int | None, round: int, approval: Approval | None, continue_at: datetime | None,
-          clock: Clock) -> Mutation[Late]:
+          clock: Clock, stored: dict[str, Any] | None) -> Mutation[Late]:
     return decisions.record_late_result(head, owner, step, call, ok, output, intent_seq, round, approval,
-                                        clock.now(), continue_at)
+                                        clock.now(), continue_at, stored)
+
+
+@dataclass(frozen=True)
+class _GuardedResponse:
+    """The model's response as the chain left it, its stored fields, and the verdicts to record with it."""
+
+    response: ModelResponse
+    stored: dict[str, Any]
+    verdicts: list[dict[str, Any]]
+    blocked: RunError | None

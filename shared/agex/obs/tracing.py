@@ -57,3 +57,11 @@ def current_traceparent() -> str:
 def trace_id_of(traceparent: str) -> str:
     parts = traceparent.split("-")
     return parts[1] if len(parts) == 4 else ""
+
+
+def annotate_guard(channel: str, action: str, guards: list[str]) -> None:
+    """Mark the current span with a guardrail verdict: what was decided and by whom, never the content."""
+    span = trace.get_current_span()
+    span.set_attribute(f"agex.guard.{channel}", action)
+    span.add_event("agex.guard_verdict", {"agex.guard.channel": channel, "agex.guard.action": action,
+                                          "agex.guard.guards": guards})

@@ -12,6 +12,7 @@ from agex.core.approval import Approval, ApprovalPolicy, ApprovalStatus, Decisio
 from agex.core.errors import AgexError
 from agex.core.run import Event, RunHead, RunStatus
 from agex.core.tool import Tool
+from agex.engine import guarding
 
 
 class _View(BaseModel):
@@ -72,7 +73,8 @@ class EventView(_View):
 
     @classmethod
     def of(cls, event: Event) -> EventView:
-        return cls(seq=event.seq, step=event.step, kind=event.kind.value, at=event.at, data=event.data)
+        # the restricted views of guarded content (what the model saw, originals) never leave the engine
+        return cls(seq=event.seq, step=event.step, kind=event.kind.value, at=event.at, data=guarding.public(event.data))
 
 
 class EventsPage(_View):
