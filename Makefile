@@ -9,12 +9,15 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml Makefile
 	@scripts/prereqs.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	# LlamaFirewall for the tests of its guard adapter, without its dependencies (torch, transformers):
+	# the scanners the tests use need none of them. Deployments that use its model scanners install it whole.
+	$(BIN)/pip install --quiet --no-deps llamafirewall==1.0.3
 	@touch $(STAMP)
 
 prereqs:

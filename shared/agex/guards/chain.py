@@ -142,9 +142,7 @@ def build_chain(guards: Sequence[GuardSpec | Guard]) -> GuardChain:
         if item.use == "pii":
             # personal data is redacted from the records whenever the pii guard is in the chain; as a verdict
             # (changing what the model or the user gets) only when the declaration gives it an action
-            from agex.guards.pii import redactor
-
-            records, tokenize = redactor(), bool(getattr(guard, "tokenize", False))
+            records, tokenize = getattr(guard, "redactor", None), bool(getattr(guard, "tokenize", False))
             if item.action is None:
                 continue
         built.append(guard)
