@@ -4,7 +4,8 @@ file and the runtime, and of its formatting (scripts/tf_fmt.py).
 The contract checked here: providers pinned; one service account per function; no basic roles or public
 members; function invokers limited to the platform's own identities; each secret readable only by the
 agents that declare it in the fleet file; retries on every queue; TTLs on the expiring collections; an
-authenticated push subscription with a dead-letter topic; dev and prod the same code.
+authenticated push subscription with a dead-letter topic; dev and prod the same code. The guardrails' topic
+and the red-team canary: test_guardrails_terraform.py and test_canary_settings.py.
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def test_function_invokers_are_private_and_target_one_function(tf_files: Tf) -> 
     # nothing else makes a service invokable (bindings/policies would bypass the per-member checks)
     for rtype in ("google_cloud_run_service_iam_binding", "google_cloud_run_service_iam_policy",
                   "google_cloud_run_v2_service_iam_binding", "google_cloud_run_v2_service_iam_policy",
+                  "google_cloud_run_v2_job_iam_binding", "google_cloud_run_v2_job_iam_policy",
                   "google_cloudfunctions2_function_iam_binding", "google_cloudfunctions2_function_iam_policy"):
         problems += [f"{p}: {rtype}.{n}: use one iam_member per invoker" for p, n, _ in resources(tf_files, rtype)]
     assert not problems, "\n".join(problems)

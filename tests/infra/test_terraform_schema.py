@@ -62,6 +62,8 @@ def test_the_schemas_are_the_pinned_providers(schemas: dict[str, Any]) -> None:
     ("google_cloudfunctions2_function", ["service_config"], "max_instance_request_concurrency"),
     ("google_cloudfunctions2_function", ["build_config", "source"], "storage_source"),
     ("google_monitoring_slo", ["request_based_sli", "good_total_ratio"], "total_service_filter"),
+    ("google_cloud_run_v2_job", ["template", "template"], "max_retries"),
+    ("google_cloud_scheduler_job", ["http_target", "oauth_token"], "scope"),
 ])
 def test_schema_names_are_the_hcl_names(schemas: dict[str, Any], rtype: str, path: list[str], name: str) -> None:
     block = schemas["google"]["resource"][rtype]
@@ -124,6 +126,10 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
           "        audiense              = http_target.value")],
         f'{AGENT}/main.tf: google_cloud_tasks_queue.steps.dynamic "http_target".content.oidc_token: unsupported '
         'argument "audiense" (did you mean "audience"?)'),
+    "misspelt argument in a Cloud Run job's container": (
+        [(f"{FLEET}/canary.tf", '        command = ["agex"]', '        commands = ["agex"]')],
+        f'{FLEET}/canary.tf: google_cloud_run_v2_job.canary.template.template.containers: unsupported argument '
+        '"commands" (did you mean "command"?)'),
     "dynamic block of an unknown block type": (
         [(f"{AGENT}/main.tf", 'dynamic "http_target" {', 'dynamic "http_targets" {')],
         f'{AGENT}/main.tf: google_cloud_tasks_queue.steps.dynamic "http_targets": unsupported block type '

@@ -41,6 +41,8 @@ module "fleet" {
   functions                   = var.functions
   alert_channels              = var.alert_channels
   labels                      = var.labels
+  security_alert_subscribers  = var.security_alert_subscribers
+  canary_image                = var.canary_image
 }
 
 # One module per agent of the fleet file: its identity, its step queue agex-steps-{agent}, its secrets

@@ -111,3 +111,15 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "security_alert_subscribers" {
+  description = "Members who may pull security alerts from agex-security-alerts-pull, e.g. group:security@example.com."
+  type        = list(string)
+  default     = []
+}
+
+variable "canary_image" {
+  description = "Image of the red-team canary jobs (the agex command, the agents' code, the fleet file, the canary cases); empty: no canary (docs/deploy.md)."
+  type        = string
+  default     = ""
+}

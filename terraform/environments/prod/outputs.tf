@@ -47,3 +47,18 @@ output "source_object" {
   description = "The source zip the functions run."
   value       = module.fleet.source_object
 }
+
+output "security_alerts_topic" {
+  description = "The topic of security.alert messages (guardrail verdicts other than allow, canary results)."
+  value       = module.fleet.security_alerts_topic
+}
+
+output "security_alerts_subscription" {
+  description = "The pull subscription security_alert_subscribers read security alerts from."
+  value       = module.fleet.security_alerts_subscription
+}
+
+output "canary_jobs" {
+  description = "The red-team canary's Cloud Run job of each agent that enables it."
+  value       = module.fleet.canary_jobs
+}

@@ -1,7 +1,8 @@
 # Identities and their grants. Each function runs as its own service account (never shared); the
 # identities that call the functions (Cloud Tasks and the sweep, Pub/Sub push, the drift trigger) are
 # separate accounts that hold nothing but the right to invoke one function. Per-agent identities and their
-# secret grants live in modules/agent. The table is in docs/security.md.
+# secret grants live in modules/agent; the red-team canary's identities and grants in canary.tf. The table
+# is in docs/security.md.
 
 # --- runtime identities, one per function --------------------------------------------------------------
 
@@ -160,6 +161,16 @@ resource "google_pubsub_topic_iam_member" "step_publishes_run_events" {
 resource "google_pubsub_topic_iam_member" "step_publishes_approval_requests" {
   project = var.project
   topic   = google_pubsub_topic.approval_requests.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.step.email}"
+}
+
+# Guardrail verdicts other than allow are published as security alerts by the step function, which runs
+# the chain on every channel (the run's input is checked at its first step, not by the api). The canary
+# publishes its results too (canary.tf).
+resource "google_pubsub_topic_iam_member" "step_publishes_security_alerts" {
+  project = var.project
+  topic   = google_pubsub_topic.security_alerts.name
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${google_service_account.step.email}"
 }

@@ -56,5 +56,9 @@ resource "terraform_data" "fleet_checks" {
       condition     = length(local.duplicate_ident) == 0
       error_message = "Fleet file: identity(ies) ${join(", ", local.duplicate_ident)} are used by more than one agent. Each agent needs its own service account."
     }
+    precondition {
+      condition     = length(module.canary_settings.problems) == 0
+      error_message = "Fleet file: ${join("; ", module.canary_settings.problems)}."
+    }
   }
 }

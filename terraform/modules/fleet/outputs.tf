@@ -56,7 +56,28 @@ output "topics" {
     approval_decisions      = google_pubsub_topic.approval_decisions.id
     approval_decisions_dead = google_pubsub_topic.approval_decisions_dead.id
     drift_alerts            = google_pubsub_topic.drift_alerts.id
+    security_alerts         = google_pubsub_topic.security_alerts.id
   }
+}
+
+output "security_alerts_topic" {
+  description = "Name of the topic of security.alert v1 messages (agex.core.guard.SECURITY_ALERTS_TOPIC)."
+  value       = google_pubsub_topic.security_alerts.name
+}
+
+output "security_alerts_subscription" {
+  description = "The pull subscription var.security_alert_subscribers read security alerts from."
+  value       = google_pubsub_subscription.security_alerts.name
+}
+
+output "canary_jobs" {
+  description = "The red-team canary's Cloud Run job of each agent that enables it (empty while canary_image is)."
+  value       = { for agent, job in google_cloud_run_v2_job.canary : agent => job.name }
+}
+
+output "canary_service_account_email" {
+  description = "The canary jobs' identity; null when there is no canary job."
+  value       = one(google_service_account.canary[*].email)
 }
 
 output "firestore_database" {

@@ -37,6 +37,18 @@ resource "google_pubsub_topic" "approval_decisions_dead" {
   depends_on = [google_project_service.apis]
 }
 
+# security.alert v1 (agex.core.guard.SECURITY_ALERTS_TOPIC): every guardrail verdict other than allow, once
+# per recording, and every red-team canary result (canary.tf). Published by the step function, the api and
+# the canary; read by whoever watches for attacks, from the pull subscription below.
+resource "google_pubsub_topic" "security_alerts" {
+  project                    = var.project
+  name                       = "agex-security-alerts"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
 # Cloud Scheduler publishes a drift-check tick here on var.drift_schedule; it triggers the drift function.
 resource "google_pubsub_topic" "drift_alerts" {
   project = var.project
@@ -147,4 +159,30 @@ resource "google_pubsub_subscription" "approval_requests" {
   expiration_policy {
     ttl = ""
   }
+}
+
+# security.alert, for the members of var.security_alert_subscribers (a SIEM's service account, the security
+# team's group), who may pull from this one subscription and nothing else. A consumer that needs its own copy
+# of every alert gets a subscription of its own next to this one.
+resource "google_pubsub_subscription" "security_alerts" {
+  project = var.project
+  name    = "agex-security-alerts-pull"
+  topic   = google_pubsub_topic.security_alerts.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_subscription_iam_member" "security_alert_subscribers" {
+  for_each = toset(var.security_alert_subscribers)
+
+  project      = var.project
+  subscription = google_pubsub_subscription.security_alerts.name
+  role         = "roles/pubsub.subscriber"
+  member       = each.value
 }

@@ -21,7 +21,7 @@ variable "firestore_delete_protection" {
 }
 
 variable "agents" {
-  description = "The `agents` map of the fleet file (yamldecode of it): name => {module, identity, secrets, queue, ...}. Used here only for the fleet-wide checks (no secret or identity shared by two agents)."
+  description = "The `agents` map of the fleet file (yamldecode of it): name => {module, identity, secrets, queue, canary, ...}. Used here for the fleet-wide checks (no secret or identity shared by two agents) and for the red-team canaries (each agent's optional `canary` key: canary.tf)."
   type        = any
 }
 
@@ -206,4 +206,38 @@ variable "decision_sources" {
   description = "More decision sources than the api (chat bots that publish approval decisions themselves): name => Ed25519 public keys (PEM). The approvals function applies only decisions signed by a declared key; each bot keeps its private key and needs roles/pubsub.publisher on agex-approval-decisions."
   type        = map(list(string))
   default     = {}
+}
+
+variable "security_alert_subscribers" {
+  description = "Members who may pull security.alert messages (guardrail verdicts other than allow, canary results) from the subscription agex-security-alerts-pull (roles/pubsub.subscriber on it), e.g. [\"group:security@example.com\", \"serviceAccount:siem@p.iam.gserviceaccount.com\"]. Named identities only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.security_alert_subscribers : can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+", m))])
+    error_message = "security_alert_subscribers must be named members (user:, group:, serviceAccount:, domain:, principal:, principalSet:); the public members are refused."
+  }
+}
+
+variable "canary_image" {
+  description = "Container image of the red-team canary jobs (canary.tf), e.g. REGION-docker.pkg.dev/PROJECT/agex/agex:TAG: it must have the agex command (the package installed), the agents' code, the fleet file at canary.fleet_file and the canary cases at canary.cases. Empty: no canary job, scheduler job or canary identity is created, whatever the fleet file enables."
+  type        = string
+  default     = ""
+}
+
+variable "canary" {
+  description = "The canary jobs' settings: where the image keeps the fleet file (AGEX_FLEET_FILE) and the canary cases, and each execution's size and time limit. The schedule and the ceiling on attack success are per agent, in the fleet file."
+  type = object({
+    fleet_file      = optional(string, "/workspace/fleet.yaml")
+    cases           = optional(string, "/workspace/guards/cases/canary.jsonl")
+    memory          = optional(string, "1Gi")
+    cpu             = optional(string, "1")
+    timeout_seconds = optional(number, 1800)
+  })
+  default = {}
+
+  validation {
+    condition     = var.canary.timeout_seconds >= 60 && var.canary.timeout_seconds <= 86400
+    error_message = "canary.timeout_seconds must be from 60 to 86400 (a Cloud Run job task's limit is 24 hours)."
+  }
 }
