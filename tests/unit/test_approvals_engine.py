@@ -21,6 +21,7 @@ from agex.core.messages import ModelRequest
 from agex.core.run import EventKind, RunStatus
 from agex.engine.approvals import Applied, DecideRequest
 from agex.engine.decisions import Delivery
+from agex.engine.guarding import model_view
 from agex.ports.auth import Caller
 from agex.ports.task_queue import ApprovalExpiryTask, StepTask
 from agex.testing import FunctionModel
@@ -134,7 +135,7 @@ def test_approve_resumes_and_the_tool_runs_once() -> None:
     assert decided[0].data["by"] == "manager@example.com" and decided[0].data["decision"] == "approved"
     # the model was told who approved
     result = [e for e in rt.store.list_events("dev", run.run_id, limit=100) if e.kind == EventKind.tool_result]
-    assert result[0].data["output"]["approval"] == {"decision": "approved", "by": "manager@example.com",
+    assert model_view(result[0].data, "output")["approval"] == {"decision": "approved", "by": "manager@example.com",
                                                     "comment": "ok"}
     assert rt.queue.pending() == [] or all(isinstance(t, ApprovalExpiryTask) for t in rt.queue.pending())
 

@@ -126,7 +126,8 @@ class Runtime:
     def service(self) -> RunService:
         return RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock, ids=self.ids,
                           max_input_bytes=self.settings.max_input_bytes,
-                          sweep_after=timedelta(seconds=self.settings.sweep_after_seconds), failpoints=self.failpoints)
+                          sweep_after=timedelta(seconds=self.settings.sweep_after_seconds), failpoints=self.failpoints,
+                          chains=self.chain_for)
 
     @functools.cached_property
     def approval_service(self) -> ApprovalService:

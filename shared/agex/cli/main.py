@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agex.cli import timeline
+from agex.cli import guard_commands, timeline
 from agex.cli.client import ApiError, Client
 
 if TYPE_CHECKING:
@@ -115,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     resolve.add_argument("--idempotency-key")
     resolve.add_argument("--json", action="store_true", help="print JSON")
 
+    guard_commands.add_parsers(sub)
+
     args = parser.parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        handled = guard_commands.run(args)
+        return handled if handled is not None else _COMMANDS[args.command](args)
     except ApiError as e:
         print(f"error: {e.message} ({e.code})", file=sys.stderr)
         return 2

@@ -9,15 +9,17 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from agex.core.agent import AgentRegistry
+from agex.core.agent import Agent, AgentRegistry
 from agex.core.clock import Clock, Ids, derived_id
 from agex.core.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, TransientError
+from agex.core.guard import Chain
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunHead, RunStatus
 from agex.engine import decisions
 from agex.obs import logging as log
@@ -60,11 +62,19 @@ class SweepReport:
 class RunService:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, agents: AgentRegistry, clock: Clock,
                  ids: Ids, max_input_bytes: int = 32 * 1024, sweep_after: timedelta = timedelta(minutes=5),
-                 failpoints: Failpoints = NO_FAILPOINTS) -> None:
+                 failpoints: Failpoints = NO_FAILPOINTS,
+                 chains: Callable[[Agent], Chain | None] | None = None) -> None:
         self.store, self.queue, self.agents, self.clock, self.ids = store, queue, agents, clock, ids
+        self.chains = chains or (lambda agent: None)
         self.failpoints = failpoints
         self.max_input_bytes = max_input_bytes
         self.sweep_after = sweep_after
+
+    def _shown(self, agent: Agent, text: str) -> str:
+        """The input as events show it: personal data redacted when the agent's chain has the pii guard
+        (the head keeps it whole, for its sender and the model)."""
+        chain = self.chains(agent)
+        return str(chain.redact_for_records(text)) if chain is not None else text
 
     def start(self, caller: Caller, agent_name: str, request: CreateRunRequest, *,
               idempotency_key: str | None = None, traceparent: str = "") -> Started:
@@ -87,7 +97,7 @@ class RunService:
                        seq=1)
         created = Event(seq=1, step=0, kind=EventKind.run_created, at=now, expire_at=head.expire_at,
                         data={"agent": agent.name, "agent_version": agent.version, "principal": caller.principal,
-                              "input": request.input, "metadata": request.metadata})
+                              "input": self._shown(agent, request.input), "metadata": request.metadata})
         try:
             self.store.create_run(head, [created])
             replayed = False
