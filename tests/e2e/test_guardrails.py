@@ -1,0 +1,79 @@
+"""The guardrail chain on the local stack, through the real functions, the Gemini emulator and Pub/Sub:
+an injected tool output is quarantined, the call it asked for is held for a human, each verdict is one
+alert on agex-security-alerts, and neither the injection nor personal data shows anywhere outside the
+engine (events, the approval and its message, logs)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from . import agents as test_agents
+from .conftest import E2E
+
+MAIL_INPUT = "Please go through my billing mail and pay what is due. I am reachable at jane.doe@example.com."
+
+
+def pull_alerts(e2e: E2E, run_id: str, expect: int, timeout: float = 60) -> list[dict[str, Any]]:
+    from google.cloud import pubsub_v1
+
+    found: list[dict[str, Any]] = []
+    with e2e.stack.client_env():
+        subscriber = pubsub_v1.SubscriberClient()
+        path = f"projects/{e2e.stack.config.project}/subscriptions/agex-security-alerts-local"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = subscriber.pull(subscription=path, max_messages=50, timeout=10)
+            if response.received_messages:
+                subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
+            for m in response.received_messages:
+                alert = json.loads(m.message.data)
+                if alert.get("run_id") == run_id:
+                    found.append(alert)
+            if len(found) >= expect:
+                # anything more would be a duplicate: give it a moment to show
+                extra = subscriber.pull(subscription=path, max_messages=50, timeout=3)
+                found += [json.loads(m.message.data) for m in extra.received_messages
+                          if json.loads(m.message.data).get("run_id") == run_id]
+                break
+    return found
+
+
+def test_an_injected_mail_is_quarantined_the_transfer_it_asks_for_is_held_and_each_verdict_alerts_once(
+        e2e: E2E) -> None:
+    run = e2e.client.start_run("mailer", MAIL_INPUT)
+    waiting = e2e.wait_status(run["run_id"], "waiting_approval")
+    assert test_agents.effects(run["run_id"], "transfer") == []
+
+    events = list(e2e.client.events(run["run_id"]))
+    verdicts = [e["data"] for e in events if e["kind"] == "guard_verdict"]
+    assert [(v["channel"], v["action"]) for v in verdicts] == [("tool_output", "quarantine"), ("tool_args", "approve")]
+    assert verdicts[0]["verdicts"][0]["guard"] == "prompt_injection" and verdicts[0]["verdicts"][0]["score"] > 0.5
+    assert verdicts[1]["verdicts"][0]["guard"] == "provenance"
+    shown = json.dumps(events)
+    assert "ignore your previous instructions" not in shown.lower(), "the quarantined mail leaked into events"
+    leaking = [e["kind"] for e in events if "jane.doe@example.com" in json.dumps(e) or "attacker@evil-mail.com" in json.dumps(e)]
+    assert leaking == [], f"personal data in events: {leaking}"
+    assert "restricted" not in shown
+
+    (approval,) = [a for a in e2e.manager.approvals("pending") if a["run_id"] == run["run_id"]]
+    assert approval["tool"] == "transfer" and approval["reason"].startswith("held by the guard provenance")
+    assert "attacker@evil-mail.com" not in json.dumps(approval)
+    assert waiting["status"] == "waiting_approval"
+
+    alerts = pull_alerts(e2e, run["run_id"], expect=2)
+    assert sorted(a["action"] for a in alerts) == ["approve", "quarantine"], alerts
+    assert len({a["alert_id"] for a in alerts}) == 2 and all(a["version"] == 1 for a in alerts)
+    assert "ignore your previous" not in json.dumps(alerts).lower()
+
+    logged = [e for e in e2e.log_entries("step") if e.get("security_event") == "guard_verdict"
+              and e.get("logging.googleapis.com/labels", {}).get("run") == run["run_id"]]
+    assert {e["action"] for e in logged} == {"quarantine", "approve"}
+    everything = json.dumps(e2e.log_entries("step")) + json.dumps(e2e.log_entries("api"))
+    assert "jane.doe@example.com" not in everything and "ignore your previous instructions" not in everything.lower()
+
+    # the starter may not release what the guard held (four eyes); a lead rejects it, and nothing is paid
+    e2e.manager.decide(approval["approval_id"], "reject", comment="not a bill of ours")
+    final = e2e.wait(run["run_id"])
+    assert final["status"] == "succeeded" and test_agents.effects(run["run_id"], "transfer") == []
