@@ -48,7 +48,8 @@ def refund_policy(order_id: str) -> dict[str, object]:
             "window_days": backend.REFUND_WINDOW_DAYS}
 
 
-@tool
+# the store's own rules, not content from outside: the provenance guard does not count it as untrusted
+@tool(trusted=True)
 def check_refund_policy(args: OrderRef, ctx: ToolContext) -> dict[str, object]:
     """Check whether an order can be refunded under the store's policy, and up to what amount."""
     return refund_policy(args.order_id)
@@ -66,7 +67,9 @@ def check_refund_edit(original: dict[str, object], edited: dict[str, object]) ->
     return None
 
 
-@tool
+# moves money: held for a human when it follows suspicious content with amounts or orders the customer
+# did not give (the provenance guard of the default guardrail chain, docs/guardrails.md)
+@tool(sensitive=True)
 def issue_refund(args: RefundRequest, ctx: ToolContext) -> dict[str, object]:
     """Refund an order to the customer's original payment method. Only after the policy check allows it."""
     if args.order_id not in backend.ORDERS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agex.cli import guard_commands
+from agex.cli.main import main
 from agex.core.agent import Agent
 from agex.core.guard import Action, Channel, Content, Verdict
 
@@ -37,10 +36,7 @@ def scan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], li
          *argv: str) -> tuple[int, str]:
     """The exit status and stdout of ``agex guard scan *argv`` with ``lines`` on stdin (stderr stays captured)."""
     monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
-    parser = argparse.ArgumentParser(prog="agex")
-    guard_commands.add_parsers(parser.add_subparsers(dest="command", required=True))
-    code = guard_commands.run(parser.parse_args(["guard", "scan", *argv]))
-    assert code is not None
+    code = main(["guard", "scan", *argv])
     captured = capsys.readouterr()
     print(captured.err, file=sys.stderr, end="")
     return code, captured.out

@@ -18,7 +18,8 @@ from agex.core.decision_signing import new_key_pair
 REPO = Path(__file__).resolve().parents[2]
 
 LAZY = ("mcp", "mcp_types", "anyio", "httpx", "httpx2", "google.genai", "google.cloud.pubsub_v1",
-        "google.pubsub_v1", "google.cloud.secretmanager", "google.cloud.secretmanager_v1")
+        "google.pubsub_v1", "google.cloud.secretmanager", "google.cloud.secretmanager_v1",
+        "presidio_analyzer", "spacy", "phonenumbers", "tldextract", "llamafirewall")
 
 PROBE = """
 import json, sys

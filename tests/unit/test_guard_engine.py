@@ -293,3 +293,11 @@ def test_a_call_held_by_a_guard_and_approved_runs_once_and_its_alert_is_sent_onc
     final = rt.store.get_run("dev", head.run_id)
     assert final is not None and final.status == RunStatus.succeeded and len(paid) == 1
     assert len(rt.bus.on(SECURITY_ALERTS_TOPIC)) == 1 and len(guard.seen) == 1
+
+
+def test_the_fleet_file_may_not_raise_the_detectors_bar_on_user_input() -> None:
+    code = (GuardSpec(use="prompt_injection"),)
+    (lower,) = tightened(code, (GuardSpec(use="prompt_injection", options={"user_threshold": 0.9}),))
+    assert isinstance(lower, GuardSpec) and lower.options == {"user_threshold": 0.9}
+    with pytest.raises(ConfigurationError, match="user_threshold 0.999 is looser"):
+        tightened(code, (GuardSpec(use="prompt_injection", options={"user_threshold": 0.999}),))

@@ -189,6 +189,11 @@ def _stricter(base: GuardSpec, extra: GuardSpec) -> GuardSpec:
     if extra.channels is not None and not set(base_channels) <= set(extra.channels):
         raise ConfigurationError(f"{where}: channels {[c.value for c in extra.channels]} drop some of the code's "
                                  f"{[c.value for c in base_channels]}")
+    for key, value in extra.options.items():
+        if key.endswith("threshold") and isinstance(value, int | float):
+            was = base.options.get(key, getattr(defaults, key, None))
+            if isinstance(was, int | float) and value > was:
+                raise ConfigurationError(f"{where}: {key} {value} is looser than the code's {was}")
     dropped = [k for k, v in base.options.items() if extra.options.get(k, v) != v and isinstance(v, bool) and v]
     if dropped:
         raise ConfigurationError(f"{where}: options {dropped} would turn off what the code turns on")
