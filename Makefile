@@ -41,7 +41,7 @@ test-fast: setup
 
 # ruff, mypy (strict for core, ports and engine) and the import contracts of the layers (pyproject.toml).
 lint: setup
-	$(BIN)/ruff check shared functions examples tests bench scripts
+	$(BIN)/ruff check shared functions examples tests bench scripts guards
 	$(BIN)/mypy shared/agex
 	$(BIN)/lint-imports
 
