@@ -10,6 +10,7 @@ import pytest
 from agex.core.errors import ConfigurationError
 from agex.core.guard import Action, Channel, Content, GuardContext, GuardSpec
 from agex.guards import pii
+from agex.guards.chain import build_chain
 
 R = pii.redactor()
 CTX = GuardContext(agent="support")
@@ -161,3 +162,14 @@ def test_importing_the_guard_loads_no_presidio() -> None:
              "print(sorted(m for m in ('presidio_analyzer', 'spacy', 'phonenumbers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_records_of_a_structured_output_are_scanned_at_once_and_each_datum_redacted_where_it_is() -> None:
+    chain = build_chain((GuardSpec(use="pii"),))
+    value = {"rows": [{"phone": "+1 415 555 0132", "on": "2026-11-12"}, {"note": "write to dana@example.com"},
+                      {"id": "A-1042", "iban": "GB82 WEST 1234 5698 7654 32"}], "n": 3}
+    shown = chain.redact_for_records(value)
+    assert shown == {"rows": [{"phone": "<PHONE_NUMBER>", "on": "2026-11-12"}, {"note": "write to <EMAIL_ADDRESS>"},
+                              {"id": "A-1042", "iban": "<IBAN_CODE>"}], "n": 3}
+    clean = {"rows": [{"id": "A-1042", "on": "2026-11-12", "amount": "89.00"}]}
+    assert chain.redact_for_records(clean) is clean

@@ -8,6 +8,7 @@ never pays for it.
 
 from __future__ import annotations
 
+import bisect
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from agex.core.guard import (
     GuardSpec,
     Verdict,
     map_strings,
+    strings_of,
     text_of,
 )
 
@@ -36,6 +38,13 @@ BUILT_IN = {
     "llamafirewall": "agex.guards.llamafirewall",
 }
 """Built-in guards by the name a ``GuardSpec`` uses; each module has ``from_spec(spec) -> Guard``."""
+
+_MIN_PII = 6
+"""Strings shorter than this hold no personal datum the redactor finds (the shortest, an IP address like
+1.2.3.4, has 7 characters)."""
+_JOIN = "\n|\n"
+"""Between the strings of a content scanned at once: no recognizer's pattern runs through a bar (phone
+numbers, IBANs and cards may run through white space)."""
 
 _WHAT = {Channel.user_input: "message", Channel.tool_output: "tool output", Channel.model_output: "answer",
          Channel.tool_args: "call"}
@@ -107,7 +116,26 @@ class GuardChain:
     def redact_for_records(self, value: Any) -> Any:
         if self.records is None:
             return value
-        return map_strings(value, lambda s: self.records.redact(s)[0] if len(s) >= 6 else s)
+        # one scan of all the strings joined (a tool output has hundreds of short ones, and each scan has
+        # a fixed cost per recognizer), then a redaction of only those a finding falls in
+        strings = [t for t in strings_of(value) if len(t) >= _MIN_PII]
+        if not strings:
+            return value
+        starts, at = [], 0
+        for t in strings:
+            starts.append(at)
+            at += len(t) + len(_JOIN)
+        hit = {bisect.bisect_right(starts, f.start) - 1 for f in self.records.find(_JOIN.join(strings))}
+        if not hit:
+            return value
+        seen = iter(range(len(strings)))
+
+        def one(t: str) -> str:
+            if len(t) < _MIN_PII:
+                return t
+            return str(self.records.redact(t)[0]) if next(seen) in hit else t
+
+        return map_strings(value, one)
 
 
     def tokenize(self, value: Any, key: str) -> tuple[Any, dict[str, str]]:
