@@ -104,7 +104,9 @@ def greet(args: Person, ctx: ToolContext) -> dict[str, object]:
     """Greet a person by name; returns the greeting to give them."""
     # the model reads the docstring to choose the tool, and Person's schema to call it;
     # ctx.idempotency_key is the same on every retry of a call: pass it to APIs that
-    # take one
+    # take one. A tool that moves money, sends messages or deletes is declared
+    # @tool(sensitive=True): the guardrail chain holds it when it follows suspicious
+    # content with arguments the user did not give (docs/guardrails.md)
     return {"greeting": f"Hello, {args.name}!"}
 
 
@@ -121,6 +123,8 @@ agent = Agent(
     limits=Limits(
         max_steps=5, max_tokens=20_000, max_cost_usd=0.05, max_wall_time_s=3600
     ),
+    # the default guardrail chain is on: injection detector, provenance policy,
+    # personal-data redaction, output guard. guards=() turns it off
 )
 '''
 
