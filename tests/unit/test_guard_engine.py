@@ -301,3 +301,41 @@ def test_the_fleet_file_may_not_raise_the_detectors_bar_on_user_input() -> None:
     assert isinstance(lower, GuardSpec) and lower.options == {"user_threshold": 0.9}
     with pytest.raises(ConfigurationError, match="user_threshold 0.999 is looser"):
         tightened(code, (GuardSpec(use="prompt_injection", options={"user_threshold": 0.999}),))
+
+
+class Mail(BaseModel):
+    to: str
+    body: str
+
+
+sent: list[dict[str, Any]] = []
+
+
+@tool
+def send_mail(args: Mail, ctx: ToolContext) -> dict[str, Any]:
+    """Send a mail."""
+    sent.append(args.model_dump())
+    return {"sent": True}
+
+
+def test_tokenized_requests_hide_personal_data_from_the_model_and_the_tool_gets_the_real_value() -> None:
+    sent.clear()
+    seen: list[str] = []
+
+    def model(request: ModelRequest) -> Any:
+        text = request.model_dump_json()
+        seen.append(text)
+        if len(seen) == 1:
+            token = next(w for w in text.replace('"', " ").split() if w.startswith("<EMAIL_ADDRESS_"))
+            return [("send_mail", {"to": token.rstrip(".,"), "body": "Your order shipped."})]
+        return "I wrote to you."
+
+    agent = Agent(name="mailer", instructions="i", tools=(send_mail,),
+                  guards=(GuardSpec(use="pii", options={"tokenize_model_requests": True}),))
+    rt = InMemoryRuntime([agent], FunctionModel(model))
+    head = rt.run("mailer", "Tell me at dana.whitfield@example.com when my order ships.")
+    assert head.status == RunStatus.succeeded
+    assert all("dana.whitfield@example.com" not in s for s in seen)
+    assert sent == [{"to": "dana.whitfield@example.com", "body": "Your order shipped."}]
+    shown = "".join(EventView.of(e).model_dump_json() for e in events(rt, head.run_id))
+    assert "dana.whitfield@example.com" not in shown

@@ -189,8 +189,7 @@ class StepRunner:
         if chain is not None and chain.tokenizes:
             # the model gets personal data as tokens stable for the run; its answer gets the values back, so
             # what it asks a tool to do and what it tells the user carry the real ones
-            dumped, tokens = chain.tokenize([m.model_dump(mode="json", exclude_none=True) for m in messages],
-                                            _token_key(head))
+            dumped, tokens = chain.tokenize([_dump(m) for m in messages], _token_key(head))
             messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in agent.tools])
@@ -201,8 +200,8 @@ class StepRunner:
                 self._fail(d, RunError(code="model_error", message=e.message))
                 return None
         if tokens and chain is not None:
-            response = response.model_copy(update={"message": Message.model_validate(chain.detokenize(
-                response.message.model_dump(mode="json", exclude_none=True), tokens))})
+            response = response.model_copy(update={"message": Message.model_validate(
+                chain.detokenize(_dump(response.message), tokens))})
         cost = self.pricing.cost(agent.model, response.usage.input_tokens, response.usage.output_tokens)
         log.info(_log, "model responded", model=agent.model, input_tokens=response.usage.input_tokens,
                  output_tokens=response.usage.output_tokens, cost_usd=cost,
@@ -257,14 +256,13 @@ class StepRunner:
         record = record.model_copy(update={"parts": [
             p.model_copy(update={"function_call": p.function_call.model_copy(update={"args": shown_args[p.function_call.id]})})
             if p.function_call is not None and p.function_call.id in shown_args else p for p in record.parts]})
-        dump = {"exclude_none": True, "mode": "json"}
-        views = guarding.Guarded(value=message.model_dump(**dump), record=record.model_dump(**dump))  # type: ignore[arg-type]
+        goes_on, shown = _dump(message), _dump(record)
         restricted: dict[str, Any] = {}
-        if views.record != views.value:
-            restricted["value"] = views.value
+        if shown != goes_on:
+            restricted["value"] = goes_on
         if message != response.message:
-            restricted["original"] = response.message.model_dump(**dump)  # type: ignore[arg-type]
-        stored: dict[str, Any] = {"message": views.record, **({guarding.RESTRICTED: restricted} if restricted else {})}
+            restricted["original"] = _dump(response.message)
+        stored: dict[str, Any] = {"message": shown, **({guarding.RESTRICTED: restricted} if restricted else {})}
         return _GuardedResponse(response.model_copy(update={"message": message}), stored, verdicts, blocked)
 
     def _secret_values(self, agent: Agent) -> tuple[str, ...]:
@@ -604,6 +602,10 @@ def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled],
         return True
     decided = settled.get(call.id)
     return decided is not None and decided.decision == "approved"
+
+
+def _dump(message: Message) -> dict[str, Any]:
+    return message.model_dump(mode="json", exclude_none=True)
 
 
 def _observe(hook: Any, seam: str, *args: Any) -> None:
