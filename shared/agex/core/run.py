@@ -88,7 +88,8 @@ class Lease(_Doc):
 class RunError(_Doc):
     code: str
     """Stable, machine-readable: ``max_steps``, ``max_tokens``, ``max_cost``, ``max_wall_time``,
-    ``model_error``, ``tool_uncertain``, ``approval_expired``, ``expired``, ``internal``."""
+    ``model_error``, ``tool_uncertain``, ``approval_expired``, ``guardrail_blocked``, ``expired``,
+    ``internal``."""
     message: str
 
 
