@@ -339,3 +339,13 @@ def test_tokenized_requests_hide_personal_data_from_the_model_and_the_tool_gets_
     assert sent == [{"to": "dana.whitfield@example.com", "body": "Your order shipped."}]
     shown = "".join(EventView.of(e).model_dump_json() for e in events(rt, head.run_id))
     assert "dana.whitfield@example.com" not in shown
+
+
+def test_the_answer_keeps_personal_data_for_the_caller_and_events_show_it_redacted() -> None:
+    agent = Agent(name="mailer", instructions="i", tools=(read_inbox,), guards=(GuardSpec(use="pii"),))
+    rt = InMemoryRuntime([agent], scripted("I will write to dana.whitfield@example.com today."))
+    head = rt.run("mailer", "who do you write to?")
+    assert head.result == "I will write to dana.whitfield@example.com today."
+    finished = next(e for e in events(rt, head.run_id) if e.kind == EventKind.run_finished)
+    assert finished.data["result"] == "I will write to <EMAIL_ADDRESS> today."
+    assert "dana.whitfield" not in "".join(EventView.of(e).model_dump_json() for e in events(rt, head.run_id))

@@ -8,7 +8,7 @@ from typing import Any
 
 from agex.core.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
 from agex.core.run import Event, EventKind
-from agex.engine.guarding import hold_reason, model_view
+from agex.engine.guarding import RESTRICTED, hold_reason, model_view
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class StepProgress:
     """The latest time a tool of this step asked the run to wait until before its next step."""
     held: dict[str, str] = field(default_factory=dict)
     """Calls of this step a guard held for approval, with the guard's reason."""
+    shown_answer: str | None = None
+    """The text of this step's response as events show it, when that differs from what the model said
+    (personal data redacted): what ``run_finished`` records of the answer."""
 
 
 def window_start(current_step: int, window_steps: int) -> int:
@@ -126,6 +129,8 @@ def rebuild(run_input: str, events: list[Event], current_step: int,
             for e in step_events:
                 if e.kind == EventKind.model_response:
                     progress.response = _response_of(e)
+                    if RESTRICTED in e.data:
+                        progress.shown_answer = Message.model_validate(e.data["message"]).text
                 elif e.kind == EventKind.tool_intent:
                     progress.intents.add(e.data["call_id"])
                     progress.reconciled.pop(e.data["call_id"], None)

@@ -80,11 +80,7 @@ def guard(chain: Chain | None, channel: Channel, value: Any, context: GuardConte
     if result is not None and channel == Channel.tool_args and result.action == Action.redact:
         deciding = next(v for v in result.verdicts if v.action == Action.redact)
         record = deciding.redacted if deciding.redacted is not None else record
-    restricted: dict[str, Any] = {}
-    if record != goes_on:
-        restricted["value"] = goes_on
-    if goes_on != value:
-        restricted["original"] = value
+    restricted = restricted_views(value, goes_on, record)
     verdict = None
     if result is not None and result.action != Action.allow:
         verdict = {"channel": channel.value, "action": result.action.value,
@@ -94,6 +90,17 @@ def guard(chain: Chain | None, channel: Channel, value: Any, context: GuardConte
         if call_id is not None:
             verdict["call_id"] = call_id
     return Guarded(value=goes_on, record=record, restricted=restricted, result=result, verdict=verdict)
+
+
+def restricted_views(original: Any, goes_on: Any, record: Any) -> dict[str, Any]:
+    """The restricted part of a stored content: what goes on, when the record view differs from it, and
+    the original, when the chain changed it."""
+    restricted: dict[str, Any] = {}
+    if record != goes_on:
+        restricted["value"] = goes_on
+    if goes_on != original:
+        restricted["original"] = original
+    return restricted
 
 
 def model_view(data: dict[str, Any], name: str) -> Any:

@@ -165,7 +165,7 @@ class StepRunner:
             ended = self._act(agent, head, d, response, progress, earlier_intents, keeper)
             if ended:
                 return ended
-            return self._commit(agent, head, d, response, progress.continue_at)
+            return self._commit(agent, d, response, progress.continue_at, progress.shown_answer)
 
     def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list[Message],
               progress: conversation.StepProgress, events: list[Event]) -> ModelResponse | None:
@@ -256,13 +256,11 @@ class StepRunner:
         record = record.model_copy(update={"parts": [
             p.model_copy(update={"function_call": p.function_call.model_copy(update={"args": shown_args[p.function_call.id]})})
             if p.function_call is not None and p.function_call.id in shown_args else p for p in record.parts]})
-        goes_on, shown = _dump(message), _dump(record)
-        restricted: dict[str, Any] = {}
-        if shown != goes_on:
-            restricted["value"] = goes_on
-        if message != response.message:
-            restricted["original"] = _dump(response.message)
+        shown = _dump(record)
+        restricted = guarding.restricted_views(_dump(response.message), _dump(message), shown)
         stored: dict[str, Any] = {"message": shown, **({guarding.RESTRICTED: restricted} if restricted else {})}
+        if record.text != message.text:
+            progress.shown_answer = record.text
         return _GuardedResponse(response.model_copy(update={"message": message}), stored, verdicts, blocked)
 
     def _secret_values(self, agent: Agent) -> tuple[str, ...]:
@@ -532,14 +530,11 @@ class StepRunner:
         return self.limiter.acquire(tool.name, tool.limits, ctx.idempotency_key, self.clock.now(),
                                     lease_s=tool.timeout_s + 30)
 
-    def _commit(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
-                continue_at: datetime | None) -> StepResult:
-        chain = self.chains(agent)
-        text = response.message.text
-        shown = chain.redact_for_records(text) if chain is not None and text and not response.message.function_calls else None
+    def _commit(self, agent: Agent, d: Delivery, response: ModelResponse, continue_at: datetime | None,
+                shown: str | None) -> StepResult:
+        """``shown``: the answer as events show it, when it differs (personal data redacted)."""
         committed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.complete_step(
-            h, d.owner, d.step, response.message, self.clock.now(), continue_at,
-            shown=shown if shown != text else None))
+            h, d.owner, d.step, response.message, self.clock.now(), continue_at, shown=shown))
         new = committed.head
         assert new is not None
         self.failpoints.hit("step.after_commit")
