@@ -315,6 +315,9 @@ def test_find_runs_across_tenants_by_status_and_updated_before(store: Checkpoint
     assert store.find_runs(active, T0 + timedelta(minutes=1)) == []  # strictly before
     assert store.find_runs([RunStatus.cancelled], cutoff) == []
     assert store.find_runs([], cutoff) == []
+    # the drift collector's query: runs updated in a period (strictly after its start)
+    assert store.find_runs(active, cutoff, updated_after=T0 + timedelta(minutes=1)) == [r2, r3]
+    assert store.find_runs(active, T0 + timedelta(days=1), updated_after=T0 + timedelta(minutes=3)) == [late]
 
 
 def test_find_runs_respects_limit_oldest_first(store: CheckpointStore) -> None:

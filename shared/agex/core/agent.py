@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agex.core.approval import ApprovalPolicy
 from agex.core.errors import ConfigurationError, NotFound
 from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
+from agex.core.metrics import Evaluator, Watch
 from agex.core.run import Limits
 from agex.core.tool import Tool
 
@@ -43,6 +44,14 @@ class Agent(BaseModel):
     guards and tighten these per environment, never loosen them."""
     hooks: tuple[Hook, ...] = ()
     """Observers called after each step's commit and after the run ends (``agex.core.guard.Hook``)."""
+    behaviour: dict[str, Any] = Field(default_factory=dict)
+    """Configuration that shapes what the agent does beyond its instructions, model and tools (a retrieval
+    setting, a goodwill factor, a prompt variant): part of the version's fingerprint, so changing it
+    without bumping ``version`` is flagged (docs/observability.md). Values must be JSON."""
+    watch: tuple[Watch, ...] = ()
+    """Tool arguments whose values are behavioural metrics (recorded per run, tested for drift)."""
+    evaluators: tuple[Evaluator, ...] = ()
+    """Online evaluators: each scores a sampled share of the runs that end; scores are metrics too."""
     operators: tuple[str, ...] = ()
     """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
     retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""
@@ -50,6 +59,16 @@ class Agent(BaseModel):
     @model_validator(mode="after")
     def _policies_name_tools(self) -> Agent:
         names = {t.name for t in self.tools}
+        for w in self.watch:
+            for tool in (w.tool, *([w.per.split(".", 1)[0]] if w.per else [])):
+                if tool not in names:
+                    raise ValueError(f"watched value {w.metric!r}: agent {self.name!r} has no tool {tool!r} "
+                                     f"(tools: {', '.join(sorted(names)) or 'none'})")
+        if len({w.metric for w in self.watch}) != len(self.watch):
+            raise ValueError("two watched values have the same name; give one a name=")
+        for e in self.evaluators:
+            if not 0.0 <= e.sample <= 1.0:
+                raise ValueError(f"evaluator {e.name!r}: sample must be between 0 and 1")
         for policy in self.approvals:
             if policy.tool not in names:
                 raise ValueError(f"approval policy for {policy.tool!r}: agent {self.name!r} has no such tool "

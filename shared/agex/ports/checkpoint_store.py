@@ -61,10 +61,12 @@ class CheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     def find_runs(
-        self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100
+        self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100, *,
+        updated_after: datetime | None = None,
     ) -> list[RunHead]:
-        """Runs of every tenant in one of ``statuses`` not updated since ``updated_before``: the sweep's
-        query for runs that lost their step task."""
+        """Runs of every tenant in one of ``statuses`` not updated since ``updated_before`` (and updated
+        after ``updated_after``), oldest update first: the sweep's query for runs that lost their step
+        task, and the drift collector's for runs that ended."""
 
     @abc.abstractmethod
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:

@@ -1,6 +1,7 @@
 # Firestore: the (default) database the runtime uses (FirestoreCheckpointStore(project=...)), its composite
 # indexes, TTL policies on expire_at and single-field index exemptions. See docs/operations.md ("What the
-# cloud needs") and the docstrings of agex.adapters.gcp.firestore_store and agex.adapters.gcp.firestore_limiter.
+# cloud needs") and the docstrings of agex.adapters.gcp.firestore_store, agex.adapters.gcp.firestore_limiter
+# and agex.adapters.gcp.firestore_metrics.
 
 resource "google_firestore_database" "main" {
   project                           = var.project
@@ -90,13 +91,107 @@ resource "google_firestore_index" "approvals_created_at" {
   }
 }
 
+# Runs' metrics (tenants/{t}/run_metrics, FirestoreMetricsStore.query_run_metrics), ordered by ended_at:
+# the drift function reads one agent (version) across every tenant (collection group), the API one tenant.
+resource "google_firestore_index" "run_metrics" {
+  for_each = {
+    "group_agent"              = { scope = "COLLECTION_GROUP", fields = ["agent"] }
+    "group_agent_version"      = { scope = "COLLECTION_GROUP", fields = ["agent", "agent_version"] }
+    "collection_agent"         = { scope = "COLLECTION", fields = ["agent"] }
+    "collection_agent_version" = { scope = "COLLECTION", fields = ["agent", "agent_version"] }
+  }
+
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "run_metrics"
+  query_scope = each.value.scope
+
+  dynamic "fields" {
+    for_each = each.value.fields
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "ended_at"
+    order      = "ASCENDING"
+  }
+}
+
+# Every agent's runs' metrics across tenants (the drift function's collector): single-field indexes are
+# automatic at collection scope only, so ended_at declares its collection-group one (and keeps the
+# collection-scope one a tenant's query uses).
+resource "google_firestore_field" "run_metrics_ended_at" {
+  project    = var.project
+  database   = google_firestore_database.main.name
+  collection = "run_metrics"
+  field      = "ended_at"
+
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION_GROUP"
+    }
+  }
+}
+
+# Drift alerts of one agent, newest first (FirestoreMetricsStore.list_alerts).
+resource "google_firestore_index" "drift_alerts_agent_detected_at" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "drift_alerts"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "agent"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "detected_at"
+    order      = "DESCENDING"
+  }
+}
+
+# A tenant's evaluation results of an agent, newest first, of one version, accepted or not, or both
+# (tenants/{t}/evals, FirestoreMetricsStore.list_evals).
+resource "google_firestore_index" "evals" {
+  for_each = {
+    "agent"                  = ["agent"]
+    "agent_version"          = ["agent", "version"]
+    "agent_accepted"         = ["agent", "accepted"]
+    "agent_version_accepted" = ["agent", "version", "accepted"]
+  }
+
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "evals"
+  query_scope = "COLLECTION"
+
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
 # TTL policies: every run, event and approval document carries expire_at (creation + 7 days), rate permits
-# (limits/{tool}/seconds/...) carry it too. Collection-group wide. TTL deletion lags (up to about a day);
+# (limits/{tool}/seconds/...) carry it too, and runs' metrics records (end + METRICS_RETENTION_DAYS). Collection-group wide. TTL deletion lags (up to about a day);
 # the runtime enforces expiry itself as well. The expire_at fields are also exempted from single-field
 # indexing (index_config {}): they are never queried, and a monotonically increasing indexed timestamp
 # would be a write hotspot.
 resource "google_firestore_field" "ttl" {
-  for_each = toset(["runs", "events", "approvals", "seconds"])
+  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics"])
 
   project    = var.project
   database   = google_firestore_database.main.name
@@ -107,8 +202,8 @@ resource "google_firestore_field" "ttl" {
   index_config {}
 }
 
-# Single-field index exemptions: large strings that are never queried. Saves index writes and keeps these
-# fields clear of the 1500-byte index entry limit.
+# Single-field index exemptions: large strings and maps (each leaf of a map is indexed) that are never
+# queried. Saves index writes and keeps these fields clear of the 1500-byte index entry limit.
 resource "google_firestore_field" "exempt" {
   for_each = {
     "events.data_json"                = { collection = "events", field = "data_json" }
@@ -118,6 +213,14 @@ resource "google_firestore_field" "exempt" {
     "approvals.call_arguments_json"   = { collection = "approvals", field = "call_arguments_json" }
     "approvals.edited_arguments_json" = { collection = "approvals", field = "edited_arguments_json" }
     "approvals.late_result_json"      = { collection = "approvals", field = "late_result_json" }
+    "run_metrics.models"              = { collection = "run_metrics", field = "models" }
+    "run_metrics.tool_calls"          = { collection = "run_metrics", field = "tool_calls" }
+    "run_metrics.tool_errors"         = { collection = "run_metrics", field = "tool_errors" }
+    "run_metrics.guard_verdicts"      = { collection = "run_metrics", field = "guard_verdicts" }
+    "run_metrics.watched"             = { collection = "run_metrics", field = "watched" }
+    "run_metrics.scores"              = { collection = "run_metrics", field = "scores" }
+    "drift_alerts.alert_json"         = { collection = "drift_alerts", field = "alert_json" }
+    "agex_state.value"                = { collection = "agex_state", field = "value" }
   }
 
   project    = var.project

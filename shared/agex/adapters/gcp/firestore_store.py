@@ -381,7 +381,8 @@ class FirestoreCheckpointStore(CheckpointStore):
         docs = self._query(query.order_by("step"), f"reading events of run {run_id}")
         return sorted((_decode_event(d) for d in docs), key=lambda e: e.seq)
 
-    def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100) -> list[RunHead]:
+    def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100, *,
+                  updated_after: datetime | None = None) -> list[RunHead]:
         if not statuses or limit <= 0:
             return []
         # Production needs a composite collection-group index on `runs` (status ASC, updated_at ASC);
@@ -390,9 +391,10 @@ class FirestoreCheckpointStore(CheckpointStore):
             self._client.collection_group(self._runs)
             .where(filter=FieldFilter("status", "in", sorted({str(RunStatus(s)) for s in statuses})))
             .where(filter=FieldFilter("updated_at", "<", updated_before))
-            .order_by("updated_at")
-            .limit(limit)
         )
+        if updated_after is not None:
+            query = query.where(filter=FieldFilter("updated_at", ">", updated_after))
+        query = query.order_by("updated_at").limit(limit)
         return [_decode_head(d) for d in self._query(query, "finding runs")]
 
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:

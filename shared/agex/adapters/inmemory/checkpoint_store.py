@@ -68,9 +68,11 @@ class InMemoryCheckpointStore(CheckpointStore):
         with self._lock:
             return [e.model_copy(deep=True) for e in self._events.get((tenant, run_id), []) if e.step >= step]
 
-    def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100) -> list[RunHead]:
+    def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100, *,
+                  updated_after: datetime | None = None) -> list[RunHead]:
         with self._lock:
-            found = [h for h in self._heads.values() if h.status in statuses and h.updated_at < updated_before]
+            found = [h for h in self._heads.values() if h.status in statuses and h.updated_at < updated_before
+                     and (updated_after is None or h.updated_at > updated_after)]
             return [h.model_copy(deep=True) for h in sorted(found, key=lambda h: h.updated_at)[:limit]]
 
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
