@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agex.core.agent import Agent
 from agex.core.approval import ApprovalPolicy, Condition
+from agex.core.metrics import RunMetrics, Watch
 from agex.core.run import Limits
 from agex.tools import ToolContext, tool
 from examples import support_backend as backend
@@ -78,24 +83,54 @@ def issue_refund(args: RefundRequest, ctx: ToolContext) -> dict[str, object]:
     return backend.issue_refund(args.order_id, args.amount_usd, args.reason, ctx.idempotency_key)
 
 
-agent = Agent(
-    name="support",
-    version="1",
-    description="Answers customer refund requests for the Acme outdoor store.",
-    instructions=(
-        "You are the customer support agent for Acme Outdoor. When a customer asks for a refund: look up "
-        "the order, check the refund policy, and issue the refund only if the policy allows it, for at most "
-        "the allowed amount. Then answer the customer briefly with the outcome and the refund id."),
-    model="gemini-2.5-flash",
-    tools=(lookup_order, check_refund_policy, issue_refund),
-    limits=Limits(max_steps=10, max_tokens=100_000, max_cost_usd=0.50, max_wall_time_s=7 * 24 * 3600),
-    approvals=(
-        # refunds over $50 wait for a support lead; the run is parked at no cost until one decides
-        ApprovalPolicy(tool="issue_refund", when=(Condition(field="amount_usd", op="gt", value=REVIEW_OVER_USD),),
-                       approvers=("manager@example.com", "*@leads.example.com"), four_eyes=True, allow_edits=True,
-                       # a lead may lower the amount or reword the reason, never switch the order
-                       editable=("amount_usd", "reason"), check_edit=check_refund_edit,
-                       expires_after_s=24 * 3600, on_expiry="reject",
-                       reason=f"Refunds over ${REVIEW_OVER_USD:.0f} need a support lead's sign-off."),
-    ),
-)
+@dataclass(frozen=True)
+class MentionsOrder:
+    """An online evaluator: does the answer name the order the customer asked about? (1 or 0; None for a
+    run without an answer). A cheap, deterministic check; a rubric judged by a model is ``agex eval``'s."""
+
+    name: str = "mentions_order"
+    sample: float = 0.25
+
+    def score(self, run: RunMetrics, answer: str | None, events: Sequence[Any]) -> float | None:
+        if not answer:
+            return None
+        asked = next((e.data.get("input", "") for e in events if e.kind == "run_created"), "")
+        orders = set(re.findall(r"A-\d{4}", str(asked)))
+        return 1.0 if orders and any(o in answer for o in orders) else 0.0
+
+
+def build(version: str = "1", goodwill_factor: float = 1.0) -> Agent:
+    """The agent at a version. ``goodwill_factor`` is the behaviour-relevant setting: above 1 the agent is
+    told to refund more than the price as goodwill (what a drifting retrieval or prompt change looks like)."""
+    goodwill = (f" Goodwill factor {goodwill_factor:g}: refund {goodwill_factor:g} times the allowed amount."
+                if goodwill_factor != 1.0 else "")
+    return Agent(
+        name="support",
+        version=version,
+        description="Answers customer refund requests for the Acme outdoor store.",
+        instructions=(
+            "You are the customer support agent for Acme Outdoor. When a customer asks for a refund: look up "
+            "the order, check the refund policy, and issue the refund only if the policy allows it, for at most "
+            "the allowed amount. Then answer the customer briefly with the outcome and the refund id." + goodwill),
+        model="gemini-2.5-flash",
+        tools=(lookup_order, check_refund_policy, issue_refund),
+        behaviour={"goodwill_factor": goodwill_factor},
+        # what a refund amounts to, in dollars and as a share of the order: the drift check watches both
+        watch=(Watch(tool="issue_refund", arg="amount_usd"),
+               Watch(name="refund_share", tool="issue_refund", arg="amount_usd", per="lookup_order.amount_usd")),
+        evaluators=(MentionsOrder(),),
+        limits=Limits(max_steps=10, max_tokens=100_000, max_cost_usd=0.50, max_wall_time_s=7 * 24 * 3600),
+        approvals=(
+            # refunds over $50 wait for a support lead; the run is parked at no cost until one decides
+            ApprovalPolicy(tool="issue_refund", when=(Condition(field="amount_usd", op="gt", value=REVIEW_OVER_USD),),
+                           approvers=("manager@example.com", "*@leads.example.com"), four_eyes=True,
+                           allow_edits=True,
+                           # a lead may lower the amount or reword the reason, never switch the order
+                           editable=("amount_usd", "reason"), check_edit=check_refund_edit,
+                           expires_after_s=24 * 3600, on_expiry="reject",
+                           reason=f"Refunds over ${REVIEW_OVER_USD:.0f} need a support lead's sign-off."),
+        ),
+    )
+
+
+agent = build()

@@ -63,8 +63,10 @@ class RunService:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, agents: AgentRegistry, clock: Clock,
                  ids: Ids, max_input_bytes: int = 32 * 1024, sweep_after: timedelta = timedelta(minutes=5),
                  failpoints: Failpoints = NO_FAILPOINTS,
-                 chains: Callable[[Agent], Chain | None] | None = None) -> None:
+                 chains: Callable[[Agent], Chain | None] | None = None,
+                 fingerprint: Callable[[Agent], str] | None = None) -> None:
         self.store, self.queue, self.agents, self.clock, self.ids = store, queue, agents, clock, ids
+        self.fingerprint = fingerprint or (lambda agent: "")
         self.chains = chains or (lambda agent: None)
         self.failpoints = failpoints
         self.max_input_bytes = max_input_bytes
@@ -97,7 +99,8 @@ class RunService:
                        seq=1)
         created = Event(seq=1, step=0, kind=EventKind.run_created, at=now, expire_at=head.expire_at,
                         data={"agent": agent.name, "agent_version": agent.version, "principal": caller.principal,
-                              "input": self._shown(agent, request.input), "metadata": request.metadata})
+                              "input": self._shown(agent, request.input), "metadata": request.metadata,
+                              "fingerprint": self.fingerprint(agent)})
         try:
             self.store.create_run(head, [created])
             replayed = False

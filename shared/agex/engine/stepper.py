@@ -41,7 +41,7 @@ from agex.engine.conversation import LateResult, Settled
 from agex.engine.decisions import Claim, Delivery, Late
 from agex.engine.lease import LeaseKeeper
 from agex.obs import logging as log
-from agex.obs import tracing
+from agex.obs import metrics, tracing
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.event_bus import EventBus
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
@@ -95,8 +95,10 @@ class StepRunner:
                  models: Callable[[Agent], Model], pricing: Pricing, clock: Clock,
                  settings: StepSettings | None = None, secrets: SecretStore | None = None,
                  limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS,
-                 chains: Callable[[Agent], Chain | None] | None = None) -> None:
+                 chains: Callable[[Agent], Chain | None] | None = None,
+                 record: Callable[[RunHead], object] | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
+        self.record = record
         self.chains = chains or (lambda agent: None)
         self.models, self.pricing, self.clock = models, pricing, clock
         self.settings = settings or StepSettings()
@@ -104,13 +106,14 @@ class StepRunner:
 
     def run(self, d: Delivery) -> StepResult:
         with log.labels(run=d.run_id, tenant=d.tenant, step=d.step), tracing.tracer().start_as_current_span(
-                f"step {d.step}", attributes={"agex.run": d.run_id, "agex.step": d.step, "agex.attempt": d.attempt}):
+                f"step {d.step}", attributes={"agex.run": d.run_id, "agex.step": d.step, "agex.attempt": d.attempt}), \
+                metrics.step() as meter:
             try:
-                return self._run(d)
+                return meter.ended(self._run(d))
             except StaleDelivery as e:
                 log.info(_log, f"acknowledged without work: {e.message}", outcome="stale")
                 self._repair_successor(d)
-                return StepResult(Outcome.stale, e.message)
+                return meter.ended(StepResult(Outcome.stale, e.message))
             except LeaseHeld as e:
                 log.info(_log, f"refused attempt {d.owner}: {e.message}; Cloud Tasks retries it later",
                          outcome="lease_held", attempt=d.attempt)
@@ -118,7 +121,7 @@ class StepRunner:
             except LeaseLost as e:
                 _log.warning("attempt %s lost its lease and stopped: %s", d.owner, e.message,
                              extra={"fields": {"outcome": "lease_lost", "attempt": d.attempt}})
-                return StepResult(Outcome.lease_lost, e.message)
+                return meter.ended(StepResult(Outcome.lease_lost, e.message))
 
     def _run(self, d: Delivery) -> StepResult:
         claimed = self.store.update_run(
@@ -140,6 +143,7 @@ class StepRunner:
             return self._fail(d, RunError(code="configuration_error", message=(
                 f"agent {head.agent!r} is not deployed here any more; add it back to AGEX_AGENTS to run it")))
         with log.labels(agent=agent.name):
+            tracing.note_agent(agent.name, agent.version)
             log.info(_log, f"step {d.step} started (attempt {d.attempt})", attempt=d.attempt)
             self.failpoints.hit("step.after_claim")
             first = conversation.window_start(d.step, agent.context_window_steps)
@@ -193,16 +197,18 @@ class StepRunner:
             messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in agent.tools])
-        with tracing.tracer().start_as_current_span("model.request", attributes={"gen_ai.request.model": agent.model}):
+        with tracing.model_call(agent.model, agent=agent.name, agent_version=agent.version, run=d.run_id) as call:
             try:
                 response = self.models(agent).request(request)
             except ModelError as e:
+                call.failed(e)
                 self._fail(d, RunError(code="model_error", message=e.message))
                 return None
+            cost = self.pricing.cost(agent.model, response.usage.input_tokens, response.usage.output_tokens)
+            call.record(response, cost)
         if tokens and chain is not None:
             response = response.model_copy(update={"message": Message.model_validate(
                 chain.detokenize(_dump(response.message), tokens))})
-        cost = self.pricing.cost(agent.model, response.usage.input_tokens, response.usage.output_tokens)
         log.info(_log, "model responded", model=agent.model, input_tokens=response.usage.input_tokens,
                  output_tokens=response.usage.output_tokens, cost_usd=cost,
                  tool_calls=[c.name for c in response.message.function_calls])
@@ -494,13 +500,13 @@ class StepRunner:
         values = self._secrets_of(agent, tool)
         ctx = ToolContext(tenant=d.tenant, run_id=d.run_id, step=d.step, call_id=call.id,
                           idempotency_key=decisions.idempotency_key(head, d.step, call), secrets=values)
-        with tracing.tracer().start_as_current_span(f"tool {call.name}", attributes={"agex.tool": call.name}):
+        with tracing.tool_call(call.name, call_id=call.id, agent=agent.name, agent_version=agent.version) as span:
             permit = self._permit(tool, ctx)
             if isinstance(permit, Wait):
                 log.info(_log, f"tool {call.name} is at its limit: {permit.reason}", tool=call.name)
-                return ToolOutcome(False, {"error": permit.reason}, retry_after_s=permit.seconds)
+                return span.record(ToolOutcome(False, {"error": permit.reason}, retry_after_s=permit.seconds))
             try:
-                outcome = tool.call(args, ctx)
+                outcome = span.record(tool.call(args, ctx))
             finally:
                 if permit is not None and self.limiter is not None:
                     self.limiter.release(permit)
@@ -581,6 +587,12 @@ class StepRunner:
         log.info(_log, f"run {head.status.value}", outcome="finished", status=head.status.value,
                  error=head.error.model_dump() if head.error else None, usage=head.usage.model_dump())
         notify.run_finished(self.bus, head)
+        if self.record is not None:
+            try:
+                self.record(head)
+            except Exception:
+                # the drift function's collector records the run later: a metrics record never fails a run
+                _log.exception("could not record the metrics of run %s; the collector will", head.run_id)
         try:
             hooks = self.agents.get(head.agent).hooks
         except NotFound:

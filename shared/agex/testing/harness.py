@@ -7,6 +7,7 @@ manual, so leases, limits, timers and expiry can be tested without waiting: adva
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import cast
 
@@ -44,18 +45,28 @@ class InMemoryRuntime:
         """Grant agents their secrets here: ``rt.secrets.add_version(name, value); rt.secrets.grant(name,
         agent.identity)``."""
         # defaults, not this process's AGEX_* environment: a test's runtime is the test's alone
-        settings = Settings.model_construct(step_lease_seconds=lease_seconds)
-        self.runtime = rt = Runtime(
-            settings, Backends.in_memory(models, clock=self.clock, ids=SequentialIds(), secrets=self.secrets),
-            agents=AgentRegistry([a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"})
-                                  for a in agents]))
-        self.agents, self.store, self.limiter = rt.agents, rt.store, rt.limiter
+        self._settings = Settings.model_construct(step_lease_seconds=lease_seconds)
+        self._backends = Backends.in_memory(models, clock=self.clock, ids=SequentialIds(), secrets=self.secrets)
+        self._decisions_seen = 0
+        self.results: list[StepResult] = []
+        self._wire(agents)
+
+    def _wire(self, agents: list[Agent]) -> None:
+        self.runtime = rt = Runtime(self._settings, self._backends, agents=AgentRegistry([
+            a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"}) for a in agents]))
+        self.agents, self.store, self.limiter, self.metrics = rt.agents, rt.store, rt.limiter, rt.metrics
         self.queue, self.bus = cast(InMemoryTaskQueue, rt.queue), cast(InMemoryEventBus, rt.bus)
         self.runner, self.service, self.approvals, self.applier = rt.runner, rt.service, rt.approval_service, rt.applier
         self.signer = rt.decision_signer
         """Decisions are signed and verified as in a deployment, with the in-memory backend's own key pair."""
-        self._decisions_seen = 0
-        self.results: list[StepResult] = []
+
+    def redeploy(self, agents: list[Agent], model: Model | Callable[[Agent], Model] | None = None) -> None:
+        """A new deployment of other agent code (a new version) on the same stores, queue and bus, as a new
+        revision of the functions would be; runs under way go on under the new code."""
+        if model is not None:
+            models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
+            self._backends = dataclasses.replace(self._backends, models=lambda: models)
+        self._wire(agents)
 
     def start(self, agent: str, input: str, caller: Caller = DEFAULT_CALLER, **kwargs: object) -> RunHead:
         return self.service.start(caller, agent, CreateRunRequest(input=input), **kwargs).run  # type: ignore[arg-type]
