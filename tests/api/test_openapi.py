@@ -160,6 +160,30 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.post(pending, data="x" * (MAX_BODY_BYTES + 1), content_type=JSON, token=LEAD_TOKEN)
     client.post(pending, data="approve", content_type="text/plain", token=LEAD_TOKEN)
 
+    client.get("/v1/agents/support/metrics")
+    client.get("/v1/agents/support/metrics?bucket=week")
+    client.get("/v1/agents/support/metrics", token=None)
+    client.get("/v1/agents/nope/metrics")
+    client.get("/v1/usage?group_by=user,model")
+    client.get("/v1/usage?group_by=model,tool")
+    client.get("/v1/usage", token=None)
+    client.get("/v1/alerts?agent=support")
+    client.get("/v1/alerts?since=yesterday")
+    client.get("/v1/alerts", token=None)
+    client.get("/v1/alerts?agent=nope")
+    result = {"version": "1", "evalset": "golden", "passed": True, "accepted": True, "summary": {"pass_rate": 1.0},
+              "cases": [{"id": "a", "passed": True}]}
+    client.post("/v1/agents/support/evals", json=result)
+    client.post("/v1/agents/support/evals", json={**result, "passed": "maybe"})
+    client.post("/v1/agents/support/evals", json=result, token=None)
+    client.post("/v1/agents/nope/evals", json=result)
+    client.post("/v1/agents/support/evals", data="x" * (MAX_BODY_BYTES + 1), content_type=JSON)
+    client.post("/v1/agents/support/evals", data="{}", content_type="text/plain")
+    client.get("/v1/agents/support/evals?accepted=true")
+    client.get("/v1/agents/support/evals?accepted=maybe")
+    client.get("/v1/agents/support/evals", token=None)
+    client.get("/v1/agents/nope/evals")
+
     client.get("/v1/nope")  # undocumented route and method: ErrorBody, 404 and 405
     client.open("DELETE", f"/v1/runs/{run}")
 

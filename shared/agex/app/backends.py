@@ -19,6 +19,7 @@ from agex.core.decision_signing import new_key_pair
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
+from agex.ports.metrics_store import MetricsStore
 from agex.ports.model import Model
 from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import TaskQueue
@@ -41,6 +42,8 @@ class Backends:
     limiter: Callable[[], Limiter]
     signing_key: Callable[[], str]
     """The API's Ed25519 decision signing key (PEM)."""
+    metrics: Callable[[], MetricsStore]
+    """Runs' metrics records, agent versions, drift alerts and evaluation results."""
     clock: Clock = field(default_factory=SystemClock)
     ids: Ids = field(default_factory=RandomIds)
     decision_sources: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -105,8 +108,16 @@ class Backends:
             clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
             return SecretManagerStore(s.project, clients).access(s.api_service_account, s.decision_signing_key_secret)
 
+        def metrics() -> MetricsStore:
+            from agex.adapters.gcp.firestore_metrics import FirestoreMetricsStore
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()  # one Firestore client per process: the checkpoint store's
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreMetricsStore(store.client)
+
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
-                   signing_key=signing_key)
+                   signing_key=signing_key, metrics=_once(metrics))
 
     @classmethod
     def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
@@ -116,14 +127,17 @@ class Backends:
         from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
         from agex.adapters.inmemory.event_bus import InMemoryEventBus
         from agex.adapters.inmemory.limiter import InMemoryLimiter
+        from agex.adapters.inmemory.metrics_store import InMemoryMetricsStore
         from agex.adapters.inmemory.secret_store import InMemorySecretStore
         from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
 
         store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
         secret_store, limiter = secrets or InMemorySecretStore(), InMemoryLimiter()
         private, public = new_key_pair()
+        metrics = InMemoryMetricsStore()
         return cls(store=lambda: store, queue=lambda: queue, bus=lambda: bus, models=lambda: models,
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
+                   metrics=lambda: metrics,
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
 

@@ -14,12 +14,14 @@ agents:
     guards:                                  # optional: tighten the code's guardrail chain here (never loosen)
       - {use: provenance, action: block}
     canary: {enabled: true, schedule: "0 6 * * *", max_attack_success: 0.0}  # Terraform's red-team canary
+    drift: {baseline_version: "3"}            # optional: pin the drift baseline (default: the previous version)
     queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
 ```
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,17 @@ class CanarySettings(_Strict):
     max_attack_success: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class DriftSettings(_Strict):
+    """The drift check of this agent (docs/observability.md): a pinned baseline, instead of the previous
+    version's last runs."""
+
+    baseline_version: str | None = Field(default=None, min_length=1, max_length=64)
+    baseline_from: datetime | None = None
+    baseline_to: datetime | None = None
+    """The period of the pinned version's runs to compare with; default: the drift baseline period before
+    the window being checked."""
+
+
 class FleetAgent(_Strict):
     module: str = Field(pattern=r"^[\w.]+:\w+$")
     identity: str = Field(min_length=1)
@@ -69,6 +82,7 @@ class FleetAgent(_Strict):
     guards: list[GuardSpec] = Field(default_factory=list)
     """Guards this environment adds to the agent's chain, or makes stricter; never looser (refused)."""
     canary: CanarySettings | None = None
+    drift: DriftSettings | None = None
 
 
 class Fleet(_Strict):

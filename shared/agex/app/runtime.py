@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agex.adapters.inmemory.authenticator import StaticTokenAuthenticator
 from agex.app.backends import Backends, Models
@@ -29,18 +29,25 @@ from agex.core.errors import ConfigurationError
 from agex.core.guard import Chain
 from agex.core.pricing import Pricing
 from agex.engine.approvals import ApprovalApplier, ApprovalService
+from agex.engine.metrics import Recorder, Versions
+from agex.engine.reports import Reports
 from agex.engine.runs import RunService
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.obs import logging as log
-from agex.obs import tracing
+from agex.obs import metrics, tracing
 from agex.ports.auth import Authenticator
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 from agex.ports.limiter import Limiter
+from agex.ports.metrics_store import MetricsStore
 from agex.ports.model import Model
 from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import TaskQueue
+
+if TYPE_CHECKING:
+    from agex.app.http.drift_endpoint import DriftEndpoint
+    from agex.engine.watching import DriftService
 
 
 class Runtime:
@@ -50,6 +57,7 @@ class Runtime:
         self.backends = backends or Backends.gcp(self.settings)
         self.clock, self.ids = self.backends.clock, self.backends.ids
         self.pricing = Pricing()
+        self._drift_pins: dict[str, Any] = {}
         if agents is not None:
             self.__dict__["agents"] = self._checked(agents)
 
@@ -59,7 +67,10 @@ class Runtime:
         if s.fleet_file:
             from agex.app import fleet
 
-            return self._checked(fleet.registry(fleet.load(s.fleet_file), s.project))
+            declared = fleet.load(s.fleet_file)
+            self._drift_pins = {name: a.drift for name, a in declared.agents.items() if a.drift is not None
+                                and a.drift.baseline_version is not None}
+            return self._checked(fleet.registry(declared, s.project))
         if not s.agent_specs:
             raise ConfigurationError("this deployment has no agents: set AGEX_FLEET_FILE (a fleet file) or "
                                      "AGEX_AGENTS (module:attribute specs)")
@@ -115,6 +126,34 @@ class Runtime:
         return self.backends.limiter()
 
     @functools.cached_property
+    def metrics(self) -> MetricsStore:
+        return self.backends.metrics()
+
+    @functools.cached_property
+    def versions(self) -> Versions:
+        return Versions(self.metrics, self.clock)
+
+    @functools.cached_property
+    def recorder(self) -> Recorder:
+        return Recorder(store=self.store, metrics=self.metrics, agents=self.agents,
+                        clock=self.clock)
+
+    @functools.cached_property
+    def drift(self) -> DriftService:
+        from agex.engine.watching import Baseline, DriftService, DriftSettings
+
+        s = self.settings
+        _ = self.agents
+        pins = {name: Baseline(p.baseline_version, p.baseline_from, p.baseline_to)
+                for name, p in self._drift_pins.items()}
+        settings = DriftSettings(window_s=s.drift_window_seconds, interval_s=s.drift_interval_seconds,
+                                 alpha=s.drift_alpha, min_runs=s.drift_min_runs, baseline_s=s.drift_baseline_seconds,
+                                 settle_s=s.drift_settle_seconds, pins=pins)
+        return DriftService(store=self.store, metrics=self.metrics, bus=self.bus, agents=self.agents,
+                            clock=self.clock, recorder=self.recorder, versions=self.versions, settings=settings,
+                            instance=f"{socket.gethostname()}-{os.getpid()}")
+
+    @functools.cached_property
     def failpoints(self) -> Failpoints:
         from agex.adapters.failpoints import FileFailpoints
 
@@ -127,7 +166,7 @@ class Runtime:
         return RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock, ids=self.ids,
                           max_input_bytes=self.settings.max_input_bytes,
                           sweep_after=timedelta(seconds=self.settings.sweep_after_seconds), failpoints=self.failpoints,
-                          chains=self.chain_for)
+                          chains=self.chain_for, fingerprint=self.versions.fingerprint)
 
     @functools.cached_property
     def approval_service(self) -> ApprovalService:
@@ -153,7 +192,9 @@ class Runtime:
         return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
                          authenticator=self.authenticator,
                          max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
-                         base_url=self.settings.public_url)
+                         base_url=self.settings.public_url,
+                         reports=Reports(metrics=lambda: self.metrics, agents=self.agents, clock=self.clock,
+                                         ids=self.ids))
 
     @functools.cached_property
     def authenticator(self) -> Authenticator:
@@ -177,7 +218,7 @@ class Runtime:
                           models=self.model_for, pricing=self.pricing, clock=self.clock,
                           settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url),
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
-                          failpoints=self.failpoints, chains=self.chain_for)
+                          failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record)
 
     @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:
@@ -187,6 +228,19 @@ class Runtime:
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=self.runner, service=self.service, approvals=self.applier, verify=verify,
                             instance=f"{socket.gethostname()}-{os.getpid()}")
+
+    @functools.cached_property
+    def drift_endpoint(self) -> DriftEndpoint:
+        from agex.adapters.gcp.oidc import GoogleIdTokens, OidcVerifier
+        from agex.app.http.drift_endpoint import DriftEndpoint
+
+        s = self.settings
+        audience = s.drift_audience or s.drift_url
+        if not audience:
+            raise ConfigurationError("the drift function needs AGEX_DRIFT_URL (its own URL, the audience of the "
+                                     "scheduler's OIDC tokens)")
+        verify = OidcVerifier(GoogleIdTokens(audience=audience, certs_url=s.oidc_certs_url), s.drift_invoker)
+        return DriftEndpoint(service=lambda: self.drift, verify=verify)
 
     @functools.cached_property
     def applier(self) -> ApprovalApplier:
@@ -233,5 +287,6 @@ def runtime() -> Runtime:
     """The process-wide runtime of a function, built from the environment on first use."""
     settings = Settings()
     log.setup(settings.project)
-    tracing.setup()
+    tracing.setup(settings.project)
+    metrics.setup(settings.project)
     return Runtime(settings)

@@ -91,6 +91,24 @@ class Settings(BaseSettings):
     """The API's identity, as which it reads the signing key from the Secret Manager emulator locally (in the
     cloud it reads with the function's own credentials)."""
 
+    # drift (the drift function; docs/observability.md)
+    drift_url: str = ""
+    """The drift function's URL: the audience of the scheduler's OIDC tokens, which it checks."""
+    drift_audience: str = ""
+    """Audience of those tokens; defaults to ``drift_url``."""
+    drift_invoker: str = "agex-scheduler@agex-local.iam.gserviceaccount.com"
+    """The identity Cloud Scheduler signs its OIDC token as; the drift function accepts only this one."""
+    drift_window_seconds: float = Field(default=86_400.0, gt=0)
+    """Length of a drift window: the current side of each comparison, and the unit of alert deduplication."""
+    drift_interval_seconds: float = Field(default=3_600.0, gt=0)
+    """How often the drift check runs (the schedule): the false-alarm budget is split across the checks of
+    a window."""
+    drift_alpha: float = Field(default=0.01, gt=0, lt=1)
+    """Probability of a false alarm per agent version and window, across all metrics and checks."""
+    drift_min_runs: int = Field(default=30, ge=5)
+    drift_baseline_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    drift_settle_seconds: float = Field(default=60.0, ge=0)
+
     @property
     def audience(self) -> str:
         return self.step_audience or self.step_url

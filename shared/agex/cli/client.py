@@ -109,3 +109,23 @@ class Client:
         if arguments is not None:
             body["arguments"] = arguments
         return self._call("POST", f"/v1/approvals/{approval_id}", json=body, headers=headers, retry=True)
+
+    def metrics(self, agent: str, **params: str | None) -> dict[str, Any]:
+        return self._call("GET", f"/v1/agents/{agent}/metrics", params=_present(params), retry=True)
+
+    def usage(self, **params: str | None) -> dict[str, Any]:
+        return self._call("GET", "/v1/usage", params=_present(params), retry=True)
+
+    def alerts(self, **params: str | None) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/alerts", params=_present(params), retry=True)["alerts"]
+
+    def put_eval(self, agent: str, result: dict[str, Any]) -> dict[str, Any]:
+        # keyed by its eval_id (set by the caller), so a retry stores the same result once
+        return self._call("POST", f"/v1/agents/{agent}/evals", json=result, retry="eval_id" in result)["eval"]
+
+    def evals(self, agent: str, **params: str | None) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/agents/{agent}/evals", params=_present(params), retry=True)["evals"]
+
+
+def _present(params: dict[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if v is not None and v != ""}

@@ -8,11 +8,11 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agex.cli import guard_commands, timeline
+from agex.cli import eval_commands, guard_commands, timeline, watch_commands
 from agex.cli.client import ApiError, Client
 
 if TYPE_CHECKING:
@@ -116,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     resolve.add_argument("--json", action="store_true", help="print JSON")
 
     guard_commands.add_parsers(sub)
+    watch_commands.add_parsers(sub)
+    eval_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
     try:
         handled = guard_commands.run(args)
+        if handled is None:
+            handled = watch_commands.run(args)
+        if handled is None:
+            handled = eval_commands.run(args)
         return handled if handled is not None else _COMMANDS[args.command](args)
     except ApiError as e:
         print(f"error: {e.message} ({e.code})", file=sys.stderr)
@@ -399,8 +405,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {where}")
         print(f"ready: API at {system.api_url} (token: dev-token), started in {_uptime():.2f} s. "
               "Ctrl-C stops everything.", flush=True)
-        while True:
-            time.sleep(3600)
+        _print_alerts(Client(system.api_url, None))
     except KeyboardInterrupt:
         pass
     finally:
@@ -411,6 +416,23 @@ def cmd_dev(args: argparse.Namespace) -> int:
             system.stop()
             print("stopped.", flush=True)
     return 0
+
+
+def _print_alerts(client: Client, every_s: float = 5.0) -> None:
+    """Print each drift alert as it is published (through the API, as a notifier would read it), forever."""
+    seen: set[str] = set()
+    since = datetime.now(UTC).isoformat()
+    while True:
+        time.sleep(every_s)
+        try:
+            alerts = client.alerts(since=since)
+        except ApiError:
+            continue  # the system is stopping or busy: the next poll catches up
+        for item in reversed(alerts):
+            alert = item["alert"]
+            if alert["alert_id"] not in seen:
+                seen.add(alert["alert_id"])
+                print(watch_commands.alert_text(alert), flush=True)
 
 
 def cmd_new(args: argparse.Namespace) -> int:

@@ -70,6 +70,9 @@ class EmbeddedConfig:
     step_lease_seconds: float = 30.0
     sweep_every_seconds: float = 10.0
     sweep_after_seconds: float = 30.0
+    drift_every_seconds: float = 5.0
+    """How often the drift check runs (hourly in the cloud)."""
+    drift_window_seconds: float = 3600.0
     workers: int = 4
     """Deliveries made at once (the instances Cloud Run would start)."""
     min_backoff_seconds: float = 0.2
@@ -142,7 +145,8 @@ class Embedded:
             fleet_file=str(Path(c.fleet_file).resolve()) if c.fleet_file is not None else "", agents=c.agents,
             authenticator="dev", dev_tokens=c.dev_tokens, public_url=self.api_url, gemini_base_url=self.gemini_url,
             gemini_api_key="local-emulator-key", vertex=False, step_lease_seconds=c.step_lease_seconds,
-            sweep_after_seconds=c.sweep_after_seconds)
+            sweep_after_seconds=c.sweep_after_seconds, drift_interval_seconds=c.drift_every_seconds,
+            drift_window_seconds=c.drift_window_seconds)
         self.model = model = GeminiModel(api_key=settings.gemini_api_key, base_url=settings.gemini_base_url,
                                          timeout_seconds=settings.model_timeout_seconds)
         runtime = self.runtime = Runtime(settings, Backends.in_memory(lambda agent: model, clock=SystemClock()))
@@ -151,7 +155,8 @@ class Embedded:
                                               read_timeout_s=settings.request_timeout_seconds)
         self.dispatcher = Dispatcher(runtime, workers=c.workers, min_backoff_s=c.min_backoff_seconds,
                                      max_backoff_s=c.max_backoff_seconds, sweep_every_s=c.sweep_every_seconds,
-                                     decision_max_attempts=c.decision_max_attempts).start()
+                                     decision_max_attempts=c.decision_max_attempts,
+                                     drift_every_s=c.drift_every_seconds).start()
         self._run("api", api)
 
     def stop(self) -> None:
@@ -240,12 +245,14 @@ class Dispatcher:
     TICK_S = 0.05
 
     def __init__(self, runtime: Runtime, *, workers: int = 4, min_backoff_s: float = 0.2, max_backoff_s: float = 5.0,
-                 sweep_every_s: float = 10.0, decision_max_attempts: int = 5, instance: str = "") -> None:
+                 sweep_every_s: float = 10.0, decision_max_attempts: int = 5, instance: str = "",
+                 drift_every_s: float = 5.0) -> None:
         self.runtime = runtime
         self.queue = cast("InMemoryTaskQueue", runtime.queue)
         self.bus = cast("InMemoryEventBus", runtime.bus)
         self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
         self.sweep_every_s, self.decision_max_attempts = sweep_every_s, decision_max_attempts
+        self.drift_every_s = drift_every_s
         self.instance = instance or f"embedded-{os.getpid()}"
         self._workers = workers
         self._stop = threading.Event()
@@ -287,6 +294,7 @@ class Dispatcher:
 
     def _loop(self) -> None:
         next_sweep = time.monotonic() + self.sweep_every_s
+        next_drift = time.monotonic() + self.drift_every_s
         while not self._stop.is_set():
             self._wake.wait(self.TICK_S)
             self._wake.clear()
@@ -298,6 +306,9 @@ class Dispatcher:
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_every_s
                     self._sweep()
+                if time.monotonic() >= next_drift:
+                    next_drift = time.monotonic() + self.drift_every_s
+                    self.runtime.drift.check()
             except Exception:  # the loop outlives any one bad pass
                 _log.exception("the dispatcher's pass failed; it goes on")
 

@@ -47,7 +47,10 @@ INSPECT_SUBSCRIPTIONS = {
     "agex-approval-decisions-dead": "agex-approval-decisions-dead-local",
     "agex-run-events": "agex-run-events-local",
     "agex-security-alerts": "agex-security-alerts-local",
+    "agex-drift-alerts": "agex-drift-alerts-local",
 }
+SCHEDULER_IDENTITY = "agex-scheduler@agex-local.iam.gserviceaccount.com"
+"""Who Cloud Scheduler's OIDC tokens for the drift function are minted for (Terraform's scheduler identity)."""
 DEV_TOKENS = "dev-token=dev:dev@example.com,manager-token=dev:manager@example.com,acme-token=acme:ops@acme.test"
 """The local API tokens (``AGEX_DEV_TOKENS``): ``manager-token`` is the sample support agent's approver, a
 different person from ``dev-token``'s (four eyes); ``acme-token`` is a second tenant."""
@@ -73,6 +76,9 @@ class StackConfig:
     dev_tokens: str = DEV_TOKENS
     sweep_every_seconds: float = 10.0
     sweep_after_seconds: float = 30.0
+    drift_every_seconds: float = 5.0
+    """How often the drift check runs (hourly in the cloud)."""
+    drift_window_seconds: float = 3600.0
     step_lease_seconds: float = 30.0
     queue_min_backoff_seconds: float = 0.2
     queue_max_backoff_seconds: float = 5.0
@@ -97,12 +103,16 @@ class Stack:
         self.api_url = ""
         self.step_url = ""
         self.approvals_url = ""
+        self.drift_url = ""
         self.gemini_url = ""
         self.tasks_host = ""
         self.tasks_http = ""
         self.secrets_host = ""
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._drifter: threading.Thread | None = None
+        self._functions: dict[str, EmulatorProcess] = {}
+        self._ports: dict[str, int] = {}
         # the API's decision signing key: its private half in the Secret Manager emulator, readable by the
         # API's identity alone; its public half declared to the approvals function (as Terraform does)
         self._decision_key, self._decision_public_key = new_key_pair()
@@ -124,11 +134,12 @@ class Stack:
             self.secrets_host = secrets.endpoints["grpc"]
             gemini = self._keep(self._python("gemini", ["--port", "0", "--scenarios", str(c.scenarios),
                                                         *(["--keep-bodies"] if c.keep_model_requests else [])], logs))
-            step_port, approvals_port = free_port(), free_port()
+            step_port, approvals_port, drift_port = free_port(), free_port(), free_port()
             self.tasks_host, self.tasks_http = tasks.endpoints["grpc"], f"http://{tasks.endpoints['http']}"
             self.gemini_url = f"http://{gemini.endpoints['http']}"
             self.step_url = f"http://{HOST}:{step_port}/"
             self.approvals_url = f"http://{HOST}:{approvals_port}/"
+            self.drift_url = f"http://{HOST}:{drift_port}/"
             self.api_url = f"http://{HOST}:{c.api_port}"
             self.env = {
                 "FIRESTORE_EMULATOR_HOST": firestore.host_port,
@@ -150,21 +161,39 @@ class Stack:
                 "AGEX_EXAMPLE_LEDGER": str((c.workdir / "refunds.sqlite").resolve()),
                 "AGEX_DECISIONS_PUSH_SERVICE_ACCOUNT": PUSH_IDENTITY,
                 "AGEX_DECISIONS_PUSH_AUDIENCE": self.approvals_url,
+                "AGEX_DRIFT_URL": self.drift_url,
+                "AGEX_DRIFT_INVOKER": SCHEDULER_IDENTITY,
+                "AGEX_DRIFT_INTERVAL_SECONDS": str(c.drift_every_seconds),
+                "AGEX_DRIFT_WINDOW_SECONDS": str(c.drift_window_seconds),
                 "AGEX_DECISION_SOURCES": json.dumps({"api": [self._decision_public_key],
                                                      **{k: [v] for k, v in c.decision_sources.items()}}),
                 **c.extra_env,
             }
             self._provision()
-            self._keep(self._function("step", step_port, logs))
-            self._keep(self._function("approvals", approvals_port, logs))
-            self._keep(self._function("api", c.api_port, logs))
+            self._ports = {"step": step_port, "approvals": approvals_port, "api": c.api_port, "drift": drift_port}
+            for name, port in self._ports.items():
+                self._functions[name] = self._keep(self._function(name, port, logs))
             self._subscribe_approvals()
             self._sweeper = threading.Thread(target=self._sweep_loop, name="agex-sweeper", daemon=True)
             self._sweeper.start()
+            self._drifter = threading.Thread(target=self._drift_loop, name="agex-drift", daemon=True)
+            self._drifter.start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def redeploy(self, fleet_file: Path) -> None:
+        """Deploy other agent code (a new version): the functions restart on the same ports with another fleet
+        file, as a new revision would replace them, on the same emulators and their data."""
+        self.config.fleet_file = fleet_file
+        self.env["AGEX_FLEET_FILE"] = str(Path(fleet_file).resolve())
+        logs = self.config.workdir / "logs"
+        for name, port in self._ports.items():
+            old = self._functions[name]
+            old.stop(grace=5.0)
+            self.processes.remove(old)
+            self._functions[name] = self._keep(self._function(name, port, logs))
 
     def stop(self) -> None:
         self._stop.set()
@@ -196,7 +225,8 @@ class Stack:
     def describe(self) -> dict[str, str]:
         c = self.config
         agents = {"fleet": str(c.fleet_file)} if c.fleet_file is not None else {"agents": c.agents}
-        return {"api": self.api_url, "step": self.step_url, "approvals": self.approvals_url, "gemini": self.gemini_url,
+        return {"api": self.api_url, "step": self.step_url, "approvals": self.approvals_url, "drift": self.drift_url,
+                "gemini": self.gemini_url,
                 "cloud_tasks": self.tasks_host, "secret_manager": self.secrets_host, "firestore": self.env.get("FIRESTORE_EMULATOR_HOST", ""),
                 "pubsub": self.env.get("PUBSUB_EMULATOR_HOST", ""), **agents, "scenarios": str(c.scenarios),
                 "logs": str(c.workdir / "logs")}
@@ -214,6 +244,7 @@ class Stack:
         from agex.adapters.gcp.pubsub_bus import ensure_subscription, ensure_topics
         from agex.core.approval import APPROVAL_REQUESTS_TOPIC, DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
         from agex.core.guard import SECURITY_ALERTS_TOPIC
+        from agex.core.metrics import DRIFT_ALERTS_TOPIC
         from agex.engine.notify import RUN_EVENTS_TOPIC
 
         c = self.config
@@ -222,7 +253,7 @@ class Stack:
             ensure_queue(client, client.queue_path(c.project, "us-central1", "agex-steps"),
                          min_backoff_s=c.queue_min_backoff_seconds, max_backoff_s=c.queue_max_backoff_seconds)
             ensure_topics(c.project, (RUN_EVENTS_TOPIC, APPROVAL_REQUESTS_TOPIC, DECISIONS_TOPIC,
-                                      DECISIONS_DEAD_LETTER_TOPIC, SECURITY_ALERTS_TOPIC))
+                                      DECISIONS_DEAD_LETTER_TOPIC, SECURITY_ALERTS_TOPIC, DRIFT_ALERTS_TOPIC))
             for topic, subscription in INSPECT_SUBSCRIPTIONS.items():
                 ensure_subscription(c.project, topic, subscription)
         self._provision_secrets()
@@ -294,6 +325,18 @@ class Stack:
             with contextlib.suppress(Exception):  # a missed sweep is made up by the next one
                 post_with_oidc(client, queue, url=self.step_url + "sweep", service_account=service_account,
                                audience=self.step_url)
+
+    def _drift_loop(self) -> None:
+        """Cloud Scheduler's drift job locally, with the OIDC token of the scheduler's identity."""
+        from agex.adapters.gcp.cloud_tasks import make_client, post_with_oidc
+
+        with self.client_env():
+            client = make_client(self.tasks_host)
+        queue = client.queue_path(self.config.project, "us-central1", "agex-steps")
+        while not self._stop.wait(self.config.drift_every_seconds):
+            with contextlib.suppress(Exception):  # a missed check is made up by the next one
+                post_with_oidc(client, queue, url=self.drift_url, service_account=SCHEDULER_IDENTITY,
+                               audience=self.drift_url)
 
 
 def _answers(url: str) -> bool:

@@ -38,7 +38,7 @@ from agex.core.errors import (
 )
 from agex.engine.approvals import Applied, ApprovalApplier, security_event
 from agex.obs import logging as log
-from agex.obs import tracing
+from agex.obs import metrics, tracing
 
 _log = log.get("approvals")
 _MAX_PUSH_BYTES = 256 * 1024
@@ -50,6 +50,15 @@ class DecisionPush:
         self.applier, self.verify = applier, verify
 
     def __call__(self, request: Request) -> Response:
+        with log.request_context(request) as served:
+            response = self._serve(request)
+            served.respond(response)
+        # Cloud Run throttles the CPU once the answer is sent: export the request's spans and metrics first
+        tracing.flush()
+        metrics.flush()
+        return response
+
+    def _serve(self, request: Request) -> Response:
         try:
             if request.method != "POST":
                 raise RequestError("the approvals function takes POST requests from its Pub/Sub push "

@@ -27,10 +27,20 @@ from agex.app.http.views import (
 )
 from agex.core.approval import ApprovalStatus
 from agex.engine.approvals import DecideRequest
+from agex.engine.reports import (
+    GROUPS,
+    AgentMetrics,
+    AlertsPage,
+    EvalsPage,
+    EvalSubmission,
+    EvalView,
+    UsageReport,
+)
 from agex.engine.runs import CreateRunRequest
 
 _MODELS: list[type[BaseModel]] = [RunView, EventsPage, AgentView, AgentList, ApprovalView, ApprovalsPage,
-                                  DecisionView, ErrorBody, CreateRunRequest, DecideRequest]
+                                  DecisionView, ErrorBody, CreateRunRequest, DecideRequest, AgentMetrics, UsageReport,
+                                  AlertsPage, EvalsPage, EvalSubmission, EvalView]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -60,6 +70,24 @@ _APPROVALS_PAGE_TOKEN = {"name": "page_token", "in": "query",
                          "description": "The `next_page_token` of the previous page, with the same `status`; "
                                         "opaque. A string the API did not return (even of this alphabet), or "
                                         "the empty string, is a 400."}
+
+
+_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_TEXT_PARAM = "^[A-Za-z0-9_.@:+-]{1,128}$"
+
+
+def _time(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", "format": "date-time", "pattern": _TIME_PATTERN}}
+
+
+def _text(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", "pattern": _TEXT_PARAM}}
+
+
+_PERIOD = [_time("from", "Start of the period (runs that ended at or after it); default: `to` less 7 days."),
+           _time("to", "End of the period (runs that ended before it); default: now. At most 92 days after `from`.")]
 
 
 def _idempotency_key(description: str) -> dict[str, Any]:
@@ -193,6 +221,42 @@ def _document() -> dict[str, Any]:
                                                 "approval's `kind`; edited `arguments` the policy or the tool "
                                                 "does not accept; a bad `Idempotency-Key`."),
                         **_errors(401, 403, 404, 409, 413, 415)}}},
+            "/v1/agents/{agent}/metrics": {"get": {
+                "operationId": "agent_metrics", "summary": "An agent's behavioural metrics per version and time bucket",
+                "parameters": [_AGENT, _text("version", "Only this version."), *_PERIOD,
+                               {"name": "bucket", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["hour", "day", "none"], "default": "day"}}],
+                "responses": {"200": _json(AgentMetrics, "The metrics of the tenant's runs of the agent."),
+                              **_errors(400, 401, 404)}}},
+            "/v1/agents/{agent}/evals": {
+                "get": {"operationId": "list_evals", "summary": "Evaluation results of an agent, newest first",
+                        "parameters": [_AGENT, _text("version", "Only this version."),
+                                       {"name": "accepted", "in": "query", "required": False,
+                                        "schema": {"type": "string", "enum": ["true", "false"]}},
+                                       {"name": "page_size", "in": "query",
+                                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}],
+                        "responses": {"200": _json(EvalsPage, "Evaluation results."), **_errors(400, 401, 404)}},
+                "post": {"operationId": "put_eval", "summary": "Store an evaluation result (`agex eval`)",
+                         "parameters": [_AGENT],
+                         "requestBody": {"required": True,
+                                         "content": {"application/json": {"schema": _ref(EvalSubmission)}}},
+                         "responses": {"201": {"description": "Stored.", "content": {"application/json": {"schema": {
+                             "type": "object", "properties": {"eval": _ref(EvalView)}, "required": ["eval"]}}}},
+                                       **_errors(400, 401, 404, 413, 415)}}},
+            "/v1/usage": {"get": {
+                "operationId": "usage", "summary": "Tokens, cost and calls of the tenant's runs, grouped",
+                "parameters": [{"name": "group_by", "in": "query", "required": False,
+                                "description": f"Comma-separated, distinct, among {', '.join(GROUPS)}; not both "
+                                               "model and tool. Default: agent.",
+                                "schema": {"type": "string", "default": "agent"}},
+                               _text("agent", "Only this agent's runs."), *_PERIOD],
+                "responses": {"200": _json(UsageReport, "Usage per group."), **_errors(400, 401)}}},
+            "/v1/alerts": {"get": {
+                "operationId": "list_alerts", "summary": "Drift alerts, newest first",
+                "parameters": [_text("agent", "Only this agent's."), _time("since", "Only alerts detected after it."),
+                               _PAGE_SIZE],
+                "responses": {"200": _json(AlertsPage, "Drift alerts (example runs of the caller's tenant only)."),
+                              **_errors(400, 401, 404)}}},
             "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                                          "responses": {"200": {"description": "OpenAPI 3.1 document."}}}},
             "/healthz": {"get": {"operationId": "health", "summary": "Liveness", "security": [],

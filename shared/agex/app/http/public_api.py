@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
@@ -40,15 +41,17 @@ from agex.core.agent import AgentRegistry
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import (
     AgexError,
+    NotFound,
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,
     validation_problems,
 )
 from agex.engine.approvals import ApprovalService, DecideRequest
+from agex.engine.reports import EvalSubmission, Reports
 from agex.engine.runs import CreateRunRequest, RunService
 from agex.obs import logging as log
-from agex.obs import tracing
+from agex.obs import metrics, tracing
 from agex.ports.auth import Authenticator, Caller
 
 MAX_PAGE_SIZE = 1000
@@ -73,6 +76,11 @@ _routes = Map([
     Rule("/v1/approvals", endpoint="list_approvals", methods=["GET"]),
     Rule("/v1/approvals/<id:approval_id>", endpoint="get_approval", methods=["GET"]),
     Rule("/v1/approvals/<id:approval_id>", endpoint="decide_approval", methods=["POST"]),
+    Rule("/v1/agents/<id:agent>/metrics", endpoint="agent_metrics", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>/evals", endpoint="list_evals", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>/evals", endpoint="put_eval", methods=["POST"]),
+    Rule("/v1/usage", endpoint="usage", methods=["GET"]),
+    Rule("/v1/alerts", endpoint="list_alerts", methods=["GET"]),
 ], converters={"id": _IdConverter}, strict_slashes=False)
 
 _PUBLIC = {"health", "openapi"}
@@ -80,33 +88,45 @@ _PUBLIC = {"health", "openapi"}
 
 class PublicApi:
     def __init__(self, *, service: RunService, approvals: ApprovalService, agents: AgentRegistry,
-                 authenticator: Authenticator, max_body_bytes: int, base_url: str = "") -> None:
+                 authenticator: Authenticator, max_body_bytes: int, base_url: str = "",
+                 reports: Reports | None = None) -> None:
         self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
+        self.reports = reports
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url.rstrip("/")
 
     def __call__(self, request: Request) -> Response:
-        with tracing.tracer().start_as_current_span(
-                f"{request.method} {request.path}", context=tracing.extract(dict(request.headers))):
-            try:
-                endpoint, params = _routes.bind("", path_info=request.path).match(method=request.method)
-                caller = None if endpoint in _PUBLIC else self.auth.authenticate(dict(request.headers))
-                with log.labels(tenant=caller.tenant if caller else None):
-                    return getattr(self, f"_{endpoint}")(request, caller, **params)
-            except WerkzeugNotFound:
-                return error_response(not_found(request.method, request.path))
-            except WerkzeugMethodNotAllowed as e:
-                allowed = ", ".join(sorted(e.valid_methods or []))
-                return error_response(method_not_allowed(request.method, allowed), {"Allow": allowed})
-            except HTTPException as e:  # werkzeug's, reading the request (a client that went away mid-body)
-                return http_exception_response(e, request.method, request.path)
-            except AgexError as e:
-                if e.status >= 500:
-                    _log.exception("request failed")
-                return error_response(e)
-            except Exception:
-                _log.exception("request crashed")
-                return error_response(internal_error())
+        with log.request_context(request) as served, tracing.tracer().start_as_current_span(
+                f"{request.method} {request.path}", context=tracing.extract(dict(request.headers)),
+                kind=SpanKind.SERVER):
+            response = self._serve(request)
+            served.respond(response)
+        # Cloud Run throttles the CPU once the answer is sent: export the request's spans and metrics first
+        tracing.flush()
+        metrics.flush()
+        return response
+
+    def _serve(self, request: Request) -> Response:
+        try:
+            endpoint, params = _routes.bind("", path_info=request.path).match(method=request.method)
+            caller = None if endpoint in _PUBLIC else self.auth.authenticate(dict(request.headers))
+            log.annotate_request(run=params.get("run_id"))
+            with log.labels(tenant=caller.tenant if caller else None):
+                return getattr(self, f"_{endpoint}")(request, caller, **params)
+        except WerkzeugNotFound:
+            return error_response(not_found(request.method, request.path))
+        except WerkzeugMethodNotAllowed as e:
+            allowed = ", ".join(sorted(e.valid_methods or []))
+            return error_response(method_not_allowed(request.method, allowed), {"Allow": allowed})
+        except HTTPException as e:  # werkzeug's, reading the request (a client that went away mid-body)
+            return http_exception_response(e, request.method, request.path)
+        except AgexError as e:
+            if e.status >= 500:
+                _log.exception("request failed")
+            return error_response(e)
+        except Exception:
+            _log.exception("request crashed")
+            return error_response(internal_error())
 
     # --- endpoints -----------------------------------------------------------------------------------
 
@@ -134,6 +154,7 @@ class PublicApi:
         started = self.service.start(caller, agent, create, idempotency_key=key,
                                      traceparent=tracing.current_traceparent())
         view = RunView.of(started.run, self.base_url)
+        log.annotate_request(run=started.run.run_id, agent=agent)
         log.info(_log, "run started" if not started.replayed else "run request replayed",
                  run=started.run.run_id, agent=agent)
         headers = {"Location": view.links.self, **({"Idempotent-Replayed": "true"} if started.replayed else {})}
@@ -178,6 +199,7 @@ class PublicApi:
         except ValidationError as e:
             raise RequestError(f"invalid decision: {_describe(e, DecideRequest)}") from e
         submitted = self.approvals.decide(caller, approval_id, decide, idempotency_key=key)
+        log.annotate_request(run=submitted.approval.run_id)
         view = DecisionView(decision_id=submitted.decision_id,
                             status="already_applied" if submitted.replayed else "submitted",
                             approval=ApprovalView.of(submitted.approval, self.base_url))
@@ -186,6 +208,48 @@ class PublicApi:
         headers = {"Location": view.approval.links.self,
                    **({"Idempotent-Replayed": "true"} if submitted.replayed else {})}
         return json_response(view.model_dump(mode="json"), 202, headers)
+
+    def _reports(self) -> Reports:
+        if self.reports is None:
+            raise NotFound("this deployment keeps no metrics")
+        return self.reports
+
+    def _agent_metrics(self, request: Request, caller: Caller, agent: str) -> Response:
+        bucket = _choice(request, "bucket", ("hour", "day", "none"), "day")
+        report = self._reports().agent_metrics(
+            caller, agent, version=_text_param(request, "version"), start=_time_param(request, "from"),
+            end=_time_param(request, "to"), bucket=bucket)  # type: ignore[arg-type]
+        return json_response(report.model_dump(mode="json", by_alias=True))
+
+    def _usage(self, request: Request, caller: Caller) -> Response:
+        group_by = [g.strip() for g in request.args.get("group_by", "agent").split(",") if g.strip()]
+        report = self._reports().usage(caller, group_by, start=_time_param(request, "from"),
+                                       end=_time_param(request, "to"), agent=_text_param(request, "agent"))
+        return json_response(report.model_dump(mode="json", by_alias=True))
+
+    def _list_alerts(self, request: Request, caller: Caller) -> Response:
+        page = self._reports().alerts(caller, agent=_text_param(request, "agent"), since=_time_param(request, "since"),
+                                      limit=_int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE))
+        return json_response(page.model_dump(mode="json"))
+
+    def _list_evals(self, request: Request, caller: Caller, agent: str) -> Response:
+        accepted = _choice(request, "accepted", ("true", "false"), "")
+        page = self._reports().evals(caller, agent, version=_text_param(request, "version"),
+                                     accepted={"true": True, "false": False}.get(accepted),
+                                     limit=_int_param(request, "page_size", 20, 1, 100))
+        return json_response(page.model_dump(mode="json"))
+
+    def _put_eval(self, request: Request, caller: Caller, agent: str) -> Response:
+        self.agents.get(agent)
+        body = self._json_body(request)
+        try:
+            submission = EvalSubmission.model_validate(body)
+        except ValidationError as e:
+            raise RequestError(f"invalid evaluation result: {_describe(e, EvalSubmission)}") from e
+        view = self._reports().put_eval(caller, agent, submission)
+        log.info(_log, "evaluation stored", agent=agent, version=view.version, eval_id=view.eval_id,
+                 passed=view.passed, accepted=view.accepted)
+        return json_response({"eval": view.model_dump(mode="json")}, 201)
 
     # --- parsing -------------------------------------------------------------------------------------
 
@@ -221,6 +285,41 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int,
     if not low <= value <= high:
         raise RequestError(f"query parameter {name} must be between {low} and {high}, got {value}")
     return value
+
+
+_TEXT_PARAM = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")
+
+
+def _text_param(request: Request, name: str) -> str | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not _TEXT_PARAM.fullmatch(raw):
+        raise RequestError(f"query parameter {name} must be 1-128 letters, digits or _.@:+-, got {raw[:40]!r}")
+    return raw
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise RequestError(f"query parameter {name} must be an ISO 8601 time with its offset, like "
+                           f"2026-11-29T10:00:00Z; got {raw[:40]!r}")
+    if not datetime(1970, 1, 2, tzinfo=UTC) <= value <= datetime(9999, 12, 30, tzinfo=UTC):
+        raise RequestError(f"query parameter {name} is out of range")
+    return value
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = request.args.get(name, default)
+    if raw != default and raw not in allowed:
+        raise RequestError(f"query parameter {name} must be one of {', '.join(allowed)}, got {raw[:40]!r}")
+    return raw
 
 
 def _status_param(request: Request) -> ApprovalStatus | None:

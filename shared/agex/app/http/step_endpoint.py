@@ -5,6 +5,10 @@ locally). All demand the expected OIDC token.
 Status codes are the retry protocol with Cloud Tasks: 2xx acknowledges (done, or nothing to do);
 409 (lease held elsewhere), 503 (a dependency is unavailable) and 500 (a crash) make it retry the task
 with the queue's backoff, so waiting never keeps an instance busy.
+
+Each request ends with its log entry (``httpRequest``, the run as the operation) and with its spans and
+metrics exported: Cloud Run throttles the CPU once the answer is sent, so a batch left for later may wait
+for the next request, or be lost with the instance.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from agex.engine.decisions import Delivery
 from agex.engine.runs import RunService
 from agex.engine.stepper import StepRunner
 from agex.obs import logging as log
-from agex.obs import tracing
+from agex.obs import metrics, tracing
 from agex.ports.task_queue import StepTask
 
 _log = log.get("step")
@@ -55,6 +59,19 @@ class StepEndpoint:
         self.verify, self.instance = verify, instance
 
     def __call__(self, request: Request) -> Response:
+        # the task's trace context covers the whole request, so that its closing entry joins the trace
+        attached = context.attach(tracing.extract(dict(request.headers)))
+        try:
+            with log.request_context(request) as served:
+                response = self._serve(request)
+                served.respond(response)
+        finally:
+            context.detach(attached)
+        tracing.flush()
+        metrics.flush()
+        return response
+
+    def _serve(self, request: Request) -> Response:
         try:
             if request.method != "POST":
                 raise RequestError("the step endpoint takes POST requests from Cloud Tasks only")
@@ -66,6 +83,7 @@ class StepEndpoint:
                 return json_response({"outcome": "swept", **report.__dict__, "approvals_expired": expired})
             if path == "/approval-expiry":
                 body = _parse(request, ExpiryTaskBody)
+                log.annotate_request(run=body.run_id, tenant=body.tenant, approval=body.approval_id)
                 outcome = self.approvals.expire(body.tenant, body.run_id, body.approval_id)
                 return json_response({"outcome": outcome.result.value, "detail": outcome.detail})
             return self._step(request)
@@ -90,12 +108,8 @@ class StepEndpoint:
         delivery = Delivery(tenant=body.tenant, run_id=body.run_id, step=body.step, task_name=task_name,
                             attempt=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
                             instance=self.instance)
-        token = tracing.extract(dict(request.headers))
-        attached = context.attach(token)
-        try:
-            result = self.runner.run(delivery)
-        finally:
-            context.detach(attached)
+        log.annotate_request(run=body.run_id, tenant=body.tenant, step=body.step)
+        result = self.runner.run(delivery)
         return json_response({"outcome": result.outcome.value, "detail": result.detail})
 
 

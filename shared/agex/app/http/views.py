@@ -148,13 +148,18 @@ class AgentView(_View):
     approvals: list[ApprovalPolicyView] = Field(description="Which tool calls wait for a human decision.")
     operators: list[str] = Field(description="Who may reconcile an uncertain call (empty: the tool's approvers, "
                                  "or anyone in the tenant).")
+    fingerprint: str = Field(description="Digest of what shapes the version's behaviour (docs/observability.md).")
+    watch: list[str] = Field(description="The watched values recorded as behavioural metrics.")
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
+        from agex.core.fingerprint import fingerprint
+
         return cls(name=agent.name, version=agent.version, description=agent.description, model=agent.model,
                    identity=agent.identity, tools=[ToolView.of(t) for t in agent.tools],
                    limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals],
-                   operators=list(agent.operators))
+                   operators=list(agent.operators), fingerprint=fingerprint(agent),
+                   watch=[w.metric for w in agent.watch])
 
 
 class AgentList(_View):

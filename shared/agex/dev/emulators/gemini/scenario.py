@@ -26,8 +26,10 @@ from .wire import GenerateRequest, invalid
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 EXHAUSTED_TEXT = "scenario exhausted"
 
-# `{input.N}`: regex group N of match.input_regex; `{turn}`: the model turn index k.
-_PLACEHOLDER = re.compile(r"\{(?:input\.(\d+)|turn)\}")
+# `{input.N}`: regex group N of match.input_regex; `{turn}`: the model turn index k. An argument that is
+# exactly `{input.N:number}` is sent as a JSON number, as a model sends one (`amount_usd: 12.5`, not "12.5").
+_PLACEHOLDER = re.compile(r"\{(?:input\.(\d+)(?::number)?|turn)\}")
+_NUMBER = re.compile(r"^\{input\.(\d+):number\}$")
 
 
 class ScenarioError(Exception):
@@ -212,6 +214,13 @@ class _Context:
         if isinstance(value, str):
             if value == "{turn}":
                 return self.turn
+            number = _NUMBER.match(value)
+            if number is not None:
+                text = self.render_text(value)
+                try:
+                    return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+                except ValueError:
+                    return text  # not a number after all: the tool's argument check tells the agent
             return self.render_text(value)
         if isinstance(value, dict):
             return {k: self.render(v) for k, v in value.items()}

@@ -1,0 +1,48 @@
+"""The endpoint Cloud Scheduler calls: ``POST /`` runs one drift check (``agex.engine.watching``).
+
+It demands the scheduler identity's OIDC token itself, whatever the platform let through. A check that
+fails answers 500 and the next scheduled one does its work: every step of a check is safe to repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from werkzeug.wrappers import Request, Response
+
+from agex.app.http.responses import error_response, json_response
+from agex.core.errors import AgexError, RequestError
+from agex.engine.watching import DriftService
+from agex.obs import logging as log
+from agex.obs import tracing
+
+_log = log.get("drift")
+
+
+class DriftEndpoint:
+    def __init__(self, *, service: Callable[[], DriftService], verify: Callable[[Mapping[str, str]], None]) -> None:
+        self.service, self.verify = service, verify
+
+    def __call__(self, request: Request) -> Response:
+        with log.request_context(request) as served:
+            response = self._serve(request)
+            served.respond(response)
+        tracing.flush()  # before the answer: Cloud Run throttles the CPU after it
+        return response
+
+    def _serve(self, request: Request) -> Response:
+        try:
+            if request.method != "POST":
+                raise RequestError("the drift endpoint takes POST requests from Cloud Scheduler only")
+            self.verify(dict(request.headers))
+            report = self.service().check()
+            log.info(_log, f"drift check: {report.collected} runs collected, {len(report.compared)} versions "
+                     f"compared, {len(report.alerts)} alerts published", outcome="checked", **report.as_dict())
+            return json_response({"outcome": "checked", **report.as_dict()})
+        except AgexError as e:
+            if e.status >= 500:
+                _log.exception("drift check failed; the next scheduled check does its work")
+            return error_response(e)
+        except Exception:
+            _log.exception("drift check crashed; the next scheduled check does its work")
+            return error_response(AgexError("the drift check crashed (see the log entry)"))
