@@ -26,7 +26,7 @@ def test_the_function_requirements_pin_the_runtime_dependencies_exactly() -> Non
     locked = _pins((REPO / "requirements.lock").read_text().splitlines())
     assert {k: deployed.get(k) for k in runtime} == runtime, "keep src/requirements.txt in step with pyproject.toml"
     extra = set(deployed) - set(runtime)
-    assert extra <= {"opentelemetry-exporter-gcp-trace"}, f"unexpected deployed-only dependencies: {extra}"
+    assert extra <= {"opentelemetry-exporter-gcp-trace", "opentelemetry-exporter-gcp-monitoring"}, f"unexpected deployed-only dependencies: {extra}"
     for name, version in runtime.items():
         assert locked.get(name) == version, f"{name}: pyproject pins {version}, the lock has {locked.get(name)}"
 
@@ -43,7 +43,7 @@ def test_the_source_zip_layout_loads_every_entry_point(tmp_path: Path) -> None:
     shutil.copy(REPO / "examples/fleet.yaml", tmp_path / "fleet.yaml")
     shutil.copytree(REPO / "shared/agex", tmp_path / "agex", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("api", "step", "approvals"):
+    for name in ("api", "step", "approvals", "drift"):
         (tmp_path / "functions" / name).mkdir(parents=True)
         shutil.copy(REPO / "functions" / name / "main.py", tmp_path / "functions" / name / "main.py")
     probe = ("import main; from agex.app.runtime import runtime; "

@@ -1,5 +1,5 @@
 # Identities and their grants. Each function runs as its own service account (never shared); the
-# identities that call the functions (Cloud Tasks and the sweep, Pub/Sub push, the drift trigger) are
+# identities that call the functions (Cloud Tasks and the sweep, Pub/Sub push, the drift job) are
 # separate accounts that hold nothing but the right to invoke one function. Per-agent identities and their
 # secret grants live in modules/agent; the red-team canary's identities and grants in canary.tf. The table
 # is in docs/security.md.
@@ -37,7 +37,7 @@ resource "google_service_account" "drift" {
   project      = var.project
   account_id   = "agex-drift"
   display_name = "agex drift function"
-  description  = "Runtime identity of the agex drift function (not implemented yet: holds no grants)."
+  description  = "Runtime identity of the agex drift function: reads and writes Firestore, publishes drift alerts."
 
   depends_on = [google_project_service.apis]
 }
@@ -66,13 +66,14 @@ resource "google_service_account" "push" {
   depends_on = [google_project_service.apis]
 }
 
-# The drift function's Eventarc trigger (fed by Cloud Scheduler through agex-drift-alerts) invokes it as
-# this account.
+# The drift job (Cloud Scheduler, scheduler.tf) signs its OIDC token as this account; it is the only member
+# that may invoke the drift function (AGEX_DRIFT_INVOKER, which the drift function checks again in-process).
+# Cloud Scheduler's service agent mints the token through its own role, as for the sweep.
 resource "google_service_account" "scheduler" {
   project      = var.project
   account_id   = "agex-scheduler"
-  display_name = "agex drift trigger"
-  description  = "Identity of the drift function's trigger; may only invoke the drift function."
+  display_name = "agex drift invoker (Cloud Scheduler)"
+  description  = "Identity of the OIDC tokens of the drift job; may only invoke the drift function."
 
   depends_on = [google_project_service.apis]
 }
@@ -90,13 +91,16 @@ resource "google_service_account" "build" {
 # --- project-level roles of the runtime identities -------------------------------------------------------
 # datastore.user: Firestore reads and writes (runs, events, approvals, limits); Firestore has no finer IAM.
 # cloudtasks.enqueuer: create step and approval-expiry tasks.
-# cloudtrace.agent: every function exports its spans (AGEX_TRACE_EXPORTER=gcp); the api's is the run's root.
+# cloudtrace.agent: the api, step and approvals functions export their spans (AGEX_TRACE_EXPORTER=gcp); the
+# api's is the run's root.
+# monitoring.metricWriter: the functions write their OpenTelemetry metrics (AGEX_METRICS_EXPORTER=gcp).
 
 resource "google_project_iam_member" "api" {
   for_each = toset([
     "roles/datastore.user",
     "roles/cloudtasks.enqueuer",
     "roles/cloudtrace.agent",
+    "roles/monitoring.metricWriter",
   ])
 
   project = var.project
@@ -111,6 +115,7 @@ resource "google_project_iam_member" "step" {
     "roles/cloudtasks.viewer", # the sweep asks whether a run's next task still exists (tasks.get)
     "roles/aiplatform.user",   # Gemini on Vertex AI (AGEX_VERTEX=true)
     "roles/cloudtrace.agent",
+    "roles/monitoring.metricWriter",
   ])
 
   project = var.project
@@ -123,11 +128,24 @@ resource "google_project_iam_member" "approvals" {
     "roles/datastore.user",
     "roles/cloudtasks.enqueuer",
     "roles/cloudtrace.agent",
+    "roles/monitoring.metricWriter",
   ])
 
   project = var.project
   role    = each.value
   member  = "serviceAccount:${google_service_account.approvals.email}"
+}
+
+# The drift function reads ended runs and their metrics and writes metrics records, baselines and alert
+# claims; it publishes on agex-drift-alerts alone (below) and exports no spans.
+resource "google_project_iam_member" "drift" {
+  for_each = toset([
+    "roles/datastore.user",
+  ])
+
+  project = var.project
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.drift.email}"
 }
 
 locals {
@@ -175,6 +193,14 @@ resource "google_pubsub_topic_iam_member" "step_publishes_security_alerts" {
   member  = "serviceAccount:${google_service_account.step.email}"
 }
 
+# The drift function publishes drift.alert messages, and nothing else publishes there.
+resource "google_pubsub_topic_iam_member" "drift_publishes_drift_alerts" {
+  project = var.project
+  topic   = google_pubsub_topic.drift_alerts.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.drift.email}"
+}
+
 # Creating a task with an OIDC token for tasks_invoker needs iam.serviceAccounts.actAs on it: granted to
 # the three functions that enqueue, on that one account only.
 resource "google_service_account_iam_member" "api_acts_as_tasks_invoker" {
@@ -202,16 +228,9 @@ resource "google_service_account_iam_member" "cloudtasks_agent_signs_as_tasks_in
   member             = local.service_agents.cloudtasks
 }
 
-# Pub/Sub's service agent mints the push OIDC tokens: as push for the decisions subscription, and as
-# scheduler for the drift function's trigger subscription.
+# Pub/Sub's service agent mints the decisions push subscription's OIDC tokens as push.
 resource "google_service_account_iam_member" "pubsub_agent_signs_as_push" {
   service_account_id = google_service_account.push.name
-  role               = "roles/iam.serviceAccountTokenCreator"
-  member             = local.service_agents.pubsub
-}
-
-resource "google_service_account_iam_member" "pubsub_agent_signs_as_scheduler" {
-  service_account_id = google_service_account.scheduler.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.service_agents.pubsub
 }
@@ -263,7 +282,7 @@ resource "google_cloud_run_service_iam_member" "approvals_invoker" {
   member   = "serviceAccount:${google_service_account.push.email}"
 }
 
-# drift: only the scheduler-fed trigger's identity.
+# drift: only the drift job's identity.
 resource "google_cloud_run_service_iam_member" "drift_invoker" {
   project  = var.project
   location = var.region

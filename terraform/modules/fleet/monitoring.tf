@@ -1,4 +1,5 @@
-# Monitoring: log-based metrics from the step function's log entries, two alert policies and two SLOs.
+# Monitoring: log-based metrics from the step function's log entries, two alert policies and two SLOs on
+# them; the runtime's OpenTelemetry metrics, a dashboard and alert policies on them and on drift alerts.
 
 locals {
   step_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.names.step}\""
@@ -212,5 +213,196 @@ resource "google_monitoring_slo" "step_latency" {
         max = var.slo_step_latency_seconds
       }
     }
+  }
+}
+
+# --- the runtime's OpenTelemetry metrics (agex.obs.metrics) ---------------------------------------------
+# With AGEX_METRICS_EXPORTER=gcp each function instance writes workload.googleapis.com/agex.* on a
+# generic_task resource (job = the function, task = the instance). Counters and histograms are cumulative;
+# their attributes are agent, agent_version, model, tool, outcome (and type for tokens), never run ids.
+
+locals {
+  otel_metric_names = [
+    "agex.step.duration", "agex.steps", "agex.model.duration", "agex.model.calls", "agex.model.tokens",
+    "agex.model.cost", "agex.tool.duration",
+  ]
+  otel_metric = {
+    for name in local.otel_metric_names : name => "resource.type=\"generic_task\" AND metric.type=\"workload.googleapis.com/${name}\""
+  }
+}
+
+resource "google_monitoring_dashboard" "agex" {
+  project = var.project
+  dashboard_json = templatefile("${path.module}/dashboard.json.tftpl", {
+    display_name         = "agex runtime"
+    runs_finished_metric = google_logging_metric.runs_finished.name
+    drift_alerts_topic   = google_pubsub_topic.drift_alerts.name
+  })
+
+  depends_on = [google_project_service.apis]
+}
+
+# Model errors: failed calls / all calls, per model, over 15 min.
+resource "google_monitoring_alert_policy" "model_error_rate" {
+  project               = var.project
+  display_name          = "agex: model error rate"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "failed model calls / model calls over 15 min > ${var.model_error_rate_threshold}"
+
+    condition_threshold {
+      filter             = "${local.otel_metric["agex.model.calls"]} AND metric.label.\"outcome\"=\"error\""
+      denominator_filter = local.otel_metric["agex.model.calls"]
+      comparison         = "COMPARISON_GT"
+      threshold_value    = var.model_error_rate_threshold
+      duration           = "0s"
+
+      aggregations {
+        alignment_period     = "900s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.\"model\""]
+      }
+      denominator_aggregations {
+        alignment_period     = "900s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.\"model\""]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "More than ${format("%.0f", var.model_error_rate_threshold * 100)}% of the calls to a model failed in the last 15 minutes (quota, outage, refused requests). Each failed call failed its run with error code model_error: find them in Cloud Trace (spans `chat MODEL` with `error.type`) or in Cloud Logging with `resource.labels.service_name=\"${local.names.step}\" jsonPayload.status=\"failed\"`."
+  }
+}
+
+# Model latency: p95 of the model calls, per model, for 10 min.
+resource "google_monitoring_alert_policy" "model_latency" {
+  project               = var.project
+  display_name          = "agex: model latency"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "p95 model call latency over 10 min > ${var.model_latency_threshold_seconds} s"
+
+    condition_threshold {
+      filter          = local.otel_metric["agex.model.duration"]
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.model_latency_threshold_seconds
+      duration        = "600s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_PERCENTILE_95"
+        group_by_fields      = ["metric.label.\"model\""]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "The 95th percentile of a model's call latency has been above ${var.model_latency_threshold_seconds} s for 10 minutes. Steps wait on it: expect the step latency alert to follow. Check the model's quota and status; the dashboard \"agex runtime\" shows latency per model and agent."
+  }
+}
+
+# Spend: the estimated cost of all model calls over the last hour.
+resource "google_monitoring_alert_policy" "cost_burn_rate" {
+  project               = var.project
+  display_name          = "agex: model spend"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "estimated model cost over 1 h > ${var.cost_burn_usd_per_hour} USD"
+
+    condition_threshold {
+      filter          = local.otel_metric["agex.model.cost"]
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.cost_burn_usd_per_hour
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "3600s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "The model calls of the last hour cost more than ${var.cost_burn_usd_per_hour} USD (the runtime's estimate from its price table). The dashboard \"agex runtime\" splits the spend by agent and version; each run's usage and cost are in its metrics record and `agex status RUN_ID`."
+  }
+}
+
+# Drift: the drift function published at least one drift.alert (agex.core.metrics.DRIFT_ALERTS_TOPIC).
+resource "google_monitoring_alert_policy" "drift_alerts" {
+  project               = var.project
+  display_name          = "agex: behaviour drift"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "drift.alert messages published on ${google_pubsub_topic.drift_alerts.name}"
+
+    condition_threshold {
+      filter          = "resource.type=\"pubsub_topic\" AND resource.label.\"topic_id\"=\"${google_pubsub_topic.drift_alerts.name}\" AND metric.type=\"pubsub.googleapis.com/topic/send_message_operation_count\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A behavioural metric of an agent version moved away from its baseline: the drift function published a drift.alert on ${google_pubsub_topic.drift_alerts.name}. The message says which metric, the test, both sides and example runs: read it from a subscription of the topic; docs/observability.md says what each metric means."
   }
 }
