@@ -161,9 +161,11 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
           "  replication {\n    auto {}\n  }\n")],
         f'{AGENT}/main.tf: google_secret_manager_secret.secret: 2 "replication" blocks: at most one is allowed'),
     "a value outside an enum": (
-        [(f"{FLEET}/functions.tf", '"RETRY_POLICY_DO_NOT_RETRY"', '"DO_NOT_RETRY"')],
-        f'{FLEET}/functions.tf: google_cloudfunctions2_function.drift.event_trigger: retry_policy = "DO_NOT_RETRY": '
-        "not one of RETRY_POLICY_UNSPECIFIED, RETRY_POLICY_DO_NOT_RETRY, RETRY_POLICY_RETRY"),
+        [(f"{FLEET}/functions.tf", "    service_account_email            = google_service_account.drift.email\n",
+          "    service_account_email            = google_service_account.drift.email\n"
+          '    vpc_connector_egress_settings    = "ALL_TRAFIC"\n')],
+        f'{FLEET}/functions.tf: google_cloudfunctions2_function.drift.service_config: vpc_connector_egress_settings = '
+        '"ALL_TRAFIC": not one of VPC_CONNECTOR_EGRESS_SETTINGS_UNSPECIFIED, PRIVATE_RANGES_ONLY, ALL_TRAFFIC'),
     "a variable whose validation admits a value outside an enum": (
         [(f"{FLEET}/variables.tf", '"ALLOW_INTERNAL_AND_GCLB", "ALLOW_ALL"], var.api_ingress',
           '"ALLOW_INTERNAL_AND_GCLB", "ALLOW_ALL", "ALLOW_NONE"], var.api_ingress')],

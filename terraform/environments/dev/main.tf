@@ -43,6 +43,12 @@ module "fleet" {
   labels                      = var.labels
   security_alert_subscribers  = var.security_alert_subscribers
   canary_image                = var.canary_image
+  drift_schedule              = var.drift.schedule
+  drift_interval_seconds      = var.drift.interval_seconds
+  drift_window_seconds        = var.drift.window_seconds
+  drift_alpha                 = var.drift.alpha
+  drift_min_runs              = var.drift.min_runs
+  drift_alert_subscribers     = var.drift_alert_subscribers
 }
 
 # One module per agent of the fleet file: its identity, its step queue agex-steps-{agent}, its secrets

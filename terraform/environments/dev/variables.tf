@@ -123,3 +123,21 @@ variable "canary_image" {
   type        = string
   default     = ""
 }
+
+variable "drift" {
+  description = "The drift check's settings (modules/fleet/variables.tf: drift_*); each one left out keeps the module's default: hourly, a window of a day, alpha 0.01, at least 30 runs."
+  type = object({
+    schedule         = optional(string)
+    interval_seconds = optional(number)
+    window_seconds   = optional(number)
+    alpha            = optional(number)
+    min_runs         = optional(number)
+  })
+  default = {}
+}
+
+variable "drift_alert_subscribers" {
+  description = "Members who may pull drift alerts from agex-drift-alerts-inspect, e.g. group:agents-oncall@example.com."
+  type        = list(string)
+  default     = []
+}

@@ -58,6 +58,16 @@ output "security_alerts_subscription" {
   value       = module.fleet.security_alerts_subscription
 }
 
+output "drift_alerts_topic" {
+  description = "The topic of drift.alert messages (an agent version's behaviour moved away from its baseline)."
+  value       = module.fleet.drift_alerts_topic
+}
+
+output "drift_alerts_subscription" {
+  description = "The pull subscription drift_alert_subscribers read drift alerts from (agex alerts)."
+  value       = module.fleet.drift_alerts_subscription
+}
+
 output "canary_jobs" {
   description = "The red-team canary's Cloud Run job of each agent that enables it."
   value       = module.fleet.canary_jobs

@@ -2,8 +2,8 @@
 # each running as its own service account (iam.tf). Who may invoke each is in iam.tf.
 
 locals {
-  # The AGEX_* settings the runtime reads (shared/agex/settings.py, docs/operations.md). Identical for every
-  # function, so that the api, step and approvals functions agree on queues, URLs and audiences.
+  # The AGEX_* settings the runtime reads (shared/agex/app/settings.py, docs/operations.md). Identical for
+  # the api, step and approvals functions, so that they agree on queues, URLs and audiences.
   function_env = {
     AGEX_PROJECT              = var.project
     AGEX_LOCATION             = var.region
@@ -19,6 +19,7 @@ locals {
     AGEX_DEV_TOKENS           = "" # no static tokens in the cloud
     AGEX_VERTEX               = "true"
     AGEX_TRACE_EXPORTER       = "gcp"
+    AGEX_METRICS_EXPORTER     = "gcp"
     AGEX_PUBLIC_URL           = local.public_url
     AGEX_LOG_LEVEL            = var.log_level
     # approvals: who pushes decisions, and whose signatures the approvals function trusts (decisions.tf)
@@ -28,6 +29,22 @@ locals {
     AGEX_DECISION_SIGNING_KEY_SECRET    = google_secret_manager_secret.decision_signing_key.secret_id
     AGEX_API_SERVICE_ACCOUNT            = google_service_account.api.email
   }
+
+  # The drift function's own settings: it reads Firestore and publishes drift alerts, and needs nothing of
+  # the queues, the api or approvals. No trace export: its identity holds no cloudtrace role (iam.tf).
+  drift_env = merge(
+    { for name in ["AGEX_PROJECT", "AGEX_LOCATION", "AGEX_FLEET_FILE", "AGEX_LOG_LEVEL"] : name => local.function_env[name] },
+    {
+      AGEX_TRACE_EXPORTER         = "none"
+      AGEX_DRIFT_URL              = local.drift_url
+      AGEX_DRIFT_AUDIENCE         = local.drift_url
+      AGEX_DRIFT_INVOKER          = google_service_account.scheduler.email
+      AGEX_DRIFT_WINDOW_SECONDS   = tostring(var.drift_window_seconds)
+      AGEX_DRIFT_INTERVAL_SECONDS = tostring(local.drift_interval_seconds)
+      AGEX_DRIFT_ALPHA            = tostring(var.drift_alpha)
+      AGEX_DRIFT_MIN_RUNS         = tostring(var.drift_min_runs)
+    },
+  )
 }
 
 resource "google_cloudfunctions2_function" "api" {
@@ -145,7 +162,7 @@ resource "google_cloudfunctions2_function" "drift" {
   project     = var.project
   name        = local.names.drift
   location    = var.region
-  description = "agex: drift check of the fleet file against the deployment (not implemented yet)"
+  description = "agex: the drift check: collects ended runs' metrics, tests them for drift, publishes drift alerts"
   labels      = local.labels
 
   build_config {
@@ -162,6 +179,8 @@ resource "google_cloudfunctions2_function" "drift" {
     }
   }
 
+  # An HTTP function: the drift job (scheduler.tf) POSTs to it with an OIDC token for the drift invoker, the
+  # one member that may invoke it (iam.tf) and the one identity it admits in-process (AGEX_DRIFT_INVOKER).
   service_config {
     available_memory                 = var.functions.drift.memory
     available_cpu                    = var.functions.drift.cpu
@@ -172,17 +191,19 @@ resource "google_cloudfunctions2_function" "drift" {
     ingress_settings                 = var.internal_ingress
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.drift.email
-    environment_variables            = local.function_env
+    environment_variables            = local.drift_env
   }
 
-  # Cloud Scheduler publishes to agex-drift-alerts (scheduler.tf); Eventarc delivers each message to the
-  # function with an OIDC token for the scheduler account, the drift function's only invoker.
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.drift_alerts.id
-    retry_policy          = "RETRY_POLICY_DO_NOT_RETRY"
-    service_account_email = google_service_account.scheduler.email
+  lifecycle {
+    precondition {
+      condition     = local.drift_interval_seconds != null
+      error_message = "drift_schedule \"${var.drift_schedule}\" does not tick at a fixed interval Terraform can derive (every N minutes or hours, hourly, daily): set drift_interval_seconds to the time between two of its ticks."
+    }
+    # The check splits alpha across the window's window/interval looks: a window needs at least one.
+    precondition {
+      condition     = try(local.drift_interval_seconds <= var.drift_window_seconds, true)
+      error_message = "drift_window_seconds (${var.drift_window_seconds}) is shorter than the time between two drift checks (${local.drift_interval_seconds} s): no check would see a whole window."
+    }
   }
 
   depends_on = [google_project_service.apis, google_project_iam_member.build]

@@ -15,11 +15,13 @@ locals {
   }
 
   # Cloud Run's deterministic URLs (https://SERVICE-PROJECT_NUMBER.REGION.run.app). The step function
-  # needs its own URL in its environment (it enqueues the next step and checks the OIDC audience), and
-  # the api its own audience: a function cannot reference its own uri attribute, so both are computed.
+  # needs its own URL in its environment (it enqueues the next step and checks the OIDC audience), the api
+  # its own audience, and the drift function the audience of the drift job's tokens: a function cannot
+  # reference its own uri attribute, so all are computed.
   step_url      = "https://${local.names.step}-${data.google_project.this.number}.${var.region}.run.app"
   api_url       = "https://${local.names.api}-${data.google_project.this.number}.${var.region}.run.app"
   approvals_url = "https://${local.names.approvals}-${data.google_project.this.number}.${var.region}.run.app"
+  drift_url     = "https://${local.names.drift}-${data.google_project.this.number}.${var.region}.run.app"
 
   api_audience = coalesce(var.api_audience, local.api_url)
   public_url   = coalesce(var.public_url, local.api_url)

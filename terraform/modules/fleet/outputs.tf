@@ -70,6 +70,26 @@ output "security_alerts_subscription" {
   value       = google_pubsub_subscription.security_alerts.name
 }
 
+output "drift_url" {
+  description = "The drift function's deterministic URL: the audience of the drift job's OIDC tokens (AGEX_DRIFT_URL, AGEX_DRIFT_AUDIENCE)."
+  value       = local.drift_url
+}
+
+output "drift_invoker_email" {
+  description = "The identity the drift job signs OIDC tokens as, the drift function's one invoker (AGEX_DRIFT_INVOKER)."
+  value       = google_service_account.scheduler.email
+}
+
+output "drift_alerts_topic" {
+  description = "Name of the topic of drift.alert v1 messages (agex.core.metrics.DRIFT_ALERTS_TOPIC)."
+  value       = google_pubsub_topic.drift_alerts.name
+}
+
+output "drift_alerts_subscription" {
+  description = "The pull subscription var.drift_alert_subscribers read drift alerts from."
+  value       = google_pubsub_subscription.drift_alerts.name
+}
+
 output "canary_jobs" {
   description = "The red-team canary's Cloud Run job of each agent that enables it (empty while canary_image is)."
   value       = { for agent, job in google_cloud_run_v2_job.canary : agent => job.name }

@@ -49,11 +49,14 @@ resource "google_pubsub_topic" "security_alerts" {
   depends_on = [google_project_service.apis]
 }
 
-# Cloud Scheduler publishes a drift-check tick here on var.drift_schedule; it triggers the drift function.
+# drift.alert v1 (agex.core.metrics.DRIFT_ALERTS_TOPIC): a behavioural metric of an agent version moved
+# away from its baseline. Published by the drift function alone, once per alert; read by notifiers and
+# `agex alerts` from the pull subscription below.
 resource "google_pubsub_topic" "drift_alerts" {
-  project = var.project
-  name    = "agex-drift-alerts"
-  labels  = local.labels
+  project                    = var.project
+  name                       = "agex-drift-alerts"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
 
   depends_on = [google_project_service.apis]
 }
@@ -183,6 +186,32 @@ resource "google_pubsub_subscription_iam_member" "security_alert_subscribers" {
 
   project      = var.project
   subscription = google_pubsub_subscription.security_alerts.name
+  role         = "roles/pubsub.subscriber"
+  member       = each.value
+}
+
+# drift.alert, for the members of var.drift_alert_subscribers (a notifier's service account, the team that
+# owns the agents), who may pull from this one subscription and nothing else. A consumer that needs its own
+# copy of every alert gets a subscription of its own next to this one.
+resource "google_pubsub_subscription" "drift_alerts" {
+  project = var.project
+  name    = "agex-drift-alerts-inspect"
+  topic   = google_pubsub_topic.drift_alerts.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_subscription_iam_member" "drift_alert_subscribers" {
+  for_each = toset(var.drift_alert_subscribers)
+
+  project      = var.project
+  subscription = google_pubsub_subscription.drift_alerts.name
   role         = "roles/pubsub.subscriber"
   member       = each.value
 }

@@ -1,4 +1,4 @@
-# Cloud Scheduler: the sweep (every minute) and the drift check.
+# Cloud Scheduler: the sweep (every minute) and the drift check (var.drift_schedule, hourly by default).
 
 # POST {step URL}/sweep with an OIDC token for tasks_invoker, the one identity the step function admits.
 # The audience is AGEX_STEP_AUDIENCE (the step URL), which the step function checks in-process; the sweep
@@ -30,24 +30,53 @@ resource "google_cloud_scheduler_job" "sweep" {
   depends_on = [google_project_service.apis]
 }
 
-# A tick on agex-drift-alerts, which triggers the drift function (functions.tf). Published by the Cloud
-# Scheduler service agent, which holds pubsub.topics.publish through its own role.
+# POST {drift URL}/ with an OIDC token for the drift invoker (google_service_account.scheduler), the one
+# identity the drift function admits. The audience is AGEX_DRIFT_AUDIENCE (the drift function's
+# deterministic URL), which the function checks in-process, as the step function does for the sweep. Each
+# check collects the metrics of runs that ended, tests each agent version against its baseline and
+# publishes drift.alert messages on agex-drift-alerts.
 resource "google_cloud_scheduler_job" "drift" {
-  project     = var.project
-  region      = var.region
-  name        = "agex-drift"
-  description = "agex: drift check of the fleet file against the deployment (the function is a stub for now)"
-  schedule    = var.drift_schedule
-  time_zone   = "Etc/UTC"
+  project          = var.project
+  region           = var.region
+  name             = "agex-drift"
+  description      = "agex: drift check: collect ended runs' metrics, test them for drift, publish drift alerts"
+  schedule         = var.drift_schedule
+  time_zone        = "Etc/UTC"
+  attempt_deadline = "${min(1800, var.functions.drift.timeout_seconds)}s" # the most an HTTP target allows
 
-  pubsub_target {
-    topic_name = google_pubsub_topic.drift_alerts.id
-    data       = base64encode(jsonencode({ type = "drift.check", version = 1 }))
-    attributes = {
-      type    = "drift.check"
-      version = "1"
+  # The next tick is the retry: the drift tests split alpha across the window's scheduled checks
+  # (AGEX_DRIFT_INTERVAL_SECONDS), and a retried check would be one look more than they allow for.
+  retry_config {
+    retry_count = 0
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = "${google_cloudfunctions2_function.drift.service_config[0].uri}/"
+
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = local.drift_url
     }
   }
 
-  depends_on = [google_project_service.apis]
+  # The invoker may call the function before the first tick.
+  depends_on = [google_project_service.apis, google_cloud_run_service_iam_member.drift_invoker]
+}
+
+# AGEX_DRIFT_INTERVAL_SECONDS: how far apart two drift checks are. Derived from drift_schedule for the
+# schedules whose ticks are evenly spaced (every N minutes or hours dividing the hour or the day, once an
+# hour, once a day); any other schedule needs var.drift_interval_seconds (checked on the drift function).
+locals {
+  drift_every_minutes = try(tonumber(regex("^\\*/([0-9]+) \\* \\* \\* \\*$", var.drift_schedule)[0]), null)
+  drift_every_hours   = try(tonumber(regex("^[0-9]+ \\*/([0-9]+) \\* \\* \\*$", var.drift_schedule)[0]), null)
+  drift_schedule_seconds = (
+    var.drift_schedule == "* * * * *" ? 60 :
+    can(regex("^[0-9]+ \\* \\* \\* \\*$", var.drift_schedule)) ? 3600 :
+    can(regex("^[0-9]+ [0-9]+ \\* \\* \\*$", var.drift_schedule)) ? 86400 :
+    try(local.drift_every_minutes > 0 && 60 % local.drift_every_minutes == 0, false) ? 60 * local.drift_every_minutes :
+    try(local.drift_every_hours > 0 && 24 % local.drift_every_hours == 0, false) ? 3600 * local.drift_every_hours :
+    null
+  )
+  drift_interval_seconds = var.drift_interval_seconds != null ? var.drift_interval_seconds : local.drift_schedule_seconds
 }

@@ -148,12 +148,6 @@ variable "log_level" {
   default     = "INFO"
 }
 
-variable "drift_schedule" {
-  description = "Cron schedule of the drift check (Cloud Scheduler publishes to agex-drift-alerts, which triggers the drift function)."
-  type        = string
-  default     = "0 * * * *"
-}
-
 variable "alert_channels" {
   description = "Monitoring notification channel ids (projects/P/notificationChannels/N) the alert policies notify."
   type        = list(string)
@@ -239,5 +233,116 @@ variable "canary" {
   validation {
     condition     = var.canary.timeout_seconds >= 60 && var.canary.timeout_seconds <= 86400
     error_message = "canary.timeout_seconds must be from 60 to 86400 (a Cloud Run job task's limit is 24 hours)."
+  }
+}
+
+# --- the drift check (functions.tf, scheduler.tf, pubsub.tf): AGEX_DRIFT_* of the drift function ---------
+
+variable "drift_schedule" {
+  description = "Cron schedule (Etc/UTC) on which Cloud Scheduler calls the drift function: each call collects the metrics of runs that ended, tests each agent version for drift and publishes drift alerts."
+  type        = string
+  default     = "0 * * * *"
+  nullable    = false
+
+  validation {
+    condition     = length(split(" ", var.drift_schedule)) == 5
+    error_message = "drift_schedule must be a cron expression of five fields separated by single spaces, e.g. \"0 * * * *\"."
+  }
+}
+
+variable "drift_interval_seconds" {
+  description = "AGEX_DRIFT_INTERVAL_SECONDS: the time between two ticks of drift_schedule (the checks of a window split drift_alpha between them). Null: derived from drift_schedule (3600 for the default hourly schedule); a schedule whose ticks are not evenly spaced needs it set."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.drift_interval_seconds == null || try(var.drift_interval_seconds >= 60 && floor(var.drift_interval_seconds) == var.drift_interval_seconds, false)
+    error_message = "drift_interval_seconds must be a whole number of seconds, at least 60 (Cloud Scheduler ticks at most once a minute)."
+  }
+}
+
+variable "drift_window_seconds" {
+  description = "AGEX_DRIFT_WINDOW_SECONDS: the length of a drift window (consecutive windows, aligned on the epoch): the runs each check compares with their baseline are those of the window it is in, and an alert is raised at most once per window."
+  type        = number
+  default     = 86400
+  nullable    = false
+
+  validation {
+    condition     = var.drift_window_seconds >= 60 && floor(var.drift_window_seconds) == var.drift_window_seconds
+    error_message = "drift_window_seconds must be a whole number of seconds, at least 60."
+  }
+}
+
+variable "drift_alpha" {
+  description = "AGEX_DRIFT_ALPHA: the probability of a false alarm per agent version and window, across all its metrics and the window's checks."
+  type        = number
+  default     = 0.01
+  nullable    = false
+
+  validation {
+    condition     = var.drift_alpha > 0 && var.drift_alpha < 1
+    error_message = "drift_alpha must be between 0 and 1 (exclusive)."
+  }
+}
+
+variable "drift_min_runs" {
+  description = "AGEX_DRIFT_MIN_RUNS: the fewest runs of a version, in the window and in the baseline, for its metrics to be tested."
+  type        = number
+  default     = 30
+  nullable    = false
+
+  validation {
+    condition     = var.drift_min_runs >= 5 && floor(var.drift_min_runs) == var.drift_min_runs
+    error_message = "drift_min_runs must be a whole number, at least 5 (the drift function refuses fewer)."
+  }
+}
+
+variable "drift_alert_subscribers" {
+  description = "Members who may pull drift.alert messages from the subscription agex-drift-alerts-inspect (roles/pubsub.subscriber on it), e.g. [\"group:agents-oncall@example.com\", \"serviceAccount:notifier@p.iam.gserviceaccount.com\"]. Named identities only."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for m in var.drift_alert_subscribers : can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+", m))])
+    error_message = "drift_alert_subscribers must be named members (user:, group:, serviceAccount:, domain:, principal:, principalSet:); the public members are refused."
+  }
+}
+
+# --- the runtime's OpenTelemetry metrics: alert thresholds (monitoring.tf) ----------------------------------
+
+variable "model_error_rate_threshold" {
+  description = "Alert when more than this fraction of a model's calls fail over 15 minutes (agex.model.calls, outcome=error)."
+  type        = number
+  default     = 0.05
+  nullable    = false
+
+  validation {
+    condition     = var.model_error_rate_threshold > 0 && var.model_error_rate_threshold < 1
+    error_message = "model_error_rate_threshold must be between 0 and 1 (exclusive)."
+  }
+}
+
+variable "model_latency_threshold_seconds" {
+  description = "Alert when the 95th percentile of a model's call latency stays above this many seconds for 10 minutes (agex.model.duration)."
+  type        = number
+  default     = 30
+  nullable    = false
+
+  validation {
+    condition     = var.model_latency_threshold_seconds > 0
+    error_message = "model_latency_threshold_seconds must be positive."
+  }
+}
+
+variable "cost_burn_usd_per_hour" {
+  description = "Alert when the estimated cost of all model calls over the last hour exceeds this many US dollars (agex.model.cost)."
+  type        = number
+  default     = 10
+  nullable    = false
+
+  validation {
+    condition     = var.cost_burn_usd_per_hour > 0
+    error_message = "cost_burn_usd_per_hour must be positive."
   }
 }

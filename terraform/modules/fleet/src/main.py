@@ -2,21 +2,18 @@
 zip (terraform/modules/fleet/storage.tf), next to agex/, examples/, functions/ and fleet.yaml. Each
 function is deployed from the same zip with its own entry point.
 
-``api``, ``step`` and ``approvals`` are loaded from functions/*/main.py, the same files the local stack
-runs, so the cloud and ``agex dev`` cannot drift apart. ``drift`` is not implemented yet: it acknowledges
-the scheduled tick and logs that it did nothing.
+``api``, ``step``, ``approvals`` and ``drift`` are loaded from functions/*/main.py, the same files the
+local stack runs, so the cloud and ``agex dev`` cannot drift apart. ``drift`` is the drift check Cloud
+Scheduler calls on ``drift_schedule`` (terraform/modules/fleet/scheduler.tf): it collects the metrics of
+runs that ended, tests each agent version for drift and publishes drift alerts on agex-drift-alerts.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any
-
-import functions_framework
 
 _ROOT = Path(__file__).resolve().parent
 
@@ -37,10 +34,4 @@ def _load(name: str) -> ModuleType:
 api = _load("api").api
 step = _load("step").step
 approvals = _load("approvals").approvals
-
-
-@functions_framework.cloud_event
-def drift(event: Any) -> None:
-    """The drift check (fleet file vs deployed identities and grants): not implemented yet."""
-    logging.getLogger("agex.drift").warning("drift check %s requested: not implemented yet, nothing was checked",
-                                            event.get("id"))
+drift = _load("drift").drift
