@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -102,6 +102,29 @@ def test_a_model_response_recorded_before_a_crash_is_not_paid_for_twice(e2e: E2E
     assert e2e.wait(run["run_id"], timeout=180)["status"] == "succeeded"
     calls = [r for r in e2e.model_requests() if r["first_user_text"] == text and r["status"] == 200]
     assert len(calls) == 4
+
+
+def test_a_model_call_paid_for_by_an_attempt_that_died_is_counted_in_the_runs_metrics(e2e: E2E) -> None:
+    from agex.adapters.gcp.firestore_metrics import FirestoreMetricsStore
+
+    e2e.arm("step.before_record")  # the step dies after the model answered, before the answer is recorded
+    text = "I need a refund for order A-1187; the second pair has a hole too."
+    run = e2e.client.start_run("support", text)
+    final = e2e.wait(run["run_id"], timeout=180)
+    assert final["status"] == "succeeded" and final["usage"]["model_calls"] == 4
+    served = [r for r in e2e.model_requests() if r["first_user_text"] == text and r["status"] == 200]
+    assert len(served) == 5  # the provider was paid for one more call than the run recorded
+    with e2e.stack.client_env():
+        store = FirestoreMetricsStore(project=e2e.stack.config.project)
+        deadline = time.monotonic() + 30
+        while not store.recorded([("dev", run["run_id"])]):
+            assert time.monotonic() < deadline, "the run's metrics were not recorded"
+            time.sleep(0.3)
+        (record,) = [r for r in store.query_run_metrics(
+            ended_from=datetime.fromisoformat(final["created_at"]), ended_to=datetime.now(UTC) + timedelta(minutes=1),
+            agent="support", tenant="dev") if r.run_id == run["run_id"]]
+    assert record.model_calls == 4 and record.unrecorded_model_calls == 1 and record.retries == 1
+    assert record.unrecorded_cost_usd > 0
 
 
 def test_the_api_dying_before_the_first_enqueue_is_repaired_by_the_clients_retry(e2e: E2E) -> None:

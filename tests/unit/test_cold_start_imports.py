@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 LAZY = ("mcp", "mcp_types", "anyio", "httpx", "httpx2", "google.genai", "google.cloud.pubsub_v1",
         "google.pubsub_v1", "google.cloud.secretmanager", "google.cloud.secretmanager_v1",
-        "presidio_analyzer", "spacy", "phonenumbers", "tldextract", "llamafirewall")
+        "presidio_analyzer", "spacy", "phonenumbers", "tldextract", "llamafirewall", "scipy", "numpy",
+        "opentelemetry.exporter.cloud_trace", "opentelemetry.exporter.cloud_monitoring", "google.cloud.monitoring_v3",
+        "google.cloud.trace_v2")
 
 PROBE = """
 import json, sys
@@ -43,9 +45,12 @@ ENV = {
     "AGEX_GEMINI_API_KEY": "unused",
     "AGEX_LOG_LEVEL": "WARNING",
     "AGEX_DECISIONS_PUSH_AUDIENCE": "http://127.0.0.1:9/",
+    "AGEX_DRIFT_URL": "http://127.0.0.1:9/",
+    "AGEX_TRACE_EXPORTER": "gcp",
+    "AGEX_METRICS_EXPORTER": "gcp",
 }
 
-FUNCTIONS = {"api": "public_api", "step": "step_endpoint", "approvals": "decision_push"}
+FUNCTIONS = {"api": "public_api", "step": "step_endpoint", "approvals": "decision_push", "drift": "drift_endpoint"}
 
 
 @pytest.fixture(scope="module")

@@ -206,6 +206,9 @@ class StepRunner:
                 return None
             cost = self.pricing.cost(agent.model, response.usage.input_tokens, response.usage.output_tokens)
             call.record(response, cost)
+        # the call is paid for from here: an attempt that dies before the response is recorded leaves a call no
+        # event shows (its run's metrics estimate it, docs/observability.md)
+        self.failpoints.hit("step.before_record")
         if tokens and chain is not None:
             response = response.model_copy(update={"message": Message.model_validate(
                 chain.detokenize(_dump(response.message), tokens))})
