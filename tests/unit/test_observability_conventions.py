@@ -172,8 +172,8 @@ def test_each_step_request_ends_with_an_entry_carrying_http_request_and_the_run_
         assert entry["logging.googleapis.com/labels"] == {
             "run": served_run["run"], "tenant": "dev", "step": entry["logging.googleapis.com/labels"]["step"],
             "agent": "shop"}
-        assert entry["logging.googleapis.com/sourceLocation"]["file"].endswith("step_endpoint.py")
-        assert entry["logging.googleapis.com/sourceLocation"]["function"] == "__call__"
+        assert entry["logging.googleapis.com/sourceLocation"]["file"].endswith("responses.py")
+        assert entry["logging.googleapis.com/sourceLocation"]["function"] == "served"
         # the task's trace: the closing entry joins it
         assert entry["logging.googleapis.com/trace"] == "projects/agex-test/traces/4bf92f3577b34da6a3ce929d0e0e4736"
         # never an outcome: the log-based metric agex_runs_finished counts outcome="finished" entries

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agex.core.agent import AgentRegistry
 from agex.core.clock import Clock, Ids
-from agex.core.errors import NotFound, RequestError
+from agex.core.errors import RequestError
 from agex.core.metrics import DriftAlert, RunMetrics
 from agex.ports.auth import Caller
 from agex.ports.metrics_store import MetricsStore
@@ -345,16 +345,6 @@ class Reports:
         self.agents.get(agent)
         found = self.metrics.list_evals(caller.tenant, agent, version=version, accepted=accepted, limit=limit)
         return EvalsPage(evals=[EvalView.model_validate(e) for e in found])
-
-    def version_of(self, agent: str) -> dict[str, Any]:
-        """What the store knows of the deployed version of ``agent``: first seen, and any fingerprint seen
-        under it that is not the first one's."""
-        deployed = self.agents.get(agent)
-        for v in self.metrics.list_versions(agent):
-            if v.version == deployed.version:
-                return {"first_seen": v.first_seen.isoformat(), "fingerprint": v.fingerprint,
-                        "mismatches": v.mismatches}
-        raise NotFound(f"version {deployed.version} of agent {agent} has not run yet")
 
 
 def _for_tenant(alert: DriftAlert, tenant: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
 
-from agex.app.http.responses import error_response, json_response
+from agex.app.http.responses import error_response, json_response, served
 from agex.core.approval import DecisionMessage
 from agex.core.errors import (
     AgexError,
@@ -38,7 +38,7 @@ from agex.core.errors import (
 )
 from agex.engine.approvals import Applied, ApprovalApplier, security_event
 from agex.obs import logging as log
-from agex.obs import metrics, tracing
+from agex.obs import tracing
 
 _log = log.get("approvals")
 _MAX_PUSH_BYTES = 256 * 1024
@@ -50,13 +50,7 @@ class DecisionPush:
         self.applier, self.verify = applier, verify
 
     def __call__(self, request: Request) -> Response:
-        with log.request_context(request) as served:
-            response = self._serve(request)
-            served.respond(response)
-        # Cloud Run throttles the CPU once the answer is sent: export the request's spans and metrics first
-        tracing.flush()
-        metrics.flush()
-        return response
+        return served(request, self._serve)
 
     def _serve(self, request: Request) -> Response:
         try:

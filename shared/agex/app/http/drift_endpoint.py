@@ -10,11 +10,10 @@ from collections.abc import Callable, Mapping
 
 from werkzeug.wrappers import Request, Response
 
-from agex.app.http.responses import error_response, json_response
+from agex.app.http.responses import error_response, json_response, served
 from agex.core.errors import AgexError, RequestError
 from agex.engine.watching import DriftService
 from agex.obs import logging as log
-from agex.obs import tracing
 
 _log = log.get("drift")
 
@@ -24,11 +23,7 @@ class DriftEndpoint:
         self.service, self.verify = service, verify
 
     def __call__(self, request: Request) -> Response:
-        with log.request_context(request) as served:
-            response = self._serve(request)
-            served.respond(response)
-        tracing.flush()  # before the answer: Cloud Run throttles the CPU after it
-        return response
+        return served(request, self._serve)
 
     def _serve(self, request: Request) -> Response:
         try:

@@ -25,6 +25,7 @@ from agex.app.http.responses import (
     json_response,
     method_not_allowed,
     not_found,
+    served,
 )
 from agex.app.http.rules import EVENTS_TOKEN_PATTERN, check_text, idempotency_key, parse_json
 from agex.app.http.views import (
@@ -51,7 +52,7 @@ from agex.engine.approvals import ApprovalService, DecideRequest
 from agex.engine.reports import EvalSubmission, Reports
 from agex.engine.runs import CreateRunRequest, RunService
 from agex.obs import logging as log
-from agex.obs import metrics, tracing
+from agex.obs import tracing
 from agex.ports.auth import Authenticator, Caller
 
 MAX_PAGE_SIZE = 1000
@@ -96,15 +97,8 @@ class PublicApi:
         self.base_url = base_url.rstrip("/")
 
     def __call__(self, request: Request) -> Response:
-        with log.request_context(request) as served, tracing.tracer().start_as_current_span(
-                f"{request.method} {request.path}", context=tracing.extract(dict(request.headers)),
-                kind=SpanKind.SERVER):
-            response = self._serve(request)
-            served.respond(response)
-        # Cloud Run throttles the CPU once the answer is sent: export the request's spans and metrics first
-        tracing.flush()
-        metrics.flush()
-        return response
+        return served(request, self._serve, lambda: tracing.tracer().start_as_current_span(
+            f"{request.method} {request.path}", kind=SpanKind.SERVER, context=tracing.extract(dict(request.headers))))
 
     def _serve(self, request: Request) -> Response:
         try:

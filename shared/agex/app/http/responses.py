@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from agex.core.errors import (
     AgexError,
@@ -18,6 +21,21 @@ from agex.core.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from agex.obs import logging as log
+from agex.obs import metrics, tracing
+
+
+def served(request: Request, serve: Callable[[Request], Response],
+           span: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> Response:
+    """Answer ``request`` with ``serve`` (inside ``span``, the request's own span if it has one): the request
+    ends with one log entry (``httpRequest``), and its spans and metrics are exported before the answer
+    goes, because Cloud Run throttles the CPU once it is sent."""
+    with log.request_context(request) as entry, span():
+        response = serve(request)
+        entry.respond(response)
+    tracing.flush()
+    metrics.flush()
+    return response
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -21,14 +21,14 @@ from opentelemetry import context
 from pydantic import BaseModel, ConfigDict, ValidationError
 from werkzeug.wrappers import Request, Response
 
-from agex.app.http.responses import error_response, json_response
+from agex.app.http.responses import error_response, json_response, served
 from agex.core.errors import AgexError, InvalidJson, NotFound, RequestError, StepControl, validation_problems
 from agex.engine.approvals import ApprovalApplier
 from agex.engine.decisions import Delivery
 from agex.engine.runs import RunService
 from agex.engine.stepper import StepRunner
 from agex.obs import logging as log
-from agex.obs import metrics, tracing
+from agex.obs import tracing
 from agex.ports.task_queue import StepTask
 
 _log = log.get("step")
@@ -62,14 +62,9 @@ class StepEndpoint:
         # the task's trace context covers the whole request, so that its closing entry joins the trace
         attached = context.attach(tracing.extract(dict(request.headers)))
         try:
-            with log.request_context(request) as served:
-                response = self._serve(request)
-                served.respond(response)
+            return served(request, self._serve)
         finally:
             context.detach(attached)
-        tracing.flush()
-        metrics.flush()
-        return response
 
     def _serve(self, request: Request) -> Response:
         try:
