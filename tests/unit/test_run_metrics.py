@@ -268,3 +268,33 @@ def test_fleet_file_pins_a_baseline(tmp_path: Any) -> None:
                     "    drift: {baseline: '1'}\n")
     with pytest.raises(ConfigurationError, match="baseline"):
         fleet.load(path)
+
+
+def test_a_check_that_died_while_publishing_is_retried_and_the_alert_goes_out_once() -> None:
+    from agex.adapters.inmemory.event_bus import InMemoryEventBus
+
+    rt = InMemoryRuntime([build()], support_model())
+    rt.clock.advance(3600 - rt.clock.now().timestamp() % 3600)
+    _traffic(rt, 15)
+    rt.redeploy([build("2", goodwill_factor=2.0)], support_model(2.0))
+    _traffic(rt, 15, start=100)
+
+    class DownBus(InMemoryEventBus):
+        def publish(self, topic: str, message: dict[str, Any], attributes: dict[str, str] | None = None) -> str:
+            raise ConnectionError("Pub/Sub is unreachable")
+
+    dying = _drift(rt)
+    dying.bus = DownBus()
+    with pytest.raises(ConnectionError):
+        dying.check()  # claimed its first alert, then died before publishing it
+    (held,) = [a.alert.alert_id for a in rt.metrics.list_alerts() if a.published_at is None]
+    retried = _drift(rt)
+    retried.check()  # the claim is still held: the retry leaves that alert to its holder for now
+    before = {m.message["alert_id"] for m in rt.bus.on(DRIFT_ALERTS_TOPIC)}
+    assert held not in before
+    rt.clock.advance(121)  # the holder is presumed dead: its claim lapses
+    retried.check()
+    retried.check()
+    ids = [m.message["alert_id"] for m in rt.bus.on(DRIFT_ALERTS_TOPIC)]
+    assert len(ids) == len(set(ids)) and set(ids) == before | {held}
+    assert any(m.message["metric"] == "watched.issue_refund.amount_usd" for m in rt.bus.on(DRIFT_ALERTS_TOPIC))
