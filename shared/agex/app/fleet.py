@@ -16,6 +16,8 @@ agents:
     canary: {enabled: true, schedule: "0 6 * * *", max_attack_success: 0.0}  # Terraform's red-team canary
     drift: {baseline_version: "3"}            # optional: pin the drift baseline (default: the previous version)
     queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
+prices:                                      # optional: models the built-in price table lacks, USD per million tokens
+  llama3.2: {input_per_mtok: 0, output_per_mtok: 0}
 ```
 """
 
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agex.core.agent import Agent, AgentRegistry
 from agex.core.errors import ConfigurationError
 from agex.core.guard import GuardSpec
+from agex.core.pricing import Price
 
 
 class _Strict(BaseModel):
@@ -87,6 +90,8 @@ class FleetAgent(_Strict):
 
 class Fleet(_Strict):
     agents: dict[str, FleetAgent]
+    prices: dict[str, Price] = Field(default_factory=dict)
+    """Prices of models the built-in table lacks (or negotiated ones), USD per million tokens."""
 
 
 def load(path: str | Path) -> Fleet:

@@ -27,7 +27,7 @@ from agex.core.agent import Agent, AgentRegistry
 from agex.core.decision_signing import DecisionSigner, DecisionVerifier
 from agex.core.errors import ConfigurationError
 from agex.core.guard import Chain
-from agex.core.pricing import Pricing
+from agex.core.pricing import DEFAULT_PRICES, Pricing
 from agex.engine.approvals import ApprovalApplier, ApprovalService
 from agex.engine.metrics import Recorder, Versions
 from agex.engine.reports import Reports
@@ -56,7 +56,7 @@ class Runtime:
         self.settings = settings or Settings()
         self.backends = backends or Backends.gcp(self.settings)
         self.clock, self.ids = self.backends.clock, self.backends.ids
-        self.pricing = Pricing()
+        self.pricing = Pricing({**DEFAULT_PRICES, **self.settings.prices})
         self._drift_pins: dict[str, Any] = {}
         if agents is not None:
             self.__dict__["agents"] = self._checked(agents)
@@ -68,6 +68,7 @@ class Runtime:
             from agex.app import fleet
 
             declared = fleet.load(s.fleet_file)
+            self.pricing = Pricing({**DEFAULT_PRICES, **declared.prices, **s.prices})
             self._drift_pins = {name: a.drift for name, a in declared.agents.items() if a.drift is not None
                                 and a.drift.baseline_version is not None}
             return self._checked(fleet.registry(declared, s.project))
@@ -81,6 +82,10 @@ class Runtime:
     def _checked(self, registry: AgentRegistry) -> AgentRegistry:
         from agex.guards import build_chain
 
+        if self.settings.model:
+            # one model for every agent (a local one in development): it is what the agents run on, so it is
+            # what is priced, recorded and fingerprinted
+            registry = AgentRegistry([a.model_copy(update={"model": self.settings.model}) for a in registry.all()])
         chains = {}
         for agent in registry.all():
             self.pricing.check(agent.model)

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agex.core.pricing import Price
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGEX_", extra="ignore")
@@ -55,6 +57,20 @@ class Settings(BaseSettings):
     vertex: bool = False
     """Use Vertex AI (project and location, application default credentials) instead of an API key."""
     model_timeout_seconds: float = 60.0
+    model_provider: Literal["gemini", "openai"] = "gemini"
+    """``gemini``: the Gemini API (``gemini_api_key``), or Vertex AI with ``vertex``; ``openai``: any
+    OpenAI-compatible chat-completions endpoint at ``openai_base_url`` (Ollama, vLLM, llama.cpp's server)."""
+    openai_base_url: str = "http://127.0.0.1:11434/v1"
+    openai_api_key: str = ""
+    openai_api_key_secret: str = ""
+    """A Secret Manager secret holding the endpoint's key, read with the function's own identity (instead of
+    ``openai_api_key``)."""
+    model: str = ""
+    """Run every agent on this model instead of the one it declares (a local model in development)."""
+    prices: dict[str, Price] = Field(default_factory=dict)
+    """Prices of models beyond the built-in table, USD per million tokens, as JSON:
+    ``{"llama3.2": {"input_per_mtok": 0, "output_per_mtok": 0}}``. A model without a price is refused at
+    start; a local model is priced at zero explicitly."""
 
     # API
     authenticator: Literal["dev", "google"] = "dev"

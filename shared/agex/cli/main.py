@@ -49,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--scenarios", metavar="DIR",
                      help="the Gemini emulator's scenarios (default $AGEX_SCENARIOS, else ./scenarios, else "
                           "./examples/scenarios)")
+    _model_arguments(dev)
 
     demo = sub.add_parser("demo", help="start the system, run the sample support agent end to end, stop")
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     demo.add_argument("--backend", choices=BACKENDS, default="emulators",
                       help="emulators (default) or memory (in this process; see `agex dev --help`)")
     demo.add_argument("--input", default=DEMO_INPUT)
+    _model_arguments(demo)
 
     new = sub.add_parser("new", help="scaffold an agent in the current directory",
                          description="Write NAME/agent.py (an agent with one typed tool), fleet.yaml, "
@@ -130,6 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as e:
         print(f"error: {e.message} ({e.code})", file=sys.stderr)
         return 2
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    from agex.dev.models import MODELS
+
+    parser.add_argument("--model", choices=MODELS, default=os.environ.get("AGEX_DEV_MODEL") or "emulator",
+                        help="emulator: the scripted Gemini emulator (default $AGEX_DEV_MODEL or emulator); gemini: "
+                             "the real Gemini API, with the key in $GEMINI_API_KEY (or Vertex AI with AGEX_VERTEX=true); "
+                             "openai: an OpenAI-compatible endpoint at $OPENAI_BASE_URL (default a local Ollama, "
+                             "http://127.0.0.1:11434/v1), key in $OPENAI_API_KEY if it needs one")
+    parser.add_argument("--model-name", metavar="NAME",
+                        help="run every agent on this model instead of its own (with --model openai: default "
+                             "$AGEX_MODEL or llama3.2)")
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -342,8 +357,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return _decide(args, args.resolution, args.comment, None)
 
 
-def _serve(port: int, backend: str, project: Project) -> Any:
-    """Start the system: the emulator stack, or everything in this process (``backend="memory"``)."""
+def _serve(port: int, backend: str, project: Project, model: str = "emulator", model_name: str | None = None) -> Any:
+    """Start the system: the emulator stack, or everything in this process (``backend="memory"``), its agents
+    on ``model`` (``agex.dev.models``)."""
+    from agex.dev import models
+
+    chosen = models.settings_for(model, model_name or "")
+    print(f"the agents run on {models.describe(model, chosen)}", flush=True)
     if backend == "memory":
         from agex.dev.embedded import Embedded, EmbeddedConfig
 
@@ -351,13 +371,13 @@ def _serve(port: int, backend: str, project: Project) -> Any:
               "emulator)...", flush=True)
         return Embedded(EmbeddedConfig(api_port=port, fleet_file=project.fleet_file, agents=project.agents,
                                        scenarios=project.scenarios, project_dir=project.root,
-                                       log_file=Path(".agex") / "logs" / "agex.log")).start()
+                                       log_file=Path(".agex") / "logs" / "agex.log", model_settings=chosen)).start()
     from agex.dev.stack import Stack, StackConfig
 
     print("starting the local stack (Firestore, Pub/Sub, Cloud Tasks, Secret Manager and Gemini emulators; api, "
-          "step and approvals functions)...", flush=True)
+          "step, approvals and drift functions)...", flush=True)
     return Stack(StackConfig(api_port=port or _free_port(), fleet_file=project.fleet_file, agents=project.agents,
-                             scenarios=project.scenarios, project_dir=project.root)).start()
+                             scenarios=project.scenarios, project_dir=project.root, model_settings=chosen)).start()
 
 
 def _free_port() -> int:
@@ -384,9 +404,10 @@ def _start_errors() -> tuple[type[BaseException], ...]:
     from agex.core.errors import AgexError
     from agex.dev.emulators.gcloud import EmulatorError
     from agex.dev.emulators.gemini.scenario import ScenarioError
+    from agex.dev.models import ModelChoiceError
     from agex.dev.project import ProjectError
 
-    return AgexError, EmulatorError, ScenarioError, ProjectError, OSError
+    return AgexError, EmulatorError, ScenarioError, ProjectError, ModelChoiceError, OSError
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -397,7 +418,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     system = None
     try:
         try:
-            system = _serve(args.port, args.backend, resolve(args.fleet, args.agents, args.scenarios))
+            system = _serve(args.port, args.backend, resolve(args.fleet, args.agents, args.scenarios), args.model,
+                            args.model_name)
         except _start_errors() as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -460,7 +482,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # the sample support agent, wherever this is run from
     sample = Project(root=REPO, fleet_file=REPO / "examples" / "fleet.yaml", agents="",
                      scenarios=REPO / "examples" / "scenarios")
-    system = _serve(args.port, args.backend, sample)
+    system = _serve(args.port, args.backend, sample, args.model, args.model_name)
     try:
         client = Client(system.api_url, "dev-token")
         print(f"ready: API at {system.api_url}, started in {_uptime():.2f} s\n")

@@ -37,7 +37,9 @@ class Pricing:
         if model not in self._prices:
             known = ", ".join(sorted(self._prices))
             raise ConfigurationError(
-                f"no price for model {model!r}: use one of {known} or pass a price table with it to Pricing"
+                f"no price for model {model!r}: use one of {known}, or give its price in USD per million tokens "
+                f"in the fleet file's prices: or in AGEX_PRICES, as {{\"{model}\": {{\"input_per_mtok\": 0.1, "
+                f"\"output_per_mtok\": 0.4}}}} (0 and 0 for a model you run yourself)"
             )
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:

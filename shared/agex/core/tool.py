@@ -24,6 +24,8 @@ from agex.core.errors import ConfigurationError, validation_problems
 from agex.core.messages import ToolSpec
 from agex.core.scrub import scrub
 
+RAW_ARGUMENTS = "_raw"
+"""The one argument of a call whose arguments the model sent as something other than a JSON object."""
 MAX_TOOL_OUTPUT_BYTES = 64 * 1024
 """A tool result larger than this is truncated (with a marker) before it reaches events and the model."""
 
@@ -164,6 +166,11 @@ class Tool:
             else dataclasses.replace(outcome, output=_truncate(outcome.output))
 
     def _call(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+        if set(args) == {RAW_ARGUMENTS}:
+            # a model sent arguments that are not JSON (an OpenAI-compatible server passes them on as text): an
+            # error the model can correct, never a call with the tool's defaults
+            return ToolOutcome(False, {"error": f"the arguments for {self.name} were not a JSON object: "
+                                                f"{str(args[RAW_ARGUMENTS])[:200]}"})
         try:
             parsed = self.args_model.model_validate(args)
         except ValidationError as e:

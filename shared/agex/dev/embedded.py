@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import queue
@@ -85,6 +86,8 @@ class EmbeddedConfig:
     log_file: Path | None = None
     """Where this process's ``agex`` logs go from the start (``agex dev``: ``.agex/logs/agex.log``); None
     leaves logging as it is."""
+    model_settings: dict[str, str] = field(default_factory=dict)
+    """``AGEX_*`` settings of a real model (``agex.dev.models.settings_for``); empty: the Gemini emulator."""
 
 
 class Embedded:
@@ -141,15 +144,24 @@ class Embedded:
         # bound before the runtime is built, which needs the API's URL for its links; served after
         api = self._bind(c.api_port, self._api)
         self.api_url = f"http://{HOST}:{api.port}"
-        settings = Settings(
-            fleet_file=str(Path(c.fleet_file).resolve()) if c.fleet_file is not None else "", agents=c.agents,
-            authenticator="dev", dev_tokens=c.dev_tokens, public_url=self.api_url, gemini_base_url=self.gemini_url,
-            gemini_api_key="local-emulator-key", vertex=False, step_lease_seconds=c.step_lease_seconds,
-            sweep_after_seconds=c.sweep_after_seconds, drift_interval_seconds=c.drift_every_seconds,
-            drift_window_seconds=c.drift_window_seconds)
-        self.model = model = GeminiModel(api_key=settings.gemini_api_key, base_url=settings.gemini_base_url,
-                                         timeout_seconds=settings.model_timeout_seconds)
-        runtime = self.runtime = Runtime(settings, Backends.in_memory(lambda agent: model, clock=SystemClock()))
+        chosen = {k.removeprefix("AGEX_").lower(): json.loads(v) if k == "AGEX_PRICES" else v
+                  for k, v in c.model_settings.items()}
+        real = chosen.get("model_provider") is not None
+        values: dict[str, Any] = {
+            "fleet_file": str(Path(c.fleet_file).resolve()) if c.fleet_file is not None else "", "agents": c.agents,
+            "authenticator": "dev", "dev_tokens": c.dev_tokens, "public_url": self.api_url,
+            "gemini_base_url": self.gemini_url, "gemini_api_key": "local-emulator-key", "vertex": False,
+            "step_lease_seconds": c.step_lease_seconds, "sweep_after_seconds": c.sweep_after_seconds,
+            "drift_interval_seconds": c.drift_every_seconds, "drift_window_seconds": c.drift_window_seconds,
+            **chosen}
+        settings = Settings(**values)
+        if real:
+            models = Backends.gcp(settings).models()
+        else:
+            self.model = model = GeminiModel(api_key=settings.gemini_api_key, base_url=settings.gemini_base_url,
+                                             timeout_seconds=settings.model_timeout_seconds)
+            models = lambda agent: model  # noqa: E731
+        runtime = self.runtime = Runtime(settings, Backends.in_memory(models, clock=SystemClock()))
         runtime.agents  # noqa: B018 - load and check the agents now: a mistake in them stops the start
         self._body_limits = limits.BodyLimits(self._public_api, max_body_bytes=limits.body_limit(settings.max_input_bytes),
                                               read_timeout_s=settings.request_timeout_seconds)

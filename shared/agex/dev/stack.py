@@ -92,6 +92,8 @@ class StackConfig:
     push_max_delivery_attempts: int = 5
     decision_sources: dict[str, str] = field(default_factory=dict)
     """More declared decision sources (a chat bot's name and Ed25519 public key, PEM) beside the API's."""
+    model_settings: dict[str, str] = field(default_factory=dict)
+    """``AGEX_*`` settings of a real model (``agex.dev.models.settings_for``); empty: the Gemini emulator."""
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -167,6 +169,7 @@ class Stack:
                 "AGEX_DRIFT_WINDOW_SECONDS": str(c.drift_window_seconds),
                 "AGEX_DECISION_SOURCES": json.dumps({"api": [self._decision_public_key],
                                                      **{k: [v] for k, v in c.decision_sources.items()}}),
+                **c.model_settings,
                 **c.extra_env,
             }
             self._provision()

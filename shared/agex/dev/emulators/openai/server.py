@@ -1,0 +1,299 @@
+"""WSGI application: routing, optional API-key check, faults and the request log.
+
+Scenarios, their matching and their per-turn faults are the Gemini emulator's, applied to the neutral
+request ``wire.parse_chat_request`` builds; the admin endpoints are the same too, so a test or a
+benchmark drives either emulator alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, ValidationError
+from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import ClosingIterator
+
+from agex.dev.emulators.gemini.faults import FaultRequest, TurnFaultTracker
+from agex.dev.emulators.gemini.scenario import ScenarioError, ScenarioSet, load_scenarios
+from agex.dev.emulators.gemini.server import RequestLog
+from agex.dev.emulators.gemini.wire import ApiError
+
+from .wire import OpenAIError, build_completion, invalid, parse_chat_request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+logger = logging.getLogger(__name__)
+
+_COMPLETIONS_PATHS = ("/v1/chat/completions", "/chat/completions")
+_MODELS_PATHS = ("/v1/models", "/models")
+
+# What the real API says for these statuses, so logs read as in production.
+_FAULTS: dict[int, tuple[str, str, str | None]] = {
+    429: ("Rate limit reached for requests. Please try again later.", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+    502: ("Bad gateway.", "server_error", None),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+    504: ("Gateway timeout.", "server_error", None),
+}
+
+
+class OpenAIFaultRequest(FaultRequest):
+    """Body of POST /_emulator/faults: the Gemini emulator's, plus the ``Retry-After`` to answer with."""
+
+    retry_after_s: int | None = Field(default=None, ge=0)
+
+
+@dataclass
+class _Fault:
+    status: int | None
+    remaining: int
+    delay_ms: int
+    model: str | None
+    retry_after_s: int | None
+
+    def as_json(self) -> dict[str, object]:
+        return {"status": self.status, "remaining": self.remaining, "delay_ms": self.delay_ms,
+                "model": self.model, "retry_after_s": self.retry_after_s}
+
+
+class _FaultQueue:
+    """Faults queued through the admin endpoint, consumed in FIFO order (one use per request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+
+    def add(self, req: OpenAIFaultRequest) -> _Fault:
+        fault = _Fault(req.status, req.count, req.delay_ms or 0, req.model, req.retry_after_s)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(self, model: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.model is None or fault.model == model:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def clear(self) -> int:
+        with self._lock:
+            n = len(self._faults)
+            self._faults.clear()
+        return n
+
+    def pending(self) -> list[dict[str, object]]:
+        with self._lock:
+            return [f.as_json() for f in self._faults]
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json",
+                    headers=headers)
+
+
+def _error(exc: OpenAIError, headers: dict[str, str] | None = None) -> Response:
+    return _json(exc.body(), status=exc.status, headers=headers)
+
+
+class _Fail(Exception):
+    """A fault to answer with: the error and its ``Retry-After``."""
+
+    def __init__(self, error: OpenAIError, retry_after_s: int | None) -> None:
+        self.error, self.retry_after_s = error, retry_after_s
+
+
+class EmulatorApp:
+    def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000,
+                 keep_bodies: bool = False, api_key: str = "") -> None:
+        self.scenarios = scenarios
+        self.latency_ms = latency_ms
+        self.keep_bodies = keep_bodies
+        self.api_key = api_key
+        """Required as ``Authorization: Bearer`` when set; like Ollama or vLLM, none is needed otherwise."""
+        self.faults = _FaultQueue()
+        self.turn_faults = TurnFaultTracker()
+        self.log = RequestLog(log_size)
+        # Set on shutdown: cuts injected delays short so in-flight requests are answered, not dropped.
+        self._stopping = threading.Event()
+        self._inflight = 0
+        self._inflight_cond = threading.Condition()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        with self._inflight_cond:
+            self._inflight += 1
+        try:
+            request = Request(environ)
+            try:
+                response = self._dispatch(request)
+            except OpenAIError as exc:
+                response = _error(exc)
+            except Exception as exc:  # a bug here must still answer in the API's error shape
+                logger.exception("emulator error")
+                response = _error(OpenAIError(500, f"OpenAI emulator internal error: {exc!r}", type="server_error"))
+            # The server calls close() after writing the body: in flight until the answer is on the wire.
+            return ClosingIterator(response(environ, start_response), self._request_done)
+        except BaseException:
+            self._request_done()
+            raise
+
+    def _request_done(self) -> None:
+        with self._inflight_cond:
+            self._inflight -= 1
+            self._inflight_cond.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Stops delaying answers and waits for in-flight requests; False on timeout."""
+        self._stopping.set()
+        with self._inflight_cond:
+            return self._inflight_cond.wait_for(lambda: self._inflight <= 0, timeout=timeout)
+
+    # -- routing -------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> Response:
+        path, method = request.path.rstrip("/") or "/", request.method
+        if path == "/healthz":
+            return _json({"status": "ok", "scenarios": len(self.scenarios.scenarios)})
+        if path.startswith("/_emulator/"):
+            return self._admin(request, path.removeprefix("/_emulator/"), method)
+        if path in _COMPLETIONS_PATHS and method == "POST":
+            return self._complete(request)
+        if path in _MODELS_PATHS and method == "GET":
+            names = sorted({s.match.model for s in self.scenarios.scenarios if s.match.model})
+            return _json({"object": "list", "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "agex-emulator"} for n in names]})
+        raise OpenAIError(404, f"Invalid URL ({method} {request.path})")
+
+    def _admin(self, request: Request, name: str, method: str) -> Response:
+        if name == "faults":
+            if method == "POST":
+                try:
+                    fault = self.faults.add(OpenAIFaultRequest.model_validate(_admin_body(request)))
+                except ValidationError as exc:
+                    raise invalid(f"Invalid fault: {exc.errors(include_url=False)}") from None
+                return _json({"queued": fault.as_json(), "pending": self.faults.pending()})
+            if method == "DELETE":
+                return _json({"cleared": self.faults.clear()})
+            if method == "GET":
+                return _json({"pending": self.faults.pending()})
+        elif name == "requests":
+            if method == "GET":
+                return _json(self.log.snapshot())
+            if method == "DELETE":
+                return _json({"cleared": self.log.clear()})
+        elif name == "scenarios" and method == "GET":
+            return _json({"directory": str(self.scenarios.directory),
+                          "scenarios": [{"name": s.name, "file": s.source} for s in self.scenarios.scenarios]})
+        elif name == "scenarios/reload" and method == "POST":
+            try:
+                self.scenarios = load_scenarios(self.scenarios.directory)
+            except ScenarioError as exc:
+                raise invalid(str(exc)) from None
+            return _json({"scenarios": [s.name for s in self.scenarios.scenarios]})
+        elif name == "reset" and method == "POST":
+            self.faults.clear()
+            self.turn_faults.reset()
+            self.log.clear()
+            return _json({"reset": True})
+        else:
+            raise OpenAIError(404, f"Unknown emulator admin endpoint /_emulator/{name}.")
+        raise OpenAIError(405, f"/_emulator/{name} does not accept {method}.")
+
+    # -- chat completions -----------------------------------------------------------
+
+    def _complete(self, request: Request) -> Response:
+        entry: dict[str, Any] = {"model": None, "turn": None, "scenario": None, "first_user_text": None,
+                                 "status": 200, "at": time.time(), "fault": None, "error": None}
+        delay = [self.latency_ms]
+        try:
+            response = _json(self._answer(request, entry, delay))
+        except _Fail as fail:
+            response = self._failed(entry, fail.error, {"Retry-After": str(fail.retry_after_s)}
+                                    if fail.retry_after_s is not None else None)
+        except OpenAIError as exc:
+            response = self._failed(entry, exc)
+        if delay[0] > 0:
+            self._stopping.wait(delay[0] / 1000)
+        self.log.append(entry)
+        return response
+
+    @staticmethod
+    def _failed(entry: dict[str, Any], exc: OpenAIError, headers: dict[str, str] | None = None) -> Response:
+        entry["status"], entry["error"] = exc.status, exc.message
+        return _error(exc, headers)
+
+    def _answer(self, request: Request, entry: dict[str, Any], delay: list[int]) -> dict[str, Any]:
+        self._authenticate(request)
+        raw = request.get_data(cache=False)
+        if self.keep_bodies:
+            entry["body"] = raw.decode("utf-8", "replace")
+        parsed = parse_chat_request(raw)
+        entry.update(model=parsed.model, turn=parsed.model_turns, first_user_text=parsed.first_user_text)
+
+        # Injected faults come first: an overloaded backend fails before it looks at the request.
+        injected = self.faults.take(parsed.model)
+        if injected is not None:
+            entry["fault"] = "injected"
+            delay[0] += injected.delay_ms
+            if injected.status is not None:
+                raise _Fail(_fault_error(injected.status, "injected fault"), injected.retry_after_s)
+
+        scenarios = self.scenarios
+        found = scenarios.find(parsed)
+        if found is None:
+            raise invalid(
+                f"OpenAI emulator: no scenario matched (model {parsed.model!r}, first user text "
+                f"{_clip(parsed.first_user_text)!r}, system message {_clip(parsed.system_text or '')!r}). "
+                f"Add a scenario file to {scenarios.directory} whose `match` covers this request.")
+        scenario, regex_match = found
+        entry["scenario"] = scenario.name
+        try:
+            reply = scenario.reply(parsed, regex_match)
+        except ApiError as exc:  # a scenario that cannot answer this request (a loop count that is no number)
+            raise invalid(exc.message) from None
+        if reply.fault is not None and self.turn_faults.should_fault(parsed.digest, reply.fault.times):
+            entry["fault"] = "scenario"
+            delay[0] += reply.fault.delay_ms or 0
+            if reply.fault.status is not None:
+                raise _Fail(_fault_error(reply.fault.status,
+                                         f"scenario {scenario.name!r} turn {parsed.model_turns} fault"), None)
+        return build_completion(parsed, reply.text, reply.function_calls)
+
+    def _authenticate(self, request: Request) -> None:
+        if not self.api_key:
+            return
+        auth = request.headers.get("Authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            raise OpenAIError(401, "You didn't provide an API key. You need to provide your API key in an "
+                                   "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        if auth[7:].strip() != self.api_key:
+            raise OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+def _fault_error(status: int, what: str) -> OpenAIError:
+    message, kind, code = _FAULTS.get(status, (f"Simulated HTTP {status}.", "invalid_request_error", None))
+    return OpenAIError(status, f"{message} ({what} from the OpenAI emulator)", type=kind, code=code)
+
+
+def _admin_body(request: Request) -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"We could not parse the JSON body of your request. ({exc})") from None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
