@@ -80,3 +80,31 @@ def test_the_sample_agent_runs_on_an_openai_compatible_endpoint(openai_url: str,
         assert final["status"] == "succeeded", final
         assert final["usage"]["model_calls"] == 4 and final["usage"]["cost_usd"] == 0.0
         assert "$24.00" in (final["result"] or "")
+
+
+def test_the_endpoints_key_is_read_from_secret_manager_with_the_functions_own_identity(tmp_path: Any) -> None:
+    from agex.adapters.gcp.secret_manager import ensure_secret
+    from agex.app.backends import Backends
+    from agex.app.settings import Settings
+    from agex.core.agent import Agent
+    from agex.core.messages import Message, ModelRequest, Part
+    from agex.dev.emulators.secretmanager.client import make_client
+    from agex.dev.stack import ADMIN
+
+    settings = Settings.model_construct(project="agex-test", model_provider="openai",
+                                        openai_api_key_secret="llm-api-key", model_timeout_seconds=10.0)
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "hello.yaml").write_text("name: hello\nmatch: {system_contains: 'greeter'}\nturns: [{text: hi}]\n")
+    with start_python_emulator("agex.dev.emulators.secretmanager", ["--host", "127.0.0.1", "--port", "0",
+                                                                     "--admin", ADMIN]) as secrets, \
+            start_python_emulator("agex.dev.emulators.openai", ["--host", "127.0.0.1", "--port", "0", "--scenarios",
+                                                                str(scenarios), "--api-key", "sk-local"]) as llm:
+        host = secrets.endpoints["grpc"]
+        ensure_secret(make_client(host, ADMIN), "agex-test", "llm-api-key", "sk-local", [settings.step_service_account])
+        settings = settings.model_copy(update={"secrets_emulator_host": host,
+                                               "openai_base_url": f"http://127.0.0.1:{llm.port}/v1"})
+        model = Backends.gcp(settings).models()(Agent(name="greeter", instructions="You are a greeter."))
+        answer = model.request(ModelRequest(model="llama3.2", system="You are a greeter.",
+                                            messages=[Message(role="user", parts=[Part(text="hello")])]))
+        assert answer.message.text == "hi"  # the emulator refuses any other key with 401

@@ -74,27 +74,25 @@ class Backends:
 
             return PubSubEventBus(s.project)
 
+        def own_secret(name: str) -> str:
+            # read with the function's own identity, like the API's signing key
+            from agex.adapters.gcp.secret_manager import SecretManagerStore, emulator_clients, own_clients
+
+            clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
+            return SecretManagerStore(s.project, clients).access(s.step_service_account, name)
+
         def models() -> Models:
             if s.model_provider == "openai":
                 from agex.adapters.openai_compat import OpenAICompatibleModel
 
-                key = s.openai_api_key
-                if s.openai_api_key_secret:
-                    # read with the function's own identity, like the API's signing key
-                    from agex.adapters.gcp.secret_manager import (
-                        SecretManagerStore,
-                        emulator_clients,
-                        own_clients,
-                    )
-
-                    clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
-                    key = SecretManagerStore(s.project, clients).access(s.step_service_account, s.openai_api_key_secret)
+                key = own_secret(s.openai_api_key_secret) if s.openai_api_key_secret else s.openai_api_key
                 endpoint = OpenAICompatibleModel(base_url=s.openai_base_url, api_key=key,
                                                  timeout_seconds=s.model_timeout_seconds)
                 return lambda agent: endpoint
             from agex.adapters.gcp.gemini import GeminiModel
 
-            gemini = GeminiModel(api_key=s.gemini_api_key, base_url=s.gemini_base_url, vertex=s.vertex,
+            key = own_secret(s.gemini_api_key_secret) if s.gemini_api_key_secret else s.gemini_api_key
+            gemini = GeminiModel(api_key=key, base_url=s.gemini_base_url, vertex=s.vertex,
                                  project=s.project, location=s.location, timeout_seconds=s.model_timeout_seconds)
             return lambda agent: gemini
 

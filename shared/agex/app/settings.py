@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     # model
     gemini_api_key: str = ""
+    gemini_api_key_secret: str = ""
+    """A Secret Manager secret holding the Gemini API key, read with the function's own identity (instead of
+    ``gemini_api_key``)."""
     gemini_base_url: str = ""
     """Base URL of the Gemini API; set to the emulator's locally."""
     vertex: bool = False
