@@ -293,6 +293,12 @@ def test_evals(metrics_store: MetricsStore) -> None:
     assert listed(tenant="globex") == ["g1"]
     assert listed(tenant="initech") == []
 
+    # a result is free-form JSON: arrays in arrays and any keys come back as they went in
+    odd = {**evaluation("e6", at=70, agent="odd"), "summary": {"\u00e9 x": [True, [""]], "__x__": {"0/0": []}},
+           "cases": [[1, [2, [3]]], {"k": None}]}
+    metrics_store.put_eval("acme", odd)
+    assert metrics_store.list_evals("acme", "odd") == [odd]
+
     replaced = {**evaluation("e1", at=10), "accepted": False}
     metrics_store.put_eval("acme", replaced)
     assert listed(accepted=False) == ["e4", "e2", "e1"]

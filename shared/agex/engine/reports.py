@@ -9,6 +9,7 @@ Aggregated on read from the per-run records (no counter documents to keep hot); 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -294,23 +295,23 @@ class Reports:
     def metrics(self) -> MetricsStore:
         return self._metrics()
 
-    def period(self, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    def period(self, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime, bool]:
+        """The period asked for, and whether it was cut: one longer than ``MAX_RANGE`` becomes the
+        ``MAX_RANGE`` before its end (the answer's ``from`` says so, and ``truncated``). A period that ends
+        before it starts is empty."""
         end = end or self.clock.now()
         start = start or end - timedelta(days=7)
-        if start >= end:
-            raise RequestError("query parameter from must be before to")
         if end - start > MAX_RANGE:
-            raise RequestError(f"the period from {start.isoformat()} to {end.isoformat()} is longer than "
-                               f"{MAX_RANGE.days} days; ask for a shorter one")
-        return start, end
+            return end - MAX_RANGE, end, True
+        return start, max(start, end), False
 
     def agent_metrics(self, caller: Caller, agent: str, *, version: str | None, start: datetime | None,
                       end: datetime | None, bucket: Bucket) -> AgentMetrics:
         self.agents.get(agent)
-        start, end = self.period(start, end)
+        start, end, cut = self.period(start, end)
         runs = self.metrics.query_run_metrics(ended_from=start, ended_to=end, agent=agent, tenant=caller.tenant,
                                               version=version, limit=MAX_RECORDS + 1)
-        return agent_metrics(agent, runs[:MAX_RECORDS], start, end, bucket, version, len(runs) > MAX_RECORDS)
+        return agent_metrics(agent, runs[:MAX_RECORDS], start, end, bucket, version, cut or len(runs) > MAX_RECORDS)
 
     def usage(self, caller: Caller, group_by: Sequence[str], *, start: datetime | None, end: datetime | None,
               agent: str | None = None) -> UsageReport:
@@ -320,10 +321,10 @@ class Reports:
                                f"among {', '.join(GROUPS)}; got {','.join(group_by)!r}")
         if "model" in group_by and "tool" in group_by:
             raise RequestError("group_by cannot have both model and tool: a model call is no one tool's")
-        start, end = self.period(start, end)
+        start, end, cut = self.period(start, end)
         runs = self.metrics.query_run_metrics(ended_from=start, ended_to=end, agent=agent, tenant=caller.tenant,
                                               limit=MAX_RECORDS + 1)
-        return usage(runs[:MAX_RECORDS], group_by, start, end, len(runs) > MAX_RECORDS)
+        return usage(runs[:MAX_RECORDS], group_by, start, end, cut or len(runs) > MAX_RECORDS)
 
     def alerts(self, caller: Caller, *, agent: str | None, since: datetime | None, limit: int) -> AlertsPage:
         if agent is not None:
@@ -334,7 +335,7 @@ class Reports:
 
     def put_eval(self, caller: Caller, agent: str, submission: EvalSubmission) -> EvalView:
         self.agents.get(agent)
-        view = EvalView(**{**submission.model_dump(), "eval_id": submission.eval_id or self.ids.new_id("eval_"),
+        view = EvalView(**{**_text(submission.model_dump()), "eval_id": submission.eval_id or self.ids.new_id("eval_"),
                            "agent": agent, "tenant": caller.tenant, "principal": caller.principal,
                            "created_at": self.clock.now()})
         self.metrics.put_eval(caller.tenant, view.model_dump())
@@ -345,6 +346,22 @@ class Reports:
         self.agents.get(agent)
         found = self.metrics.list_evals(caller.tenant, agent, version=version, accepted=accepted, limit=limit)
         return EvalsPage(evals=[EvalView.model_validate(e) for e in found])
+
+
+def _text(value: Any) -> Any:
+    """``value`` with every string (keys too) made storable: a lone surrogate, which JSON allows and no store
+    can encode, becomes U+FFFD. A result is a report, not an input the runtime acts on."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _SURROGATE.search(value) \
+            else value
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _for_tenant(alert: DriftAlert, tenant: str) -> dict[str, Any]:

@@ -58,8 +58,10 @@ def check_eval(result: dict[str, Any]) -> None:
         raise ValueError(f"evaluation result without {', '.join(missing)}")
     if not isinstance(result["created_at"], datetime) or not isinstance(result["accepted"], bool):
         raise ValueError("evaluation result: created_at must be a datetime and accepted a bool")
-    if not all(isinstance(result[k], str) and valid_document_id(result[k]) for k in ("eval_id", "agent", "version")):
-        raise ValueError("evaluation result: eval_id, agent and version must be valid names")
+    if not all(isinstance(result[k], str) for k in ("agent", "version")):
+        raise ValueError("evaluation result: agent and version must be strings")
+    if not isinstance(result["eval_id"], str) or not valid_document_id(result["eval_id"]):
+        raise ValueError("evaluation result: eval_id must be a valid document id")
 
 
 def check_query(agent: str | None, version: str | None) -> None:

@@ -42,6 +42,7 @@ Indexes the deployment must declare (terraform/modules/fleet/firestore.tf):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -283,7 +284,10 @@ class FirestoreMetricsStore(MetricsStore):
     def put_eval(self, tenant: str, result: dict[str, Any]) -> None:
         check_eval(result)
         ref = self._tenant(tenant).collection(self._evals).document(result["eval_id"])
-        doc = utc_all(result)
+        # the free-form result (any JSON: arrays in arrays, any keys) as one string, which Firestore stores as
+        # it is; beside it, the fields the listing filters and orders on
+        doc = {k: utc_all(result[k]) for k in _EVAL_FIELDS if k in result}
+        doc["result_json"] = json.dumps(result, default=_iso, ensure_ascii=True)
         check_size(ref.path, doc)
         with _calling(f"storing evaluation {result['eval_id']}"):
             ref.set(doc)
@@ -301,7 +305,8 @@ class FirestoreMetricsStore(MetricsStore):
         if accepted is not None:
             query = query.where(filter=FieldFilter("accepted", "==", accepted))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
-        return self._query(query, f"listing evaluations of agent {agent}")
+        return [{**json.loads(d["result_json"]), **{k: d[k] for k in _EVAL_FIELDS if k in d}}
+                for d in self._query(query, f"listing evaluations of agent {agent}")]
 
     # --- calls ------------------------------------------------------------------------------------------
 
@@ -359,3 +364,12 @@ def _native(value: Any) -> Any:
     if isinstance(value, list):
         return [_native(v) for v in value]
     return value
+
+
+_EVAL_FIELDS = ("eval_id", "agent", "version", "accepted", "created_at")
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return utc(value).isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in an evaluation result")

@@ -87,7 +87,8 @@ def _text(name: str, description: str) -> dict[str, Any]:
 
 
 _PERIOD = [_time("from", "Start of the period (runs that ended at or after it); default: `to` less 7 days."),
-           _time("to", "End of the period (runs that ended before it); default: now. At most 92 days after `from`.")]
+           _time("to", "End of the period (runs that ended before it); default: now. A period longer than 92 "
+                        "days is cut to its last 92 (the answer's `from` and `truncated` say so).")]
 
 
 def _idempotency_key(description: str) -> dict[str, Any]:
@@ -248,7 +249,8 @@ def _document() -> dict[str, Any]:
                 "parameters": [{"name": "group_by", "in": "query", "required": False,
                                 "description": f"Comma-separated, distinct, among {', '.join(GROUPS)}; not both "
                                                "model and tool. Default: agent.",
-                                "schema": {"type": "string", "default": "agent"}},
+                                "schema": {"type": "string", "default": "agent",
+                                           "pattern": f"^({'|'.join(GROUPS)})(,({'|'.join(GROUPS)}))*$"}},
                                _text("agent", "Only this agent's runs."), *_PERIOD],
                 "responses": {"200": _json(UsageReport, "Usage per group."), **_errors(400, 401)}}},
             "/v1/alerts": {"get": {

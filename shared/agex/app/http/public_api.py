@@ -304,9 +304,12 @@ def _time_param(request: Request, name: str) -> datetime | None:
     if value is None or value.tzinfo is None:
         raise RequestError(f"query parameter {name} must be an ISO 8601 time with its offset, like "
                            f"2026-11-29T10:00:00Z; got {raw[:40]!r}")
-    if not datetime(1970, 1, 2, tzinfo=UTC) <= value <= datetime(9999, 12, 30, tzinfo=UTC):
-        raise RequestError(f"query parameter {name} is out of range")
-    return value
+    # before the first run or past the last representable day, a time means the same as those bounds
+    low, high = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)
+    try:
+        return min(max(value.astimezone(UTC), low), high)
+    except OverflowError:
+        return low if value.year < 1970 else high
 
 
 def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
