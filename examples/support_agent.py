@@ -113,6 +113,8 @@ def build(version: str = "1", goodwill_factor: float = 1.0) -> Agent:
             "the order, check the refund policy, and issue the refund only if the policy allows it, for at most "
             "the allowed amount. Then answer the customer briefly with the outcome and the refund id." + goodwill),
         model="gemini-2.5-flash",
+        # out of quota or down: the lighter model answers the step instead of the customer waiting for a retry
+        fallbacks=("gemini-2.5-flash-lite",),
         tools=(lookup_order, check_refund_policy, issue_refund),
         behaviour={"goodwill_factor": goodwill_factor},
         # what a refund amounts to, in dollars and as a share of the order: the drift check watches both

@@ -78,8 +78,9 @@ def test_get_agent_shows_tools_with_json_schema_parameters_and_no_secrets(client
     assert response.status_code == 200
     view = response.get_json()
     assert set(view) == {"name", "version", "description", "model", "identity", "tools", "limits", "approvals",
-                         "operators", "fingerprint", "watch"}
+                         "operators", "fingerprint", "watch", "fallbacks"}
     assert view["fingerprint"].startswith("sha256:") and view["watch"] == ["issue_refund.amount_usd", "refund_share"]
+    assert view["fallbacks"] == ["gemini-2.5-flash-lite"]
     assert view["identity"] == "agent-support@test"
     assert view["approvals"] == []  # the sample agent holds no call for a human
     assert (view["name"], view["version"], view["model"]) == ("support", "1", "gemini-2.5-flash")

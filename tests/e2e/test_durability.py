@@ -158,6 +158,23 @@ def test_model_quota_errors_are_retried_by_cloud_tasks_without_failing_the_run(e
     assert final["status"] == "succeeded" and final["usage"]["model_calls"] == 3
 
 
+def test_a_quota_storm_on_the_primary_model_completes_every_run_on_its_fallback(e2e: E2E) -> None:
+    runs = 5
+    e2e.inject_model_fault(status=429, count=4 * runs, model="gemini-2.5-flash")  # every call of the primary
+    try:
+        started = [e2e.client.start_run("support", f"Refund order A-1187 please, the socks tore ({i}).")
+                   for i in range(runs)]
+        finals = [e2e.wait(r["run_id"], timeout=180) for r in started]
+    finally:
+        httpx.delete(f"{e2e.stack.gemini_url}/_emulator/faults")
+    assert all(f["status"] == "succeeded" for f in finals), finals
+    for run in started:
+        answered = [e["data"] for e in e2e.events(run["run_id"]) if e["kind"] == "model_response"]
+        assert len(answered) == 4 and {a["model"] for a in answered} == {"gemini-2.5-flash-lite"}
+        assert all(a["route"]["failed"][0] == {"model": "gemini-2.5-flash", "reason": "quota",
+                                               "error": a["route"]["failed"][0]["error"]} for a in answered)
+
+
 def test_fifty_runs_started_at_once_all_succeed(e2e: E2E) -> None:
     with ThreadPoolExecutor(max_workers=10) as pool:
         runs = list(pool.map(lambda i: e2e.client.start_run("ticker", "tick 3", metadata={"i": str(i)}), range(50)))

@@ -26,7 +26,7 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
-from agex.core.errors import ModelError, TransientError
+from agex.core.errors import ModelBlocked, ModelError, model_unavailable
 from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part, TokenUsage
 from agex.core.tool import RAW_ARGUMENTS
 from agex.ports.model import Model
@@ -63,8 +63,8 @@ class OpenAICompatibleModel(Model):
         try:
             answer = self._get_client().post(self.url, json=body)
         except httpx.TransportError as e:  # connect errors, timeouts, dropped connections
-            raise TransientError(f"the model server at {self.url} could not be reached: "
-                                 f"{type(e).__name__}: {e}") from e
+            raise model_unavailable(0, f"the model server at {self.url} could not be reached: "
+                                       f"{type(e).__name__}: {e}") from e
         if answer.status_code != 200:
             _raise_for(answer)
         try:
@@ -134,7 +134,7 @@ def chat_response(data: Any) -> ModelResponse:
             id=call.get("id") or f"call-{i}", name=function.get("name") or "",
             args=_arguments(function.get("arguments")))))
     if not parts and finish_reason == "content_filter":
-        raise ModelError("the model server's content filter blocked the answer (finish_reason content_filter)")
+        raise ModelBlocked("the model server's content filter blocked the answer (finish_reason content_filter)")
     usage = data.get("usage") or {}
     return ModelResponse(
         message=Message(role="model", parts=parts),
@@ -162,7 +162,7 @@ def _raise_for(answer: httpx.Response) -> None:
     if status in _RETRYABLE or status >= 500:
         after = answer.headers.get("retry-after", "").strip()
         wait = f" (retry after {after}{' s' if after.isdigit() else ''})" if after else ""
-        raise TransientError(f"the model server at {url} answered {status}{wait}: {message}")
+        raise model_unavailable(status, f"the model server at {url} answered {status}{wait}: {message}")
     raise ModelError(f"the model server at {url} refused the request ({status}): {message}")
 
 

@@ -8,6 +8,7 @@ builds a model client, and the step function imports ``google.genai`` on its fir
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -16,6 +17,7 @@ from agex.app.settings import Settings
 from agex.core.agent import Agent
 from agex.core.clock import Clock, Ids, RandomIds, SystemClock
 from agex.core.decision_signing import new_key_pair
+from agex.core.messages import ModelRequest, ModelResponse
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
@@ -81,20 +83,22 @@ class Backends:
             clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
             return SecretManagerStore(s.project, clients).access(s.step_service_account, name)
 
-        def models() -> Models:
-            if s.model_provider == "openai":
-                from agex.adapters.openai_compat import OpenAICompatibleModel
+        def openai() -> Model:
+            from agex.adapters.openai_compat import OpenAICompatibleModel
 
-                key = own_secret(s.openai_api_key_secret) if s.openai_api_key_secret else s.openai_api_key
-                endpoint = OpenAICompatibleModel(base_url=s.openai_base_url, api_key=key,
-                                                 timeout_seconds=s.model_timeout_seconds)
-                return lambda agent: endpoint
+            key = own_secret(s.openai_api_key_secret) if s.openai_api_key_secret else s.openai_api_key
+            return OpenAICompatibleModel(base_url=s.openai_base_url, api_key=key, timeout_seconds=s.model_timeout_seconds)
+
+        def gemini() -> Model:
             from agex.adapters.gcp.gemini import GeminiModel
 
             key = own_secret(s.gemini_api_key_secret) if s.gemini_api_key_secret else s.gemini_api_key
-            gemini = GeminiModel(api_key=key, base_url=s.gemini_base_url, vertex=s.vertex,
-                                 project=s.project, location=s.location, timeout_seconds=s.model_timeout_seconds)
-            return lambda agent: gemini
+            return GeminiModel(api_key=key, base_url=s.gemini_base_url, vertex=s.vertex, project=s.project,
+                               location=s.location, timeout_seconds=s.model_timeout_seconds)
+
+        def models() -> Models:
+            providers = Providers(default=s.model_provider, build={"gemini": gemini, "openai": openai})
+            return lambda agent: providers
 
         def secrets() -> SecretStore:
             # read as each agent's identity: the emulator's bearer identities locally, impersonation in the cloud
@@ -154,6 +158,27 @@ class Backends:
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
                    metrics=lambda: metrics,
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
+
+
+class Providers(Model):
+    """The model port over every provider a deployment talks to: a model named ``openai:NAME`` or
+    ``gemini:NAME`` goes to that provider as ``NAME``, any other to the default one. So an agent's fallbacks
+    may cross providers (``Agent.fallbacks``). Each provider's client is built on its first call."""
+
+    def __init__(self, default: str, build: Mapping[str, Callable[[], Model]]) -> None:
+        self.default, self._build = default, build
+        self._built: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def request(self, request: ModelRequest) -> ModelResponse:
+        provider, _, name = request.model.partition(":")
+        if not name or provider not in self._build:
+            provider, name = self.default, request.model
+        with self._lock:
+            if provider not in self._built:
+                self._built[provider] = self._build[provider]()
+            model = self._built[provider]
+        return model.request(request.model_copy(update={"model": name}))
 
 
 def _once(build: Callable[[], T]) -> Callable[[], T]:

@@ -85,10 +85,12 @@ class Runtime:
         if self.settings.model:
             # one model for every agent (a local one in development): it is what the agents run on, so it is
             # what is priced, recorded and fingerprinted
-            registry = AgentRegistry([a.model_copy(update={"model": self.settings.model}) for a in registry.all()])
+            registry = AgentRegistry([a.model_copy(update={"model": self.settings.model, "fallbacks": ()})
+                                      for a in registry.all()])
         chains = {}
         for agent in registry.all():
-            self.pricing.check(agent.model)
+            for model in (agent.model, *agent.fallbacks):
+                self.pricing.check(model)
             try:
                 chains[agent.name] = build_chain(agent.guards) if agent.guards else None
             except ConfigurationError as e:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agex.core.approval import ApprovalPolicy
-from agex.core.errors import ConfigurationError, NotFound
+from agex.core.errors import ConfigurationError, FallbackReason, NotFound
 from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
 from agex.core.metrics import Evaluator, Watch
 from agex.core.run import Limits
@@ -26,6 +26,11 @@ class Agent(BaseModel):
     description: str = ""
     instructions: str
     model: str = "gemini-2.5-flash"
+    fallbacks: tuple[str, ...] = ()
+    """Models tried in order when the one before could not answer for a reason in ``fallback_on``: the same
+    provider's (``gemini-2.5-flash-lite``) or the OpenAI-compatible endpoint's (``openai:qwen3``). The
+    model that answered is recorded with its response; a redelivery reuses it (docs/models.md)."""
+    fallback_on: tuple[FallbackReason, ...] = ("quota", "server", "timeout", "safety")
     tools: tuple[Tool, ...] = ()
     limits: Limits = Field(default_factory=Limits)
     context_window_steps: int = Field(default=20, ge=1, le=1000)
@@ -58,6 +63,8 @@ class Agent(BaseModel):
 
     @model_validator(mode="after")
     def _policies_name_tools(self) -> Agent:
+        if len(set(self.fallbacks)) != len(self.fallbacks) or self.model in self.fallbacks:
+            raise ValueError(f"agent {self.name!r}: fallbacks must be distinct models other than {self.model!r}")
         names = {t.name for t in self.tools}
         for w in self.watch:
             for tool in (w.tool, *([w.per.split(".", 1)[0]] if w.per else [])):

@@ -15,7 +15,7 @@ catches a ``google.*`` exception.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -208,6 +208,31 @@ class ModelError(AgexError):
 
     code = "model_error"
     status = 502
+
+
+FallbackReason = Literal["quota", "server", "timeout", "safety"]
+"""Why a model call may move on to an agent's next model (``Agent.fallbacks``)."""
+
+
+class ModelUnavailable(TransientError):
+    """The model could not answer now: its quota (429), the provider's servers (5xx), or the network or a
+    timeout. Worth trying another model, or again later."""
+
+    def __init__(self, message: str, reason: FallbackReason = "server") -> None:
+        super().__init__(message)
+        self.reason: FallbackReason = reason
+
+
+class ModelBlocked(ModelError):
+    """The provider's safety filter blocked the answer: this model will not answer this request, another might."""
+
+    reason: FallbackReason = "safety"
+
+
+def model_unavailable(status: int, message: str) -> ModelUnavailable:
+    """The error of a model answering ``status`` (429, 408, 409 or 5xx), or 0 for no answer at all."""
+    reason: FallbackReason = "quota" if status == 429 else "timeout" if status in (0, 408, 504) else "server"
+    return ModelUnavailable(message, reason)
 
 
 # --- describing errors ----------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ def parts(agent: Agent) -> dict[str, str]:
     approvals = [p.model_dump(mode="json", exclude={"check_edit"}) for p in agent.approvals]
     return {
         "instructions": digest(agent.instructions),
-        "model": digest(agent.model),
+        "model": digest(agent.model) if not agent.fallbacks else digest(
+            {"model": agent.model, "fallbacks": list(agent.fallbacks), "on": list(agent.fallback_on)}),
         "tools": digest(tools),
         "approvals": digest(approvals),
         "guards": digest(guards),

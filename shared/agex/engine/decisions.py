@@ -183,21 +183,23 @@ def intent_event(head: RunHead, owner: str, step: int, call: FunctionCall) -> tu
 def record_model_response(head: RunHead, owner: str, step: int, response: ModelResponse, model: str,
                           cost_usd: float, now: datetime, announce: FunctionCall | None = None, *,
                           message: dict[str, Any] | None = None, verdicts: tuple[dict[str, Any], ...] = (),
-                          blocked: RunError | None = None, input_view: str | None = None) -> Mutation[Claim]:
+                          blocked: RunError | None = None, input_view: str | None = None,
+                          route: dict[str, Any] | None = None) -> Mutation[Claim]:
     """Record what the model said (so a retry reuses it), its usage, and the intent of ``announce`` (the
     first tool call, unless it must wait for approval); or end the run if the usage went over a limit.
 
     Guardrails: ``message``, the stored fields of the message as the chain left it (its record view and
     restricted views, ``guarding.Guarded.stored``); ``verdicts``, the ``guard_verdict`` events of the
     step's input, answer and calls, written first; ``blocked``: a guard blocked the run, which ends here;
-    ``input_view``: what the model is shown of the run's input from now on."""
+    ``input_view``: what the model is shown of the run's input from now on. ``route``: why ``model`` answered
+    and not the agent's own (the models that could not, and why), when it is a fallback."""
     check_fence(head, owner, step)
     tokens = response.usage.input_tokens + response.usage.output_tokens
     usage = head.usage.add(response.usage.input_tokens, response.usage.output_tokens, cost_usd)
     record = (EventKind.model_response, {
         "model": model, "model_version": response.model_version, "finish_reason": response.finish_reason,
         **(message or {"message": response.message.model_dump(mode="json", exclude_none=True)}),
-        "usage": {**response.usage.model_dump(), "cost_usd": cost_usd}})
+        "usage": {**response.usage.model_dump(), "cost_usd": cost_usd}, **({"route": route} if route else {})})
     guarded = tuple((EventKind.guard_verdict, v) for v in verdicts)
     head = head.model_copy(update={"usage": usage, **({"input_view": input_view} if input_view is not None else {})})
     limits = head.limits

@@ -24,7 +24,9 @@ from agex.core.errors import (
     AgexError,
     LeaseHeld,
     LeaseLost,
+    ModelBlocked,
     ModelError,
+    ModelUnavailable,
     NotFound,
     SecretError,
     SecretUnavailable,
@@ -197,22 +199,17 @@ class StepRunner:
             messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in agent.tools])
-        with tracing.model_call(agent.model, agent=agent.name, agent_version=agent.version, run=d.run_id) as call:
-            try:
-                response = self.models(agent).request(request)
-            except ModelError as e:
-                call.failed(e)
-                self._fail(d, RunError(code="model_error", message=e.message))
-                return None
-            cost = self.pricing.cost(agent.model, response.usage.input_tokens, response.usage.output_tokens)
-            call.record(response, cost)
+        answered = self._ask(agent, d, request)
+        if answered is None:
+            return None
+        response, model, cost, route = answered
         # the call is paid for from here: an attempt that dies before the response is recorded leaves a call no
         # event shows (its run's metrics estimate it, docs/observability.md)
         self.failpoints.hit("step.before_record")
         if tokens and chain is not None:
             response = response.model_copy(update={"message": Message.model_validate(
                 chain.detokenize(_dump(response.message), tokens))})
-        log.info(_log, "model responded", model=agent.model, input_tokens=response.usage.input_tokens,
+        log.info(_log, "model responded", model=model, input_tokens=response.usage.input_tokens,
                  output_tokens=response.usage.output_tokens, cost_usd=cost,
                  tool_calls=[c.name for c in response.message.function_calls])
         guarded = self._guard_response(agent, head, d, response, events, progress, chain) if chain else None
@@ -222,14 +219,52 @@ class StepRunner:
         calls = response.message.function_calls
         announce = calls[0] if calls and _may_announce(agent, calls[0], {}, progress.held) else None
         recorded = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.record_model_response(
-            h, d.owner, d.step, response, agent.model, cost, self.clock.now(), announce,
+            h, d.owner, d.step, response, model, cost, self.clock.now(), announce,
             message=guarded.stored if guarded else None, verdicts=tuple(verdicts),
-            blocked=guarded.blocked if guarded else None, input_view=input_view))
+            blocked=guarded.blocked if guarded else None, input_view=input_view, route=route))
         self._alert(agent, head, d, recorded.events)
         if recorded.value == Claim.finished:
             return None
         _note_intents(progress, recorded)
         return response
+
+    def _ask(self, agent: Agent, d: Delivery, request: ModelRequest
+             ) -> tuple[ModelResponse, str, float, dict[str, Any] | None] | None:
+        """The agent's model, then its fallbacks in order while one cannot answer for a reason the agent
+        falls back on: the response, the model that gave it, its cost, and the routing decision when it was
+        not the first model (recorded with the response, so a redelivery never changes model mid-step).
+        None when the run failed here (a refusal no model is tried for); a transient error of the last model
+        tried is raised, and Cloud Tasks retries the step."""
+        candidates = (agent.model, *agent.fallbacks)
+        failed: list[dict[str, str]] = []
+        for i, model in enumerate(candidates):
+            with tracing.model_call(model, agent=agent.name, agent_version=agent.version, run=d.run_id) as call:
+                try:
+                    response = self.models(agent).request(request.model_copy(update={"model": model}))
+                except (ModelUnavailable, ModelBlocked) as e:
+                    call.failed(e)
+                    if i == len(candidates) - 1 or e.reason not in agent.fallback_on:
+                        if isinstance(e, ModelBlocked):
+                            self._fail(d, RunError(code="model_error", message=e.message))
+                            return None
+                        raise
+                    failed.append({"model": model, "reason": e.reason, "error": e.message[:300]})
+                    _log.warning("model %s could not answer (%s): %s; trying %s", model, e.reason, e.message,
+                                 candidates[i + 1], extra={"fields": {"routing": "fallback", "model": model,
+                                                                      "reason": e.reason, "next": candidates[i + 1]}})
+                    continue
+                except ModelError as e:
+                    call.failed(e)
+                    self._fail(d, RunError(code="model_error", message=e.message))
+                    return None
+                cost = self.pricing.cost(model, response.usage.input_tokens, response.usage.output_tokens)
+                call.record(response, cost)
+            route = None
+            if failed:
+                reasons = ", ".join(f"{f['model']} ({f['reason']})" for f in failed)
+                route = {"model": model, "reason": f"fallback after {reasons}", "failed": failed}
+            return response, model, cost, route
+        raise AssertionError("an agent has at least its own model")
 
     def _guard_response(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
                         events: list[Event], progress: conversation.StepProgress, chain: Chain) -> _GuardedResponse:

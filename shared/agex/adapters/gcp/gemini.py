@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from agex.core.errors import ConfigurationError, ModelError, TransientError
+from agex.core.errors import ConfigurationError, ModelBlocked, ModelError, model_unavailable
 from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part, TokenUsage
 from agex.ports.model import Model
 
@@ -62,13 +62,13 @@ class GeminiModel(Model):
                                                       config=config)
         except errors.APIError as e:
             if e.code in _RETRYABLE:
-                raise TransientError(f"Gemini answered {e.code}: {e.message}") from e
+                raise model_unavailable(e.code, f"Gemini answered {e.code}: {e.message}") from e
             raise ModelError(f"Gemini refused the request ({e.code}): {e.message}") from e
         except OSError as e:  # connection errors and timeouts of the HTTP client
-            raise TransientError(f"Gemini could not be reached: {e}") from e
+            raise model_unavailable(0, f"Gemini could not be reached: {e}") from e
         except Exception as e:
             if type(e).__module__.startswith(("httpx", "httpcore")):
-                raise TransientError(f"Gemini could not be reached: {e}") from e
+                raise model_unavailable(0, f"Gemini could not be reached: {e}") from e
             raise
         return _response(response)
 
@@ -93,7 +93,7 @@ def _response(response: Any) -> ModelResponse:
     candidate = (response.candidates or [None])[0]
     if candidate is None or candidate.content is None:
         reason = getattr(response, "prompt_feedback", None)
-        raise ModelError(f"Gemini returned no candidate (prompt feedback: {reason})")
+        raise ModelBlocked(f"Gemini returned no candidate (prompt feedback: {reason})")
     parts: list[Part] = []
     for i, p in enumerate(candidate.content.parts or []):
         if p.function_call is not None:

@@ -148,6 +148,8 @@ class AgentView(_View):
     approvals: list[ApprovalPolicyView] = Field(description="Which tool calls wait for a human decision.")
     operators: list[str] = Field(description="Who may reconcile an uncertain call (empty: the tool's approvers, "
                                  "or anyone in the tenant).")
+    fallbacks: list[str] = Field(description="Models tried in order when the one before cannot answer "
+                                             "(docs/models.md).")
     fingerprint: str = Field(description="Digest of what shapes the version's behaviour (docs/observability.md).")
     watch: list[str] = Field(description="The watched values recorded as behavioural metrics.")
 
@@ -158,7 +160,7 @@ class AgentView(_View):
         return cls(name=agent.name, version=agent.version, description=agent.description, model=agent.model,
                    identity=agent.identity, tools=[ToolView.of(t) for t in agent.tools],
                    limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals],
-                   operators=list(agent.operators), fingerprint=fingerprint(agent),
+                   operators=list(agent.operators), fallbacks=list(agent.fallbacks), fingerprint=fingerprint(agent),
                    watch=[w.metric for w in agent.watch])
 
 
