@@ -113,3 +113,30 @@ def test_a_prefixed_model_goes_to_its_provider_by_its_own_name() -> None:
         providers.request(ModelRequest(model=name, system="", messages=[]))
     assert calls == [("gemini", "gemini-2.5-flash"), ("openai", "qwen3"), ("gemini", "gemini-2.5-pro"),
                      ("gemini", "unknown:thing")]
+
+
+def test_a_model_that_keeps_failing_is_skipped_by_every_instance_until_its_cooldown_ends() -> None:
+    seen: list[str] = []
+    failing: dict[str, Exception] = {PRIMARY: ModelUnavailable("429", "quota")}
+    rt = InMemoryRuntime([agent()], model(failing, seen))
+    for _ in range(5):  # the default policy: 5 failures within 30 s open the circuit for 60 s
+        rt.run("helper", "hello")
+    assert seen.count(PRIMARY) == 5
+    seen.clear()
+    run = rt.run("helper", "hello")  # the primary is not even asked
+    assert seen == [CHEAP] and run.status == RunStatus.succeeded
+    (data,) = responses(rt, run)
+    assert data["route"]["failed"][0]["model"] == PRIMARY and data["route"]["failed"][0]["reason"] == "circuit_open"
+    # another instance of the step function, on the same stores, honours the open circuit
+    other = rt.runtime.runner
+    rt.redeploy([agent()])
+    assert rt.runner is not other
+    seen.clear()
+    rt.run("helper", "hello")
+    assert seen == [CHEAP]
+    # after the cool-down the primary is asked again, and answers
+    failing.clear()
+    rt.clock.advance(61)
+    seen.clear()
+    rt.run("helper", "hello")
+    assert seen == [PRIMARY]

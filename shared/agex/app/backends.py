@@ -18,6 +18,7 @@ from agex.core.agent import Agent
 from agex.core.clock import Clock, Ids, RandomIds, SystemClock
 from agex.core.decision_signing import new_key_pair
 from agex.core.messages import ModelRequest, ModelResponse
+from agex.ports.breakers import Breakers
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
@@ -46,6 +47,8 @@ class Backends:
     """The API's Ed25519 decision signing key (PEM)."""
     metrics: Callable[[], MetricsStore]
     """Runs' metrics records, agent versions, drift alerts and evaluation results."""
+    breakers: Callable[[], Breakers]
+    """Models' circuit breakers, shared by every instance."""
     clock: Clock = field(default_factory=SystemClock)
     ids: Ids = field(default_factory=RandomIds)
     decision_sources: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -135,14 +138,23 @@ class Backends:
             assert isinstance(store, FirestoreCheckpointStore)
             return FirestoreMetricsStore(store.client)
 
+        def breakers() -> Breakers:
+            from agex.adapters.gcp.firestore_breakers import FirestoreBreakers
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreBreakers(store.client)
+
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
-                   signing_key=signing_key, metrics=_once(metrics))
+                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers))
 
     @classmethod
     def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
                   secrets: InMemorySecretStore | None = None) -> Backends:
         """Every port in this process's memory: for tests (with a manual clock) and the embedded mode of
         ``agex dev``. Decisions are signed with a key pair made here."""
+        from agex.adapters.inmemory.breakers import InMemoryBreakers
         from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
         from agex.adapters.inmemory.event_bus import InMemoryEventBus
         from agex.adapters.inmemory.limiter import InMemoryLimiter
@@ -153,10 +165,10 @@ class Backends:
         store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
         secret_store, limiter = secrets or InMemorySecretStore(), InMemoryLimiter()
         private, public = new_key_pair()
-        metrics = InMemoryMetricsStore()
+        metrics, breakers = InMemoryMetricsStore(), InMemoryBreakers()
         return cls(store=lambda: store, queue=lambda: queue, bus=lambda: bus, models=lambda: models,
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
-                   metrics=lambda: metrics,
+                   metrics=lambda: metrics, breakers=lambda: breakers,
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
 

@@ -36,6 +36,7 @@ from agex.engine.stepper import StepRunner, StepSettings
 from agex.obs import logging as log
 from agex.obs import metrics, tracing
 from agex.ports.auth import Authenticator
+from agex.ports.breakers import BreakerPolicy
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
@@ -97,6 +98,10 @@ class Runtime:
                 raise ConfigurationError(f"agent {agent.name!r}: its guardrail chain is invalid: {e.message}") from e
         self._chains = chains
         return registry
+
+    def _has_fallbacks(self) -> bool:
+        """Whether any agent has a model to fall back to: only then are the models' circuits worth a read."""
+        return any(a.fallbacks for a in self.agents.all())
 
     def chain_for(self, agent: Agent) -> Chain | None:
         """The agent's guardrail chain, built (and checked) with the registry."""
@@ -223,9 +228,13 @@ class Runtime:
         # or waits: their clients load then, not at cold start
         return StepRunner(store=self.store, queue=self.queue, bus=_LazyBus(lambda: self.bus), agents=self.agents,
                           models=self.model_for, pricing=self.pricing, clock=self.clock,
-                          settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url),
+                          settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url,
+                                                breaker=BreakerPolicy(failures=s.breaker_failures,
+                                                                      window_s=s.breaker_window_seconds,
+                                                                      cooldown_s=s.breaker_cooldown_seconds)),
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
-                          failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record)
+                          failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record,
+                          breakers=self.backends.breakers() if self._has_fallbacks() else None)
 
     @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     openai_api_key_secret: str = ""
     """A Secret Manager secret holding the endpoint's key, read with the function's own identity (instead of
     ``openai_api_key``)."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Failures of a model (429, 5xx, timeouts) within ``breaker_window_seconds`` that open its circuit: every
+    instance then skips it for the agents' fallbacks for ``breaker_cooldown_seconds``."""
+    breaker_window_seconds: float = Field(default=30.0, gt=0)
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
     model: str = ""
     """Run every agent on this model instead of the one it declares (a local model in development)."""
     prices: dict[str, Price] = Field(default_factory=dict)

@@ -12,7 +12,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -44,6 +44,7 @@ from agex.engine.decisions import Claim, Delivery, Late
 from agex.engine.lease import LeaseKeeper
 from agex.obs import logging as log
 from agex.obs import metrics, tracing
+from agex.ports.breakers import BreakerPolicy, Breakers
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.event_bus import EventBus
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
@@ -90,6 +91,9 @@ class StepSettings:
     which the next delivery takes over (and only then may a call it left uncertain be reconciled)."""
     public_url: str = ""
     """Base URL of the API, for the decide link in ``approval.requested`` messages."""
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    """When a model's circuit opens (failures in a window) and for how long every instance skips it for
+    the agents' fallbacks."""
 
 
 class StepRunner:
@@ -98,9 +102,9 @@ class StepRunner:
                  settings: StepSettings | None = None, secrets: SecretStore | None = None,
                  limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS,
                  chains: Callable[[Agent], Chain | None] | None = None,
-                 record: Callable[[RunHead], object] | None = None) -> None:
+                 record: Callable[[RunHead], object] | None = None, breakers: Breakers | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
-        self.record = record
+        self.record, self.breakers = record, breakers
         self.chains = chains or (lambda agent: None)
         self.models, self.pricing, self.clock = models, pricing, clock
         self.settings = settings or StepSettings()
@@ -238,12 +242,21 @@ class StepRunner:
         candidates = (agent.model, *agent.fallbacks)
         failed: list[dict[str, str]] = []
         for i, model in enumerate(candidates):
+            last = i == len(candidates) - 1
+            closes = self._circuit(model) if not last else None
+            if closes is not None:
+                # another instance (or this one) saw this model fail enough to stop asking it for a while
+                failed.append({"model": model, "reason": "circuit_open",
+                               "error": f"open until {closes.isoformat()}"})
+                continue
             with tracing.model_call(model, agent=agent.name, agent_version=agent.version, run=d.run_id) as call:
                 try:
                     response = self.models(agent).request(request.model_copy(update={"model": model}))
                 except (ModelUnavailable, ModelBlocked) as e:
                     call.failed(e)
-                    if i == len(candidates) - 1 or e.reason not in agent.fallback_on:
+                    if isinstance(e, ModelUnavailable):
+                        self._failed(model, e)
+                    if last or e.reason not in agent.fallback_on:
                         if isinstance(e, ModelBlocked):
                             self._fail(d, RunError(code="model_error", message=e.message))
                             return None
@@ -265,6 +278,28 @@ class StepRunner:
                 route = {"model": model, "reason": f"fallback after {reasons}", "failed": failed}
             return response, model, cost, route
         raise AssertionError("an agent has at least its own model")
+
+    def _circuit(self, model: str) -> datetime | None:
+        if self.breakers is None:
+            return None
+        try:
+            return self.breakers.open_until(model, self.clock.now())
+        except AgexError as e:  # the breakers are advice: without them, the model is simply asked
+            _log.warning("could not read the circuit of %s: %s", model, e.message)
+            return None
+
+    def _failed(self, model: str, error: ModelUnavailable) -> None:
+        if self.breakers is None:
+            return
+        try:
+            opened = self.breakers.failed(model, self.clock.now(), self.settings.breaker)
+        except AgexError as e:
+            _log.warning("could not record a failure of %s: %s", model, e.message)
+            return
+        if opened is not None:
+            _log.warning("circuit of model %s is open until %s (%s): agents fall back without asking it",
+                         model, opened.isoformat(), error.reason,
+                         extra={"fields": {"routing": "circuit_open", "model": model, "until": opened.isoformat()}})
 
     def _guard_response(self, agent: Agent, head: RunHead, d: Delivery, response: ModelResponse,
                         events: list[Event], progress: conversation.StepProgress, chain: Chain) -> _GuardedResponse:
