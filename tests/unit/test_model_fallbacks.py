@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from agex.app.backends import Providers
 from agex.core.agent import Agent
 from agex.core.errors import ModelBlocked, ModelError, ModelUnavailable
 from agex.core.messages import Message, ModelRequest, ModelResponse, Part, TokenUsage
 from agex.core.run import EventKind, RunStatus
+from agex.core.tool import ToolContext, tool
 from agex.testing import FunctionModel
 from agex.testing.harness import InMemoryRuntime
 
@@ -140,3 +142,44 @@ def test_a_model_that_keeps_failing_is_skipped_by_every_instance_until_its_coold
     seen.clear()
     rt.run("helper", "hello")
     assert seen == [PRIMARY]
+
+
+def test_a_small_step_goes_to_the_cheaper_model_and_says_why() -> None:
+    from agex.core.agent import ModelRule
+
+    seen: list[str] = []
+    rt = InMemoryRuntime([agent(model_rules=(ModelRule(when="small_input", model=CHEAP, max_input_tokens=500),))],
+                         model({}, seen))
+    run = rt.run("helper", "hello")
+    (data,) = responses(rt, run)
+    assert seen == [CHEAP] and data["model"] == CHEAP and data["route"]["reason"].startswith("rule small_input")
+    big = rt.run("helper", "x" * 4000)  # about 1,000 tokens: the agent's own model
+    assert responses(rt, big)[0]["model"] == PRIMARY
+
+
+class Lookup(BaseModel):
+    key: str
+
+
+@tool
+def lookup(args: Lookup, ctx: ToolContext) -> dict[str, str]:
+    """Look a key up."""
+    raise LookupError(f"no {args.key}")
+
+
+def test_after_a_tool_error_the_stronger_model_takes_the_next_step() -> None:
+    from agex.core.agent import ModelRule
+
+    seen: list[str] = []
+
+    def answer(request: ModelRequest) -> Any:
+        seen.append(request.model)
+        return [("lookup", {"key": "a"})] if len(seen) == 1 else "could not find it"
+
+    strong = "gemini-2.5-pro"
+    rt = InMemoryRuntime([agent(tools=(lookup,), model_rules=(ModelRule(when="after_tool_error", model=strong),))],
+                         FunctionModel(answer))
+    run = rt.run("helper", "find a")
+    assert seen == [PRIMARY, strong] and run.status == RunStatus.succeeded
+    second = responses(rt, run)[1]
+    assert second["model"] == strong and "after_tool_error" in second["route"]["reason"]

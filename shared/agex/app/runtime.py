@@ -86,11 +86,12 @@ class Runtime:
         if self.settings.model:
             # one model for every agent (a local one in development): it is what the agents run on, so it is
             # what is priced, recorded and fingerprinted
-            registry = AgentRegistry([a.model_copy(update={"model": self.settings.model, "fallbacks": ()})
+            registry = AgentRegistry([a.model_copy(update={"model": self.settings.model, "fallbacks": (),
+                                                            "model_rules": ()})
                                       for a in registry.all()])
         chains = {}
         for agent in registry.all():
-            for model in (agent.model, *agent.fallbacks):
+            for model in (agent.model, *agent.fallbacks, *(r.model for r in agent.model_rules)):
                 self.pricing.check(model)
             try:
                 chains[agent.name] = build_chain(agent.guards) if agent.guards else None
@@ -101,7 +102,7 @@ class Runtime:
 
     def _has_fallbacks(self) -> bool:
         """Whether any agent has a model to fall back to: only then are the models' circuits worth a read."""
-        return any(a.fallbacks for a in self.agents.all())
+        return any(a.fallbacks or a.model_rules for a in self.agents.all())
 
     def chain_for(self, agent: Agent) -> Chain | None:
         """The agent's guardrail chain, built (and checked) with the registry."""

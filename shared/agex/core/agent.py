@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,18 @@ from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
 from agex.core.metrics import Evaluator, Watch
 from agex.core.run import Limits
 from agex.core.tool import Tool
+
+
+class ModelRule(BaseModel):
+    """A cost-aware routing rule: ask ``model`` first for steps that match (docs/models.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: Literal["small_input", "after_tool_error"]
+    """``small_input``: the step sends about ``max_input_tokens`` or fewer (a cheaper model will do);
+    ``after_tool_error``: a tool call of the previous step failed (a stronger model may recover)."""
+    model: str = Field(min_length=1)
+    max_input_tokens: int = Field(default=2000, ge=1)
 
 
 class Agent(BaseModel):
@@ -31,6 +43,9 @@ class Agent(BaseModel):
     provider's (``gemini-2.5-flash-lite``) or the OpenAI-compatible endpoint's (``openai:qwen3``). The
     model that answered is recorded with its response; a redelivery reuses it (docs/models.md)."""
     fallback_on: tuple[FallbackReason, ...] = ("quota", "server", "timeout", "safety")
+    model_rules: tuple[ModelRule, ...] = ()
+    """Cost-aware routing: the first rule that matches a step puts its model before the agent's own (which,
+    with the fallbacks, is still tried if the rule's cannot answer)."""
     tools: tuple[Tool, ...] = ()
     limits: Limits = Field(default_factory=Limits)
     context_window_steps: int = Field(default=20, ge=1, le=1000)

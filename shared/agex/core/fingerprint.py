@@ -35,8 +35,9 @@ def parts(agent: Agent) -> dict[str, str]:
     approvals = [p.model_dump(mode="json", exclude={"check_edit"}) for p in agent.approvals]
     return {
         "instructions": digest(agent.instructions),
-        "model": digest(agent.model) if not agent.fallbacks else digest(
-            {"model": agent.model, "fallbacks": list(agent.fallbacks), "on": list(agent.fallback_on)}),
+        "model": digest(agent.model) if not (agent.fallbacks or agent.model_rules) else digest(
+            {"model": agent.model, "fallbacks": list(agent.fallbacks), "on": list(agent.fallback_on),
+             "rules": [r.model_dump(mode="json") for r in agent.model_rules]}),
         "tools": digest(tools),
         "approvals": digest(approvals),
         "guards": digest(guards),

@@ -38,7 +38,7 @@ from agex.core.messages import FunctionCall, Message, ModelRequest, ModelRespons
 from agex.core.pricing import Pricing
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunError, RunHead, RunStatus
 from agex.core.tool import Tool, ToolContext, ToolOutcome
-from agex.engine import conversation, decisions, guarding, notify
+from agex.engine import conversation, decisions, guarding, notify, routing
 from agex.engine.conversation import LateResult, Settled
 from agex.engine.decisions import Claim, Delivery, Late
 from agex.engine.lease import LeaseKeeper
@@ -203,7 +203,7 @@ class StepRunner:
             messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in agent.tools])
-        answered = self._ask(agent, d, request)
+        answered = self._ask(agent, d, request, events)
         if answered is None:
             return None
         response, model, cost, route = answered
@@ -232,14 +232,14 @@ class StepRunner:
         _note_intents(progress, recorded)
         return response
 
-    def _ask(self, agent: Agent, d: Delivery, request: ModelRequest
+    def _ask(self, agent: Agent, d: Delivery, request: ModelRequest, events: Sequence[Event]
              ) -> tuple[ModelResponse, str, float, dict[str, Any] | None] | None:
         """The agent's model, then its fallbacks in order while one cannot answer for a reason the agent
         falls back on: the response, the model that gave it, its cost, and the routing decision when it was
         not the first model (recorded with the response, so a redelivery never changes model mid-step).
         None when the run failed here (a refusal no model is tried for); a transient error of the last model
         tried is raised, and Cloud Tasks retries the step."""
-        candidates = (agent.model, *agent.fallbacks)
+        candidates, chosen = routing.candidates(agent, request, events, d.step)
         failed: list[dict[str, str]] = []
         for i, model in enumerate(candidates):
             last = i == len(candidates) - 1
@@ -273,9 +273,10 @@ class StepRunner:
                 cost = self.pricing.cost(model, response.usage.input_tokens, response.usage.output_tokens)
                 call.record(response, cost)
             route = None
-            if failed:
+            if failed or chosen:
                 reasons = ", ".join(f"{f['model']} ({f['reason']})" for f in failed)
-                route = {"model": model, "reason": f"fallback after {reasons}", "failed": failed}
+                why = "; ".join(w for w in (chosen, f"fallback after {reasons}" if failed else "") if w)
+                route = {"model": model, "reason": why, "failed": failed}
             return response, model, cost, route
         raise AssertionError("an agent has at least its own model")
 
