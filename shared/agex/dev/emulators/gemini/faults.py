@@ -22,6 +22,8 @@ class FaultRequest(BaseModel):
     count: int = Field(default=1, ge=1)
     delay_ms: int | None = Field(default=None, ge=0)
     model: str | None = None
+    retry_after_s: int | None = Field(default=None, ge=0)
+    """The ``Retry-After`` header to answer the fault with (the OpenAI-compatible emulator sends it)."""
 
     @model_validator(mode="after")
     def _needs_effect(self) -> FaultRequest:
@@ -36,6 +38,7 @@ class QueuedFault:
     remaining: int
     delay_ms: int
     model: str | None
+    retry_after_s: int | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -43,6 +46,7 @@ class QueuedFault:
             "remaining": self.remaining,
             "delay_ms": self.delay_ms,
             "model": self.model,
+            "retry_after_s": self.retry_after_s,
         }
 
 
@@ -51,6 +55,7 @@ class FaultEffect:
     status: int | None
     delay_ms: int
     source: str  # "injected" (admin endpoint) or "scenario" (per-turn fault)
+    retry_after_s: int | None = None
 
 
 def normalize_model(name: str) -> str:
@@ -70,6 +75,7 @@ class FaultQueue:
             remaining=req.count,
             delay_ms=req.delay_ms or 0,
             model=normalize_model(req.model) if req.model else None,
+            retry_after_s=req.retry_after_s,
         )
         with self._lock:
             self._faults.append(fault)
@@ -84,7 +90,8 @@ class FaultQueue:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)
-                    return FaultEffect(status=fault.status, delay_ms=fault.delay_ms, source="injected")
+                    return FaultEffect(status=fault.status, delay_ms=fault.delay_ms, source="injected",
+                                       retry_after_s=fault.retry_after_s)
         return None
 
     def clear(self) -> int:

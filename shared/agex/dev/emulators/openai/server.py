@@ -12,14 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import ClosingIterator
 
-from agex.dev.emulators.gemini.faults import FaultRequest, TurnFaultTracker
+from agex.dev.emulators.gemini.faults import FaultQueue, FaultRequest, TurnFaultTracker
 from agex.dev.emulators.gemini.scenario import ScenarioError, ScenarioSet, load_scenarios
 from agex.dev.emulators.gemini.server import RequestLog
 from agex.dev.emulators.gemini.wire import ApiError
@@ -42,59 +41,6 @@ _FAULTS: dict[int, tuple[str, str, str | None]] = {
     503: ("The server is overloaded or not ready yet.", "server_error", None),
     504: ("Gateway timeout.", "server_error", None),
 }
-
-
-class OpenAIFaultRequest(FaultRequest):
-    """Body of POST /_emulator/faults: the Gemini emulator's, plus the ``Retry-After`` to answer with."""
-
-    retry_after_s: int | None = Field(default=None, ge=0)
-
-
-@dataclass
-class _Fault:
-    status: int | None
-    remaining: int
-    delay_ms: int
-    model: str | None
-    retry_after_s: int | None
-
-    def as_json(self) -> dict[str, object]:
-        return {"status": self.status, "remaining": self.remaining, "delay_ms": self.delay_ms,
-                "model": self.model, "retry_after_s": self.retry_after_s}
-
-
-class _FaultQueue:
-    """Faults queued through the admin endpoint, consumed in FIFO order (one use per request)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
-
-    def add(self, req: OpenAIFaultRequest) -> _Fault:
-        fault = _Fault(req.status, req.count, req.delay_ms or 0, req.model, req.retry_after_s)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def take(self, model: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.model is None or fault.model == model:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def clear(self) -> int:
-        with self._lock:
-            n = len(self._faults)
-            self._faults.clear()
-        return n
-
-    def pending(self) -> list[dict[str, object]]:
-        with self._lock:
-            return [f.as_json() for f in self._faults]
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -121,7 +67,7 @@ class EmulatorApp:
         self.keep_bodies = keep_bodies
         self.api_key = api_key
         """Required as ``Authorization: Bearer`` when set; like Ollama or vLLM, none is needed otherwise."""
-        self.faults = _FaultQueue()
+        self.faults = FaultQueue()
         self.turn_faults = TurnFaultTracker()
         self.log = RequestLog(log_size)
         # Set on shutdown: cuts injected delays short so in-flight requests are answered, not dropped.
@@ -178,7 +124,7 @@ class EmulatorApp:
         if name == "faults":
             if method == "POST":
                 try:
-                    fault = self.faults.add(OpenAIFaultRequest.model_validate(_admin_body(request)))
+                    fault = self.faults.add(FaultRequest.model_validate(_admin_body(request)))
                 except ValidationError as exc:
                     raise invalid(f"Invalid fault: {exc.errors(include_url=False)}") from None
                 return _json({"queued": fault.as_json(), "pending": self.faults.pending()})
