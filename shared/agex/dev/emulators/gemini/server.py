@@ -8,19 +8,19 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import ClosingIterator
+
+from agex.dev.emulators.draining import DrainingApp
 
 from .faults import FaultEffect, FaultQueue, FaultRequest, TurnFaultTracker, normalize_model
 from .scenario import ScenarioError, ScenarioSet, load_scenarios
 from .wire import ApiError, build_response, invalid, parse_generate_request
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class RequestLog:
         return n
 
 
-class EmulatorApp:
+class EmulatorApp(DrainingApp):
     def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000,
                  keep_bodies: bool = False) -> None:
         self.scenarios = scenarios
@@ -93,41 +93,13 @@ class EmulatorApp:
         self.faults = FaultQueue()
         self.turn_faults = TurnFaultTracker()
         self.log = RequestLog(log_size)
-        # Set on shutdown: cuts injected delays short so in-flight requests are answered
-        # (and drained) instead of being dropped with the process.
-        self._stopping = threading.Event()
-        self._inflight = 0
-        self._inflight_cond = threading.Condition()
+        super().__init__()
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        with self._inflight_cond:
-            self._inflight += 1
-        try:
-            request = Request(environ)
-            try:
-                response = self._dispatch(request)
-            except ApiError as exc:
-                response = _error(exc)
-            except Exception as exc:  # a bug here must still answer in the API's error shape
-                logger.exception("emulator error")
-                response = _error(ApiError(500, f"Gemini emulator internal error: {exc!r}"))
-            # The server calls close() after writing the body, so the request counts as
-            # in flight until its answer is on the wire.
-            return ClosingIterator(response(environ, start_response), self._request_done)
-        except BaseException:
-            self._request_done()
-            raise
+    def _error_response(self, exc: Exception) -> Response | None:
+        return _error(exc) if isinstance(exc, ApiError) else None
 
-    def _request_done(self) -> None:
-        with self._inflight_cond:
-            self._inflight -= 1
-            self._inflight_cond.notify_all()
-
-    def drain(self, timeout: float) -> bool:
-        """Stops delaying answers and waits for in-flight requests; False on timeout."""
-        self._stopping.set()
-        with self._inflight_cond:
-            return self._inflight_cond.wait_for(lambda: self._inflight <= 0, timeout=timeout)
+    def _internal_error(self, exc: Exception) -> Response:
+        return _error(ApiError(500, f"Gemini emulator internal error: {exc!r}"))
 
     # -- routing -------------------------------------------------------------------
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import ClosingIterator
 
+from agex.dev.emulators.draining import DrainingApp
 from agex.dev.emulators.gemini.faults import FaultQueue, FaultRequest, TurnFaultTracker
 from agex.dev.emulators.gemini.scenario import ScenarioError, ScenarioSet, load_scenarios
 from agex.dev.emulators.gemini.server import RequestLog
@@ -26,7 +24,7 @@ from agex.dev.emulators.gemini.wire import ApiError
 from .wire import OpenAIError, build_completion, invalid, parse_chat_request
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ class _Fail(Exception):
         self.error, self.retry_after_s = error, retry_after_s
 
 
-class EmulatorApp:
+class EmulatorApp(DrainingApp):
     def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000,
                  keep_bodies: bool = False, api_key: str = "") -> None:
         self.scenarios = scenarios
@@ -70,39 +68,13 @@ class EmulatorApp:
         self.faults = FaultQueue()
         self.turn_faults = TurnFaultTracker()
         self.log = RequestLog(log_size)
-        # Set on shutdown: cuts injected delays short so in-flight requests are answered, not dropped.
-        self._stopping = threading.Event()
-        self._inflight = 0
-        self._inflight_cond = threading.Condition()
+        super().__init__()
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        with self._inflight_cond:
-            self._inflight += 1
-        try:
-            request = Request(environ)
-            try:
-                response = self._dispatch(request)
-            except OpenAIError as exc:
-                response = _error(exc)
-            except Exception as exc:  # a bug here must still answer in the API's error shape
-                logger.exception("emulator error")
-                response = _error(OpenAIError(500, f"OpenAI emulator internal error: {exc!r}", type="server_error"))
-            # The server calls close() after writing the body: in flight until the answer is on the wire.
-            return ClosingIterator(response(environ, start_response), self._request_done)
-        except BaseException:
-            self._request_done()
-            raise
+    def _error_response(self, exc: Exception) -> Response | None:
+        return _error(exc) if isinstance(exc, OpenAIError) else None
 
-    def _request_done(self) -> None:
-        with self._inflight_cond:
-            self._inflight -= 1
-            self._inflight_cond.notify_all()
-
-    def drain(self, timeout: float) -> bool:
-        """Stops delaying answers and waits for in-flight requests; False on timeout."""
-        self._stopping.set()
-        with self._inflight_cond:
-            return self._inflight_cond.wait_for(lambda: self._inflight <= 0, timeout=timeout)
+    def _internal_error(self, exc: Exception) -> Response:
+        return _error(OpenAIError(500, f"OpenAI emulator internal error: {exc!r}", type="server_error"))
 
     # -- routing -------------------------------------------------------------------
 
