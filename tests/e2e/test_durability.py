@@ -168,11 +168,15 @@ def test_a_quota_storm_on_the_primary_model_completes_every_run_on_its_fallback(
     finally:
         httpx.delete(f"{e2e.stack.gemini_url}/_emulator/faults")
     assert all(f["status"] == "succeeded" for f in finals), finals
+    reasons = []
     for run in started:
         answered = [e["data"] for e in e2e.events(run["run_id"]) if e["kind"] == "model_response"]
         assert len(answered) == 4 and {a["model"] for a in answered} == {"gemini-2.5-flash-lite"}
-        assert all(a["route"]["failed"][0] == {"model": "gemini-2.5-flash", "reason": "quota",
-                                               "error": a["route"]["failed"][0]["error"]} for a in answered)
+        assert {a["route"]["failed"][0]["model"] for a in answered} == {"gemini-2.5-flash"}
+        reasons += [a["route"]["failed"][0]["reason"] for a in answered]
+    # the primary answered 429 until its circuit opened (5 failures; a few more from steps already under
+    # way); then the steps went straight to the fallback without asking it
+    assert set(reasons) == {"quota", "circuit_open"} and 5 <= reasons.count("quota") < 4 * runs
 
 
 def test_fifty_runs_started_at_once_all_succeed(e2e: E2E) -> None:
