@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -427,7 +428,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {where}")
         print(f"ready: API at {system.api_url} (token: dev-token), started in {_uptime():.2f} s. "
               "Ctrl-C stops everything.", flush=True)
-        _print_alerts(Client(system.api_url, None))
+        # from here a stop only sets a flag: the loop polls the API, and an interrupt raised in the middle of
+        # a request could leave the system stopping behind a half-read connection
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        _print_alerts(Client(system.api_url, None), stop)
     except KeyboardInterrupt:
         pass
     finally:
@@ -440,12 +446,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_alerts(client: Client, every_s: float = 5.0) -> None:
-    """Print each drift alert as it is published (through the API, as a notifier would read it), forever."""
+def _print_alerts(client: Client, stop: threading.Event, every_s: float = 5.0) -> None:
+    """Print each drift alert as it is published (through the API, as a notifier would read it), until
+    ``stop`` is set."""
     seen: set[str] = set()
     since = datetime.now(UTC).isoformat()
-    while True:
-        time.sleep(every_s)
+    while not stop.wait(every_s):
         try:
             alerts = client.alerts(since=since)
         except ApiError:
