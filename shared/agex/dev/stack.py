@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agex.app.settings import Settings
 from agex.core.decision_signing import new_key_pair
@@ -177,9 +178,16 @@ class Stack:
             for name, port in self._ports.items():
                 self._functions[name] = self._keep(self._function(name, port, logs))
             self._subscribe_approvals()
-            self._sweeper = threading.Thread(target=self._sweep_loop, name="agex-sweeper", daemon=True)
+            # the scheduler's jobs get their client here: a thread entering client_env() while another is in it
+            # would restore the other's values, and leave this process pointed at the stack after it stops
+            from agex.adapters.gcp.cloud_tasks import make_client
+
+            with self.client_env():
+                scheduler = make_client(self.tasks_host)
+            self._sweeper = threading.Thread(target=self._sweep_loop, args=(scheduler, Settings().step_service_account),
+                                             name="agex-sweeper", daemon=True)
             self._sweeper.start()
-            self._drifter = threading.Thread(target=self._drift_loop, name="agex-drift", daemon=True)
+            self._drifter = threading.Thread(target=self._drift_loop, args=(scheduler,), name="agex-drift", daemon=True)
             self._drifter.start()
         except BaseException:
             self.stop()
@@ -315,26 +323,21 @@ class Stack:
                               ready=lambda: _answers(f"http://{HOST}:{port}/healthz"), env=env,
                               cwd=str(c.project_dir if c.project_dir is not None else REPO))
 
-    def _sweep_loop(self) -> None:
+    def _sweep_loop(self, client: Any, service_account: str) -> None:
         """Cloud Scheduler's job locally: ask the step function to sweep, through Cloud Tasks so the
         request carries the same OIDC token a scheduled job's would."""
-        from agex.adapters.gcp.cloud_tasks import make_client, post_with_oidc
+        from agex.adapters.gcp.cloud_tasks import post_with_oidc
 
-        with self.client_env():
-            client = make_client(self.tasks_host)
         queue = client.queue_path(self.config.project, "us-central1", "agex-steps")
-        service_account = Settings().step_service_account
         while not self._stop.wait(self.config.sweep_every_seconds):
             with contextlib.suppress(Exception):  # a missed sweep is made up by the next one
                 post_with_oidc(client, queue, url=self.step_url + "sweep", service_account=service_account,
                                audience=self.step_url)
 
-    def _drift_loop(self) -> None:
+    def _drift_loop(self, client: Any) -> None:
         """Cloud Scheduler's drift job locally, with the OIDC token of the scheduler's identity."""
-        from agex.adapters.gcp.cloud_tasks import make_client, post_with_oidc
+        from agex.adapters.gcp.cloud_tasks import post_with_oidc
 
-        with self.client_env():
-            client = make_client(self.tasks_host)
         queue = client.queue_path(self.config.project, "us-central1", "agex-steps")
         while not self._stop.wait(self.config.drift_every_seconds):
             with contextlib.suppress(Exception):  # a missed check is made up by the next one
