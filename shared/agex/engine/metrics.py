@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -234,8 +234,6 @@ class Recorder:
                 scores[evaluator.name] = float(score)
         return scores
 
-
-RecordRun = Callable[[RunHead], object]
 
 
 class Versions:
