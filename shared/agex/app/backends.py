@@ -25,6 +25,7 @@ from agex.ports.limiter import Limiter
 from agex.ports.metrics_store import MetricsStore
 from agex.ports.model import Model
 from agex.ports.secret_store import SecretStore
+from agex.ports.spend_ledger import SpendLedger
 from agex.ports.task_queue import TaskQueue
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class Backends:
     """Runs' metrics records, agent versions, drift alerts and evaluation results."""
     breakers: Callable[[], Breakers]
     """Models' circuit breakers, shared by every instance."""
+    spend: Callable[[], SpendLedger]
+    """The ledger the checkpoint store writes model spend to, summed for budgets."""
     clock: Clock = field(default_factory=SystemClock)
     ids: Ids = field(default_factory=RandomIds)
     decision_sources: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -146,8 +149,16 @@ class Backends:
             assert isinstance(store, FirestoreCheckpointStore)
             return FirestoreBreakers(store.client)
 
+        def spend() -> SpendLedger:
+            from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreSpendLedger(store.client, prefix=store.prefix)
+
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
-                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers))
+                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend))
 
     @classmethod
     def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
@@ -160,6 +171,7 @@ class Backends:
         from agex.adapters.inmemory.limiter import InMemoryLimiter
         from agex.adapters.inmemory.metrics_store import InMemoryMetricsStore
         from agex.adapters.inmemory.secret_store import InMemorySecretStore
+        from agex.adapters.inmemory.spend_ledger import InMemorySpendLedger
         from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
 
         store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
@@ -168,7 +180,7 @@ class Backends:
         metrics, breakers = InMemoryMetricsStore(), InMemoryBreakers()
         return cls(store=lambda: store, queue=lambda: queue, bus=lambda: bus, models=lambda: models,
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
-                   metrics=lambda: metrics, breakers=lambda: breakers,
+                   metrics=lambda: metrics, breakers=lambda: breakers, spend=_once(lambda: InMemorySpendLedger(store)),
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
 

@@ -18,6 +18,9 @@ agents:
     queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
 prices:                                      # optional: models the built-in price table lacks, USD per million tokens
   llama3.2: {input_per_mtok: 0, output_per_mtok: 0}
+budgets:                                     # optional: spend caps across runs (docs/budgets.md)
+  - {name: tenant-day, scope: tenant, window: day, max_cost_usd: 20, action: refuse}
+  - {name: user-day, scope: user, window: day, max_cost_usd: 2, action: degrade, degrade: {model: gemini-2.5-flash-lite}}
 ```
 """
 
@@ -34,13 +37,16 @@ from agex.core.agent import Agent, AgentRegistry
 from agex.core.errors import ConfigurationError
 from agex.core.guard import GuardSpec
 from agex.core.pricing import Price
+from agex.core.spend import Budget
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Budgets(_Strict):
+class AgentLimits(_Strict):
+    """An agent's per-run limits as the fleet declares them (its ``budgets:``), checked against its code."""
+
     max_steps: int | None = None
     max_tokens: int | None = None
     max_cost_usd: float | None = None
@@ -80,7 +86,7 @@ class FleetAgent(_Strict):
     secrets: list[str] = Field(default_factory=list)
     tools: list[str] | None = None
     approvers: list[str] | None = None
-    budgets: Budgets | None = None
+    budgets: AgentLimits | None = None
     queue: QueueSettings = Field(default_factory=QueueSettings)
     guards: list[GuardSpec] = Field(default_factory=list)
     """Guards this environment adds to the agent's chain, or makes stricter; never looser (refused)."""
@@ -92,6 +98,9 @@ class Fleet(_Strict):
     agents: dict[str, FleetAgent]
     prices: dict[str, Price] = Field(default_factory=dict)
     """Prices of models the built-in table lacks (or negotiated ones), USD per million tokens."""
+    budgets: list[Budget] = Field(default_factory=list)
+    """Spend caps across runs: per user, agent, tenant or the deployment, over a rolling day or month
+    (docs/budgets.md)."""
 
 
 def load(path: str | Path) -> Fleet:

@@ -28,7 +28,9 @@ from agex.core.decision_signing import DecisionSigner, DecisionVerifier
 from agex.core.errors import ConfigurationError
 from agex.core.guard import Chain
 from agex.core.pricing import DEFAULT_PRICES, Pricing
+from agex.core.spend import Budget
 from agex.engine.approvals import ApprovalApplier, ApprovalService
+from agex.engine.budgets import Budgets
 from agex.engine.metrics import Recorder, Versions
 from agex.engine.reports import Reports
 from agex.engine.runs import RunService
@@ -59,6 +61,7 @@ class Runtime:
         self.clock, self.ids = self.backends.clock, self.backends.ids
         self.pricing = Pricing({**DEFAULT_PRICES, **self.settings.prices})
         self._drift_pins: dict[str, Any] = {}
+        self._fleet_budgets: list[Budget] = []
         if agents is not None:
             self.__dict__["agents"] = self._checked(agents)
 
@@ -70,6 +73,7 @@ class Runtime:
 
             declared = fleet.load(s.fleet_file)
             self.pricing = Pricing({**DEFAULT_PRICES, **declared.prices, **s.prices})
+            self._fleet_budgets = declared.budgets
             self._drift_pins = {name: a.drift for name, a in declared.agents.items() if a.drift is not None
                                 and a.drift.baseline_version is not None}
             return self._checked(fleet.registry(declared, s.project))
@@ -91,7 +95,9 @@ class Runtime:
                                       for a in registry.all()])
         chains = {}
         for agent in registry.all():
-            for model in (agent.model, *agent.fallbacks, *(r.model for r in agent.model_rules)):
+            degraded = agent.slo.degrade.model if agent.slo else None
+            for model in (agent.model, *agent.fallbacks, *(r.model for r in agent.model_rules),
+                          *([degraded] if degraded else [])):
                 self.pricing.check(model)
             try:
                 chains[agent.name] = build_chain(agent.guards) if agent.guards else None
@@ -172,6 +178,20 @@ class Runtime:
 
         return FileFailpoints(self.settings.failpoints_file) if self.settings.failpoints_file else NO_FAILPOINTS
 
+    @functools.cached_property
+    def budgets(self) -> Budgets | None:
+        """The budgets across runs, from the fleet file and ``AGEX_BUDGETS``; None when there are none (then
+        nothing reads the ledger)."""
+        _ = self.agents  # the fleet file's are read with the agents
+        declared = [*self._fleet_budgets, *self.settings.budgets]
+        if not declared:
+            return None
+        for b in declared:
+            if b.degrade.model:
+                self.pricing.check(b.degrade.model)
+        return Budgets(declared, self.backends.spend(), _LazyBus(lambda: self.bus),
+                       cache_s=self.settings.budget_cache_seconds)
+
     # --- services and handlers -----------------------------------------------------------------------
 
     @functools.cached_property
@@ -179,7 +199,7 @@ class Runtime:
         return RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock, ids=self.ids,
                           max_input_bytes=self.settings.max_input_bytes,
                           sweep_after=timedelta(seconds=self.settings.sweep_after_seconds), failpoints=self.failpoints,
-                          chains=self.chain_for, fingerprint=self.versions.fingerprint)
+                          chains=self.chain_for, fingerprint=self.versions.fingerprint, budgets=self.budgets)
 
     @functools.cached_property
     def approval_service(self) -> ApprovalService:
@@ -235,7 +255,8 @@ class Runtime:
                                                                       cooldown_s=s.breaker_cooldown_seconds)),
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
                           failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record,
-                          breakers=self.backends.breakers() if self._has_fallbacks() else None)
+                          breakers=self.backends.breakers() if self._has_fallbacks() else None,
+                          budgets=self.budgets)
 
     @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:

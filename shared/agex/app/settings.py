@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agex.core.pricing import Price
+from agex.core.spend import Budget
 
 
 class Settings(BaseSettings):
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
     instance then skips it for the agents' fallbacks for ``breaker_cooldown_seconds``."""
     breaker_window_seconds: float = Field(default=30.0, gt=0)
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    budgets: list[Budget] = Field(default_factory=list)
+    """Budgets across runs (docs/budgets.md), as JSON: ``[{"name": "tenant-day", "scope": "tenant",
+    "window": "day", "max_cost_usd": 20, "action": "refuse"}]``; added to the fleet file's."""
+    budget_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a budget's spend, read far from its cap, may be reused by an instance (0: read every check)."""
     model: str = ""
     """Run every agent on this model instead of the one it declares (a local model in development)."""
     prices: dict[str, Price] = Field(default_factory=dict)

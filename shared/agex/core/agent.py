@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from agex.core.errors import ConfigurationError, FallbackReason, NotFound
 from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
 from agex.core.metrics import Evaluator, Watch
 from agex.core.run import Limits
+from agex.core.spend import SLO
 from agex.core.tool import Tool
 
 
@@ -21,11 +23,25 @@ class ModelRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    when: Literal["small_input", "after_tool_error"]
+    when: Literal["small_input", "after_tool_error", "asks"]
     """``small_input``: the step sends about ``max_input_tokens`` or fewer (a cheaper model will do);
-    ``after_tool_error``: a tool call of the previous step failed (a stronger model may recover)."""
+    ``after_tool_error``: a tool call of the previous step failed (a stronger model may recover); ``asks``: the
+    latest text the user sent (the run's input) matches ``pattern``, case-insensitively (``summar(y|ise|ize)``:
+    a summary needs no strong model)."""
     model: str = Field(min_length=1)
     max_input_tokens: int = Field(default=2000, ge=1)
+    pattern: str = ""
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> ModelRule:
+        if self.when == "asks":
+            if not self.pattern:
+                raise ValueError("a rule when: asks needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as e:
+                raise ValueError(f"rule pattern {self.pattern!r} is not a regular expression: {e}") from e
+        return self
 
 
 class Agent(BaseModel):
@@ -72,6 +88,9 @@ class Agent(BaseModel):
     """Tool arguments whose values are behavioural metrics (recorded per run, tested for drift)."""
     evaluators: tuple[Evaluator, ...] = ()
     """Online evaluators: each scores a sampled share of the runs that end; scores are metrics too."""
+    slo: SLO | None = None
+    """A latency or error objective over recent runs; while its burn rate is high, steps degrade as it says
+    (docs/models.md, "Degradation")."""
     operators: tuple[str, ...] = ()
     """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
     retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""

@@ -15,6 +15,7 @@ catches a ``google.*`` exception.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -69,6 +70,19 @@ class MethodNotAllowed(RequestError):
 class Conflict(RequestError):
     code = "conflict"
     status = 409
+
+
+class BudgetExceeded(RequestError):
+    """A budget whose action is ``refuse`` is spent: no new run until its rolling window frees up. The answer
+    says which budget and when (``resets_at``, and ``Retry-After``)."""
+
+    code = "budget_exceeded"
+    status = 429
+
+    def __init__(self, message: str, *, budget: str, resets_at: datetime, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.details = {"budget": budget, "resets_at": resets_at.isoformat()}
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(RequestError):

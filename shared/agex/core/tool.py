@@ -144,6 +144,9 @@ class Tool:
     sensitive: bool = False
     """It moves money, sends messages, deletes, or changes permissions: the provenance guard holds (or
     blocks) a call of it that follows untrusted content with arguments the user did not give."""
+    critical: bool = True
+    """The agent cannot do its job without it. A degraded step (a budget close to its cap, an objective
+    missed) may leave out the tools marked ``critical=False`` (``Degrade.skip_optional_tools``)."""
     trusted: bool = False
     """Its output is the deployment's own data, not content from outside (a policy lookup, a database the
     team controls): it does not count as untrusted for the provenance guard. The injection detector
@@ -244,6 +247,7 @@ def tool(
     fn: None = None, /, *, name: str | None = None, idempotent: bool = True,
     output_model: type[BaseModel] | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
     secrets: tuple[str, ...] = (), limits: ToolLimits | None = None, sensitive: bool = False, trusted: bool = False,
+    critical: bool = True,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -251,6 +255,7 @@ def tool(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None, idempotent: bool = True,
     output_model: type[BaseModel] | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
     secrets: tuple[str, ...] = (), limits: ToolLimits | None = None, sensitive: bool = False, trusted: bool = False,
+    critical: bool = True,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn ``def f(args: SomeModel, ctx: ToolContext) -> BaseModel | dict`` into a ``Tool``.
 
@@ -269,7 +274,8 @@ def tool(
             raise ConfigurationError(f"tool {f.__name__}: add a docstring; the model reads it to choose tools")
         return Tool(name=name or f.__name__, description=doc, args_model=hints[params[0]], fn=f, idempotent=idempotent,
                     output_model=output_model, timeout_s=timeout_s, retry=retry,
-                    secrets=tuple(secrets), limits=limits or ToolLimits(), sensitive=sensitive, trusted=trusted)
+                    secrets=tuple(secrets), limits=limits or ToolLimits(), sensitive=sensitive, trusted=trusted,
+                    critical=critical)
 
     return wrap(fn) if fn is not None else wrap
 

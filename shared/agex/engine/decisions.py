@@ -13,7 +13,8 @@ Why the protocol is safe under redelivery and crashes (see docs/architecture.md)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from agex.core.approval import (
 from agex.core.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
 from agex.core.messages import FunctionCall, Message, ModelResponse
 from agex.core.run import Event, EventKind, Lease, RunError, RunHead, RunStatus
+from agex.core.spend import LEDGER_RETENTION, SpendEntry
 from agex.engine.conversation import Uncertainty
 from agex.ports.checkpoint_store import Mutation
 
@@ -204,19 +206,27 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
     head = head.model_copy(update={"usage": usage, **({"input_view": input_view} if input_view is not None else {})})
     limits = head.limits
     over = None
-    if blocked is not None:
-        return finish(head, now, RunStatus.failed, error=blocked, step=step, extra=(*guarded, record))
-    if usage.input_tokens + usage.output_tokens > limits.max_tokens:
+    if blocked is None and usage.input_tokens + usage.output_tokens > limits.max_tokens:
         over = RunError(code="max_tokens", message=f"the run used {usage.input_tokens + usage.output_tokens} "
                         f"tokens, over its limit of {limits.max_tokens} (this call used {tokens})")
-    elif usage.cost_usd > limits.max_cost_usd:
+    elif blocked is None and usage.cost_usd > limits.max_cost_usd:
         over = RunError(code="max_cost", message=f"the run cost ${usage.cost_usd:.6f}, over its limit of "
                         f"${limits.max_cost_usd:.6f}")
-    if over:
-        return finish(head, now, RunStatus.failed, error=over, step=step, extra=(*guarded, record))
+    if blocked is not None or over is not None:
+        ended = finish(head, now, RunStatus.failed, error=blocked or over, step=step, extra=(*guarded, record))
+        return replace(ended, spend=_spent(head, ended.events, model, cost_usd, tokens))
     items = [*guarded, record] + ([intent_event(head, owner, step, announce)] if announce else [])
     events = _events(head, now, step, *items)
-    return Mutation(_advance(head, now, events), events, Claim.work)
+    return Mutation(_advance(head, now, events), events, Claim.work, spend=_spent(head, events, model, cost_usd, tokens))
+
+
+def _spent(head: RunHead, events: Sequence[Event], model: str, cost_usd: float, tokens: int) -> tuple[SpendEntry, ...]:
+    """The ledger entry of the call whose response ``events`` record, named by that event."""
+    seq = next(e.seq for e in events if e.kind == EventKind.model_response)
+    at = next(e.at for e in events if e.kind == EventKind.model_response)
+    return (SpendEntry(entry_id=f"{head.run_id}-{seq}", tenant=head.tenant, principal=head.principal,
+                       agent=head.agent, run_id=head.run_id, model=model, at=at, cost_usd=cost_usd, tokens=tokens,
+                       expire_at=at + LEDGER_RETENTION),)
 
 
 def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool,

@@ -18,10 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from agex.core.agent import Agent, AgentRegistry
 from agex.core.clock import Clock, Ids, derived_id
-from agex.core.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge, TransientError
+from agex.core.errors import (
+    AlreadyExists,
+    BudgetExceeded,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    TransientError,
+)
 from agex.core.guard import Chain
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunHead, RunStatus
 from agex.engine import decisions
+from agex.engine.budgets import Budgets
 from agex.obs import logging as log
 from agex.ports.auth import Caller
 from agex.ports.checkpoint_store import CheckpointStore
@@ -64,8 +72,9 @@ class RunService:
                  ids: Ids, max_input_bytes: int = 32 * 1024, sweep_after: timedelta = timedelta(minutes=5),
                  failpoints: Failpoints = NO_FAILPOINTS,
                  chains: Callable[[Agent], Chain | None] | None = None,
-                 fingerprint: Callable[[Agent], str] | None = None) -> None:
+                 fingerprint: Callable[[Agent], str] | None = None, budgets: Budgets | None = None) -> None:
         self.store, self.queue, self.agents, self.clock, self.ids = store, queue, agents, clock, ids
+        self.budgets = budgets
         self.fingerprint = fingerprint or (lambda agent: "")
         self.chains = chains or (lambda agent: None)
         self.failpoints = failpoints
@@ -92,6 +101,14 @@ class RunService:
         run_id = (self.ids.new_id("run_") if idempotency_key is None
                   else keyed_run_id(caller.tenant, idempotency_key))
         now = self.clock.now()
+        if self.budgets is not None and self.budgets.applying(caller.tenant, agent.name):
+            try:
+                self.budgets.admit(caller.tenant, agent.name, caller.principal, now)
+            except BudgetExceeded:
+                # a retried request for a run created before the budget was spent gets its run back
+                earlier = self.store.get_run(caller.tenant, run_id) if idempotency_key is not None else None
+                if earlier is None or earlier.request_hash != request_hash:
+                    raise
         head = RunHead(run_id=run_id, tenant=caller.tenant, agent=agent.name, agent_version=agent.version,
                        principal=caller.principal, input=request.input, metadata=request.metadata,
                        limits=agent.limits, trace=traceparent, idempotency_key=idempotency_key,

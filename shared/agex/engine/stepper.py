@@ -37,8 +37,10 @@ from agex.core.guard import SECURITY_ALERTS_TOPIC, Action, Chain, Channel
 from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part
 from agex.core.pricing import Pricing
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunError, RunHead, RunStatus
+from agex.core.spend import Degrade, Spent
 from agex.core.tool import Tool, ToolContext, ToolOutcome
 from agex.engine import conversation, decisions, guarding, notify, routing
+from agex.engine.budgets import Budgets
 from agex.engine.conversation import LateResult, Settled
 from agex.engine.decisions import Claim, Delivery, Late
 from agex.engine.lease import LeaseKeeper
@@ -102,9 +104,14 @@ class StepRunner:
                  settings: StepSettings | None = None, secrets: SecretStore | None = None,
                  limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS,
                  chains: Callable[[Agent], Chain | None] | None = None,
-                 record: Callable[[RunHead], object] | None = None, breakers: Breakers | None = None) -> None:
+                 record: Callable[[RunHead], object] | None = None, breakers: Breakers | None = None,
+                 budgets: Budgets | None = None,
+                 degradation: Callable[[str, datetime], Degrade | None] | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
         self.record, self.breakers = record, breakers
+        self.budgets = budgets
+        self.degradation = degradation
+        """An agent's current degradation for its objective (shared by every instance), if it has one."""
         self.chains = chains or (lambda agent: None)
         self.models, self.pricing, self.clock = models, pricing, clock
         self.settings = settings or StepSettings()
@@ -179,6 +186,16 @@ class StepRunner:
 
     def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list[Message],
               progress: conversation.StepProgress, events: list[Event]) -> ModelResponse | None:
+        steer = self._steer(agent, head, d)
+        if steer is None:
+            return None
+        degrade, degraded = steer
+        window = degrade.context_window_steps
+        if window is not None and window < agent.context_window_steps:
+            first = conversation.window_start(d.step, window)
+            shown = head.input_view if head.input_view is not None else head.input
+            messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], d.step, first)
+        tools = [t for t in agent.tools if t.critical or not degrade.skip_optional_tools]
         chain = self.chains(agent)
         verdicts: list[dict[str, Any]] = []
         input_view = None
@@ -202,8 +219,8 @@ class StepRunner:
             dumped, tokens = chain.tokenize([_dump(m) for m in messages], _token_key(head))
             messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
-                               tools=[t.spec() for t in agent.tools])
-        answered = self._ask(agent, d, request, events)
+                               tools=[t.spec() for t in tools])
+        answered = self._ask(agent, d, request, events, degrade.model, degraded)
         if answered is None:
             return None
         response, model, cost, route = answered
@@ -227,19 +244,54 @@ class StepRunner:
             message=guarded.stored if guarded else None, verdicts=tuple(verdicts),
             blocked=guarded.blocked if guarded else None, input_view=input_view, route=route))
         self._alert(agent, head, d, recorded.events)
+        if self.budgets is not None:
+            self.budgets.spent_here(head.tenant, agent.name, head.principal, Spent(
+                cost_usd=cost, tokens=response.usage.input_tokens + response.usage.output_tokens))
         if recorded.value == Claim.finished:
             return None
         _note_intents(progress, recorded)
         return response
 
-    def _ask(self, agent: Agent, d: Delivery, request: ModelRequest, events: Sequence[Event]
+    def _steer(self, agent: Agent, head: RunHead, d: Delivery) -> tuple[Degrade, tuple[str, ...]] | None:
+        """What the agent's objective and the run's budgets say about this step's model call: how to degrade it
+        and why, or None when a budget stopped the run here."""
+        now = self.clock.now()
+        degrade, why = Degrade(), []
+        if self.degradation is not None and agent.slo is not None:
+            try:
+                current = self.degradation(agent.name, now)
+            except AgexError as e:  # advice: without it, the step runs as declared
+                _log.warning("could not read the degradation of agent %s: %s", agent.name, e.message)
+                current = None
+            if current is not None:
+                degrade = degrade.merge(current)
+                why.append("objective: burn rate over its threshold")
+        if self.budgets is not None and self.budgets.applying(head.tenant, agent.name):
+            # unreadable budgets raise: the step is retried rather than spending past a cap unseen
+            verdict = self.budgets.for_step(head.tenant, agent.name, head.principal, now)
+            if verdict.refuse is not None:
+                resets = self.budgets.resets_at(verdict.refuse, now)
+                self._fail(d, RunError(code="budget_exceeded", message=(
+                    f"{verdict.refuse.describe()}: the run stopped before its next model call; the budget frees "
+                    f"up from {resets.isoformat()}")))
+                return None
+            degrade = degrade.merge(verdict.degrade)
+            why += [f"budget {b}" for b in verdict.degraded_by]
+        if why:
+            log.info(_log, f"step degraded: {'; '.join(why)}", degradation=why, degraded_model=degrade.model,
+                     degraded_window=degrade.context_window_steps, skipped_tools=degrade.skip_optional_tools)
+        return degrade, tuple(why)
+
+    def _ask(self, agent: Agent, d: Delivery, request: ModelRequest, events: Sequence[Event],
+             degraded_model: str | None = None, degraded: tuple[str, ...] = (),
              ) -> tuple[ModelResponse, str, float, dict[str, Any] | None] | None:
         """The agent's model, then its fallbacks in order while one cannot answer for a reason the agent
         falls back on: the response, the model that gave it, its cost, and the routing decision when it was
         not the first model (recorded with the response, so a redelivery never changes model mid-step).
         None when the run failed here (a refusal no model is tried for); a transient error of the last model
         tried is raised, and Cloud Tasks retries the step."""
-        candidates, chosen = routing.candidates(agent, request, events, d.step)
+        first = (degraded_model, f"degraded: {'; '.join(degraded)}") if degraded_model else None
+        candidates, chosen = routing.candidates(agent, request, events, d.step, first)
         failed: list[dict[str, str]] = []
         for i, model in enumerate(candidates):
             last = i == len(candidates) - 1
@@ -273,10 +325,11 @@ class StepRunner:
                 cost = self.pricing.cost(model, response.usage.input_tokens, response.usage.output_tokens)
                 call.record(response, cost)
             route = None
-            if failed or chosen:
+            if failed or chosen or degraded:
                 reasons = ", ".join(f"{f['model']} ({f['reason']})" for f in failed)
                 why = "; ".join(w for w in (chosen, f"fallback after {reasons}" if failed else "") if w)
-                route = {"model": model, "reason": why, "failed": failed}
+                route = {"model": model, "reason": why or f"degraded: {'; '.join(degraded)}", "failed": failed,
+                         **({"degraded": list(degraded)} if degraded else {})}
             return response, model, cost, route
         raise AssertionError("an agent has at least its own model")
 

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.run import Event, RunHead, RunStatus
+from agex.core.spend import SpendEntry
 
 T = TypeVar("T")
 
@@ -21,12 +22,16 @@ class Mutation(Generic[T]):
     value handed back to the caller. ``events`` must continue ``head.seq`` of the head read.
 
     ``approvals`` are written (whole, created or replaced) in the same atomic commit: an approval
-    changes state only together with its run's head, so the head's precondition guards both."""
+    changes state only together with its run's head, so the head's precondition guards both.
+
+    ``spend``: ledger entries of the model calls the mutation records, written in the same commit (so a
+    call is counted exactly once: see :mod:`agex.ports.spend_ledger`)."""
 
     head: RunHead | None
     events: Sequence[Event] = field(default_factory=tuple)
     value: T | None = None
     approvals: Sequence[Approval] = field(default_factory=tuple)
+    spend: Sequence[SpendEntry] = field(default_factory=tuple)
 
 
 class CheckpointStore(abc.ABC):

@@ -8,7 +8,7 @@ manual, so leases, limits, timers and expiry can be tested without waiting: adva
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from agex.adapters.inmemory.event_bus import InMemoryEventBus
@@ -22,6 +22,7 @@ from agex.core.approval import DECISIONS_TOPIC, DecisionMessage
 from agex.core.clock import ManualClock, SequentialIds
 from agex.core.errors import LeaseHeld, NotDue, TransientError
 from agex.core.run import RunHead
+from agex.core.spend import Budget
 from agex.engine.approvals import Outcome
 from agex.engine.decisions import Delivery
 from agex.engine.runs import CreateRunRequest
@@ -38,14 +39,14 @@ class InMemoryRuntime:
     and the deliveries Cloud Tasks and Pub/Sub would make done by hand."""
 
     def __init__(self, agents: list[Agent], model: Model | Callable[[Agent], Model], *,
-                 lease_seconds: float = 60.0) -> None:
+                 lease_seconds: float = 60.0, budgets: Sequence[Budget] = ()) -> None:
         self.clock = ManualClock()
         models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
         self.secrets = InMemorySecretStore()
         """Grant agents their secrets here: ``rt.secrets.add_version(name, value); rt.secrets.grant(name,
         agent.identity)``."""
         # defaults, not this process's AGEX_* environment: a test's runtime is the test's alone
-        self._settings = Settings.model_construct(step_lease_seconds=lease_seconds)
+        self._settings = Settings.model_construct(step_lease_seconds=lease_seconds, budgets=list(budgets))
         self._backends = Backends.in_memory(models, clock=self.clock, ids=SequentialIds(), secrets=self.secrets)
         self._decisions_seen = 0
         self.results: list[StepResult] = []
@@ -111,7 +112,11 @@ class InMemoryRuntime:
         return delivered
 
     def run(self, agent: str, input: str) -> RunHead:
-        head = self.start(agent, input)
+        return self.run_as(DEFAULT_CALLER, agent, input)
+
+    def run_as(self, caller: Caller, agent: str, input: str) -> RunHead:
+        """Start a run as ``caller`` and drive it (and anything else due) until nothing is due."""
+        head = self.start(agent, input, caller)
         self.drive()
         final = self.store.get_run(head.tenant, head.run_id)
         assert final is not None

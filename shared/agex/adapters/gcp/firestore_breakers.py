@@ -25,11 +25,10 @@ The Google client libraries are imported only when a store is made or used (cold
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from agex.adapters.gcp.firestore_calls import calling, native
 from agex.core.errors import TransientError
 from agex.ports.breakers import (
     BreakerPolicy,
@@ -77,7 +76,7 @@ class FirestoreBreakers(Breakers):
             cached = self._cache.get(key)
         if cached is not None and timedelta(0) <= now - cached[0] < self._cache_s:
             return cached[1].open_at(now)
-        with _calling(f"reading the circuit of model {model}"):
+        with calling(f"reading the circuit of model {model}"):
             snap = self._ref(key).get()
         state = _state(snap)
         self._remember(key, now, state)
@@ -88,7 +87,7 @@ class FirestoreBreakers(Breakers):
 
         key, now = breaker_document_id(model), utc(now)
         ref = self._ref(key)
-        with _calling(f"recording a failure of model {model}"):
+        with calling(f"recording a failure of model {model}"):
             for _ in range(self._max_attempts):
                 snap = ref.get()
                 state = _state(snap)
@@ -122,24 +121,7 @@ def _state(snap: Any) -> BreakerState:
         return BreakerState()
     doc = snap.to_dict() or {}
     until = doc.get("open_until")
-    return BreakerState(tuple(_native(t) for t in doc.get("failures") or ()),
-                        _native(until) if until is not None else None)
+    return BreakerState(tuple(native(t) for t in doc.get("failures") or ()),
+                        native(until) if until is not None else None)
 
 
-def _native(value: datetime) -> datetime:
-    """Firestore's DatetimeWithNanoseconds as a plain aware-UTC datetime."""
-    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                    value.microsecond, tzinfo=value.tzinfo or UTC).astimezone(UTC)
-
-
-@contextmanager
-def _calling(what: str) -> Iterator[None]:
-    """Google's errors as agex errors."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        yield
-    except gexc.GoogleAPIError as e:
-        from agex.adapters.gcp.firestore_store import _translate
-
-        raise _translate(e, what) from e

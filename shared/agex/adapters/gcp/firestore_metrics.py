@@ -43,11 +43,11 @@ Indexes the deployment must declare (terraform/modules/fleet/firestore.tf):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from agex.adapters.gcp.firestore_calls import calling, native
 from agex.core.errors import NotFound, TransientError
 from agex.core.metrics import AgentVersion, DriftAlert, RunMetrics
 from agex.ports.metrics_rules import (
@@ -141,7 +141,7 @@ class FirestoreMetricsStore(MetricsStore):
         ref = self._run_ref(record.tenant, record.run_id)
         doc = utc_all(record.model_dump(mode="python"))
         check_size(ref.path, doc)
-        with _calling(f"recording the metrics of run {record.run_id}"):
+        with calling(f"recording the metrics of run {record.run_id}"):
             try:
                 ref.create(doc)  # written once: a second writer (step and collector racing) changes nothing
             except gexc.Conflict:
@@ -152,7 +152,7 @@ class FirestoreMetricsStore(MetricsStore):
         refs = [self._run_ref(t, r) for t, r in dict.fromkeys(runs) if valid_document_id(t) and valid_document_id(r)]
         by_path = {ref.path: (ref.parent.parent.id, ref.id) for ref in refs}
         found: set[tuple[str, str]] = set()
-        with _calling("checking which runs have metrics"):
+        with calling("checking which runs have metrics"):
             for i in range(0, len(refs), _GET_ALL_CHUNK):
                 # a field mask: only existence matters, not the records' bytes
                 for snap in self._client.get_all(refs[i:i + _GET_ALL_CHUNK], field_paths=["run_id"]):
@@ -187,7 +187,7 @@ class FirestoreMetricsStore(MetricsStore):
 
         def attempt() -> AgentVersion:
             snap = ref.get()
-            stored = AgentVersion.model_validate(_native(snap.to_dict())) if snap.exists else None
+            stored = AgentVersion.model_validate(native(snap.to_dict())) if snap.exists else None
             new = merge_version(stored, seen)
             if new is None:
                 assert stored is not None
@@ -267,16 +267,16 @@ class FirestoreMetricsStore(MetricsStore):
     def get_state(self, key: str) -> dict[str, Any] | None:
         if not valid_document_id(key):
             return None
-        with _calling(f"reading state {key}"):
+        with calling(f"reading state {key}"):
             snap = self._client.collection(self._state).document(key).get()
-        return _native((snap.to_dict() or {}).get("value")) if snap.exists else None
+        return native((snap.to_dict() or {}).get("value")) if snap.exists else None
 
     def put_state(self, key: str, value: dict[str, Any]) -> None:
         check_id("state key", key)
         ref = self._client.collection(self._state).document(key)
         doc = {"value": utc_all(value)}
         check_size(ref.path, doc)
-        with _calling(f"writing state {key}"):
+        with calling(f"writing state {key}"):
             ref.set(doc)
 
     # --- evaluation results ----------------------------------------------------------------------------
@@ -289,7 +289,7 @@ class FirestoreMetricsStore(MetricsStore):
         doc = {k: utc_all(result[k]) for k in _EVAL_FIELDS if k in result}
         doc["result_json"] = json.dumps(result, default=_iso, ensure_ascii=True)
         check_size(ref.path, doc)
-        with _calling(f"storing evaluation {result['eval_id']}"):
+        with calling(f"storing evaluation {result['eval_id']}"):
             ref.set(doc)
 
     def list_evals(self, tenant: str, agent: str, *, version: str | None = None, accepted: bool | None = None,
@@ -311,8 +311,8 @@ class FirestoreMetricsStore(MetricsStore):
     # --- calls ------------------------------------------------------------------------------------------
 
     def _query(self, query: Any, what: str) -> list[dict[str, Any]]:
-        with _calling(what):
-            return [_native(snap.to_dict()) for snap in query.stream()]
+        with calling(what):
+            return [native(snap.to_dict()) for snap in query.stream()]
 
     def _create(self, ref: firestore.DocumentReference, doc: dict[str, Any]) -> None:
         from google.api_core import exceptions as gexc
@@ -332,7 +332,7 @@ class FirestoreMetricsStore(MetricsStore):
 
     def _retrying(self, attempt: Callable[[], T], what: str) -> T:
         """Read, decide and write conditionally until the write lands on the version read."""
-        with _calling(what):
+        with calling(what):
             for _ in range(self._max_attempts):
                 try:
                     return attempt()
@@ -341,29 +341,6 @@ class FirestoreMetricsStore(MetricsStore):
         raise TransientError(f"{what}: too much contention, gave up after {self._max_attempts} attempts")
 
 
-@contextmanager
-def _calling(what: str) -> Iterator[None]:
-    """Google's errors as agex errors."""
-    from google.api_core import exceptions as gexc
-
-    try:
-        yield
-    except gexc.GoogleAPIError as e:
-        from agex.adapters.gcp.firestore_store import _translate
-
-        raise _translate(e, what) from e
-
-
-def _native(value: Any) -> Any:
-    """Firestore's DatetimeWithNanoseconds as plain aware-UTC datetimes, recursively."""
-    if isinstance(value, datetime):
-        return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                        value.microsecond, tzinfo=value.tzinfo or UTC).astimezone(UTC)
-    if isinstance(value, dict):
-        return {k: _native(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_native(v) for v in value]
-    return value
 
 
 _EVAL_FIELDS = ("eval_id", "agent", "version", "accepted", "created_at")

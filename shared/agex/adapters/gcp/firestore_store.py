@@ -107,13 +107,14 @@ class _Writes(NamedTuple):
     head: _Write
     events: list[_Write]
     """Created: an event is never overwritten."""
-    approvals: list[_Write]
-    """Set: created or replaced whole."""
+    sets: list[_Write]
+    """Set, created or replaced whole: approvals, and spend entries (whose id is the event's, so writing one
+    again writes the same document)."""
     size: int
 
     @property
     def n(self) -> int:
-        return 1 + len(self.events) + len(self.approvals)
+        return 1 + len(self.events) + len(self.sets)
 
 
 class FirestoreCheckpointStore(CheckpointStore):
@@ -159,6 +160,7 @@ class FirestoreCheckpointStore(CheckpointStore):
         self._runs = f"{prefix}runs"
         self._events = f"{prefix}events"
         self._approvals = f"{prefix}approvals"
+        self._spend = f"{prefix}spend"
         self._max_attempts = max_attempts
         self._stats_lock = threading.Lock()
         self.stats: dict[str, int] = {}
@@ -249,12 +251,14 @@ class FirestoreCheckpointStore(CheckpointStore):
         if result.head is None:
             return result, None
         check_update(head, result.events, result.approvals)
-        _check_write_count(run_id, 1 + len(result.events) + len(result.approvals))
+        _check_write_count(run_id, 1 + len(result.events) + len(result.approvals) + len(result.spend))
         head_write = (ref, _encode_head(result.head))
         events = [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
-        approvals = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
-        size = sum(_checked_size(r, doc) for r, doc in [head_write, *events, *approvals])
-        return result, _Writes(head_write, events, approvals, size)
+        sets = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
+        sets += [(self._client.collection(self._spend).document(e.entry_id), _plain(e.model_dump(mode="python")))
+                 for e in result.spend]
+        size = sum(_checked_size(r, doc) for r, doc in [head_write, *events, *sets])
+        return result, _Writes(head_write, events, sets, size)
 
     def _update_optimistic(
         self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
@@ -279,7 +283,7 @@ class FirestoreCheckpointStore(CheckpointStore):
             batch.update(ref, {**head_doc, **stale}, option=self._client.write_option(last_update_time=snap.update_time))
             for r, doc in writes.events:
                 batch.create(r, doc)  # an event is never overwritten
-            for r, doc in writes.approvals:
+            for r, doc in writes.sets:
                 batch.set(r, doc)  # guarded by the head's precondition: the whole batch fails with it
             self._count(commits=1)
             try:
@@ -331,7 +335,7 @@ class FirestoreCheckpointStore(CheckpointStore):
                 transaction.set(ref, writes.head[1])
                 for r, doc in writes.events:
                     transaction.create(r, doc)  # an event is never overwritten
-                for r, doc in writes.approvals:
+                for r, doc in writes.sets:
                     transaction.set(r, doc)
                 staged.update(writes=writes.n, bytes_written=writes.size)
             return result

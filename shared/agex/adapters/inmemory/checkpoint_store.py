@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, NotFound
 from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
+from agex.core.spend import SpendEntry
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.rules import check_continues, check_late_decision, check_size, check_update
 
@@ -23,6 +24,7 @@ class InMemoryCheckpointStore(CheckpointStore):
         self._heads: dict[tuple[str, str], RunHead] = {}
         self._events: dict[tuple[str, str], list[Event]] = {}
         self._approvals: dict[tuple[str, str], Approval] = {}
+        self._spend: dict[str, SpendEntry] = {}
 
     def create_run(self, head: RunHead, events: Sequence[Event]) -> RunHead:
         key = (head.tenant, head.run_id)
@@ -57,7 +59,13 @@ class InMemoryCheckpointStore(CheckpointStore):
                 self._events[key].extend(e.model_copy(deep=True) for e in result.events)
                 for approval in result.approvals:
                     self._approvals[(tenant, approval.approval_id)] = approval.model_copy(deep=True)
+                self._spend.update((e.entry_id, e) for e in result.spend)
             return result
+
+    def spend_entries(self) -> list[SpendEntry]:
+        """The ledger's entries, for :class:`agex.adapters.inmemory.spend_ledger.InMemorySpendLedger`."""
+        with self._lock:
+            return list(self._spend.values())
 
     def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
         with self._lock:

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 
 from agex.core.errors import (
     AgexError,
+    BudgetExceeded,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -43,13 +44,15 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_body(error: AgexError) -> dict[str, Any]:
-    return {"error": {"code": error.code, "message": error.message}}
+    return {"error": {"code": error.code, "message": error.message, **getattr(error, "details", {})}}
 
 
 def error_response(error: AgexError, headers: dict[str, str] | None = None) -> Response:
     headers = dict(headers or {})
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, BudgetExceeded):
+        headers["Retry-After"] = str(error.retry_after_s)
     return json_response(error_body(error), error.status, headers)
 
 
