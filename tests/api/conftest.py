@@ -32,6 +32,7 @@ from agex.app.runtime import Runtime
 from agex.core.agent import Agent
 from agex.core.approval import Approval, approval_id, redact
 from agex.core.run import Event, EventKind, RunHead, RunStatus
+from agex.core.spend import Budget
 from agex.ports.checkpoint_store import Mutation
 from agex.testing import TestModel
 from agex.testing.harness import InMemoryRuntime
@@ -198,9 +199,10 @@ def rt() -> InMemoryRuntime:
     return InMemoryRuntime([UNGUARDED], TestModel(FINAL_TEXT, args_for=lambda name: TOOL_ARGS[name]))
 
 
-def make_api(rt: InMemoryRuntime, base_url: str = "") -> PublicApi:
+def make_api(rt: InMemoryRuntime, base_url: str = "", budgets: list[Budget] | None = None) -> PublicApi:
     """The API as the composition root builds it, over the test runtime's ports, with these tokens."""
-    settings = rt.runtime.settings.model_copy(update={"dev_tokens": TOKENS, "public_url": base_url})
+    settings = rt.runtime.settings.model_copy(update={"dev_tokens": TOKENS, "public_url": base_url,
+                                                      "budgets": budgets or []})
     api = Runtime(settings, rt.runtime.backends, agents=rt.agents).public_api
     assert api.max_body_bytes == MAX_BODY_BYTES
     return api

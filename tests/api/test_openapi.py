@@ -14,10 +14,12 @@ from openapi_spec_validator import validate
 
 from agex.app.http.public_api import _routes
 from agex.core.errors import RequestError
+from agex.core.spend import Budget
 from agex.testing import FunctionModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
 from tests.api.conftest import (
+    ACME_TOKEN,
     HTTP_METHODS,
     LEAD_TOKEN,
     MAX_BODY_BYTES,
@@ -141,6 +143,14 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.post(f"/v1/runs/{other}:cancel")  # 409
     client.post(f"/v1/runs/{other}:cancel", token=None)
     client.post("/v1/runs/run_nope:cancel")
+
+    capped = ApiClient(make_api(rt, budgets=[Budget(name="acme-day", scope="tenant", tenants=("acme",), max_tokens=1)]),
+                       checker, token=ACME_TOKEN)
+    capped.start()
+    rt.drive()
+    refused = capped.start()  # the tenant's budget is spent: 429, with when it frees up
+    assert refused.status_code == 429 and refused.get_json()["error"]["budget"] == "acme-day"
+    assert int(refused.headers["Retry-After"]) > 0
 
     pending = f"/v1/approvals/{seed_approval(rt).approval_id}"
     decided = f"/v1/approvals/{seed_approval(rt, status='approved', decided_by='lead@example.com').approval_id}"

@@ -176,7 +176,7 @@ def _document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(CreateRunRequest)}}},
                 "responses": {"202": _with_links(_json(RunView, "The run was accepted (or replayed for the same "
                                                                 "key)."), **_RUN_LINKS),
-                              **_errors(400, 401, 404, 409, 413, 415)}}},
+                              **_errors(400, 401, 404, 409, 413, 415, 429)}}},
             "/v1/runs/{run_id}": {"get": {
                 "operationId": "get_run", "summary": "A run's status, usage and result", "parameters": [_RUN_ID],
                 "responses": {"200": _with_links(_json(RunView, "The run."), **_RUN_LINKS), **_errors(401, 404)}}},

@@ -29,6 +29,9 @@ class UsageView(_View):
 class ErrorView(_View):
     code: str
     message: str
+    budget: str | None = Field(default=None, description="`budget_exceeded`: the budget that is spent.")
+    resets_at: datetime | None = Field(default=None, description=(
+        "`budget_exceeded`: when enough of the budget's rolling window ages out for a run to start."))
 
 
 class RunLinks(_View):
