@@ -47,7 +47,8 @@ def orders(args: Page, ctx: ToolContext) -> dict[str, Any]:
 def _agent(guarded: bool, steps: int) -> Agent:
     return Agent(name="bench", instructions="List the customer's orders.", tools=(orders,),
                  guards=DEFAULT_GUARDS if guarded else (), context_window_steps=4,
-                 limits=Limits(max_steps=steps + 1, max_tokens=10**9, max_cost_usd=1000))
+                 limits=Limits(max_steps=steps + 1, max_tokens=10**9, max_cost_usd=1000,
+                                     max_steps_per_minute=100_000))
 
 
 def per_step_ms(guarded: bool, steps: int) -> float:

@@ -26,6 +26,6 @@ agent = Agent(
     instructions="You are a ticker. Call tick until told to stop.",
     model="gemini-2.5-flash-lite",
     tools=(tick,),
-    limits=Limits(max_steps=1000, max_tokens=50_000_000, max_cost_usd=100.0),
+    limits=Limits(max_steps=1000, max_tokens=50_000_000, max_cost_usd=100.0, max_steps_per_minute=100_000),
     context_window_steps=10,
 )

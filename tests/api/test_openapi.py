@@ -206,8 +206,14 @@ def test_every_documented_response_happens_and_matches_its_schema(
 
 
 def test_a_failed_run_with_an_error_matches_the_schema(checker: OpenApiChecker) -> None:
-    # a model that never stops calling tools runs into the agent's max_steps
-    model = FunctionModel(lambda request: [("lookup_order", {"order_id": "A-1042"})])
+    # a model that never stops calling tools (each time another order) runs into the agent's max_steps
+    asked: list[int] = []
+
+    def model_fn(request: Any) -> list[tuple[str, dict[str, str]]]:
+        asked.append(1)
+        return [("lookup_order", {"order_id": f"A-{1000 + len(asked)}"})]
+
+    model = FunctionModel(model_fn)
     rt = InMemoryRuntime([support_agent], model)
     client = ApiClient(make_api(rt), checker)
     run_id = client.start().get_json()["run_id"]

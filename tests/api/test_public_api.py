@@ -86,7 +86,8 @@ def test_get_agent_shows_tools_with_json_schema_parameters_and_no_secrets(client
     assert (view["name"], view["version"], view["model"]) == ("support", "1", "gemini-2.5-flash")
     assert view["description"] == support_agent.description
     assert view["limits"] == {"max_steps": 10, "max_tokens": 100_000, "max_cost_usd": 0.5,
-                              "max_wall_time_s": support_agent.limits.max_wall_time_s}
+                              "max_wall_time_s": support_agent.limits.max_wall_time_s, "max_repeated_calls": 5,
+                              "max_context_tokens": 100_000, "max_steps_per_minute": 60}
     assert [t["name"] for t in view["tools"]] == ["lookup_order", "check_refund_policy", "issue_refund"]
     for tool in view["tools"]:
         assert set(tool) == {"name", "kind", "description", "idempotent", "parameters", "timeout_s", "secrets",

@@ -559,6 +559,145 @@ def test_requests_log(emulator: Emulator) -> None:
     assert [s["name"] for s in listed] == ["flaky", "greet", "loop", "slow-turn", "support-refund", "tpl"]
 
 
+# -- cachedContents (explicit context caching) ----------------------------------------------
+
+LONG_SUPPORT = "You are a customer support agent. " + "Check the order before any refund and say why. " * 120
+SUPPORT_TOOLS = [types.Tool(function_declarations=[
+    types.FunctionDeclaration(name=name, description=f"{name} tool", parameters_json_schema={
+        "type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]})
+    for name in ("lookup_order", "check_refund_policy")])]
+
+
+def cache_config(**extra: Any) -> types.CreateCachedContentConfig:
+    return types.CreateCachedContentConfig(
+        system_instruction=LONG_SUPPORT, tools=SUPPORT_TOOLS, ttl="600s", **extra
+    )
+
+
+def admin_caches(emu: Emulator) -> dict[str, Any]:
+    shown: dict[str, Any] = requests.get(f"{emu.base_url}/_emulator/caches", timeout=5).json()
+    return shown
+
+
+def test_a_cache_is_created_read_listed_updated_and_deleted(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    before = time.time()
+    cache = client.caches.create(model=MODEL, config=cache_config(display_name="support-prefix"))
+    assert cache.name and cache.name.startswith("cachedContents/")
+    assert cache.display_name == "support-prefix" and cache.model == f"models/{MODEL}"
+    assert cache.expire_time is not None and 590 <= cache.expire_time.timestamp() - before <= 610
+    tokens = cache.usage_metadata.total_token_count if cache.usage_metadata else None
+    assert tokens is not None and tokens == admin_caches(emulator)["caches"][0]["cachedTokens"] > 1024
+
+    got = client.caches.get(name=cache.name)
+    assert (got.name, got.display_name, got.expire_time) == (cache.name, cache.display_name, cache.expire_time)
+    assert [c.name for c in client.caches.list()] == [cache.name]
+
+    updated = client.caches.update(name=cache.name, config=types.UpdateCachedContentConfig(ttl="7200s"))
+    assert updated.expire_time and updated.expire_time.timestamp() - before >= 7190
+
+    client.caches.delete(name=cache.name)
+    with pytest.raises(errors.ClientError) as info:
+        client.caches.get(name=cache.name)
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+    assert "CachedContent not found" in (info.value.message or "")
+    assert list(client.caches.list()) == []
+    assert admin_caches(emulator)["calls"] == {"create": 1, "get": 2, "list": 2, "update": 1, "delete": 1}
+
+
+def test_a_listing_is_paged(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    made = [client.caches.create(model=MODEL, config=cache_config(display_name=f"c{i}")).name for i in range(3)]
+    pager = client.caches.list(config=types.ListCachedContentsConfig(page_size=2))
+    assert len(pager.page) == 2
+    assert [c.name for c in pager] == made  # the pager fetched the second page by its token
+    assert admin_caches(emulator)["calls"]["list"] == 2
+
+
+def test_generation_with_a_cache_sees_its_instruction_and_tools(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    cache = client.caches.create(model=MODEL, config=cache_config())
+    assert cache.name and cache.usage_metadata
+    question = [user("I want a refund for order A-77 please")]
+    cached = client.models.generate_content(
+        model=MODEL, contents=question,
+        config=types.GenerateContentConfig(cached_content=cache.name,
+                                           automatic_function_calling=SUPPORT_CONFIG.automatic_function_calling))
+    assert cached.function_calls and cached.function_calls[0].args == {"order_id": "A-77"}
+    usage = cached.usage_metadata
+    assert usage and usage.cached_content_token_count == cache.usage_metadata.total_token_count
+    assert (usage.prompt_token_count or 0) > (usage.cached_content_token_count or 0) > 0
+
+    # the same request sent whole gets the same answer (call ids included) and the same prompt count
+    full = types.GenerateContentConfig(system_instruction=LONG_SUPPORT, tools=list(SUPPORT_TOOLS),
+                                       automatic_function_calling=SUPPORT_CONFIG.automatic_function_calling)
+    plain = client.models.generate_content(model=MODEL, contents=question, config=full)
+    assert plain.function_calls and plain.function_calls[0].id == cached.function_calls[0].id
+    assert plain.usage_metadata and plain.usage_metadata.prompt_token_count == usage.prompt_token_count
+    assert plain.usage_metadata.cached_content_token_count is None
+    assert [e["cached_content"] for e in logged(emulator)] == [cache.name, None]
+
+
+def test_what_the_api_refuses_of_caches(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    with pytest.raises(errors.ClientError) as small:
+        client.caches.create(model=MODEL, config=types.CreateCachedContentConfig(system_instruction="short"))
+    assert small.value.code == 400 and "Cached content is too small" in (small.value.message or "")
+    assert "min_total_token_count=1024" in (small.value.message or "")
+    with pytest.raises(errors.ClientError) as pro:  # the same prefix is under 2.5 Pro's minimum
+        client.caches.create(model="gemini-2.5-pro", config=cache_config())
+    assert "min_total_token_count=4096" in (pro.value.message or "")
+
+    cache = client.caches.create(model=MODEL, config=cache_config())
+    assert cache.name
+    with pytest.raises(errors.ClientError) as repeated:
+        client.models.generate_content(model=MODEL, contents="refund order A-1", config=types.GenerateContentConfig(
+            cached_content=cache.name, system_instruction="again"))
+    assert repeated.value.code == 400 and "should not be set" in (repeated.value.message or "")
+    with pytest.raises(errors.ClientError) as other_model:
+        client.models.generate_content(model="gemini-2.5-pro", contents="refund order A-1",
+                                       config=types.GenerateContentConfig(cached_content=cache.name))
+    assert other_model.value.code == 400 and "has to be the same" in (other_model.value.message or "")
+    with pytest.raises(errors.ClientError) as unknown:
+        client.models.generate_content(model=MODEL, contents="refund order A-1",
+                                       config=types.GenerateContentConfig(cached_content="cachedContents/nope"))
+    assert unknown.value.code == 403 and "CachedContent not found" in (unknown.value.message or "")
+
+
+def test_an_expired_cache_is_gone(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    cache = client.caches.create(model=MODEL, config=cache_config(display_name="soon-gone"))
+    assert cache.name
+    url = f"{emulator.base_url}/_emulator/caches/expire"
+    assert requests.post(url, json={"display_name": "other"}, timeout=5).json() == {"expired": 0}
+    assert requests.post(url, json={"display_name": "soon-gone"}, timeout=5).json() == {"expired": 1}
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model=MODEL, contents="refund order A-1",
+                                       config=types.GenerateContentConfig(cached_content=cache.name))
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
+    assert list(client.caches.list()) == [] and admin_caches(emulator)["caches"] == []
+    assert requests.post(url, json={"bogus": 1}, timeout=5).status_code == 400
+
+
+def test_faults_aimed_at_cache_methods(emulator: Emulator) -> None:
+    client = client_for(emulator)
+    inject(emulator, status=503, count=1, method="cachedContents.create")
+    # a generation is not a cache creation: the fault waits for one
+    assert client.models.generate_content(model=MODEL, contents="hello").text == "Hi there!"
+    with pytest.raises(errors.ServerError) as info:
+        client.caches.create(model=MODEL, config=cache_config())
+    assert info.value.code == 503
+    assert client.caches.create(model=MODEL, config=cache_config()).name
+    inject(emulator, status=500, count=1, method="cachedContents.list")
+    with pytest.raises(errors.ServerError):
+        list(client.caches.list())
+    bad = requests.post(f"{emulator.base_url}/_emulator/faults", json={"status": 500, "method": "nope"}, timeout=5)
+    assert bad.status_code == 400
+    # a reset forgets the caches too
+    requests.post(f"{emulator.base_url}/_emulator/reset", timeout=5).raise_for_status()
+    assert list(client.caches.list()) == []
+
+
 # -- process level -------------------------------------------------------------------------
 
 

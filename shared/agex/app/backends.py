@@ -20,6 +20,7 @@ from agex.core.decision_signing import new_key_pair
 from agex.core.messages import ModelRequest, ModelResponse
 from agex.ports.breakers import Breakers
 from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.degradations import DegradationStore
 from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
 from agex.ports.metrics_store import MetricsStore
@@ -50,6 +51,8 @@ class Backends:
     """Runs' metrics records, agent versions, drift alerts and evaluation results."""
     breakers: Callable[[], Breakers]
     """Models' circuit breakers, shared by every instance."""
+    degradations: Callable[[], DegradationStore]
+    """Which agents run degraded (SLO burn rates), shared by every instance."""
     spend: Callable[[], SpendLedger]
     """The ledger the checkpoint store writes model spend to, summed for budgets."""
     clock: Clock = field(default_factory=SystemClock)
@@ -100,7 +103,8 @@ class Backends:
 
             key = own_secret(s.gemini_api_key_secret) if s.gemini_api_key_secret else s.gemini_api_key
             return GeminiModel(api_key=key, base_url=s.gemini_base_url, vertex=s.vertex, project=s.project,
-                               location=s.location, timeout_seconds=s.model_timeout_seconds)
+                               location=s.location, timeout_seconds=s.model_timeout_seconds,
+                               cache=s.context_cache, cache_ttl_seconds=s.context_cache_ttl_seconds)
 
         def models() -> Models:
             providers = Providers(default=s.model_provider, build={"gemini": gemini, "openai": openai})
@@ -149,6 +153,14 @@ class Backends:
             assert isinstance(store, FirestoreCheckpointStore)
             return FirestoreBreakers(store.client)
 
+        def degradations() -> DegradationStore:
+            from agex.adapters.gcp.firestore_degradations import FirestoreDegradations
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreDegradations(store.client, prefix=store.prefix)
+
         def spend() -> SpendLedger:
             from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
             from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
@@ -158,7 +170,8 @@ class Backends:
             return FirestoreSpendLedger(store.client, prefix=store.prefix)
 
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
-                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend))
+                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend),
+                   degradations=_once(degradations))
 
     @classmethod
     def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
@@ -167,6 +180,7 @@ class Backends:
         ``agex dev``. Decisions are signed with a key pair made here."""
         from agex.adapters.inmemory.breakers import InMemoryBreakers
         from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
+        from agex.adapters.inmemory.degradations import InMemoryDegradations
         from agex.adapters.inmemory.event_bus import InMemoryEventBus
         from agex.adapters.inmemory.limiter import InMemoryLimiter
         from agex.adapters.inmemory.metrics_store import InMemoryMetricsStore
@@ -177,10 +191,11 @@ class Backends:
         store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
         secret_store, limiter = secrets or InMemorySecretStore(), InMemoryLimiter()
         private, public = new_key_pair()
-        metrics, breakers = InMemoryMetricsStore(), InMemoryBreakers()
+        metrics, breakers, degradations = InMemoryMetricsStore(), InMemoryBreakers(), InMemoryDegradations()
         return cls(store=lambda: store, queue=lambda: queue, bus=lambda: bus, models=lambda: models,
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
                    metrics=lambda: metrics, breakers=lambda: breakers, spend=_once(lambda: InMemorySpendLedger(store)),
+                   degradations=lambda: degradations,
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
 

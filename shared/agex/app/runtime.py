@@ -34,12 +34,14 @@ from agex.engine.budgets import Budgets
 from agex.engine.metrics import Recorder, Versions
 from agex.engine.reports import Reports
 from agex.engine.runs import RunService
+from agex.engine.slo import SloService, reader
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.obs import logging as log
 from agex.obs import metrics, tracing
 from agex.ports.auth import Authenticator
 from agex.ports.breakers import BreakerPolicy
 from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.degradations import DegradationStore
 from agex.ports.event_bus import EventBus
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 from agex.ports.limiter import Limiter
@@ -155,7 +157,15 @@ class Runtime:
     @functools.cached_property
     def recorder(self) -> Recorder:
         return Recorder(store=self.store, metrics=self.metrics, agents=self.agents,
-                        clock=self.clock)
+                        clock=self.clock, pricing=self.pricing)
+
+    @functools.cached_property
+    def degradations(self) -> DegradationStore:
+        return self.backends.degradations()
+
+    @functools.cached_property
+    def slo(self) -> SloService:
+        return SloService(self.degradations, self.metrics, self.agents, self.clock, self.bus)
 
     @functools.cached_property
     def drift(self) -> DriftService:
@@ -256,7 +266,8 @@ class Runtime:
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
                           failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record,
                           breakers=self.backends.breakers() if self._has_fallbacks() else None,
-                          budgets=self.budgets)
+                          budgets=self.budgets,
+                          degradation=reader(self.degradations) if any(a.slo for a in self.agents.all()) else None)
 
     @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:
@@ -278,7 +289,7 @@ class Runtime:
             raise ConfigurationError("the drift function needs AGEX_DRIFT_URL (its own URL, the audience of the "
                                      "scheduler's OIDC tokens)")
         verify = OidcVerifier(GoogleIdTokens(audience=audience, certs_url=s.oidc_certs_url), s.drift_invoker)
-        return DriftEndpoint(service=lambda: self.drift, verify=verify)
+        return DriftEndpoint(service=lambda: self.drift, slo=lambda: self.slo, verify=verify)
 
     @functools.cached_property
     def applier(self) -> ApprovalApplier:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     instance then skips it for the agents' fallbacks for ``breaker_cooldown_seconds``."""
     breaker_window_seconds: float = Field(default=30.0, gt=0)
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    context_cache: Literal["auto", "off"] = "auto"
+    """``auto``: Gemini caches an agent's instructions and tool declarations once they are long enough to be
+    cached (docs/models.md, "Context caching"); ``off``: never."""
+    context_cache_ttl_seconds: int = Field(default=3600, ge=60)
     budgets: list[Budget] = Field(default_factory=list)
     """Budgets across runs (docs/budgets.md), as JSON: ``[{"name": "tenant-day", "scope": "tenant",
     "window": "day", "max_cost_usd": 20, "action": "refuse"}]``; added to the fleet file's."""

@@ -70,7 +70,11 @@ class ModelRequest(_Strict):
 
 class TokenUsage(_Strict):
     input_tokens: int = 0
+    """The whole prompt, cached tokens included."""
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` the provider served from a context cache (explicit or implicit), billed
+    at its cached-input price."""
 
 
 class ModelResponse(_Strict):

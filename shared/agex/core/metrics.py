@@ -50,6 +50,10 @@ class ModelUsage(_Model):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` served from a context cache (docs/context-caching.md)."""
+    saving_usd: float = 0.0
+    """What those tokens would have cost more at the input price (cache storage not deducted)."""
 
 
 class RunMetrics(_Model):

@@ -66,6 +66,19 @@ class Limits(_Doc):
     """Input plus output tokens over all model calls of the run."""
     max_cost_usd: float = Field(default=1.0, gt=0)
     max_wall_time_s: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
+    # runaway guards (docs/budgets.md): on by default, each a loop's signature
+    max_repeated_calls: int = Field(default=5, ge=1)
+    """The same tool with the same arguments at most this many times in a run: the model asking once more
+    stops the run (``repeated_call``) before the call is made."""
+    max_context_tokens: int = Field(default=100_000, ge=100)
+    """About this many input tokens per model call at most: a larger request is cut to fewer of the last
+    steps (recorded as a degradation), and a run whose input alone is over stops (``context_too_large``)."""
+    max_steps_per_minute: int = Field(default=60, ge=1)
+    """A run steps no faster than this on average, with bursts of as many steps: a faster one waits
+    (``timer_set``, reason ``step_rate``) before its next step."""
+
+
+CALLS_SEEN_KEPT = 64
 
 
 class Lease(_Doc):
@@ -89,7 +102,7 @@ class RunError(_Doc):
     code: str
     """Stable, machine-readable: ``max_steps``, ``max_tokens``, ``max_cost``, ``max_wall_time``,
     ``model_error``, ``tool_uncertain``, ``approval_expired``, ``guardrail_blocked``, ``expired``,
-    ``internal``."""
+    ``budget_exceeded``, ``repeated_call``, ``context_too_large``, ``internal``."""
     message: str
 
 
@@ -130,6 +143,12 @@ class RunHead(_Doc):
     updated_at: datetime
     expire_at: datetime
     """Firestore TTL deletes the run after this; the runtime also refuses to step past it."""
+    calls_seen: dict[str, int] = Field(default_factory=dict)
+    """How often the model asked for each tool call, by a digest of the tool and its arguments: at most
+    ``CALLS_SEEN_KEPT`` of the most asked, so the head keeps its fixed shape."""
+    step_tokens: float | None = None
+    step_tokens_at: datetime | None = None
+    """The step rate's token bucket: steps the run may take at once, as of ``step_tokens_at``."""
 
 
 class EventKind(StrEnum):

@@ -95,7 +95,8 @@ def _response_of(event: Event) -> ModelResponse:
     data = event.data
     return ModelResponse(message=Message.model_validate(model_view(data, "message")),
                          usage=TokenUsage(input_tokens=data["usage"]["input_tokens"],
-                                          output_tokens=data["usage"]["output_tokens"]),
+                                          output_tokens=data["usage"]["output_tokens"],
+                                          cached_input_tokens=data["usage"].get("cached_input_tokens", 0)),
                          model_version=data.get("model_version", ""), finish_reason=data.get("finish_reason", ""))
 
 

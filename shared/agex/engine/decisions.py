@@ -13,6 +13,8 @@ Why the protocol is safe under redelivery and crashes (see docs/architecture.md)
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -30,7 +32,7 @@ from agex.core.approval import (
 )
 from agex.core.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
 from agex.core.messages import FunctionCall, Message, ModelResponse
-from agex.core.run import Event, EventKind, Lease, RunError, RunHead, RunStatus
+from agex.core.run import CALLS_SEEN_KEPT, Event, EventKind, Lease, RunError, RunHead, RunStatus
 from agex.core.spend import LEDGER_RETENTION, SpendEntry
 from agex.engine.conversation import Uncertainty
 from agex.ports.checkpoint_store import Mutation
@@ -201,23 +203,54 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
     record = (EventKind.model_response, {
         "model": model, "model_version": response.model_version, "finish_reason": response.finish_reason,
         **(message or {"message": response.message.model_dump(mode="json", exclude_none=True)}),
-        "usage": {**response.usage.model_dump(), "cost_usd": cost_usd}, **({"route": route} if route else {})})
+        "usage": {**response.usage.model_dump(exclude={"cached_input_tokens"} if not response.usage.cached_input_tokens
+                                              else set()), "cost_usd": cost_usd}, **({"route": route} if route else {})})
     guarded = tuple((EventKind.guard_verdict, v) for v in verdicts)
     head = head.model_copy(update={"usage": usage, **({"input_view": input_view} if input_view is not None else {})})
     limits = head.limits
     over = None
+    seen, repeated = _count_calls(head.calls_seen, response.message.function_calls)
+    head = head.model_copy(update={"calls_seen": seen})
     if blocked is None and usage.input_tokens + usage.output_tokens > limits.max_tokens:
         over = RunError(code="max_tokens", message=f"the run used {usage.input_tokens + usage.output_tokens} "
                         f"tokens, over its limit of {limits.max_tokens} (this call used {tokens})")
     elif blocked is None and usage.cost_usd > limits.max_cost_usd:
         over = RunError(code="max_cost", message=f"the run cost ${usage.cost_usd:.6f}, over its limit of "
                         f"${limits.max_cost_usd:.6f}")
+    elif blocked is None and repeated is not None and seen[repeated[0]] > limits.max_repeated_calls:
+        over = RunError(code="repeated_call", message=(
+            f"the model asked for {repeated[1]} with the same arguments {seen[repeated[0]]} times, over the run's "
+            f"limit of {limits.max_repeated_calls}: a loop, stopped before the call was made"))
     if blocked is not None or over is not None:
         ended = finish(head, now, RunStatus.failed, error=blocked or over, step=step, extra=(*guarded, record))
         return replace(ended, spend=_spent(head, ended.events, model, cost_usd, tokens))
     items = [*guarded, record] + ([intent_event(head, owner, step, announce)] if announce else [])
     events = _events(head, now, step, *items)
     return Mutation(_advance(head, now, events), events, Claim.work, spend=_spent(head, events, model, cost_usd, tokens))
+
+
+def call_digest(call: FunctionCall) -> str:
+    """The same tool with the same arguments has the same digest, whatever their order."""
+    canonical = json.dumps({"name": call.name, "args": call.args}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _count_calls(seen: dict[str, int], calls: Sequence[FunctionCall]) -> tuple[dict[str, int], tuple[str, str] | None]:
+    """``seen`` with ``calls`` counted, and the digest and tool of the call asked most often now. Only the
+    ``CALLS_SEEN_KEPT`` most asked are kept (a loop is among them: it is asked more than anything else)."""
+    counts = dict(seen)
+    top: tuple[str, str] | None = None
+    for call in calls:
+        key = call_digest(call)
+        counts[key] = counts.get(key, 0) + 1
+        if top is None or counts[key] > counts[top[0]]:
+            top = (key, call.name)
+    if len(counts) > CALLS_SEEN_KEPT:
+        keep = sorted(counts, key=lambda k: -counts[k])[:CALLS_SEEN_KEPT]
+        counts = {k: counts[k] for k in keep if k in counts}
+        if top is not None and top[0] not in counts:
+            counts[top[0]] = seen.get(top[0], 0) + 1
+    return counts, top
 
 
 def _spent(head: RunHead, events: Sequence[Event], model: str, cost_usd: float, tokens: int) -> tuple[SpendEntry, ...]:
@@ -283,13 +316,34 @@ def complete_step(head: RunHead, owner: str, step: int, message: Message, now: d
         return finish(committed, now, RunStatus.failed, step=step, extra=((EventKind.step_completed, evaluation),),
                       error=RunError(code="max_steps", message=f"the run reached its limit of "
                                      f"{head.limits.max_steps} steps without a final answer"))
+    tokens, throttled = _step_rate(head, now)
+    committed = committed.model_copy(update={"step_tokens": tokens, "step_tokens_at": now})
+    reason = "a tool asked to continue later"
+    if throttled is not None and (wake_at is None or throttled > wake_at):
+        wake_at, reason = throttled, (f"step_rate: the run steps faster than its limit of "
+                                      f"{head.limits.max_steps_per_minute} a minute")
     if wake_at is not None and wake_at > now:
         events = _events(committed, now, step, (EventKind.step_completed, evaluation),
-                         (EventKind.timer_set, {"wake_at": wake_at.isoformat(), "reason": "a tool asked to continue later"}))
+                         (EventKind.timer_set, {"wake_at": wake_at.isoformat(), "reason": reason}))
         return Mutation(_advance(committed, now, events, lease=None, status=RunStatus.waiting_timer, wake_at=wake_at),
                         events, Claim.work)
     events = _events(committed, now, step, (EventKind.step_completed, evaluation))
     return Mutation(_advance(committed, now, events, lease=None), events, Claim.work)
+
+
+def _step_rate(head: RunHead, now: datetime) -> tuple[float, datetime | None]:
+    """The step-rate bucket after this step took a token, and when the next may start if none is left: the
+    bucket holds ``max_steps_per_minute`` and refills at that rate."""
+    per_minute = head.limits.max_steps_per_minute
+    rate = per_minute / 60.0
+    tokens = float(per_minute)
+    if head.step_tokens is not None and head.step_tokens_at is not None:
+        elapsed = max((now - head.step_tokens_at).total_seconds(), 0.0)
+        tokens = min(float(per_minute), head.step_tokens + elapsed * rate)
+    tokens -= 1.0
+    if tokens >= 1.0:
+        return tokens, None
+    return tokens, now + timedelta(seconds=(1.0 - tokens) / rate)
 
 
 class ApprovalMoved(Exception):

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 from agex.core.agent import Agent, AgentRegistry
 from agex.core.clock import Clock
-from agex.core.errors import NotFound
+from agex.core.errors import ConfigurationError, NotFound
 from agex.core.metrics import METRICS_RETENTION_DAYS, AgentVersion, ModelUsage, RunMetrics, Watch
+from agex.core.pricing import Pricing
 from agex.core.run import Event, EventKind, RunHead
 from agex.obs import logging as log
 from agex.ports.checkpoint_store import CheckpointStore
@@ -31,9 +32,10 @@ _PAGE = 500
 
 
 def summarize(head: RunHead, events: Sequence[Event], agent: Agent | None, now: datetime,
-              by: Literal["step", "collector"] = "step") -> RunMetrics:
+              by: Literal["step", "collector"] = "step", pricing: Pricing | None = None) -> RunMetrics:
     """The metrics of an ended run from all its events (in ``seq`` order). ``agent``: its declaration, for
-    the watched values (None when the deployment no longer runs the agent)."""
+    the watched values (None when the deployment no longer runs the agent). ``pricing``: what prices the
+    saving of cached input tokens (default: the built-in list prices)."""
     models: dict[str, dict[str, float]] = {}
     tools: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -55,10 +57,11 @@ def summarize(head: RunHead, events: Sequence[Event], agent: Agent | None, now: 
             starts.setdefault(e.step, []).append(e.seq)
         elif e.kind == EventKind.model_response:
             usage = d.get("usage", {})
-            m = models.setdefault(str(d.get("model", "")), {"calls": 0, "in": 0, "out": 0, "cost": 0.0})
+            m = models.setdefault(str(d.get("model", "")), {"calls": 0, "in": 0, "out": 0, "cost": 0.0, "cached": 0})
             m["calls"] += 1
             m["in"] += int(usage.get("input_tokens", 0))
             m["out"] += int(usage.get("output_tokens", 0))
+            m["cached"] += int(usage.get("cached_input_tokens", 0))
             m["cost"] += float(usage.get("cost_usd", 0.0))
             responses.setdefault(e.step, (e.seq, float(usage.get("cost_usd", 0.0))))
         elif e.kind in (EventKind.tool_result, EventKind.tool_late_result):
@@ -93,7 +96,9 @@ def summarize(head: RunHead, events: Sequence[Event], agent: Agent | None, now: 
         input_tokens=head.usage.input_tokens, output_tokens=head.usage.output_tokens,
         cost_usd=head.usage.cost_usd, model_calls=head.usage.model_calls,
         models={k: ModelUsage(calls=int(v["calls"]), input_tokens=int(v["in"]), output_tokens=int(v["out"]),
-                              cost_usd=round(v["cost"], 9)) for k, v in models.items()},
+                              cost_usd=round(v["cost"], 9), cached_input_tokens=int(v["cached"]),
+                              saving_usd=_saving(pricing or _PRICING, k, int(v["cached"])))
+                for k, v in models.items()},
         unrecorded_model_calls=unrecorded, unrecorded_cost_usd=round(unrecorded_cost, 9),
         latency_s=round(latency, 3), active_s=round(max(0.0, latency - waited), 3),
         tool_calls=dict(tools), tool_errors=dict(errors),
@@ -104,6 +109,18 @@ def summarize(head: RunHead, events: Sequence[Event], agent: Agent | None, now: 
         watched=watched_values(agent.watch, events) if agent is not None else {},
         created_at=head.created_at, ended_at=end, recorded_at=now,
         expire_at=end + timedelta(days=METRICS_RETENTION_DAYS), recorded_by=by, evaluation="eval" in head.metadata)
+
+
+_PRICING = Pricing()
+
+
+def _saving(pricing: Pricing, model: str, cached_input_tokens: int) -> float:
+    if not cached_input_tokens:
+        return 0.0
+    try:
+        return round(pricing.saving(model, cached_input_tokens), 9)
+    except ConfigurationError:  # a model priced elsewhere than this table: no saving claimed
+        return 0.0
 
 
 def _unrecorded(starts: dict[int, list[int]], responses: dict[int, tuple[int, float]],
@@ -199,8 +216,9 @@ class Recorder:
     collector for runs that ended elsewhere (cancelled, expired) or whose recorder died."""
 
     def __init__(self, *, store: CheckpointStore, metrics: MetricsStore, agents: AgentRegistry,
-                 clock: Clock) -> None:
+                 clock: Clock, pricing: Pricing | None = None) -> None:
         self.store, self.metrics, self.agents, self.clock = store, metrics, agents, clock
+        self.pricing = pricing
 
     def record(self, head: RunHead, by: Literal["step", "collector"] = "step") -> RunMetrics | None:
         if not head.status.terminal:
@@ -210,7 +228,7 @@ class Recorder:
         except NotFound:
             agent = None
         events = read_events(self.store, head.tenant, head.run_id)
-        record = summarize(head, events, agent, self.clock.now(), by)
+        record = summarize(head, events, agent, self.clock.now(), by, self.pricing)
         if agent is not None and agent.evaluators:
             record = record.model_copy(update={"scores": self._scores(agent, record, head, events)})
         created = self.metrics.put_run_metrics(record)

@@ -96,6 +96,11 @@ class UsageGroup(_View):
     unrecorded_cost_usd: float | None = None
     tool_calls: int | None = None
     """None when grouped by model."""
+    cached_input_tokens: int | None = None
+    """The part of ``input_tokens`` served from a context cache; None when grouped by tool."""
+    saving_usd: float | None = None
+    """What caching saved: the cached tokens at the input price less at the cached price (the storage of
+    explicit caches, billed per hour, is not deducted). None when grouped by tool."""
 
 
 class UsageReport(_View):
@@ -105,6 +110,8 @@ class UsageReport(_View):
     groups: list[UsageGroup]
     total_cost_usd: float
     truncated: bool
+    total_saving_usd: float = 0.0
+    """What context caching saved over the period (``saving_usd`` of every group)."""
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -246,7 +253,7 @@ def usage(runs: Sequence[RunMetrics], group_by: Sequence[str], start: datetime, 
             for model, u in r.models.items():
                 key = key_of(r, {"model": model})
                 add(key, model_calls=u.calls, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                    cost_usd=u.cost_usd)
+                    cost_usd=u.cost_usd, cached_input_tokens=u.cached_input_tokens, saving_usd=u.saving_usd)
                 groups[tuple(key.values())]["runs"].add(r.run_id)
             if r.unrecorded_model_calls:
                 key = key_of(r, {"model": next(iter(r.models), "unknown")})
@@ -261,7 +268,9 @@ def usage(runs: Sequence[RunMetrics], group_by: Sequence[str], start: datetime, 
             key = key_of(r, {})
             add(key, model_calls=r.model_calls, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
                 cost_usd=r.cost_usd, unrecorded_model_calls=r.unrecorded_model_calls,
-                unrecorded_cost_usd=r.unrecorded_cost_usd, tool_calls=sum(r.tool_calls.values()))
+                unrecorded_cost_usd=r.unrecorded_cost_usd, tool_calls=sum(r.tool_calls.values()),
+                cached_input_tokens=sum(u.cached_input_tokens for u in r.models.values()),
+                saving_usd=_saved(r))
             groups[tuple(key.values())]["runs"].add(r.run_id)
     out = []
     for slot in groups.values():
@@ -270,6 +279,8 @@ def usage(runs: Sequence[RunMetrics], group_by: Sequence[str], start: datetime, 
             slot["cost_usd"] = round(slot["cost_usd"], 9)
         if "unrecorded_cost_usd" in slot:
             slot["unrecorded_cost_usd"] = round(slot["unrecorded_cost_usd"], 9)
+        if "saving_usd" in slot:
+            slot["saving_usd"] = round(slot["saving_usd"], 9)
         if by_model:
             slot.setdefault("model_calls", 0)
             slot.setdefault("input_tokens", 0)
@@ -277,11 +288,18 @@ def usage(runs: Sequence[RunMetrics], group_by: Sequence[str], start: datetime, 
             slot.setdefault("cost_usd", 0.0)
             slot.setdefault("unrecorded_model_calls", 0)
             slot.setdefault("unrecorded_cost_usd", 0.0)
+            slot.setdefault("cached_input_tokens", 0)
+            slot.setdefault("saving_usd", 0.0)
         out.append(UsageGroup(runs=runs_in, **slot))
     out.sort(key=lambda g: (-(g.cost_usd or 0.0), -(g.tool_calls or 0), sorted(g.key.items())))
     total = round(sum(r.cost_usd for r in runs), 9)
+    saved = round(sum(_saved(r) for r in runs), 9)
     return UsageReport.model_validate({"from": start, "to": end, "group_by": list(group_by), "groups": out,
-                                       "total_cost_usd": total, "truncated": truncated})
+                                       "total_cost_usd": total, "total_saving_usd": saved, "truncated": truncated})
+
+
+def _saved(run: RunMetrics) -> float:
+    return sum(u.saving_usd for u in run.models.values())
 
 
 class Reports:

@@ -190,12 +190,28 @@ class StepRunner:
         if steer is None:
             return None
         degrade, degraded = steer
-        window = degrade.context_window_steps
-        if window is not None and window < agent.context_window_steps:
-            first = conversation.window_start(d.step, window)
-            shown = head.input_view if head.input_view is not None else head.input
-            messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], d.step, first)
         tools = [t for t in agent.tools if t.critical or not degrade.skip_optional_tools]
+        window = min(degrade.context_window_steps or agent.context_window_steps, agent.context_window_steps)
+        if window < agent.context_window_steps:
+            messages = _window(head, events, d.step, window)
+        # the runaway guard on context growth: fewer of the last steps until the request fits
+        limit = head.limits.max_context_tokens
+        size = routing.estimated_tokens(ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
+                                                     tools=[t.spec() for t in tools]))
+        while size > limit and window > 1:
+            window = max(1, min(window, d.step) // 2)
+            messages = _window(head, events, d.step, window)
+            size = routing.estimated_tokens(ModelRequest(
+                model=agent.model, system=agent.instructions, messages=messages, tools=[t.spec() for t in tools]))
+            if size <= limit or window == 1:
+                degraded = (*degraded, f"context over {limit} tokens: the last {window} steps only")
+        for source in dict.fromkeys(r.split(" ", 1)[0] for r in degraded):
+            metrics.record_degradation(agent=agent.name, source=source.rstrip(":"), event="applied")
+        if size > limit:
+            self._fail(d, RunError(code="context_too_large", message=(
+                f"the model's input is about {size} tokens with only the last step in context, over the run's limit "
+                f"of {limit} (limits.max_context_tokens): a tool output or the input is too large")))
+            return None
         chain = self.chains(agent)
         verdicts: list[dict[str, Any]] = []
         input_view = None
@@ -231,6 +247,7 @@ class StepRunner:
             response = response.model_copy(update={"message": Message.model_validate(
                 chain.detokenize(_dump(response.message), tokens))})
         log.info(_log, "model responded", model=model, input_tokens=response.usage.input_tokens,
+                 cached_input_tokens=response.usage.cached_input_tokens,
                  output_tokens=response.usage.output_tokens, cost_usd=cost,
                  tool_calls=[c.name for c in response.message.function_calls])
         guarded = self._guard_response(agent, head, d, response, events, progress, chain) if chain else None
@@ -322,7 +339,8 @@ class StepRunner:
                     call.failed(e)
                     self._fail(d, RunError(code="model_error", message=e.message))
                     return None
-                cost = self.pricing.cost(model, response.usage.input_tokens, response.usage.output_tokens)
+                cost = self.pricing.cost(model, response.usage.input_tokens, response.usage.output_tokens,
+                                         cached_input_tokens=response.usage.cached_input_tokens)
                 call.record(response, cost)
             route = None
             if failed or chosen or degraded:
@@ -736,6 +754,14 @@ def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled],
         return True
     decided = settled.get(call.id)
     return decided is not None and decided.decision == "approved"
+
+
+def _window(head: RunHead, events: Sequence[Event], step: int, steps: int) -> list[Message]:
+    """The conversation with only the last ``steps`` steps in context."""
+    first = conversation.window_start(step, steps)
+    shown = head.input_view if head.input_view is not None else head.input
+    messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], step, first)
+    return messages
 
 
 def _dump(message: Message) -> dict[str, Any]:

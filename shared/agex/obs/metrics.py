@@ -42,6 +42,7 @@ TOOL_DURATION = "agex.tool.duration"
 MODEL_CALLS = "agex.model.calls"
 MODEL_TOKENS = "agex.model.tokens"
 MODEL_COST = "agex.model.cost"
+DEGRADATIONS = "agex.degradations"
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     STEP_DURATION: ("agent", "agent_version", "outcome"),
     STEPS: ("agent", "agent_version", "outcome"),
@@ -50,6 +51,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     MODEL_TOKENS: ("agent", "agent_version", "model", "type"),
     MODEL_COST: ("agent", "agent_version", "model"),
     TOOL_DURATION: ("agent", "agent_version", "tool", "outcome"),
+    DEGRADATIONS: ("agent", "source", "event"),
 }
 """Each instrument and the attributes of its points (the labels of its time series)."""
 HISTOGRAMS = (STEP_DURATION, MODEL_DURATION, TOOL_DURATION)
@@ -76,6 +78,7 @@ class _Instruments:
     calls: otel_metrics.Counter
     tokens: otel_metrics.Counter
     cost: otel_metrics.Counter
+    degradations: otel_metrics.Counter
 
 
 _provider: MeterProvider | None = None
@@ -149,6 +152,8 @@ def use(reader: MetricReader) -> MeterProvider:
         calls=meter.create_counter(MODEL_CALLS, "{call}", "Model calls, by outcome (ok, error)."),
         tokens=meter.create_counter(MODEL_TOKENS, "{token}", "Tokens the model read (input) and wrote (output)."),
         cost=meter.create_counter(MODEL_COST, "{USD}", "Estimated cost of the model calls, in US dollars."),
+        degradations=meter.create_counter(DEGRADATIONS, "{transition}",
+                                          "An agent's steps began (entered) or stopped (recovered) being degraded."),
     )
     with _lock:
         previous, _provider, _instruments = _provider, provider, instruments
@@ -232,6 +237,13 @@ def record_tool(*, agent: str | None, agent_version: str | None, tool: str, outc
     found = _instruments
     if found is not None:
         found.tool.record(seconds, _attributes(agent=agent, agent_version=agent_version, tool=tool, outcome=outcome))
+
+
+def record_degradation(*, agent: str, source: str, event: str) -> None:
+    """An agent entered or recovered from a degradation (``event``: entered, recovered)."""
+    found = _instruments
+    if found is not None:
+        found.degradations.add(1, _attributes(agent=agent, source=source, event=event))
 
 
 class _HasOutcome(Protocol):

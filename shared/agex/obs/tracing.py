@@ -2,10 +2,10 @@
 context travels as a W3C ``traceparent`` header on every Cloud Tasks hop.
 
 Model and tool calls follow OpenTelemetry's GenAI conventions: a ``chat {model}`` client span with
-``gen_ai.*`` attributes (provider, requested and answering model, token usage, finish reasons) and an
-``execute_tool {name}`` span per tool call; both record their latency (and the model its tokens and cost)
-as metrics (``agex.obs.metrics``). Spans carry names, counts and outcomes, never prompts, arguments or
-outputs.
+``gen_ai.*`` attributes (provider, requested and answering model, token usage with its cached part, finish
+reasons) and an ``execute_tool {name}`` span per tool call; both record their latency (and the model its
+tokens and cost) as metrics (``agex.obs.metrics``). Spans carry names, counts and outcomes, never prompts,
+arguments or outputs.
 
 Spans are exported where ``AGEX_TRACE_EXPORTER`` says: ``none`` (default; ids still flow into logs),
 ``console``, or ``gcp`` (Cloud Trace, needs the ``opentelemetry-exporter-gcp-trace`` package), in batches
@@ -238,6 +238,8 @@ class ModelCall:
             "gen_ai.response.model": response.model_version or self.model,
             "gen_ai.usage.input_tokens": self.input_tokens,
             "gen_ai.usage.output_tokens": self.output_tokens,
+            # the GenAI conventions' name: a part of input_tokens, served from the provider's cache
+            "gen_ai.usage.cache_read.input_tokens": int(getattr(response.usage, "cached_input_tokens", 0) or 0),
         })
         if response.finish_reason:
             self.span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])

@@ -224,7 +224,7 @@ resource "google_monitoring_slo" "step_latency" {
 locals {
   otel_metric_names = [
     "agex.step.duration", "agex.steps", "agex.model.duration", "agex.model.calls", "agex.model.tokens",
-    "agex.model.cost", "agex.tool.duration",
+    "agex.model.cost", "agex.tool.duration", "agex.degradations",
   ]
   otel_metric = {
     for name in local.otel_metric_names : name => "resource.type=\"generic_task\" AND metric.type=\"workload.googleapis.com/${name}\""

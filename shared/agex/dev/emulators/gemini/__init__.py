@@ -1,4 +1,4 @@
-"""Local emulator of the Gemini ``generateContent`` REST API.
+"""Local emulator of the Gemini ``generateContent`` REST API, with its ``cachedContents`` (context caches).
 
 It lets the real ``google-genai`` client run offline against scripted, deterministic
 scenarios (see ``scenarios/README.md``), with injectable faults for resilience tests.

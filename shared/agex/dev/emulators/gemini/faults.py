@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["generateContent", "cachedContents.create", "cachedContents.get", "cachedContents.list",
+                 "cachedContents.update", "cachedContents.delete"]
+"""The API methods a fault can be aimed at (the Gemini emulator's; the OpenAI emulator's requests are all
+``generateContent``)."""
 
 
 class FaultRequest(BaseModel):
@@ -24,6 +30,8 @@ class FaultRequest(BaseModel):
     model: str | None = None
     retry_after_s: int | None = Field(default=None, ge=0)
     """The ``Retry-After`` header to answer the fault with (the OpenAI-compatible emulator sends it)."""
+    method: Method = "generateContent"
+    """Which requests it fails: generation (streamed or not) unless it names a ``cachedContents`` method."""
 
     @model_validator(mode="after")
     def _needs_effect(self) -> FaultRequest:
@@ -39,6 +47,7 @@ class QueuedFault:
     delay_ms: int
     model: str | None
     retry_after_s: int | None = None
+    method: str = "generateContent"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -47,6 +56,7 @@ class QueuedFault:
             "delay_ms": self.delay_ms,
             "model": self.model,
             "retry_after_s": self.retry_after_s,
+            "method": self.method,
         }
 
 
@@ -76,17 +86,19 @@ class FaultQueue:
             delay_ms=req.delay_ms or 0,
             model=normalize_model(req.model) if req.model else None,
             retry_after_s=req.retry_after_s,
+            method=req.method,
         )
         with self._lock:
             self._faults.append(fault)
         return fault
 
-    def take(self, model: str) -> FaultEffect | None:
-        """Consumes one use of the first pending fault that applies to `model`."""
-        model = normalize_model(model)
+    def take(self, model: str | None, method: str = "generateContent") -> FaultEffect | None:
+        """Consumes one use of the first pending fault that applies to `method` on `model` (None: a method
+        of no model, such as listing caches, which only faults without a model take)."""
+        model = normalize_model(model) if model is not None else None
         with self._lock:
             for fault in self._faults:
-                if fault.model is None or fault.model == model:
+                if fault.method == method and (fault.model is None or fault.model == model):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)

@@ -15,9 +15,10 @@ from werkzeug.wrappers import Request, Response
 
 from agex.dev.emulators.draining import DrainingApp
 
+from .caches import CacheStore
 from .faults import FaultEffect, FaultQueue, FaultRequest, TurnFaultTracker, normalize_model
 from .scenario import ScenarioError, ScenarioSet, load_scenarios
-from .wire import ApiError, build_response, invalid, parse_generate_request
+from .wire import ApiError, build_response, invalid, load_generate_body, parse_generate_data
 
 if TYPE_CHECKING:
     pass
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 # The client defaults to /v1 (google-genai 3.x) and can be pointed at /v1beta.
 _MODEL_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
+_CACHES_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/cachedContents(?:/([^/:]+))?$")
 _GENERATE_METHODS = ("generateContent", "streamGenerateContent")
 
 # Messages the real API uses for these statuses, so logs read the same as in production.
@@ -93,6 +95,7 @@ class EmulatorApp(DrainingApp):
         self.faults = FaultQueue()
         self.turn_faults = TurnFaultTracker()
         self.log = RequestLog(log_size)
+        self.caches = CacheStore()
         super().__init__()
 
     def _error_response(self, exc: Exception) -> Response | None:
@@ -109,6 +112,9 @@ class EmulatorApp(DrainingApp):
             return _json({"status": "ok", "scenarios": len(self.scenarios.scenarios)})
         if path.startswith("/_emulator/"):
             return self._admin(request, path.removeprefix("/_emulator/").rstrip("/"), method)
+        cached = _CACHES_PATH.match(path)
+        if cached is not None:
+            return self._cached_contents(request, cached.group(1), method)
         m = _MODEL_PATH.match(path)
         if m is None:
             raise ApiError(404, f"Path {path!r} is not served by the Gemini emulator.")
@@ -153,15 +159,66 @@ class EmulatorApp(DrainingApp):
             except ScenarioError as exc:
                 raise invalid(str(exc)) from None
             return _json({"scenarios": [s.name for s in self.scenarios.scenarios]})
+        elif name == "caches" and method == "GET":
+            return _json(self.caches.snapshot())
+        elif name == "caches/expire" and method == "POST":
+            body = _admin_body(request)
+            made_next = body.get("made_next", 0) if isinstance(body, dict) else 0
+            if not isinstance(body, dict) or set(body) - {"name", "display_name", "made_next"} \
+                    or not isinstance(made_next, int) or made_next < 0:
+                raise invalid("Expire caches with {\"name\": ...} and/or {\"display_name\": ...}, or {} for all; "
+                              "\"made_next\": n expires the next n caches made as soon as they are made.")
+            return _json({"expired": self.caches.expire(body.get("name"), body.get("display_name"), made_next)})
         elif name == "reset" and method == "POST":
             # Everything stateful, so a test can start from a clean emulator.
             self.faults.clear()
             self.turn_faults.reset()
             self.log.clear()
+            self.caches.clear()
             return _json({"reset": True})
         else:
             raise ApiError(404, f"Unknown emulator admin endpoint /_emulator/{name}.")
         raise ApiError(405, f"/_emulator/{name} does not accept {method}.")
+
+    # -- cachedContents ---------------------------------------------------------------
+
+    def _cached_contents(self, request: Request, name: str | None, method: str) -> Response:
+        if not _has_credentials(request):
+            raise ApiError(403, _MISSING_KEY_MESSAGE, "PERMISSION_DENIED")
+        if name is None and method == "POST":
+            body = _admin_body(request)
+            model = body.get("model") if isinstance(body, dict) else None
+            self._fault("cachedContents.create", model if isinstance(model, str) else None)
+            return _json(self.caches.create(body).resource())
+        if name is None and method == "GET":
+            self._fault("cachedContents.list", None)
+            try:
+                size = int(request.args.get("pageSize", "0") or 0)
+            except ValueError:
+                raise invalid("Invalid value at 'page_size' (TYPE_INT32)") from None
+            page, token = self.caches.list(size, request.args.get("pageToken", ""))
+            listed: dict[str, Any] = {"cachedContents": [c.resource() for c in page]}
+            if token:
+                listed["nextPageToken"] = token
+            return _json(listed)
+        if name is not None and method == "GET":
+            self._fault("cachedContents.get", None)
+            return _json(self.caches.get(name).resource())
+        if name is not None and method == "PATCH":
+            self._fault("cachedContents.update", None)
+            return _json(self.caches.update(name, _admin_body(request)).resource())
+        if name is not None and method == "DELETE":
+            self._fault("cachedContents.delete", None)
+            self.caches.delete(name)
+            return _json({})
+        raise ApiError(405, f"cachedContents does not accept {method} here.")
+
+    def _fault(self, method: str, model: str | None) -> None:
+        injected = self.faults.take(model, method)
+        if injected is not None:
+            if injected.delay_ms:
+                self._stopping.wait(injected.delay_ms / 1000)
+            self._apply(injected, {}, [0], what=f"injected {method} fault")
 
     # -- generateContent ------------------------------------------------------------
 
@@ -175,6 +232,7 @@ class EmulatorApp(DrainingApp):
             "at": time.time(),
             "fault": None,
             "error": None,
+            "cached_content": None,
         }
         delay = [self.latency_ms]
         try:
@@ -197,7 +255,23 @@ class EmulatorApp(DrainingApp):
         raw = request.get_data(cache=False)
         if self.keep_bodies:
             entry["body"] = raw.decode("utf-8", "replace")
-        parsed = parse_generate_request(model, raw)
+        data = load_generate_body(raw)
+        cache_name = data.get("cachedContent", data.get("cached_content"))
+        if cache_name is None:
+            parsed = parse_generate_data(model, data)
+        else:
+            if not isinstance(cache_name, str) or not cache_name:
+                raise invalid("* GenerateContentRequest.cached_content: expected a resource name")
+            entry["cached_content"] = cache_name
+            cache = self.caches.get(cache_name, count=False)
+            if cache.model != model:
+                raise invalid(f"Model used by GenerateContent request (models/{model}) and CachedContent "
+                              f"(models/{cache.model}) has to be the same.")
+            if any(k in data for k in ("systemInstruction", "system_instruction", "tools", "toolConfig",
+                                       "tool_config")):
+                raise invalid("Tool config, tools and system instruction should not be set in the request "
+                              "when using cached content.")
+            parsed = parse_generate_data(model, cache.applied_to(data), cached_tokens=cache.tokens)
         entry["turn"] = parsed.model_turns
         entry["first_user_text"] = parsed.first_user_text
 

@@ -119,6 +119,8 @@ class GenerateRequest:
     # Hash of model + system instruction + contents. Everything derived from it (call
     # ids, responseId, per-turn fault bookkeeping) is identical for a retried request.
     digest: str
+    # The part of prompt_tokens a cachedContent supplied (reported as cachedContentTokenCount).
+    cached_tokens: int = 0
 
 
 def _part_kind(part: Any, where: str) -> str:
@@ -154,7 +156,7 @@ def _snake_of(camel: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in camel)
 
 
-def _validate_content(
+def validate_content(
     content: Any, where: str, role_required: bool
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
     """Returns (role, parts, part kinds) for a Content object, or raises INVALID_ARGUMENT."""
@@ -177,8 +179,8 @@ def _validate_content(
     return str(role), parts, kinds
 
 
-def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
-    """Validates a generateContent body and extracts what the emulator needs."""
+def load_generate_body(body: bytes) -> dict[str, Any]:
+    """The JSON object of a generateContent body, or INVALID_ARGUMENT."""
     if not body.strip():
         raise invalid("Request body is empty: expected a JSON GenerateContentRequest with `contents`.")
     try:
@@ -189,7 +191,17 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
         raise invalid(
             f"Invalid JSON payload received. Expected a GenerateContentRequest object, got {type(data).__name__}."
         )
+    return data
 
+
+def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
+    """Validates a generateContent body and extracts what the emulator needs."""
+    return parse_generate_data(model, load_generate_body(body))
+
+
+def parse_generate_data(model: str, data: dict[str, Any], cached_tokens: int = 0) -> GenerateRequest:
+    """Validates a generateContent request (with a cachedContent's parts already put in, whose tokens are
+    ``cached_tokens``) and extracts what the emulator needs."""
     contents = data.get("contents")
     if contents is None or contents == []:
         raise invalid("* GenerateContentRequest.contents: contents is not specified")
@@ -202,7 +214,7 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
     roles: list[str] = []
     kinds_per_content: list[list[str]] = []
     for i, content in enumerate(contents):
-        role, parts, kinds = _validate_content(content, f"contents[{i}]", role_required=True)
+        role, parts, kinds = validate_content(content, f"contents[{i}]", role_required=True)
         roles.append(role)
         kinds_per_content.append(kinds)
         for part, kind in zip(parts, kinds, strict=True):
@@ -211,19 +223,19 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
                 first_user_text = part["text"]
             elif i == 0 and kind == "text" and (note := HISTORY_NOTE.match(part["text"])):
                 omitted = int(note.group(1))
-    _check_function_turns(roles, kinds_per_content)
+    check_function_turns(roles, kinds_per_content)
 
     system = _get(data, "systemInstruction", "system_instruction")
     system_text: str | None = None
     if system is not None:
-        _, sys_parts, sys_kinds = _validate_content(system, "system_instruction", role_required=False)
+        _, sys_parts, sys_kinds = validate_content(system, "system_instruction", role_required=False)
         texts = [p["text"] for p, k in zip(sys_parts, sys_kinds, strict=True) if k == "text"]
         system_text = "\n".join(texts)
         chars += sum(part_chars(p) for p in sys_parts)
 
     tools = data.get("tools")
     if tools is not None:
-        _validate_tools(tools)
+        validate_tools(tools)
         chars += sum(len(canonical_json(t)) for t in tools)
 
     config = _get(data, "generationConfig", "generation_config")
@@ -240,10 +252,24 @@ def parse_generate_request(model: str, body: bytes) -> GenerateRequest:
         model_turns=roles.count("model") + omitted,
         prompt_tokens=count_tokens(chars),
         digest=digest,
+        cached_tokens=cached_tokens,
     )
 
 
-def _check_function_turns(roles: list[str], kinds: list[list[str]]) -> None:
+def prefix_chars(data: dict[str, Any]) -> int:
+    """Characters of what a cachedContent holds (contents, system instruction, tools), counted as a
+    request counts them, so its cached tokens are the part of the prompt they make."""
+    chars = 0
+    for content in data.get("contents") or []:
+        chars += sum(part_chars(p) for p in content.get("parts") or [])
+    system = _get(data, "systemInstruction", "system_instruction")
+    if system is not None:
+        chars += sum(part_chars(p) for p in system.get("parts") or [])
+    chars += sum(len(canonical_json(t)) for t in data.get("tools") or [])
+    return chars
+
+
+def check_function_turns(roles: list[str], kinds: list[list[str]]) -> None:
     """Enforces the real API's pairing rules between function call and response turns.
 
     Gemini rejects histories where a function call turn is not answered by a turn with
@@ -272,7 +298,7 @@ def _check_function_turns(roles: list[str], kinds: list[list[str]]) -> None:
             )
 
 
-def _validate_tools(tools: Any) -> None:
+def validate_tools(tools: Any) -> None:
     if not isinstance(tools, list):
         raise invalid("* GenerateContentRequest.tools: expected a list of Tool objects")
     for i, tool in enumerate(tools):
@@ -302,13 +328,17 @@ def build_response(
         # Ids derive from the request digest so a retried request gets the same ids.
         parts.append({"functionCall": {"id": f"call_{request.digest[:16]}_{i}", "name": name, "args": args}})
     output_tokens = count_tokens(sum(part_chars(p) for p in parts))
+    usage = {
+        "promptTokenCount": request.prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": request.prompt_tokens + output_tokens,
+    }
+    if request.cached_tokens:
+        # the real API leaves the field out when nothing came from a cache
+        usage["cachedContentTokenCount"] = request.cached_tokens
     return {
         "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
-        "usageMetadata": {
-            "promptTokenCount": request.prompt_tokens,
-            "candidatesTokenCount": output_tokens,
-            "totalTokenCount": request.prompt_tokens + output_tokens,
-        },
+        "usageMetadata": usage,
         "modelVersion": request.model,
         "responseId": request.digest[:24],
     }
