@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from agex.core.agent import Agent
 from agex.core.approval import ApprovalPolicy
+from agex.core.spend import SLO, Degrade
 from agex.tools import RetryLater, ToolContext, ToolLimits, continue_later, tool
 from agex.tools.http import BearerSecret, http_tool
 from agex.tools.mcp import HttpServer, StdioServer, mcp_tools
@@ -211,3 +212,24 @@ def transfer(args: Transfer, ctx: ToolContext) -> dict[str, Any]:
 
 mailer = Agent(name="mailer", instructions="You handle the user's mail and pay their bills.",
                tools=(read_mail, transfer))
+
+
+# --- spenders: the ticker under budgets at each level (tests/e2e/fleet.yaml's budgets name them) ---------
+
+def _spender(name: str) -> Agent:
+    from examples.ticker_agent import agent as ticker
+
+    return ticker.model_copy(update={"name": name})
+
+
+spender_user, spender_agent = _spender("spender-user"), _spender("spender-agent")
+spender_tenant, spender_all = _spender("spender-tenant"), _spender("spender-all")
+
+
+# an agent with a service-level objective: half its runs may fail; past that its steps move to another model
+flaky = _spender("flaky").model_copy(update={"slo": SLO(
+    max_error_rate=0.5, burn_rate=1.0, recover_below=0.5, window_minutes=5, min_runs=4,
+    degrade=Degrade(model="gemini-2.0-flash-lite"))})
+
+# a model stuck in a loop: the same call again and again (tests/e2e/scenarios/looper.yaml)
+looper = _spender("looper").model_copy(update={"instructions": "You are a looper. Call tick until told to stop."})

@@ -7,7 +7,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,28 @@ class E2E:
 
     def inject_model_fault(self, **fault: Any) -> None:
         httpx.post(f"{self.stack.gemini_url}/_emulator/faults", json=fault).raise_for_status()
+
+    def pull(self, subscription: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60,
+             settle: float = 3.0) -> list[dict[str, Any]]:
+        """Messages of a local subscription (``agex.dev.stack.INSPECT_SUBSCRIPTIONS``), acknowledged, until
+        ``done(found)`` or ``timeout``; then ``settle`` seconds more, so a duplicate would show."""
+        from google.cloud import pubsub_v1
+
+        found: list[dict[str, Any]] = []
+        with self.stack.client_env():
+            subscriber = pubsub_v1.SubscriberClient()
+            path = f"projects/{self.stack.config.project}/subscriptions/{subscription}"
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                wait = settle if done(found) else 10
+                response = subscriber.pull(subscription=path, max_messages=50, timeout=wait)
+                if response.received_messages:
+                    subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
+                found += [json.loads(m.message.data) for m in response.received_messages]
+                if done(found) and wait == settle:
+                    break
+            subscriber.close()
+        return found
 
     def log_entries(self, function: str) -> list[dict[str, Any]]:
         path = self.stack.config.workdir / "logs" / f"{function}.log"

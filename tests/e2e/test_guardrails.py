@@ -6,7 +6,6 @@ engine (events, the approval and its message, logs)."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from . import agents as test_agents
@@ -16,28 +15,9 @@ MAIL_INPUT = "Please go through my billing mail and pay what is due. I am reacha
 
 
 def pull_alerts(e2e: E2E, run_id: str, expect: int, timeout: float = 60) -> list[dict[str, Any]]:
-    from google.cloud import pubsub_v1
-
-    found: list[dict[str, Any]] = []
-    with e2e.stack.client_env():
-        subscriber = pubsub_v1.SubscriberClient()
-        path = f"projects/{e2e.stack.config.project}/subscriptions/agex-security-alerts-local"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            response = subscriber.pull(subscription=path, max_messages=50, timeout=10)
-            if response.received_messages:
-                subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
-            for m in response.received_messages:
-                alert = json.loads(m.message.data)
-                if alert.get("run_id") == run_id:
-                    found.append(alert)
-            if len(found) >= expect:
-                # anything more would be a duplicate: give it a moment to show
-                extra = subscriber.pull(subscription=path, max_messages=50, timeout=3)
-                found += [json.loads(m.message.data) for m in extra.received_messages
-                          if json.loads(m.message.data).get("run_id") == run_id]
-                break
-    return found
+    alerts = e2e.pull("agex-security-alerts-local", lambda found: sum(a.get("run_id") == run_id for a in found) >= expect,
+                      timeout)
+    return [a for a in alerts if a.get("run_id") == run_id]
 
 
 def test_an_injected_mail_is_quarantined_the_transfer_it_asks_for_is_held_and_each_verdict_alerts_once(

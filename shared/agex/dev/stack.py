@@ -49,6 +49,7 @@ INSPECT_SUBSCRIPTIONS = {
     "agex-run-events": "agex-run-events-local",
     "agex-security-alerts": "agex-security-alerts-local",
     "agex-drift-alerts": "agex-drift-alerts-local",
+    "agex-budget-alerts": "agex-budget-alerts-local",
 }
 SCHEDULER_IDENTITY = "agex-scheduler@agex-local.iam.gserviceaccount.com"
 """Who Cloud Scheduler's OIDC tokens for the drift function are minted for (Terraform's scheduler identity)."""
@@ -256,6 +257,7 @@ class Stack:
         from agex.core.approval import APPROVAL_REQUESTS_TOPIC, DECISIONS_DEAD_LETTER_TOPIC, DECISIONS_TOPIC
         from agex.core.guard import SECURITY_ALERTS_TOPIC
         from agex.core.metrics import DRIFT_ALERTS_TOPIC
+        from agex.core.spend import BUDGET_ALERTS_TOPIC
         from agex.engine.notify import RUN_EVENTS_TOPIC
 
         c = self.config
@@ -264,7 +266,8 @@ class Stack:
             ensure_queue(client, client.queue_path(c.project, "us-central1", "agex-steps"),
                          min_backoff_s=c.queue_min_backoff_seconds, max_backoff_s=c.queue_max_backoff_seconds)
             ensure_topics(c.project, (RUN_EVENTS_TOPIC, APPROVAL_REQUESTS_TOPIC, DECISIONS_TOPIC,
-                                      DECISIONS_DEAD_LETTER_TOPIC, SECURITY_ALERTS_TOPIC, DRIFT_ALERTS_TOPIC))
+                                      DECISIONS_DEAD_LETTER_TOPIC, SECURITY_ALERTS_TOPIC, DRIFT_ALERTS_TOPIC,
+                                      BUDGET_ALERTS_TOPIC))
             for topic, subscription in INSPECT_SUBSCRIPTIONS.items():
                 ensure_subscription(c.project, topic, subscription)
         self._provision_secrets()
