@@ -51,7 +51,7 @@ class ModelUsage(_Model):
     output_tokens: int = 0
     cost_usd: float = 0.0
     cached_input_tokens: int = 0
-    """The part of ``input_tokens`` served from a context cache (docs/context-caching.md)."""
+    """The part of ``input_tokens`` served from a context cache (docs/models.md, "Context caching")."""
     saving_usd: float = 0.0
     """What those tokens would have cost more at the input price (cache storage not deducted)."""
 

@@ -4,7 +4,7 @@ Prices are list prices for the standard tier at the time of writing (paid tier, 
 tokens; checked 2026-11); teams with negotiated prices pass their own table to ``Pricing``.
 
 Input tokens served from a context cache (``TokenUsage.cached_input_tokens``, a part of the input) are
-billed at the model's cached-input price instead of its input price; docs/context-caching.md.
+billed at the model's cached-input price instead of its input price; docs/models.md, "Context caching".
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ every step, so once they are large enough for the model to cache, they go into a
 (``cachedContents``) and the requests refer to it instead of sending them again; Gemini bills those tokens
 at its cached-input price. A cache is found by its display name, a digest of (model, instruction, tools),
 so every instance of the fleet shares one per prefix. Caching only ever saves: a cache that cannot be
-made or has gone leaves the request uncached. See docs/context-caching.md.
+made or has gone leaves the request uncached. See docs/models.md, "Context caching".
 """
 
 from __future__ import annotations
