@@ -49,6 +49,7 @@ module "fleet" {
   drift_alpha                 = var.drift.alpha
   drift_min_runs              = var.drift.min_runs
   drift_alert_subscribers     = var.drift_alert_subscribers
+  budget_alert_subscribers    = var.budget_alert_subscribers
 }
 
 # One module per agent of the fleet file: its identity, its step queue agex-steps-{agent}, its secrets

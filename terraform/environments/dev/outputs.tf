@@ -68,6 +68,16 @@ output "drift_alerts_subscription" {
   value       = module.fleet.drift_alerts_subscription
 }
 
+output "budget_alerts_topic" {
+  description = "The topic of budget.alert messages (a budget of the fleet file crossed 50%, 80% or 100%)."
+  value       = module.fleet.budget_alerts_topic
+}
+
+output "budget_alerts_subscription" {
+  description = "The pull subscription budget_alert_subscribers read budget alerts from."
+  value       = module.fleet.budget_alerts_subscription
+}
+
 output "canary_jobs" {
   description = "The red-team canary's Cloud Run job of each agent that enables it."
   value       = module.fleet.canary_jobs

@@ -141,3 +141,9 @@ variable "drift_alert_subscribers" {
   type        = list(string)
   default     = []
 }
+
+variable "budget_alert_subscribers" {
+  description = "Members who may pull budget alerts (a budget of the fleet file crossed 50%, 80% or 100%) from agex-budget-alerts-pull, e.g. group:finops@example.com."
+  type        = list(string)
+  default     = []
+}

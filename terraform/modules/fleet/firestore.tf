@@ -1,7 +1,8 @@
 # Firestore: the (default) database the runtime uses (FirestoreCheckpointStore(project=...)), its composite
 # indexes, TTL policies on expire_at and single-field index exemptions. See docs/operations.md ("What the
-# cloud needs") and the docstrings of agex.adapters.gcp.firestore_store, agex.adapters.gcp.firestore_limiter
-# and agex.adapters.gcp.firestore_metrics.
+# cloud needs") and the docstrings of agex.adapters.gcp.firestore_store, agex.adapters.gcp.firestore_limiter,
+# agex.adapters.gcp.firestore_metrics, agex.adapters.gcp.firestore_spend and
+# agex.adapters.gcp.firestore_degradations.
 
 resource "google_firestore_database" "main" {
   project                           = var.project
@@ -185,13 +186,47 @@ resource "google_firestore_index" "evals" {
   }
 }
 
+# Budgets' spend ledger (spend, FirestoreSpendLedger): each budget scope's equality and `in` filters, in the
+# order the query states them, then a range on `at`; the same query is summed (sum of cost_usd and tokens)
+# and read oldest first (ordered by at). A deployment-wide budget restricted to nothing filters on `at`
+# alone: the automatic single-field index serves it.
+resource "google_firestore_index" "spend" {
+  for_each = {
+    "tenant"                 = ["tenant"]                       # tenant; deployment restricted to tenants
+    "tenant_agent"           = ["tenant", "agent"]              # tenant restricted to agents; deployment to both
+    "tenant_principal"       = ["tenant", "principal"]          # user
+    "tenant_principal_agent" = ["tenant", "principal", "agent"] # user restricted to agents
+    "agent"                  = ["agent"]                        # agent; deployment restricted to agents
+    "agent_tenant"           = ["agent", "tenant"]              # agent restricted to tenants
+  }
+
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "spend"
+  query_scope = "COLLECTION"
+
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "at"
+    order      = "ASCENDING"
+  }
+}
+
 # TTL policies: every run, event and approval document carries expire_at (creation + 7 days), rate permits
-# (limits/{tool}/seconds/...) carry it too, and runs' metrics records (end + METRICS_RETENTION_DAYS). Collection-group wide. TTL deletion lags (up to about a day);
-# the runtime enforces expiry itself as well. The expire_at fields are also exempted from single-field
+# (limits/{tool}/seconds/...) carry it too, and runs' metrics records (end + METRICS_RETENTION_DAYS), spend
+# entries (LEDGER_RETENTION, a little over a month: the longest budget window) and budget alert claims (two
+# months). Collection-group wide. TTL deletion lags (up to about a day); the runtime enforces expiry itself
+# as well (a budget sums only its window). The expire_at fields are also exempted from single-field
 # indexing (index_config {}): they are never queried, and a monotonically increasing indexed timestamp
 # would be a write hotspot.
 resource "google_firestore_field" "ttl" {
-  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics"])
+  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics", "spend", "budget_alerts"])
 
   project    = var.project
   database   = google_firestore_database.main.name
@@ -221,6 +256,7 @@ resource "google_firestore_field" "exempt" {
     "run_metrics.scores"              = { collection = "run_metrics", field = "scores" }
     "drift_alerts.alert_json"         = { collection = "drift_alerts", field = "alert_json" }
     "agex_state.value"                = { collection = "agex_state", field = "value" }
+    "degradations.sources"            = { collection = "degradations", field = "sources" }
   }
 
   project    = var.project

@@ -201,6 +201,22 @@ resource "google_pubsub_topic_iam_member" "drift_publishes_drift_alerts" {
   member  = "serviceAccount:${google_service_account.drift.email}"
 }
 
+# Budget alerts are sent by whichever instance first sees a budget cross a threshold: the api when it admits
+# a run, the step function when it checks a model call. Nothing else publishes there.
+resource "google_pubsub_topic_iam_member" "api_publishes_budget_alerts" {
+  project = var.project
+  topic   = google_pubsub_topic.budget_alerts.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.api.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "step_publishes_budget_alerts" {
+  project = var.project
+  topic   = google_pubsub_topic.budget_alerts.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.step.email}"
+}
+
 # Creating a task with an OIDC token for tasks_invoker needs iam.serviceAccounts.actAs on it: granted to
 # the three functions that enqueue, on that one account only.
 resource "google_service_account_iam_member" "api_acts_as_tasks_invoker" {

@@ -1,5 +1,6 @@
 # Monitoring: log-based metrics from the step function's log entries, two alert policies and two SLOs on
-# them; the runtime's OpenTelemetry metrics, a dashboard and alert policies on them and on drift alerts.
+# them; the runtime's OpenTelemetry metrics, a dashboard and alert policies on them, on drift alerts and on
+# budgets reached.
 
 locals {
   step_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.names.step}\""
@@ -368,7 +369,8 @@ resource "google_monitoring_alert_policy" "cost_burn_rate" {
   }
 }
 
-# Drift: the drift function published at least one drift.alert (agex.core.metrics.DRIFT_ALERTS_TOPIC).
+# Drift: the drift function published at least one drift.alert (agex.core.metrics.DRIFT_ALERTS_TOPIC), or an
+# agent's SLO degraded or recovered it (slo.degraded, slo.recovered, on the same topic).
 resource "google_monitoring_alert_policy" "drift_alerts" {
   project               = var.project
   display_name          = "agex: behaviour drift"
@@ -403,6 +405,81 @@ resource "google_monitoring_alert_policy" "drift_alerts" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A behavioural metric of an agent version moved away from its baseline: the drift function published a drift.alert on ${google_pubsub_topic.drift_alerts.name}. The message says which metric, the test, both sides and example runs: read it from a subscription of the topic; docs/observability.md says what each metric means."
+    content   = "A behavioural metric of an agent version moved away from its baseline, or an agent missing its SLO was degraded or recovered: the drift function published a drift.alert, slo.degraded or slo.recovered message on ${google_pubsub_topic.drift_alerts.name} (its type attribute says which). The message says which metric, the test, both sides and example runs, or the burn rates and the degradation: read it from a subscription of the topic; docs/observability.md says what each metric means, docs/slo.md what a degradation does."
+  }
+}
+
+# --- budgets across runs (agex.engine.budgets) ----------------------------------------------------------------
+# A budget's alerts go to agex-budget-alerts at 50%, 80% and 100% (pubsub.tf), but Pub/Sub's metrics do not
+# see message attributes: the 100% alert is counted from the log entry its sender writes with it
+# (budget_event="alert", threshold 1.0), once per budget, member and window period across every instance.
+
+locals {
+  budget_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(\"${local.names.api}\" OR \"${local.names.step}\")"
+}
+
+resource "google_logging_metric" "budgets_reached" {
+  project     = var.project
+  name        = "agex_budgets_reached"
+  description = "Members of a budget's scope (a user, an agent, a tenant, the deployment) that reached 100% of it in a window period, from the api's and the step function's budget.alert log entries."
+  filter      = "${local.budget_logs} AND jsonPayload.budget_event=\"alert\" AND jsonPayload.threshold>=1"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "agex budgets reached"
+
+    labels {
+      key         = "budget"
+      value_type  = "STRING"
+      description = "The budget's name, as in the fleet file."
+    }
+  }
+
+  label_extractors = {
+    budget = "EXTRACT(jsonPayload.budget)"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Budgets: a member reached 100% of a budget, whose action now applies. One incident per budget.
+resource "google_monitoring_alert_policy" "budgets_reached" {
+  project               = var.project
+  display_name          = "agex: budget reached"
+  combiner              = "OR"
+  notification_channels = var.alert_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "members of a budget's scope reaching 100% of it (budget.alert at threshold 1.0)"
+
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.budgets_reached.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.\"budget\""]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A user, agent, tenant or the whole deployment reached 100% of a budget of the fleet file, and its action applies until enough of the window's spend ages out: refuse (new runs answer 429 with Retry-After, running ones stop at their next model call), degrade (their steps use the budget's cheaper model, window or tools), or alert (nothing more). The budget.alert message on ${google_pubsub_topic.budget_alerts.name} names the member, the spend and the cap: pull it from ${google_pubsub_subscription.budget_alerts.name}, or find it in Cloud Logging with `jsonPayload.budget_event=\"alert\"`. Raise the cap in the fleet file's budgets if the spend is expected (docs/budgets.md)."
   }
 }

@@ -57,6 +57,7 @@ output "topics" {
     approval_decisions_dead = google_pubsub_topic.approval_decisions_dead.id
     drift_alerts            = google_pubsub_topic.drift_alerts.id
     security_alerts         = google_pubsub_topic.security_alerts.id
+    budget_alerts           = google_pubsub_topic.budget_alerts.id
   }
 }
 
@@ -88,6 +89,16 @@ output "drift_alerts_topic" {
 output "drift_alerts_subscription" {
   description = "The pull subscription var.drift_alert_subscribers read drift alerts from."
   value       = google_pubsub_subscription.drift_alerts.name
+}
+
+output "budget_alerts_topic" {
+  description = "Name of the topic of budget.alert v1 messages (agex.core.spend.BUDGET_ALERTS_TOPIC)."
+  value       = google_pubsub_topic.budget_alerts.name
+}
+
+output "budget_alerts_subscription" {
+  description = "The pull subscription var.budget_alert_subscribers read budget alerts from."
+  value       = google_pubsub_subscription.budget_alerts.name
 }
 
 output "canary_jobs" {

@@ -61,6 +61,19 @@ resource "google_pubsub_topic" "drift_alerts" {
   depends_on = [google_project_service.apis]
 }
 
+# budget.alert v1 (agex.core.spend.BUDGET_ALERTS_TOPIC): a member of a budget's scope (a user, an agent, a
+# tenant, the deployment) crossed 50%, 80% or 100% of it, once each per window period across every
+# instance. Published by the api (when a run starts) and the step function (at each model call); read by
+# whoever owns the spend, from the pull subscription below.
+resource "google_pubsub_topic" "budget_alerts" {
+  project                    = var.project
+  name                       = "agex-budget-alerts"
+  labels                     = local.labels
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.apis]
+}
+
 # Decisions -> approvals function. Pub/Sub signs each push with an OIDC token for the push identity, the
 # only member allowed to invoke the approvals function. A message refused 5 times (a malformed decision:
 # HTTP 400; an outage: 503) moves to the dead-letter topic.
@@ -212,6 +225,32 @@ resource "google_pubsub_subscription_iam_member" "drift_alert_subscribers" {
 
   project      = var.project
   subscription = google_pubsub_subscription.drift_alerts.name
+  role         = "roles/pubsub.subscriber"
+  member       = each.value
+}
+
+# budget.alert, for the members of var.budget_alert_subscribers (a notifier's service account, the team that
+# pays for the models), who may pull from this one subscription and nothing else. A consumer that needs its
+# own copy of every alert gets a subscription of its own next to this one.
+resource "google_pubsub_subscription" "budget_alerts" {
+  project = var.project
+  name    = "agex-budget-alerts-pull"
+  topic   = google_pubsub_topic.budget_alerts.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+resource "google_pubsub_subscription_iam_member" "budget_alert_subscribers" {
+  for_each = toset(var.budget_alert_subscribers)
+
+  project      = var.project
+  subscription = google_pubsub_subscription.budget_alerts.name
   role         = "roles/pubsub.subscriber"
   member       = each.value
 }

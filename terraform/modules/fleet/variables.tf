@@ -309,6 +309,20 @@ variable "drift_alert_subscribers" {
   }
 }
 
+# --- budgets across runs (the fleet file's `budgets`; pubsub.tf, monitoring.tf) -----------------------------
+
+variable "budget_alert_subscribers" {
+  description = "Members who may pull budget.alert messages (a budget crossed 50%, 80% or 100%) from the subscription agex-budget-alerts-pull (roles/pubsub.subscriber on it), e.g. [\"group:finops@example.com\", \"serviceAccount:notifier@p.iam.gserviceaccount.com\"]. Named identities only."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for m in var.budget_alert_subscribers : can(regex("^(user|group|serviceAccount|domain|principal|principalSet):.+", m))])
+    error_message = "budget_alert_subscribers must be named members (user:, group:, serviceAccount:, domain:, principal:, principalSet:); the public members are refused."
+  }
+}
+
 # --- the runtime's OpenTelemetry metrics: alert thresholds (monitoring.tf) ----------------------------------
 
 variable "model_error_rate_threshold" {
