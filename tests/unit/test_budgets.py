@@ -240,3 +240,68 @@ def test_a_budget_needs_a_cap_and_a_way_to_degrade() -> None:
         Budget(name="b", scope="tenant", max_tokens=1, action="degrade")
     with pytest.raises(ValueError, match="unique"):
         Budgets([Budget(name="b", scope="tenant", max_tokens=1)] * 2, InMemorySpendLedger(InMemoryCheckpointStore()))
+
+
+LEAD = Caller("acme", "lead@acme.com")
+
+
+def _waiting_approval(rt: InMemoryRuntime, run: Any) -> Any:
+    head = rt.store.get_run(run.tenant, run.run_id)
+    assert head is not None and head.status == RunStatus.waiting_approval and head.approval_id
+    approval = rt.store.get_approval(run.tenant, head.approval_id)
+    assert approval is not None
+    return approval
+
+
+def test_an_approve_budget_parks_runs_until_a_human_lets_them_go_on() -> None:
+    from agex.core.approval import Decision
+    from agex.core.errors import PermissionDenied
+    from agex.engine.approvals import DecideRequest
+
+    budget = Budget(name="tenant-day", scope="tenant", max_tokens=cap(1), action="approve",
+                    approvers=("lead@acme.com",))
+    seen: list[ModelRequest] = []
+
+    def answer(request: ModelRequest) -> Any:
+        seen.append(request)
+        return [("look_around", {})] if len(request.messages) == 1 else "fine"
+
+    rt = InMemoryRuntime([agent()], FunctionModel(answer), budgets=[budget])
+    rt.run_as(ALICE, "helper", "hello")  # spends the whole budget
+    run = rt.start("helper", "hello again", caller=ALICE)  # not refused: it waits instead
+    rt.drive()
+    approval = _waiting_approval(rt, run)
+    assert approval.kind == "budget" and approval.tool == "budget:tenant-day"
+    assert approval.arguments["budget"] == "tenant-day" and approval.arguments["share"] >= 1.0
+    assert "approve to let run" in approval.reason
+    calls = len(seen)
+    with pytest.raises(PermissionDenied):  # four eyes: not the one who started it
+        rt.approvals.decide(ALICE, approval.approval_id, DecideRequest(decision=Decision.approve))
+    rt.approvals.decide(LEAD, approval.approval_id, DecideRequest(decision=Decision.approve, comment="ok, urgent"))
+    rt.drive()
+    done = rt.store.get_run(run.tenant, run.run_id)
+    assert done is not None and done.status == RunStatus.succeeded
+    assert len(seen) == calls + 2 and done.budget_decisions == {"tenant-day": "approved"}  # asked once per run
+    # another run asks again, and a rejection stops it
+    other = rt.start("helper", "once more", caller=BOB)
+    rt.drive()
+    rt.approvals.decide(LEAD, _waiting_approval(rt, other).approval_id, DecideRequest(decision=Decision.reject, comment="not this month"))
+    rt.drive()
+    stopped = rt.store.get_run(other.tenant, other.run_id)
+    assert stopped is not None and stopped.status == RunStatus.failed
+    assert stopped.error is not None and stopped.error.code == "budget_exceeded" and "rejected" in stopped.error.message
+
+
+def test_an_approve_budget_nobody_decides_fails_the_run_when_it_expires() -> None:
+    budget = Budget(name="tenant-day", scope="tenant", max_tokens=1, action="approve", approvers=("lead@acme.com",),
+                    approval_expires_s=600)
+    rt = InMemoryRuntime([agent()], model([]), budgets=[budget])
+    rt.run_as(ALICE, "helper", "hello")
+    run = rt.start("helper", "again", caller=ALICE)
+    rt.drive()
+    _waiting_approval(rt, run)
+    rt.clock.advance(601)
+    rt.drive()
+    expired = rt.store.get_run(run.tenant, run.run_id)
+    assert expired is not None and expired.status == RunStatus.failed
+    assert expired.error is not None and expired.error.code == "approval_expired"

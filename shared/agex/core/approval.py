@@ -157,15 +157,19 @@ class Decision(StrEnum):
 
 
 DECISIONS_BY_KIND = {"approval": (Decision.approve, Decision.reject),
-                     "reconcile": (Decision.retry, Decision.done, Decision.fail)}
+                     "reconcile": (Decision.retry, Decision.done, Decision.fail),
+                     "budget": (Decision.approve, Decision.reject)}
+ApprovalKind = Literal["approval", "reconcile", "budget"]
 
 
 class Approval(_Doc):
     format: int = FORMAT_VERSION
     approval_id: str
-    kind: Literal["approval", "reconcile"] = "approval"
+    kind: ApprovalKind = "approval"
     """``approval``: a call a policy holds for sign-off (approve or reject). ``reconcile``: a non-idempotent
-    call an attempt may have made before it crashed; a human says what happened (retry, done or fail)."""
+    call an attempt may have made before it crashed; a human says what happened (retry, done or fail).
+    ``budget``: a budget with ``action: approve`` is spent; a human lets the run go on (approve) or not (its
+    ``tool`` is ``budget:{name}``, its ``arguments`` where the budget stands; docs/budgets.md)."""
     tenant: str
     run_id: str
     agent: str
@@ -331,7 +335,7 @@ class ApprovalRequested(_Doc):
     version: Literal[1] = 1
     tenant: str
     approval_id: str
-    kind: Literal["approval", "reconcile"] = "approval"
+    kind: ApprovalKind = "approval"
     run_id: str
     agent: str
     tool: str

@@ -146,6 +146,9 @@ class RunHead(_Doc):
     calls_seen: dict[str, int] = Field(default_factory=dict)
     """How often the model asked for each tool call, by a digest of the tool and its arguments: at most
     ``CALLS_SEEN_KEPT`` of the most asked, so the head keeps its fixed shape."""
+    budget_decisions: dict[str, str] = Field(default_factory=dict)
+    """Budgets with ``action: approve`` a human decided on for this run: ``approved`` (it goes on) or
+    ``rejected``."""
     step_tokens: float | None = None
     step_tokens_at: datetime | None = None
     """The step rate's token bucket: steps the run may take at once, as of ``step_tokens_at``."""

@@ -59,13 +59,20 @@ class Budget(_Frozen):
     window: Window = "day"
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, ge=1)
-    action: Literal["refuse", "degrade", "alert"] = "refuse"
+    action: Literal["refuse", "degrade", "approve", "alert"] = "refuse"
     """Reached: ``refuse`` new runs (429 saying when it frees up) and stop running ones at their next model
-    call; ``degrade`` their steps as ``degrade`` says; ``alert``: only the alerts."""
+    call; ``degrade`` their steps as ``degrade`` says; ``approve``: a run waits at its next model call until
+    one of ``approvers`` lets it go on (for the rest of the run) or not (it fails); ``alert``: only the
+    alerts."""
     degrade: Degrade = Field(default_factory=Degrade)
     """For ``degrade``; may also apply from ``degrade_at`` on whatever the action."""
     degrade_at: float | None = Field(default=None, gt=0, le=1)
     """Degrade from this share of the budget on (``0.8``: from 80%), before the action at 100%."""
+    approvers: tuple[str, ...] = ()
+    """For ``approve``: who may let a run go on, as in approval policies (exact principals or shell patterns).
+    The run's own principal never may (four eyes)."""
+    approval_expires_s: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    """For ``approve``: a run nobody lets go on within this fails (``approval_expired``)."""
     tenants: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
     """Only these tenants or agents (empty: all). A tenant's budget of its own is one with ``tenants``."""
@@ -74,6 +81,8 @@ class Budget(_Frozen):
     def _has_a_cap(self) -> Budget:
         if self.max_cost_usd is None and self.max_tokens is None:
             raise ValueError(f"budget {self.name!r}: give max_cost_usd, max_tokens, or both")
+        if self.action == "approve" and not self.approvers:
+            raise ValueError(f"budget {self.name!r}: action approve needs approvers")
         if (self.action == "degrade" or self.degrade_at is not None) and self.degrade.empty:
             raise ValueError(f"budget {self.name!r}: say how to degrade (degrade: {{model: ...}})")
         return self

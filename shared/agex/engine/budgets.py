@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from agex.core.errors import AgexError, BudgetExceeded
 from agex.core.spend import ALERT_THRESHOLDS, BUDGET_ALERTS_TOPIC, Budget, Degrade, Spent
@@ -45,6 +46,13 @@ class Standing:
     def reached(self) -> bool:
         return self.share >= 1.0
 
+    def record(self) -> dict[str, Any]:
+        """Where the member stands, as approvers and alerts show it."""
+        b = self.budget
+        return {"budget": b.name, "scope": b.scope, "member": self.member, "window": b.window,
+                "share": round(self.share, 4), "spent_usd": round(self.spent.cost_usd, 6),
+                "spent_tokens": self.spent.tokens, "max_cost_usd": b.max_cost_usd, "max_tokens": b.max_tokens}
+
     def describe(self) -> str:
         caps = [f"${self.spent.cost_usd:.4f} of ${self.budget.max_cost_usd:.4f}" if self.budget.max_cost_usd else "",
                 f"{self.spent.tokens} of {self.budget.max_tokens} tokens" if self.budget.max_tokens else ""]
@@ -58,6 +66,8 @@ class StepBudget:
 
     refuse: Standing | None = None
     """A ``refuse`` budget is reached: the run stops here."""
+    approve: tuple[Standing, ...] = ()
+    """``approve`` budgets reached: the run goes on only once a human let it."""
     degrade: Degrade = field(default_factory=Degrade)
     degraded_by: tuple[str, ...] = ()
     """The budgets that degrade the step, each with its standing, for the routing event."""
@@ -110,16 +120,18 @@ class Budgets:
                     retry_after_s=max(1, math.ceil((resets - now).total_seconds())))
 
     def for_step(self, tenant: str, agent: str, principal: str, now: datetime) -> StepBudget:
-        refuse = None
+        refuse, approve = None, []
         degrade, by = Degrade(), []
         for s in self.standings(tenant, agent, principal, now):
             b = s.budget
             if s.reached and b.action == "refuse":
                 refuse = refuse or s
+            elif s.reached and b.action == "approve":
+                approve.append(s)
             if (s.reached and b.action == "degrade") or (b.degrade_at is not None and s.share >= b.degrade_at):
                 degrade = degrade.merge(b.degrade)
                 by.append(f"{b.name} at {s.share:.0%}")
-        return StepBudget(refuse, degrade, tuple(by))
+        return StepBudget(refuse, tuple(approve), degrade, tuple(by))
 
     def spent_here(self, tenant: str, agent: str, principal: str, spent: Spent) -> None:
         """Count a model call this process just recorded into its reads: another call here sees it even
@@ -183,11 +195,8 @@ class Budgets:
                 if not self.ledger.claim_alert(alert_id, now):
                     continue
                 b = s.budget
-                message = {"type": "budget.alert", "version": 1, "alert_id": alert_id, "budget": b.name,
-                           "scope": b.scope, "member": s.member, "window": b.window, "threshold": threshold,
-                           "share": round(s.share, 4), "spent_usd": round(s.spent.cost_usd, 6),
-                           "spent_tokens": s.spent.tokens, "max_cost_usd": b.max_cost_usd,
-                           "max_tokens": b.max_tokens, "action": b.action, "at": now.isoformat()}
+                message = {"type": "budget.alert", "version": 1, "alert_id": alert_id, **s.record(),
+                           "threshold": threshold, "action": b.action, "at": now.isoformat()}
                 _log.warning("%s: %d%% of the budget reached (action %s)", s.describe(), int(threshold * 100),
                              b.action, extra={"fields": {"budget_event": "alert", "budget": b.name,
                                                          "member": s.member, "threshold": threshold,

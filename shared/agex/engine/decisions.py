@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from agex.core.approval import (
     Approval,
+    ApprovalKind,
     ApprovalPolicy,
     ApprovalStatus,
     Decision,
@@ -394,7 +395,7 @@ def reconcile_approval_id(run_id: str, step: int, call_id: str, round: int) -> s
 
 
 def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, policy: ApprovalPolicy,
-                     now: datetime, kind: Literal["approval", "reconcile"] = "approval",
+                     now: datetime, kind: ApprovalKind = "approval",
                      round: int = 0, seen_seq: int | None = None,
                      personal: tuple[str, ...] = ()) -> Mutation[Approval]:
     """Park the run on a human decision: record the approval, release the lease, and wait. Nothing runs
@@ -425,6 +426,11 @@ def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, p
     return Mutation(new, events, approval, approvals=[approval])
 
 
+def budget_call(name: str, standing: dict[str, Any]) -> FunctionCall:
+    """The question a spent ``approve`` budget asks, in the shape of the call an approval is about."""
+    return FunctionCall(id=f"budget-{name}", name=f"budget:{name}", args=standing)
+
+
 def _waits_for(head: RunHead, approval: Approval) -> bool:
     return (head.status == RunStatus.waiting_approval and head.approval_id == approval.approval_id
             and approval.status == ApprovalStatus.pending)
@@ -450,6 +456,11 @@ def decide_approval(head: RunHead, approval: Approval, message: DecisionMessage,
         return Mutation(None, value=False)
     # only an approval runs the call with edited arguments: a rejection or a reconciliation has none to keep
     arguments = message.arguments if message.decision == Decision.approve else None
+    if approval.kind == "budget":
+        # the run goes on past this budget (or not) for the rest of its life: the step reads it on the head
+        budget = approval.tool.removeprefix("budget:")
+        head = head.model_copy(update={"budget_decisions": {
+            **head.budget_decisions, budget: "approved" if message.decision == Decision.approve else "rejected"}})
     if approval.kind == "reconcile":
         status, outcome = ApprovalStatus.resolved, message.decision.value
     else:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from agex.core.agent import Agent, AgentRegistry
-from agex.core.approval import Approval, ApprovalPolicy, changed_paths
+from agex.core.approval import Approval, ApprovalKind, ApprovalPolicy, changed_paths
 from agex.core.clock import Clock
 from agex.core.errors import (
     AgexError,
@@ -168,9 +168,12 @@ class StepRunner:
             if response is None:
                 # record_model_response writes the intent of the first call with the response, unless it
                 # has to wait for approval
-                response = self._plan(agent, head, d, messages, progress, events)
-                if response is None:
+                planned = self._plan(agent, head, d, messages, progress, events)
+                if planned is None:
                     return self._finished_now(d)
+                if isinstance(planned, StepResult):
+                    return planned
+                response = planned
             else:
                 log.info(_log, "reusing the model response recorded by an earlier attempt")
                 if took_over:
@@ -185,10 +188,12 @@ class StepRunner:
             return self._commit(agent, d, response, progress.continue_at, progress.shown_answer)
 
     def _plan(self, agent: Agent, head: RunHead, d: Delivery, messages: list[Message],
-              progress: conversation.StepProgress, events: list[Event]) -> ModelResponse | None:
+              progress: conversation.StepProgress, events: list[Event]) -> ModelResponse | StepResult | None:
+        """The model's response, recorded; the step's result when it ends here without one (waiting for a
+        human); None when the run ended here."""
         steer = self._steer(agent, head, d)
-        if steer is None:
-            return None
+        if steer is None or isinstance(steer, StepResult):
+            return steer
         degrade, degraded = steer
         tools = [t for t in agent.tools if t.critical or not degrade.skip_optional_tools]
         window = min(degrade.context_window_steps or agent.context_window_steps, agent.context_window_steps)
@@ -269,9 +274,9 @@ class StepRunner:
         _note_intents(progress, recorded)
         return response
 
-    def _steer(self, agent: Agent, head: RunHead, d: Delivery) -> tuple[Degrade, tuple[str, ...]] | None:
+    def _steer(self, agent: Agent, head: RunHead, d: Delivery) -> tuple[Degrade, tuple[str, ...]] | StepResult | None:
         """What the agent's objective and the run's budgets say about this step's model call: how to degrade it
-        and why, or None when a budget stopped the run here."""
+        and why; None when a budget stopped the run here; the waiting step when a human must let it go on."""
         now = self.clock.now()
         degrade, why = Degrade(), []
         if self.degradation is not None and agent.slo is not None:
@@ -292,6 +297,19 @@ class StepRunner:
                     f"{verdict.refuse.describe()}: the run stopped before its next model call; the budget frees "
                     f"up from {resets.isoformat()}")))
                 return None
+            for s in verdict.approve:
+                decided = head.budget_decisions.get(s.budget.name)
+                if decided == "approved":
+                    continue
+                if decided == "rejected":
+                    self._fail(d, RunError(code="budget_exceeded", message=(
+                        f"{s.describe()}: going on past it was rejected")))
+                    return None
+                return self._request_approval(d, decisions.budget_call(s.budget.name, s.record()), ApprovalPolicy(
+                    tool=f"budget:{s.budget.name}", approvers=s.budget.approvers, four_eyes=True, on_expiry="fail",
+                    expires_after_s=s.budget.approval_expires_s,
+                    reason=(f"{s.describe()}: approve to let run {head.run_id} go on past it (for the rest of the run), "
+                            "or reject to stop it")), kind="budget")
             degrade = degrade.merge(verdict.degrade)
             why += [f"budget {b}" for b in verdict.degraded_by]
         if why:
@@ -612,7 +630,7 @@ class StepRunner:
                          "recorded on it", expected, call.name, extra={"fields": {"approval": expected}})
 
     def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy,
-                          kind: Literal["approval", "reconcile"] = "approval", round: int = 0,
+                          kind: ApprovalKind = "approval", round: int = 0,
                           seen_seq: int | None = None, personal: tuple[str, ...] = ()) -> StepResult:
         requested = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.request_approval(
             h, d.owner, d.step, call, policy, self.clock.now(), kind, round, seen_seq, personal))

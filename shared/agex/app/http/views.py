@@ -184,9 +184,10 @@ class ApprovalView(_View):
     """An approval as approvers see it. The call's unredacted arguments are never part of it."""
 
     approval_id: str
-    kind: Literal["approval", "reconcile"] = Field(
+    kind: Literal["approval", "reconcile", "budget"] = Field(
         description="`approval`: a call held for sign-off (`approve`/`reject`). `reconcile`: a non-idempotent call "
-        "an attempt may have made before it stopped reporting (`retry`/`done`/`fail`).")
+        "an attempt may have made before it stopped reporting (`retry`/`done`/`fail`). `budget`: a spent budget "
+        "whose runs wait for a human to let them go on (`approve`/`reject`); `tool` is `budget:{name}`.")
     run_id: str
     agent: str
     step: int = Field(description="The step whose tool call waits.")
