@@ -9,16 +9,22 @@ delivery, give that step's Firestore operations and bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import STEPS, final_text, tick_args, trend, window_means
+from bench.common import (
+    STEPS,
+    final_text,
+    firestore_emulator,
+    in_process_runtime,
+    tick_args,
+    trend,
+    window_means,
+)
 
 STAT_KEYS = ("reads", "writes", "bytes_written", "commits", "queries", "retries")
 
@@ -74,15 +80,8 @@ def run_inmemory(steps: int = STEPS) -> dict[str, Any]:
 
 
 def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    from google.cloud import firestore
-
     from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
-    from agex.app.backends import Backends
-    from agex.app.runtime import Runtime
-    from agex.app.settings import Settings
-    from agex.core.agent import AgentRegistry
     from agex.core.clock import SystemClock
-    from agex.dev.emulators.gcloud import start_firestore
     from agex.engine.decisions import Delivery
     from agex.engine.runs import CreateRunRequest
     from agex.engine.stepper import Outcome
@@ -91,23 +90,15 @@ def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str],
     from examples.ticker_agent import agent as ticker
 
     t_start = time.perf_counter()
-    emulator = start_firestore()
-    saved_env = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    try:
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host_port
-        progress(f"  Firestore emulator on {emulator.host_port} (up in {emulator.started_s:.1f}s)")
-        client = firestore.Client(project="agex-bench")
+    with firestore_emulator(progress) as client:
         store = FirestoreCheckpointStore(client, prefix=f"b{uuid.uuid4().hex[:8]}_")
-        agents = AgentRegistry([ticker])
         clock, caller = SystemClock(), Caller("bench", "bench@example.com")
 
         def one_run(n_steps: int, label: str) -> dict[str, Any]:
             seen: list[dict[str, Any]] = []
             model = FunctionModel(script(n_steps, seen))
             # the composition root on the in-memory backends, with the Firestore store under test
-            memory = Backends.in_memory(lambda agent: model, clock=clock)
-            runtime = Runtime(Settings.model_construct(step_lease_seconds=120.0),
-                              dataclasses.replace(memory, store=lambda: store), agents=agents)
+            runtime = in_process_runtime([ticker], model, store, clock=clock)
             queue, runner, service = runtime.queue, runtime.runner, runtime.service
             store.reset_stats()
             head = service.start(caller, ticker.name, CreateRunRequest(input=f"tick {n_steps} padded")).run
@@ -153,12 +144,6 @@ def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str],
         warm = one_run(warmup_steps, "warm-up")
         progress(f"  measured run: {steps} tool steps + 1 answer step")
         measured = one_run(steps, "agex")
-    finally:
-        if saved_env is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = saved_env
-        emulator.stop()
 
     tool_steps = [r for r in measured["per_step"] if r["step"] <= steps]
     keys = ("wall_ms", "bytes_written", "doc_ops", "reads", "writes", "commits", "queries", "retries",

@@ -5,7 +5,8 @@
 1. per-step cost of one 500-step run on the Firestore emulator (the real StepRunner, in process);
 2. the same loop on LangGraph with SqliteSaver;
 3. the runtime's overhead per step on the full local stack (emulators + functions, over HTTP);
-4. cold start of the function entry points.
+4. cold start of the function entry points;
+5. the model layer: routing with circuit breakers, and budgets over the spend ledger, per step (Firestore emulator).
 
 Prints a report and writes JSON to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
@@ -146,6 +147,11 @@ def report(res: dict[str, Any]) -> str:
     elif "error" in st:
         add(f"\nstack_overhead: FAILED: {st['error']}")
 
+    if "model_layer" in res:
+        from bench import model_layer
+
+        add(model_layer.report(res["model_layer"]))
+
     cs = res.get("cold_start", {})
     if "results" in cs:
         add(f"\nCold start (fresh interpreter, best of {cs['repeat']}; ms)")
@@ -169,12 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrent", type=int, default=4, help="concurrent runs on the stack")
     ap.add_argument("--concurrent-steps", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5, help="cold-start repetitions (best of)")
-    ap.add_argument("--skip", action="append", default=[], choices=["agex", "langgraph", "stack", "cold"],
+    ap.add_argument("--model-steps", type=int, default=200, help="steps of each variant of the model-layer part")
+    ap.add_argument("--skip", action="append", default=[], choices=["agex", "langgraph", "stack", "model", "cold"],
                     help="leave a part out (repeatable)")
     ap.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = ap.parse_args(argv)
 
-    from bench import agex_firestore, cold_start, langgraph_sqlite, stack_overhead
+    from bench import agex_firestore, cold_start, langgraph_sqlite, model_layer, stack_overhead
 
     if args.steps < STEPS:
         _say(f"note: --steps {args.steps} is below {STEPS}; the results are not those of docs/performance.md")
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus": os.cpu_count(), "load_avg_at_start": list(os.getloadavg())},
         "parameters": {"steps": args.steps, "stack_steps": args.stack_steps, "concurrent": args.concurrent,
                        "concurrent_steps": args.concurrent_steps, "cold_start_repeat": args.repeat,
+                       "model_layer_steps": args.model_steps,
                        "target_ratio": TARGET_RATIO},
     }
     if "agex" not in args.skip:
@@ -198,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         _part("stack_overhead", lambda: stack_overhead.run(
             single_steps=args.stack_steps, concurrent_runs=args.concurrent,
             concurrent_steps=args.concurrent_steps, progress=_say), results)
+    if "model" not in args.skip:
+        _part("model_layer", lambda: model_layer.run(args.model_steps, progress=_say), results)
     if "cold" not in args.skip:
         _part("cold_start", lambda: cold_start.run(args.repeat), results)
     results["seconds_total"] = time.perf_counter() - t0
@@ -214,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_text(text)
             tmp.replace(target)
         _say(f"wrote {RESULTS / name} and {RESULTS / 'latest.json'}")
-    failed = [k for k in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta", "stack_overhead", "cold_start")
-              if "error" in results.get(k, {})]
+    failed = [k for k in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta", "stack_overhead",
+                          "model_layer", "cold_start") if "error" in results.get(k, {})]
+    if "model_layer" in results and not model_layer.ok(results["model_layer"]):
+        failed.append("model_layer")
     return 1 if failed else 0
 
 

@@ -103,3 +103,17 @@ def test_a_run_faster_than_its_step_rate_waits_on_a_timer() -> None:
     assert final is not None and final.status == RunStatus.succeeded and final.step == 6
     waits = events(rt, run, EventKind.timer_set)
     assert len(waits) >= 3  # about one step each 20 s once the burst of 3 was spent
+
+
+def test_the_head_keeps_a_few_calls_however_many_distinct_ones_a_run_makes() -> None:
+    from agex.core.messages import FunctionCall
+    from agex.engine.decisions import _count_calls
+
+    seen: list[str] = []
+    for i in range(100):
+        seen, _ = _count_calls(seen, [FunctionCall(id="c", name="tick", args={"n": i})])
+    assert len(seen) == 8 and seen[-1].endswith(":1")
+    # a loop starting late is still counted: the newest of equals stays
+    for _ in range(3):
+        seen, top = _count_calls(seen, [FunctionCall(id="c", name="tick", args={"n": "again"})])
+    assert top == (3, "tick") and len(seen) == 8

@@ -78,7 +78,7 @@ class Limits(_Doc):
     (``timer_set``, reason ``step_rate``) before its next step."""
 
 
-CALLS_SEEN_KEPT = 64
+CALLS_SEEN_KEPT = 8
 
 
 class Lease(_Doc):
@@ -143,9 +143,10 @@ class RunHead(_Doc):
     updated_at: datetime
     expire_at: datetime
     """Firestore TTL deletes the run after this; the runtime also refuses to step past it."""
-    calls_seen: dict[str, int] = Field(default_factory=dict)
-    """How often the model asked for each tool call, by a digest of the tool and its arguments: at most
-    ``CALLS_SEEN_KEPT`` of the most asked, so the head keeps its fixed shape."""
+    calls_seen: list[str] = Field(default_factory=list)
+    """How often the model asked for recent tool calls, as ``{digest}:{count}`` (the digest of the tool and its
+    arguments), least recently asked first: the ``CALLS_SEEN_KEPT`` most asked, the newest of equals, so the
+    head keeps its fixed shape (a list, because Firestore keeps a list's order and not a map's)."""
     budget_decisions: dict[str, str] = Field(default_factory=dict)
     """Budgets with ``action: approve`` a human decided on for this run: ``approved`` (it goes on) or
     ``rejected``."""

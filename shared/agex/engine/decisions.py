@@ -218,9 +218,9 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
     elif blocked is None and usage.cost_usd > limits.max_cost_usd:
         over = RunError(code="max_cost", message=f"the run cost ${usage.cost_usd:.6f}, over its limit of "
                         f"${limits.max_cost_usd:.6f}")
-    elif blocked is None and repeated is not None and seen[repeated[0]] > limits.max_repeated_calls:
+    elif blocked is None and repeated is not None and repeated[0] > limits.max_repeated_calls:
         over = RunError(code="repeated_call", message=(
-            f"the model asked for {repeated[1]} with the same arguments {seen[repeated[0]]} times, over the run's "
+            f"the model asked for {repeated[1]} with the same arguments {repeated[0]} times, over the run's "
             f"limit of {limits.max_repeated_calls}: a loop, stopped before the call was made"))
     if blocked is not None or over is not None:
         ended = finish(head, now, RunStatus.failed, error=blocked or over, step=step, extra=(*guarded, record))
@@ -233,25 +233,27 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
 def call_digest(call: FunctionCall) -> str:
     """The same tool with the same arguments has the same digest, whatever their order."""
     canonical = json.dumps({"name": call.name, "args": call.args}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def _count_calls(seen: dict[str, int], calls: Sequence[FunctionCall]) -> tuple[dict[str, int], tuple[str, str] | None]:
-    """``seen`` with ``calls`` counted, and the digest and tool of the call asked most often now. Only the
-    ``CALLS_SEEN_KEPT`` most asked are kept (a loop is among them: it is asked more than anything else)."""
-    counts = dict(seen)
-    top: tuple[str, str] | None = None
+def _count_calls(seen: Sequence[str], calls: Sequence[FunctionCall]) -> tuple[list[str], tuple[int, str] | None]:
+    """``seen`` with ``calls`` counted, and the count and tool of the call asked most often now. Only the
+    ``CALLS_SEEN_KEPT`` most asked are kept, the most recent of equals: a loop stays, being asked more than
+    anything else, and a call asked once makes way for the next."""
+    counts: dict[str, int] = {}
+    for item in seen:
+        digest, _, asked = item.partition(":")
+        counts[digest] = int(asked)
+    top: tuple[int, str] | None = None
     for call in calls:
         key = call_digest(call)
-        counts[key] = counts.get(key, 0) + 1
-        if top is None or counts[key] > counts[top[0]]:
-            top = (key, call.name)
-    if len(counts) > CALLS_SEEN_KEPT:
-        keep = sorted(counts, key=lambda k: -counts[k])[:CALLS_SEEN_KEPT]
-        counts = {k: counts[k] for k in keep if k in counts}
-        if top is not None and top[0] not in counts:
-            counts[top[0]] = seen.get(top[0], 0) + 1
-    return counts, top
+        n = counts.pop(key, 0) + 1
+        counts[key] = n  # the dict keeps recency: asked last, last
+        if top is None or n > top[0]:
+            top = (n, call.name)
+    order = list(counts)
+    kept = sorted(sorted(range(len(order)), key=lambda i: (-counts[order[i]], -i))[:CALLS_SEEN_KEPT])
+    return [f"{order[i]}:{counts[order[i]]}" for i in kept], top
 
 
 def _spent(head: RunHead, events: Sequence[Event], model: str, cost_usd: float, tokens: int) -> tuple[SpendEntry, ...]:
