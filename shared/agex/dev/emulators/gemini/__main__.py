@@ -7,92 +7,18 @@ SIGINT. Invalid scenario files make it exit 2 before READY, with the file named 
 
 from __future__ import annotations
 
-import argparse
-import logging
-import signal
 import sys
-import threading
-import time
-from pathlib import Path
-from types import FrameType
 
-from werkzeug.serving import make_server
+from agex.dev.emulators import scripted
 
 from . import DEFAULT_SCENARIOS_DIR
-from .scenario import ScenarioError, load_scenarios
 from .server import EmulatorApp
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agex.dev.emulators.gemini", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
-    parser.add_argument(
-        "--scenarios",
-        type=Path,
-        default=DEFAULT_SCENARIOS_DIR,
-        help="directory of scenario YAML/JSON files (default: the bundled examples)",
-    )
-    parser.add_argument(
-        "--latency-ms", type=int, default=0, help="fixed delay added to every generateContent answer"
-    )
-    parser.add_argument(
-        "--log-size", type=int, default=10_000, help="requests kept by GET /_emulator/requests"
-    )
-    parser.add_argument("--check", action="store_true", help="validate the scenarios directory and exit")
-    parser.add_argument("--keep-bodies", action="store_true",
-                        help="keep each request's body in GET /_emulator/requests (tests of what a model is sent)")
-    parser.add_argument("--verbose", action="store_true", help="log every HTTP request to stderr")
-    args = parser.parse_args(argv)
-    if args.latency_ms < 0:
-        parser.error("--latency-ms must be >= 0")
-    if args.log_size < 1:
-        parser.error("--log-size must be >= 1")
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
-    # werkzeug logs each request at INFO; keep stderr quiet for benchmarks unless asked.
-    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
-
-    try:
-        scenarios = load_scenarios(args.scenarios)
-    except ScenarioError as exc:
-        print(f"gemini emulator: {exc}", file=sys.stderr, flush=True)
-        return 2
-    if args.check:
-        print(f"OK {len(scenarios.scenarios)} scenario(s) in {scenarios.directory}", flush=True)
-        return 0
-
-    app = EmulatorApp(scenarios, latency_ms=args.latency_ms, log_size=args.log_size, keep_bodies=args.keep_bodies)
-    server = make_server(args.host, args.port, app, threaded=True)
-
-    # The handler only flips a flag: calling server.shutdown() (or touching locks) from
-    # a signal handler can deadlock, so the main thread polls and shuts down itself.
-    stopping = False
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-
-    thread = threading.Thread(target=server.serve_forever, name="gemini-emulator", daemon=True)
-    thread.start()
-    print(f"READY http={args.host}:{server.server_port}", flush=True)
-    try:
-        while not stopping:
-            time.sleep(0.1)
-    finally:
-        server.shutdown()  # stop accepting; handler threads keep running
-        if not app.drain(timeout=5):
-            print("gemini emulator: in-flight requests still running at exit", file=sys.stderr, flush=True)
-        server.server_close()
-        thread.join(timeout=5)
-    return 0
+    return scripted.main("gemini", __doc__ or "", argv, lambda scenarios, args: EmulatorApp(
+        scenarios, latency_ms=args.latency_ms, log_size=args.log_size, keep_bodies=args.keep_bodies),
+        DEFAULT_SCENARIOS_DIR)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
 
-from agex.dev.emulators.draining import DrainingApp
+from agex.dev.emulators.scripted import ScriptedModelApp, json_response
 
 from .caches import CacheStore
-from .faults import FaultEffect, FaultQueue, FaultRequest, TurnFaultTracker, normalize_model
-from .scenario import ScenarioError, ScenarioSet, load_scenarios
+from .faults import FaultEffect, normalize_model
+from .scenario import ScenarioSet
 from .wire import ApiError, build_response, invalid, load_generate_body, parse_generate_data
 
 if TYPE_CHECKING:
@@ -44,8 +41,7 @@ _MISSING_KEY_MESSAGE = (
 )
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json")
+_json = json_response
 
 
 def _error(exc: ApiError) -> Response:
@@ -59,44 +55,17 @@ def _has_credentials(request: Request) -> bool:
     return bool((key and key.strip()) or (auth.lower().startswith("bearer ") and auth[7:].strip()))
 
 
-class RequestLog:
-    """Bounded log of generateContent requests, for tests and benchmarks to inspect."""
-
-    def __init__(self, maxlen: int) -> None:
-        self._lock = threading.Lock()
-        self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
-        self._dropped = 0
-
-    def append(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            if len(self._entries) == self._entries.maxlen:
-                self._dropped += 1
-            self._entries.append(entry)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"requests": list(self._entries), "dropped": self._dropped}
-
-    def clear(self) -> int:
-        with self._lock:
-            n = len(self._entries)
-            self._entries.clear()
-            self._dropped = 0
-        return n
-
-
-class EmulatorApp(DrainingApp):
+class EmulatorApp(ScriptedModelApp):
     def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000,
                  keep_bodies: bool = False) -> None:
-        self.scenarios = scenarios
-        self.latency_ms = latency_ms
-        self.keep_bodies = keep_bodies
-        """Keep each request's body in the request log, so tests can check what a model was sent."""
-        self.faults = FaultQueue()
-        self.turn_faults = TurnFaultTracker()
-        self.log = RequestLog(log_size)
         self.caches = CacheStore()
-        super().__init__()
+        super().__init__(scenarios, latency_ms, log_size, keep_bodies)
+
+    def _api_error(self, status: int, message: str) -> Exception:
+        return ApiError(status, message)
+
+    def _invalid(self, message: str) -> Exception:
+        return invalid(message)
 
     def _error_response(self, exc: Exception) -> Response | None:
         return _error(exc) if isinstance(exc, ApiError) else None
@@ -109,7 +78,7 @@ class EmulatorApp(DrainingApp):
     def _dispatch(self, request: Request) -> Response:
         path, method = request.path, request.method
         if path == "/healthz":
-            return _json({"status": "ok", "scenarios": len(self.scenarios.scenarios)})
+            return self._health()
         if path.startswith("/_emulator/"):
             return self._admin(request, path.removeprefix("/_emulator/").rstrip("/"), method)
         cached = _CACHES_PATH.match(path)
@@ -128,57 +97,21 @@ class EmulatorApp(DrainingApp):
             raise ApiError(405, f"{rpc} requires POST, got {method}.")
         return self._generate(request, normalize_model(model), stream=rpc == "streamGenerateContent")
 
-    def _admin(self, request: Request, name: str, method: str) -> Response:
-        if name == "faults":
-            if method == "POST":
-                try:
-                    fault = self.faults.add(FaultRequest.model_validate(_admin_body(request)))
-                except ValidationError as exc:
-                    raise invalid(f"Invalid fault: {exc.errors(include_url=False)}") from None
-                return _json({"queued": fault.as_json(), "pending": self.faults.pending()})
-            if method == "DELETE":
-                return _json({"cleared": self.faults.clear()})
-            if method == "GET":
-                return _json({"pending": self.faults.pending()})
-        elif name == "requests":
-            if method == "GET":
-                return _json(self.log.snapshot())
-            if method == "DELETE":
-                return _json({"cleared": self.log.clear()})
-        elif name == "scenarios" and method == "GET":
-            return _json(
-                {
-                    "directory": str(self.scenarios.directory),
-                    "scenarios": [{"name": s.name, "file": s.source} for s in self.scenarios.scenarios],
-                }
-            )
-        elif name == "scenarios/reload" and method == "POST":
-            try:
-                # Swapping the reference is atomic; in-flight requests keep the old set.
-                self.scenarios = load_scenarios(self.scenarios.directory)
-            except ScenarioError as exc:
-                raise invalid(str(exc)) from None
-            return _json({"scenarios": [s.name for s in self.scenarios.scenarios]})
-        elif name == "caches" and method == "GET":
+    def _admin_more(self, request: Request, name: str, method: str) -> Response | None:
+        if name == "caches" and method == "GET":
             return _json(self.caches.snapshot())
-        elif name == "caches/expire" and method == "POST":
-            body = _admin_body(request)
+        if name == "caches/expire" and method == "POST":
+            body = self._admin_body(request)
             made_next = body.get("made_next", 0) if isinstance(body, dict) else 0
             if not isinstance(body, dict) or set(body) - {"name", "display_name", "made_next"} \
                     or not isinstance(made_next, int) or made_next < 0:
                 raise invalid("Expire caches with {\"name\": ...} and/or {\"display_name\": ...}, or {} for all; "
                               "\"made_next\": n expires the next n caches made as soon as they are made.")
             return _json({"expired": self.caches.expire(body.get("name"), body.get("display_name"), made_next)})
-        elif name == "reset" and method == "POST":
-            # Everything stateful, so a test can start from a clean emulator.
-            self.faults.clear()
-            self.turn_faults.reset()
-            self.log.clear()
-            self.caches.clear()
-            return _json({"reset": True})
-        else:
-            raise ApiError(404, f"Unknown emulator admin endpoint /_emulator/{name}.")
-        raise ApiError(405, f"/_emulator/{name} does not accept {method}.")
+        return None
+
+    def _reset_more(self) -> None:
+        self.caches.clear()
 
     # -- cachedContents ---------------------------------------------------------------
 
@@ -186,7 +119,7 @@ class EmulatorApp(DrainingApp):
         if not _has_credentials(request):
             raise ApiError(403, _MISSING_KEY_MESSAGE, "PERMISSION_DENIED")
         if name is None and method == "POST":
-            body = _admin_body(request)
+            body = self._admin_body(request)
             model = body.get("model") if isinstance(body, dict) else None
             self._fault("cachedContents.create", model if isinstance(model, str) else None)
             return _json(self.caches.create(body).resource())
@@ -206,7 +139,7 @@ class EmulatorApp(DrainingApp):
             return _json(self.caches.get(name).resource())
         if name is not None and method == "PATCH":
             self._fault("cachedContents.update", None)
-            return _json(self.caches.update(name, _admin_body(request)).resource())
+            return _json(self.caches.update(name, self._admin_body(request)).resource())
         if name is not None and method == "DELETE":
             self._fault("cachedContents.delete", None)
             self.caches.delete(name)
@@ -316,16 +249,6 @@ class EmulatorApp(DrainingApp):
             body = f"data: {json.dumps(payload, ensure_ascii=False)}\r\n\r\n"
             return Response(body, mimetype="text/event-stream")
         return _json([payload])
-
-
-def _admin_body(request: Request) -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(f"Invalid JSON payload received. {exc}") from None
 
 
 def _clip(text: str, limit: int = 200) -> str:

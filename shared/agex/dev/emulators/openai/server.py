@@ -7,19 +7,15 @@ benchmark drives either emulator alike.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from werkzeug.wrappers import Request, Response
 
-from agex.dev.emulators.draining import DrainingApp
-from agex.dev.emulators.gemini.faults import FaultQueue, FaultRequest, TurnFaultTracker
-from agex.dev.emulators.gemini.scenario import ScenarioError, ScenarioSet, load_scenarios
-from agex.dev.emulators.gemini.server import RequestLog
+from agex.dev.emulators.gemini.scenario import ScenarioSet
 from agex.dev.emulators.gemini.wire import ApiError
+from agex.dev.emulators.scripted import ScriptedModelApp, json_response
 
 from .wire import OpenAIError, build_completion, invalid, parse_chat_request
 
@@ -41,9 +37,7 @@ _FAULTS: dict[int, tuple[str, str, str | None]] = {
 }
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json",
-                    headers=headers)
+_json = json_response
 
 
 def _error(exc: OpenAIError, headers: dict[str, str] | None = None) -> Response:
@@ -57,18 +51,20 @@ class _Fail(Exception):
         self.error, self.retry_after_s = error, retry_after_s
 
 
-class EmulatorApp(DrainingApp):
+class EmulatorApp(ScriptedModelApp):
+    invalid_json = "We could not parse the JSON body of your request."
+
     def __init__(self, scenarios: ScenarioSet, latency_ms: int = 0, log_size: int = 10_000,
                  keep_bodies: bool = False, api_key: str = "") -> None:
-        self.scenarios = scenarios
-        self.latency_ms = latency_ms
-        self.keep_bodies = keep_bodies
         self.api_key = api_key
         """Required as ``Authorization: Bearer`` when set; like Ollama or vLLM, none is needed otherwise."""
-        self.faults = FaultQueue()
-        self.turn_faults = TurnFaultTracker()
-        self.log = RequestLog(log_size)
-        super().__init__()
+        super().__init__(scenarios, latency_ms, log_size, keep_bodies)
+
+    def _api_error(self, status: int, message: str) -> Exception:
+        return OpenAIError(status, message)
+
+    def _invalid(self, message: str) -> Exception:
+        return invalid(message)
 
     def _error_response(self, exc: Exception) -> Response | None:
         return _error(exc) if isinstance(exc, OpenAIError) else None
@@ -81,7 +77,7 @@ class EmulatorApp(DrainingApp):
     def _dispatch(self, request: Request) -> Response:
         path, method = request.path.rstrip("/") or "/", request.method
         if path == "/healthz":
-            return _json({"status": "ok", "scenarios": len(self.scenarios.scenarios)})
+            return self._health()
         if path.startswith("/_emulator/"):
             return self._admin(request, path.removeprefix("/_emulator/"), method)
         if path in _COMPLETIONS_PATHS and method == "POST":
@@ -91,41 +87,6 @@ class EmulatorApp(DrainingApp):
             return _json({"object": "list", "data": [
                 {"id": n, "object": "model", "created": 0, "owned_by": "agex-emulator"} for n in names]})
         raise OpenAIError(404, f"Invalid URL ({method} {request.path})")
-
-    def _admin(self, request: Request, name: str, method: str) -> Response:
-        if name == "faults":
-            if method == "POST":
-                try:
-                    fault = self.faults.add(FaultRequest.model_validate(_admin_body(request)))
-                except ValidationError as exc:
-                    raise invalid(f"Invalid fault: {exc.errors(include_url=False)}") from None
-                return _json({"queued": fault.as_json(), "pending": self.faults.pending()})
-            if method == "DELETE":
-                return _json({"cleared": self.faults.clear()})
-            if method == "GET":
-                return _json({"pending": self.faults.pending()})
-        elif name == "requests":
-            if method == "GET":
-                return _json(self.log.snapshot())
-            if method == "DELETE":
-                return _json({"cleared": self.log.clear()})
-        elif name == "scenarios" and method == "GET":
-            return _json({"directory": str(self.scenarios.directory),
-                          "scenarios": [{"name": s.name, "file": s.source} for s in self.scenarios.scenarios]})
-        elif name == "scenarios/reload" and method == "POST":
-            try:
-                self.scenarios = load_scenarios(self.scenarios.directory)
-            except ScenarioError as exc:
-                raise invalid(str(exc)) from None
-            return _json({"scenarios": [s.name for s in self.scenarios.scenarios]})
-        elif name == "reset" and method == "POST":
-            self.faults.clear()
-            self.turn_faults.reset()
-            self.log.clear()
-            return _json({"reset": True})
-        else:
-            raise OpenAIError(404, f"Unknown emulator admin endpoint /_emulator/{name}.")
-        raise OpenAIError(405, f"/_emulator/{name} does not accept {method}.")
 
     # -- chat completions -----------------------------------------------------------
 
@@ -201,16 +162,6 @@ class EmulatorApp(DrainingApp):
 def _fault_error(status: int, what: str) -> OpenAIError:
     message, kind, code = _FAULTS.get(status, (f"Simulated HTTP {status}.", "invalid_request_error", None))
     return OpenAIError(status, f"{message} ({what} from the OpenAI emulator)", type=kind, code=code)
-
-
-def _admin_body(request: Request) -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(f"We could not parse the JSON body of your request. ({exc})") from None
 
 
 def _clip(text: str, limit: int = 200) -> str:
