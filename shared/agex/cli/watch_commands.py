@@ -153,17 +153,20 @@ def _usage(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     group_by = report["group_by"]
-    rows = [[*group_by, "runs", "model calls", "tokens in", "tokens out", "cost USD", "tool calls", "unrecorded"]]
+    rows = [[*group_by, "runs", "model calls", "tokens in", "cached", "tokens out", "cost USD", "saved USD", "tool calls",
+             "unrecorded"]]
     for g in report["groups"]:
         def num(v: Any, fmt: str = "{}") -> str:
             return "-" if v is None else fmt.format(v)
         rows.append([*(g["key"][k] for k in group_by), str(g["runs"]), num(g["model_calls"]),
-                     num(g["input_tokens"]), num(g["output_tokens"]), num(g["cost_usd"], "{:.6f}"),
-                     num(g["tool_calls"]),
+                     num(g["input_tokens"]), num(g.get("cached_input_tokens")), num(g["output_tokens"]),
+                     num(g["cost_usd"], "{:.6f}"), num(g.get("saving_usd"), "{:.6f}"), num(g["tool_calls"]),
                      num(g["unrecorded_model_calls"]) + (f" (~${g['unrecorded_cost_usd']:.6f})"
                                                          if g.get("unrecorded_model_calls") else "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print(f"total cost ${report['total_cost_usd']:.6f}" + (" (truncated: narrow the period)" if report["truncated"] else ""))
+    saved = report.get("total_saving_usd") or 0
+    print(f"total cost ${report['total_cost_usd']:.6f}" + (f", ${saved:.6f} saved by context caching" if saved else "")
+          + (" (truncated: narrow the period)" if report["truncated"] else ""))
     return 0
