@@ -131,6 +131,13 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.get(f"/v1/runs/{run}/events?page_size=2")
     rt.drive()
     client.get(f"/v1/runs/{run}")  # succeeded
+    client.get(f"/v1/runs/{run}?wait=1s")  # ended already: answered at once
+    # a replay of the ended run, waited for: 200 with the run as it ended
+    client.post(f"{RUNS}?wait=1s", json={"input": "Refund order A-1042, please."}, headers={"Idempotency-Key": "k"})
+    client.get(f"/v1/runs/{run}?wait=forever")
+    client.get("/v1/runs?agent=support&status=succeeded&page_size=1")
+    client.get("/v1/runs?status=sleeping")
+    client.get("/v1/runs", token=None)
     client.get(f"/v1/runs/{run}", token=None)
     client.get("/v1/runs/run_nope")
     client.get(f"/v1/runs/{run}/events")

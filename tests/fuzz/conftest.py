@@ -23,8 +23,10 @@ TOKENS = f"{FUZZ_TOKEN}=fuzz:lead@leads.example.com,{REQUESTER_TOKEN}=fuzz:reque
 
 @pytest.fixture(scope="session")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # a followed or awaited run answers within seconds, whatever the fuzzer asks
+    env = {"AGEX_REQUEST_TIMEOUT_SECONDS": "5", "AGEX_STREAM_MAX_SECONDS": "3", "AGEX_MAX_WAIT_SECONDS": "2"}
     config = StackConfig(api_port=free_port(), workdir=tmp_path_factory.mktemp("fuzz-stack"), dev_tokens=TOKENS,
-                         sweep_every_seconds=5.0, extra_env={"AGEX_REQUEST_TIMEOUT_SECONDS": "5"})
+                         sweep_every_seconds=5.0, extra_env=env)
     with Stack(config) as stack:
         yield stack
 

@@ -233,6 +233,7 @@ class Runtime:
     @functools.cached_property
     def public_api(self) -> PublicApi:
         return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
+                         max_wait_s=self.settings.max_wait_seconds, stream_max_s=self.settings.stream_max_seconds,
                          authenticator=self.authenticator,
                          max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
                          base_url=self.settings.public_url,

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     dev_tokens: str = "dev-token=dev:dev@example.com"
     """``token=tenant:principal`` pairs, comma-separated, for the dev authenticator. Empty disables it."""
     max_input_bytes: int = Field(default=32 * 1024, ge=1)
+    max_wait_seconds: float = Field(default=50.0, ge=0)
+    """The longest ``?wait=`` a request may ask for: under the API's request timeout (Cloud Run's, 60 s for
+    the API function unless raised)."""
+    stream_max_seconds: float = Field(default=3300.0, gt=0)
+    """How long one event stream (``?follow=true``) stays open before it asks the client to reconnect: under
+    the API function's request timeout (Terraform sets it to an hour)."""
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     """How long the API waits for a request's head and body before it answers 408 (slow clients hold a
     socket, never a worker thread: ``agex.app.http.limits``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -41,11 +42,15 @@ class Client:
                 raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e}); is `agex dev` running?") from e
             except httpx.HTTPError as e:
                 raise ApiError(0, "unreachable", f"cannot reach the API at {self.api} ({e})") from e
-        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         if response.status_code >= 400:
-            err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ApiError(response.status_code, err.get("code", "error"), err.get("message", response.text))
-        return body
+            self._raise(response)
+        return response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        raise ApiError(response.status_code, err.get("code", "error"), err.get("message", response.text))
 
     def start_run(self, agent: str, input: str, metadata: dict[str, str] | None = None,
                   idempotency_key: str | None = None) -> dict[str, Any]:
@@ -70,6 +75,44 @@ class Client:
             if not page["next_page_token"]:
                 return
             after = int(page["next_page_token"])
+
+    def follow(self, run_id: str, after: int = 0, deadline: float | None = None) -> Iterator[dict[str, Any]]:
+        """The run's events as they are committed (``?follow=true``, server-sent events), from after ``after``
+        until the run ended or ``deadline`` (``time.monotonic()``) passed. A dropped connection, or the
+        server's ``reconnect``, is resumed from the last event received (``Last-Event-ID``)."""
+        while True:
+            try:
+                with self.http.stream("GET", f"/v1/runs/{run_id}/events", params={"follow": "true"},
+                                      headers={"Last-Event-ID": str(after)},
+                                      timeout=httpx.Timeout(60.0, connect=10.0)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise(response)
+                    for message in _server_sent(response.iter_lines(), deadline):
+                        if message is None:
+                            return  # the deadline passed
+                        if message.get("event") == "end":
+                            return
+                        if message.get("event") == "reconnect":
+                            break
+                        event = json.loads(message["data"])
+                        after = event["seq"]
+                        yield event
+            except httpx.TransportError:
+                time.sleep(0.5)  # the stream broke: resume after the last event received
+            if deadline is not None and time.monotonic() > deadline:
+                return
+
+    def runs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """The tenant's runs, newest first, with ``agent``, ``status``, ``principal``, ``created_after`` and
+        ``created_before`` as the API takes them, page after page."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        while True:
+            page = self._call("GET", "/v1/runs", params=params, retry=True)
+            yield from page["runs"]
+            if not page["next_page_token"]:
+                return
+            params["page_token"] = page["next_page_token"]
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/runs/{run_id}:cancel")
@@ -129,3 +172,20 @@ class Client:
 
 def _present(params: dict[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in params.items() if v is not None and v != ""}
+
+
+def _server_sent(lines: Iterator[str], deadline: float | None) -> Iterator[dict[str, str] | None]:
+    """Server-sent events as ``{field: value}`` (comments, the server's heartbeats, only check the deadline);
+    ``None`` once ``deadline`` passed."""
+    block: dict[str, str] = {}
+    for line in lines:
+        if deadline is not None and time.monotonic() > deadline:
+            yield None
+            return
+        if not line:
+            if block:
+                yield block
+            block = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            block[name] = value.removeprefix(" ")

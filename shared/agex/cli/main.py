@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -80,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     events = sub.add_parser("events", help="show a run's timeline of decisions")
     events.add_argument("run_id")
     events.add_argument("--json", action="store_true")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing events as they happen, until the "
+                        "run ends")
+
+    runs = sub.add_parser("runs", help="list the tenant's runs, newest first")
+    runs.add_argument("--agent")
+    runs.add_argument("--status", choices=["queued", "running", "waiting_approval", "waiting_timer", *TERMINAL])
+    runs.add_argument("--principal", help="only runs started by this principal")
+    runs.add_argument("--since", help="only runs created at or after this time (ISO 8601, or like 2h, 3d)")
+    runs.add_argument("--until", help="only runs created before this time (ISO 8601, or like 2h, 3d: that long ago)")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    runs.add_argument("--json", action="store_true")
 
     cancel = sub.add_parser("cancel", help="cancel an unfinished run")
     cancel.add_argument("run_id")
@@ -169,6 +181,9 @@ def _summary(run: dict[str, Any]) -> str:
 
 
 TERMINAL = ("succeeded", "failed", "cancelled", "expired")
+_STATUS_CHANGES = ("approval_requested", "approval_decided", "timer_set", "step_started", "run_finished",
+                   "run_cancelled")
+"""Events after which the run's status may be another: the follower reads it then, not at every event."""
 
 
 class Follower:
@@ -180,26 +195,34 @@ class Follower:
         self._hinted = not hint
 
     def until(self, statuses: tuple[str, ...], timeout: float) -> dict[str, Any]:
-        """Follow until the run is in one of ``statuses`` or has ended; return the run."""
+        """Follow the run's event stream until it is in one of ``statuses`` or has ended; return the run."""
         deadline = time.monotonic() + timeout
-        while True:
-            run = self.client.run(self.run_id)
-            for event in self.client.events(self.run_id, self.after):
-                self.after = event["seq"]
-                text = timeline.line(event)
-                if text:
-                    print(text, file=self.out, flush=True)
-            if run["status"] in statuses or run["status"] in TERMINAL:
-                return self.client.run(self.run_id)
-            if run["status"] == "waiting_approval" and not self._hinted:
-                self._hinted = True
-                print("          (waiting for a human: see `agex approvals`, then `agex approve ID` or "
-                      "`agex reject ID --reason ...`)", file=self.out, flush=True)
-            if time.monotonic() > deadline:
-                print(f"still {run['status']} after {timeout:.0f} s; follow it with `agex events {self.run_id}`",
-                      file=self.out)
-                return run
-            time.sleep(0.3)
+        run = self.client.run(self.run_id)
+        if run["status"] in statuses or run["status"] in TERMINAL:
+            self._print(self.client.events(self.run_id, self.after))
+            return run
+        for event in self.client.follow(self.run_id, self.after, deadline):
+            self._print([event])
+            if event["kind"] in _STATUS_CHANGES:
+                run = self.client.run(self.run_id)
+                if run["status"] in statuses:
+                    return run
+                if run["status"] == "waiting_approval" and not self._hinted:
+                    self._hinted = True
+                    print("          (waiting for a human: see `agex approvals`, then `agex approve ID` or "
+                          "`agex reject ID --reason ...`)", file=self.out, flush=True)
+        run = self.client.run(self.run_id)
+        if run["status"] not in TERMINAL and run["status"] not in statuses:
+            print(f"still {run['status']} after {timeout:.0f} s; follow it with `agex events {self.run_id} --follow`",
+                  file=self.out)
+        return run
+
+    def _print(self, events: Any) -> None:
+        for event in events:
+            self.after = event["seq"]
+            text = timeline.line(event)
+            if text:
+                print(text, file=self.out, flush=True)
 
 
 def follow(client: Client, run_id: str, timeout: float, out: Any = sys.stdout) -> dict[str, Any]:
@@ -224,7 +247,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from agex.cli.watch_commands import when
+
+    found = list(itertools.islice(_client(args).runs(
+        agent=args.agent, status=args.status, principal=args.principal, created_after=when(args.since),
+        created_before=when(args.until), page_size=min(max(args.limit, 1), 1000)), max(args.limit, 0)))
+    if args.json:
+        _print_json(found)
+        return 0
+    for run in found:
+        print(f"{run['run_id']}  {run['created_at'][:19]}  {run['agent']:<16} {run['status']:<16} "
+              f"steps {run['step']:<4} {(run.get('result') or (run.get('error') or {}).get('code') or '')[:60]}")
+    if not found:
+        print("no runs")
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
+    if args.follow:
+        client = _client(args)
+        for event in client.follow(args.run_id):
+            if args.json:
+                print(json.dumps(event), flush=True)
+            else:
+                text = timeline.line(event)
+                if text:
+                    print(text, flush=True)
+        return 0
     events = list(_client(args).events(args.run_id))
     if args.json:
         _print_json(events)
@@ -515,7 +565,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         system.stop()
 
 
-_COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
+_COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "runs": cmd_runs, "cancel": cmd_cancel,
              "agents": cmd_agents, "approvals": cmd_approvals, "approval": cmd_approval, "approve": cmd_approve, "resolve": cmd_resolve,
              "reject": cmd_reject, "dev": cmd_dev, "demo": cmd_demo, "new": cmd_new}
 

@@ -87,6 +87,8 @@ class StackConfig:
     keep_model_requests: bool = False
     """Make the Gemini emulator keep request bodies (for tests of what the model is sent)."""
     step_workers: int = 1
+    api_threads: int = 128
+    """Requests the API serves at once, each on a thread: followed runs (``?follow=true``) hold one each."""
     """Processes of the step function (gunicorn workers): more than one to see limits held across
     instances, as several Cloud Run instances would."""
     push_min_backoff_seconds: float = 1.0
@@ -322,6 +324,8 @@ class Stack:
                "PYTHONPATH": os.pathsep.join(dict.fromkeys([*path, str(REPO)]))}
         if target == "step":
             env["WORKERS"] = str(c.step_workers)
+        if target == "api":
+            env["THREADS"] = str(c.api_threads)
         return spawn_and_wait(target, argv, port, str(logs / f"{target}.log"), 60,
                               ready=lambda: _answers(f"http://{HOST}:{port}/healthz"), env=env,
                               cwd=str(c.project_dir if c.project_dir is not None else REPO))

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -32,7 +32,7 @@ from agex.engine import decisions
 from agex.engine.budgets import Budgets
 from agex.obs import logging as log
 from agex.ports.auth import Caller
-from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.checkpoint_store import CheckpointStore, RunFilter
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 from agex.ports.task_queue import StepTask, TaskQueue
 
@@ -150,6 +150,12 @@ class RunService:
     def events(self, caller: Caller, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
         self.get(caller, run_id)
         return self.store.list_events(caller.tenant, run_id, after_seq=after_seq, limit=limit)
+
+    def list(self, caller: Caller, where: RunFilter, *, limit: int = 100,
+             after: tuple[datetime, str] | None = None) -> list[RunHead]:
+        """The caller's tenant's runs, newest first, as their readers see them (an overdue run as expired)."""
+        now = self.clock.now()
+        return [decisions.as_seen(h, now) for h in self.store.list_runs(caller.tenant, where, limit=limit, after=after)]
 
     def cancel(self, caller: Caller, run_id: str) -> RunHead:
         head = self.get(caller, run_id)

@@ -34,6 +34,18 @@ class Mutation(Generic[T]):
     spend: Sequence[SpendEntry] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which of a tenant's runs to list: each field set must match (``created_after`` inclusive,
+    ``created_before`` exclusive)."""
+
+    agent: str | None = None
+    status: RunStatus | None = None
+    principal: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
 class CheckpointStore(abc.ABC):
     """Transactions on one run head plus appends to its events.
 
@@ -72,6 +84,12 @@ class CheckpointStore(abc.ABC):
         """Runs of every tenant in one of ``statuses`` not updated since ``updated_before`` (and updated
         after ``updated_after``), oldest update first: the sweep's query for runs that lost their step
         task, and the drift collector's for runs that ended."""
+
+    @abc.abstractmethod
+    def list_runs(self, tenant: str, where: RunFilter, *, limit: int = 100,
+                  after: tuple[datetime, str] | None = None) -> list[RunHead]:
+        """A tenant's runs matching ``where``, newest first (``created_at`` descending, then ``run_id``
+        descending), starting after the ``after`` position."""
 
     @abc.abstractmethod
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:

@@ -54,6 +54,43 @@ resource "google_firestore_index" "runs_status_wake_at" {
   }
 }
 
+# Listing a tenant's runs (tenants/{t}/runs, GET /v1/runs, FirestoreCheckpointStore.list_runs): any
+# combination of the equality filters agent, status and principal, then newest first by created_at and
+# run_id (the page cursor), with an optional created_at range.
+resource "google_firestore_index" "runs_listing" {
+  for_each = {
+    "all"                    = []
+    "agent"                  = ["agent"]
+    "status"                 = ["status"]
+    "principal"              = ["principal"]
+    "agent_status"           = ["agent", "status"]
+    "agent_principal"        = ["agent", "principal"]
+    "status_principal"       = ["status", "principal"]
+    "agent_status_principal" = ["agent", "status", "principal"]
+  }
+
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "runs"
+  query_scope = "COLLECTION"
+
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "run_id"
+    order      = "DESCENDING"
+  }
+}
+
 # Listing a tenant's approvals of one status (tenants/{t}/approvals).
 resource "google_firestore_index" "approvals_status_created_at" {
   project     = var.project

@@ -78,7 +78,12 @@ resource "google_cloudfunctions2_function" "api" {
     ingress_settings                 = var.api_ingress
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.api.email
-    environment_variables            = local.function_env
+    # a thread per request, streams included (?follow=true holds one for up to the request timeout), and a
+    # stream closes a minute before Cloud Run would cut it: the client reconnects with Last-Event-ID
+    environment_variables = merge(local.function_env, {
+      THREADS                 = tostring(var.functions.api.concurrency)
+      AGEX_STREAM_MAX_SECONDS = tostring(max(var.functions.api.timeout_seconds - 60, 30))
+    })
   }
 
   depends_on = [google_project_service.apis, google_project_iam_member.build]

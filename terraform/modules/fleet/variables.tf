@@ -104,7 +104,7 @@ variable "functions" {
     api = optional(object({
       memory          = optional(string, "512Mi")
       cpu             = optional(string, "1")
-      timeout_seconds = optional(number, 60)
+      timeout_seconds = optional(number, 3600)
       concurrency     = optional(number, 80)
       min_instances   = optional(number, 0)
       max_instances   = optional(number, 10)

@@ -68,7 +68,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
 from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
-from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, RunFilter
 from agex.ports.rules import (
     RESERVED_NAME,
     check_collection_prefix,
@@ -400,6 +400,27 @@ class FirestoreCheckpointStore(CheckpointStore):
             query = query.where(filter=FieldFilter("updated_at", ">", updated_after))
         query = query.order_by("updated_at").limit(limit)
         return [_decode_head(d) for d in self._query(query, "finding runs")]
+
+    def list_runs(self, tenant: str, where: RunFilter, *, limit: int = 100,
+                  after: tuple[datetime, str] | None = None) -> list[RunHead]:
+        if limit <= 0 or not valid_document_id(tenant):
+            return []
+        # Equality filters, then the creation range, newest first: the Terraform declares a composite index
+        # for each combination of agent, status and principal (docs/operations.md). Ordered by the run_id
+        # field, not the document id, so any cursor works.
+        query: Any = self._client.collection(self._tenants).document(tenant).collection(self._runs)
+        for name, value in (("agent", where.agent), ("status", str(RunStatus(where.status)) if where.status else None),
+                            ("principal", where.principal)):
+            if value is not None:
+                query = query.where(filter=FieldFilter(name, "==", value))
+        if where.created_after is not None:
+            query = query.where(filter=FieldFilter("created_at", ">=", where.created_after))
+        if where.created_before is not None:
+            query = query.where(filter=FieldFilter("created_at", "<", where.created_before))
+        query = query.order_by("created_at", direction="DESCENDING").order_by("run_id", direction="DESCENDING")
+        if after is not None:
+            query = query.start_after({"created_at": after[0], "run_id": after[1]})
+        return [_decode_head(d) for d in self._query(query.limit(limit), f"listing runs of tenant {tenant}")]
 
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
         if limit <= 0:

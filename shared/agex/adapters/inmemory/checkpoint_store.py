@@ -12,7 +12,7 @@ from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, NotFound
 from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
 from agex.core.spend import SpendEntry
-from agex.ports.checkpoint_store import CheckpointStore, Mutation
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, RunFilter
 from agex.ports.rules import check_continues, check_late_decision, check_size, check_update
 
 T = TypeVar("T")
@@ -83,6 +83,15 @@ class InMemoryCheckpointStore(CheckpointStore):
                      and (updated_after is None or h.updated_at > updated_after)]
             return [h.model_copy(deep=True) for h in sorted(found, key=lambda h: h.updated_at)[:limit]]
 
+    def list_runs(self, tenant: str, where: RunFilter, *, limit: int = 100,
+                  after: tuple[datetime, str] | None = None) -> list[RunHead]:
+        with self._lock:
+            found = [h for (t, _), h in self._heads.items() if t == tenant and _matches(h, where)]
+        found.sort(key=lambda h: (h.created_at, h.run_id), reverse=True)
+        if after is not None:
+            found = [h for h in found if (h.created_at, h.run_id) < after]
+        return [h.model_copy(deep=True) for h in found[:max(limit, 0)]]
+
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
         with self._lock:
             found = [h for h in self._heads.values()
@@ -129,3 +138,11 @@ def _check_sizes(head: RunHead, events: Sequence[Event]) -> None:
     check_size(path, head.model_dump(mode="python"))
     for event in events:
         check_size(f"{path}/events/{event.seq:010d}", event.model_dump(mode="python"))
+
+
+def _matches(head: RunHead, where: RunFilter) -> bool:
+    return ((where.agent is None or head.agent == where.agent)
+            and (where.status is None or head.status == where.status)
+            and (where.principal is None or head.principal == where.principal)
+            and (where.created_after is None or head.created_at >= where.created_after)
+            and (where.created_before is None or head.created_at < where.created_before))

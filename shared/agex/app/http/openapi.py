@@ -23,9 +23,11 @@ from agex.app.http.views import (
     DecisionView,
     ErrorBody,
     EventsPage,
+    RunsPage,
     RunView,
 )
 from agex.core.approval import ApprovalStatus
+from agex.core.run import RunStatus
 from agex.engine.approvals import DecideRequest
 from agex.engine.reports import (
     GROUPS,
@@ -38,7 +40,7 @@ from agex.engine.reports import (
 )
 from agex.engine.runs import CreateRunRequest
 
-_MODELS: list[type[BaseModel]] = [RunView, EventsPage, AgentView, AgentList, ApprovalView, ApprovalsPage,
+_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, AgentView, AgentList, ApprovalView, ApprovalsPage,
                                   DecisionView, ErrorBody, CreateRunRequest, DecideRequest, AgentMetrics, UsageReport,
                                   AlertsPage, EvalsPage, EvalSubmission, EvalView]
 
@@ -65,6 +67,10 @@ _EVENTS_PAGE_TOKEN = {"name": "page_token", "in": "query",
                       "schema": {"type": "string", "minLength": 1, "pattern": EVENTS_TOKEN_PATTERN},
                       "description": "The `next_page_token` of the previous page; opaque. Anything else, "
                                      "the empty string included, is a 400."}
+_RUNS_PAGE_TOKEN = {"name": "page_token", "in": "query",
+                    "schema": {"type": "string", "minLength": 1, "pattern": APPROVALS_TOKEN_PATTERN},
+                    "description": "The `next_page_token` of the previous page, with the same filters; opaque. A "
+                                   "string the API did not return, or the empty string, is a 400."}
 _APPROVALS_PAGE_TOKEN = {"name": "page_token", "in": "query",
                          "schema": {"type": "string", "minLength": 1, "pattern": APPROVALS_TOKEN_PATTERN},
                          "description": "The `next_page_token` of the previous page, with the same `status`; "
@@ -89,6 +95,12 @@ def _text(name: str, description: str) -> dict[str, Any]:
 _PERIOD = [_time("from", "Start of the period (runs that ended at or after it); default: `to` less 7 days."),
            _time("to", "End of the period (runs that ended before it); default: now. A period longer than 92 "
                         "days is cut to its last 92 (the answer's `from` and `truncated` say so).")]
+
+
+_WAIT = {"name": "wait", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?s?$"},
+         "description": "Answer as soon as the run ended, or after this many seconds (`30s`, `30` or `2.5s`; at most "
+                        "`AGEX_MAX_WAIT_SECONDS`, 50 by default), with the run as it is then."}
 
 
 def _idempotency_key(description: str) -> dict[str, Any]:
@@ -171,19 +183,45 @@ def _document() -> dict[str, Any]:
                               **_errors(401, 404)}}},
             "/v1/agents/{agent}/runs": {"post": {
                 "operationId": "start_run", "summary": "Start a run of an agent",
-                "parameters": [_AGENT, _idempotency_key("The same key and body return the same run; the same "
-                                                        "key with another body is a 409.")],
+                "parameters": [_AGENT, _WAIT, _idempotency_key("The same key and body return the same run; the "
+                                                               "same key with another body is a 409.")],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(CreateRunRequest)}}},
                 "responses": {"202": _with_links(_json(RunView, "The run was accepted (or replayed for the same "
-                                                                "key)."), **_RUN_LINKS),
+                                                                "key), and has not ended yet."), **_RUN_LINKS),
+                              "200": _with_links(_json(RunView, "With `wait`: the run ended while the request "
+                                                                "waited."), **_RUN_LINKS),
                               **_errors(400, 401, 404, 409, 413, 415, 429)}}},
+            "/v1/runs": {"get": {
+                "operationId": "list_runs", "summary": "The tenant's runs, newest first, filtered and paginated",
+                "parameters": [_text("agent", "Only runs of this agent."),
+                               {"name": "status", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": [s.value for s in RunStatus]},
+                                "description": "Only runs in this status."},
+                               _text("principal", "Only runs started by this principal."),
+                               _time("created_after", "Only runs created at or after this time."),
+                               _time("created_before", "Only runs created before this time."),
+                               _PAGE_SIZE, _RUNS_PAGE_TOKEN],
+                "responses": {"200": _with_links(
+                    _json(RunsPage, "A page of runs."),
+                    GetRun=_link("get_run", run_id="$response.body#/runs/0/run_id")), **_errors(400, 401)}}},
             "/v1/runs/{run_id}": {"get": {
-                "operationId": "get_run", "summary": "A run's status, usage and result", "parameters": [_RUN_ID],
-                "responses": {"200": _with_links(_json(RunView, "The run."), **_RUN_LINKS), **_errors(401, 404)}}},
+                "operationId": "get_run", "summary": "A run's status, usage and result", "parameters": [_RUN_ID, _WAIT],
+                "responses": {"200": _with_links(_json(RunView, "The run."), **_RUN_LINKS), **_errors(400, 401, 404)}}},
             "/v1/runs/{run_id}/events": {"get": {
-                "operationId": "list_events", "summary": "A run's events in order, paginated",
-                "parameters": [_RUN_ID, _PAGE_SIZE, _EVENTS_PAGE_TOKEN],
-                "responses": {"200": _json(EventsPage, "A page of events."), **_errors(400, 401, 404)}}},
+                "operationId": "list_events", "summary": "A run's events in order, paginated, or followed live",
+                "parameters": [_RUN_ID, _PAGE_SIZE, _EVENTS_PAGE_TOKEN,
+                               {"name": "follow", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["true", "false"]},
+                                "description": "`true`: answer `text/event-stream`, every event as it is committed "
+                                               "until the run ended (docs/api.md, \"Following a run\")."},
+                               {"name": "Last-Event-ID", "in": "header", "required": False,
+                                "schema": {"type": "string", "pattern": EVENTS_TOKEN_PATTERN},
+                                "description": "With `follow=true`: the id of the last event received, to resume "
+                                               "after it."}],
+                "responses": {"200": {"description": "A page of events; with `follow=true`, a stream of them.",
+                                      "content": {"application/json": {"schema": _ref(EventsPage)},
+                                                  "text/event-stream": {"schema": {"type": "string"}}}},
+                              **_errors(400, 401, 404)}}},
             "/v1/runs/{run_id}:cancel": {"post": {
                 "operationId": "cancel_run", "summary": "Cancel an unfinished run", "parameters": [_RUN_ID],
                 "responses": {"200": _with_links(_json(RunView, "The cancelled run."), **_RUN_LINKS),

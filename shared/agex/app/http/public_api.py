@@ -17,7 +17,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from agex.app.http import openapi
+from agex.app.http import live, openapi
 from agex.app.http.responses import (
     error_response,
     http_exception_response,
@@ -36,6 +36,7 @@ from agex.app.http.views import (
     DecisionView,
     EventsPage,
     EventView,
+    RunsPage,
     RunView,
 )
 from agex.core.agent import AgentRegistry
@@ -48,12 +49,14 @@ from agex.core.errors import (
     UnsupportedMediaType,
     validation_problems,
 )
+from agex.core.run import RunStatus
 from agex.engine.approvals import ApprovalService, DecideRequest
 from agex.engine.reports import EvalSubmission, Reports
 from agex.engine.runs import CreateRunRequest, RunService
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.auth import Authenticator, Caller
+from agex.ports.checkpoint_store import RunFilter
 
 MAX_PAGE_SIZE = 1000
 _log = log.get("api")
@@ -71,6 +74,7 @@ _routes = Map([
     Rule("/v1/agents", endpoint="list_agents", methods=["GET"]),
     Rule("/v1/agents/<id:agent>", endpoint="get_agent", methods=["GET"]),
     Rule("/v1/agents/<id:agent>/runs", endpoint="start_run", methods=["POST"]),
+    Rule("/v1/runs", endpoint="list_runs", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>", endpoint="get_run", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>/events", endpoint="list_events", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>:cancel", endpoint="cancel_run", methods=["POST"]),
@@ -90,8 +94,9 @@ _PUBLIC = {"health", "openapi"}
 class PublicApi:
     def __init__(self, *, service: RunService, approvals: ApprovalService, agents: AgentRegistry,
                  authenticator: Authenticator, max_body_bytes: int, base_url: str = "",
-                 reports: Reports | None = None) -> None:
+                 reports: Reports | None = None, max_wait_s: float = 50.0, stream_max_s: float = 3300.0) -> None:
         self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
+        self.max_wait_s, self.stream_max_s = max_wait_s, stream_max_s
         self.reports = reports
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url.rstrip("/")
@@ -138,6 +143,7 @@ class PublicApi:
 
     def _start_run(self, request: Request, caller: Caller, agent: str) -> Response:
         self.agents.get(agent)  # an unknown agent is a 404 before the body is even read
+        wait = live.wait_seconds(request.args.get("wait"), self.max_wait_s)
         key = idempotency_key(request)
         body = self._json_body(request)
         check_text(body, ("input",), ("metadata",))
@@ -147,24 +153,69 @@ class PublicApi:
             raise RequestError(f"invalid run request: {_describe(e, CreateRunRequest)}") from e
         started = self.service.start(caller, agent, create, idempotency_key=key,
                                      traceparent=tracing.current_traceparent())
-        view = RunView.of(started.run, self.base_url)
+        run = started.run
+        if wait:
+            run = live.wait_for_end(lambda: self.service.get(caller, started.run.run_id), wait)
+        view = RunView.of(run, self.base_url)
         log.annotate_request(run=started.run.run_id, agent=agent)
         log.info(_log, "run started" if not started.replayed else "run request replayed",
                  run=started.run.run_id, agent=agent)
         headers = {"Location": view.links.self, **({"Idempotent-Replayed": "true"} if started.replayed else {})}
-        return json_response(view.model_dump(mode="json"), 202, headers)
+        # 200 when the wait saw it end, 202 otherwise
+        return json_response(view.model_dump(mode="json"), 200 if wait and run.status.terminal else 202, headers)
 
     def _get_run(self, request: Request, caller: Caller, run_id: str) -> Response:
-        return json_response(RunView.of(self.service.get(caller, run_id), self.base_url).model_dump(mode="json"))
+        wait = live.wait_seconds(request.args.get("wait"), self.max_wait_s)
+        run = self.service.get(caller, run_id)
+        if wait:
+            run = live.wait_for_end(lambda: self.service.get(caller, run_id), wait)
+        return json_response(RunView.of(run, self.base_url).model_dump(mode="json"))
+
+    def _list_runs(self, request: Request, caller: Caller) -> Response:
+        size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
+        after = _decode_position(request.args["page_token"]) if "page_token" in request.args else None
+        raw_status = request.args.get("status")
+        if raw_status is not None and raw_status not in set(RunStatus):
+            raise RequestError(f"query parameter status must be one of {', '.join(s.value for s in RunStatus)} "
+                               f"(or absent for all), got {raw_status[:40]!r}")
+        status = RunStatus(raw_status) if raw_status is not None else None
+        where = RunFilter(agent=_text_param(request, "agent"), status=status, principal=_text_param(request, "principal"),
+                          created_after=_time_param(request, "created_after"),
+                          created_before=_time_param(request, "created_before"))
+        runs = self.service.list(caller, where, limit=size + 1, after=after)
+        more = len(runs) > size
+        last = runs[size - 1] if more else None
+        page = RunsPage(runs=[RunView.of(r, self.base_url) for r in runs[:size]],
+                        next_page_token=_encode(last.created_at, last.run_id) if last is not None else None)
+        return json_response(page.model_dump(mode="json"))
 
     def _list_events(self, request: Request, caller: Caller, run_id: str) -> Response:
         after = _int_param(request, "page_token", 0, 0, 10**18, _EVENTS_TOKEN)
         size = _int_param(request, "page_size", 100, 1, MAX_PAGE_SIZE)
+        follow = _choice(request, "follow", ("true", "false"), "false") == "true"
+        if follow:
+            return self._follow(request, caller, run_id, after)
         events = self.service.events(caller, run_id, after_seq=after, limit=size + 1)
         more = len(events) > size
         page = EventsPage(events=[EventView.of(e) for e in events[:size]],
                           next_page_token=str(events[size - 1].seq) if more else None)
         return json_response(page.model_dump(mode="json"))
+
+    def _follow(self, request: Request, caller: Caller, run_id: str, after: int) -> Response:
+        """The run's events as ``text/event-stream``, from after ``page_token`` or the ``Last-Event-ID`` the
+        client got last (a reconnection), until the run ended."""
+        resumed = request.headers.get("Last-Event-ID")
+        if resumed is not None:
+            if not _EVENTS_TOKEN.fullmatch(resumed):
+                raise RequestError(f"header Last-Event-ID must be the id of an event of this stream, got {resumed[:40]!r}")
+            after = max(after, int(resumed))
+        self.service.get(caller, run_id)  # an unknown run is a 404, not an empty stream
+        stream = live.event_stream(
+            lambda seq: self.service.events(caller, run_id, after_seq=seq, limit=MAX_PAGE_SIZE),
+            lambda: self.service.get(caller, run_id), after,
+            lambda e: EventView.of(e).model_dump(mode="json"), max_seconds=self.stream_max_s)
+        return Response(stream, mimetype="text/event-stream", direct_passthrough=True,
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     def _cancel_run(self, request: Request, caller: Caller, run_id: str) -> Response:
         return json_response(RunView.of(self.service.cancel(caller, run_id), self.base_url).model_dump(mode="json"))
@@ -333,7 +384,11 @@ def _status_param(request: Request) -> ApprovalStatus | None:
 
 def _encode_position(approval: Approval) -> str:
     """The page token after ``approval``: its place in the listing's order, opaque to clients."""
-    raw = json.dumps([approval.created_at.isoformat(), approval.approval_id], separators=(",", ":"))
+    return _encode(approval.created_at, approval.approval_id)
+
+
+def _encode(created_at: datetime, item_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), item_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

@@ -80,6 +80,12 @@ class EventView(_View):
         return cls(seq=event.seq, step=event.step, kind=event.kind.value, at=event.at, data=guarding.public(event.data))
 
 
+class RunsPage(_View):
+    runs: list[RunView] = Field(description="Newest first.")
+    next_page_token: str | None = Field(description="Pass as page_token, with the same filters, to get the next "
+                                        "page; null at the end.")
+
+
 class EventsPage(_View):
     events: list[EventView]
     next_page_token: str | None = Field(description="Pass as page_token to get the next page; null at the end.")
