@@ -32,6 +32,7 @@ from agex.app.runtime import Runtime
 from agex.core.agent import Agent
 from agex.core.approval import Approval, approval_id, redact
 from agex.core.run import Event, EventKind, RunHead, RunStatus
+from agex.core.schedule import Schedule
 from agex.core.spend import Budget
 from agex.ports.checkpoint_store import Mutation
 from agex.testing import TestModel
@@ -199,11 +200,14 @@ def rt() -> InMemoryRuntime:
     return InMemoryRuntime([UNGUARDED], TestModel(FINAL_TEXT, args_for=lambda name: TOOL_ARGS[name]))
 
 
+SCHEDULE = Schedule(name="nightly", agent="support", cron="0 6 * * *", input="Any refunds to check?", tenant="dev")
+
+
 def make_api(rt: InMemoryRuntime, base_url: str = "", budgets: list[Budget] | None = None) -> PublicApi:
     """The API as the composition root builds it, over the test runtime's ports, with these tokens."""
     settings = rt.runtime.settings.model_copy(update={"dev_tokens": TOKENS, "public_url": base_url,
                                                       "budgets": budgets or []})
-    api = Runtime(settings, rt.runtime.backends, agents=rt.agents).public_api
+    api = Runtime(settings, rt.runtime.backends, agents=rt.agents, schedules=(SCHEDULE,)).public_api
     assert api.max_body_bytes == MAX_BODY_BYTES
     return api
 

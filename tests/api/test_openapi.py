@@ -138,6 +138,17 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.get("/v1/runs?agent=support&status=succeeded&page_size=1")
     client.get("/v1/runs?status=sleeping")
     client.get("/v1/runs", token=None)
+    client.get("/v1/schedules")
+    client.get("/v1/schedules", token=None)
+    client.post("/v1/schedules/nightly:pause")
+    client.post("/v1/schedules/nightly:resume")
+    client.post("/v1/schedules/weekly:pause")
+    client.post("/v1/schedules/weekly:resume")
+    client.post("/v1/schedules/nightly:pause", token=None)
+    client.post("/v1/schedules/nightly:resume", token=None)
+    acme = ApiClient(make_api(rt), checker, token=ACME_TOKEN)
+    assert acme.get("/v1/schedules").get_json() == {"schedules": []}  # another tenant's is not listed
+    assert acme.post("/v1/schedules/nightly:pause").status_code == 404
     client.get(f"/v1/runs/{run}", token=None)
     client.get("/v1/runs/run_nope")
     client.get(f"/v1/runs/{run}/events")

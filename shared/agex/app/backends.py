@@ -25,6 +25,7 @@ from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
 from agex.ports.metrics_store import MetricsStore
 from agex.ports.model import Model
+from agex.ports.schedules import ScheduleStore
 from agex.ports.secret_store import SecretStore
 from agex.ports.spend_ledger import SpendLedger
 from agex.ports.task_queue import TaskQueue
@@ -53,6 +54,8 @@ class Backends:
     """Models' circuit breakers, shared by every instance."""
     degradations: Callable[[], DegradationStore]
     """Which agents run degraded (SLO burn rates), shared by every instance."""
+    schedules: Callable[[], ScheduleStore]
+    """Which schedules the API paused."""
     spend: Callable[[], SpendLedger]
     """The ledger the checkpoint store writes model spend to, summed for budgets."""
     clock: Clock = field(default_factory=SystemClock)
@@ -161,6 +164,14 @@ class Backends:
             assert isinstance(store, FirestoreCheckpointStore)
             return FirestoreDegradations(store.client, prefix=store.prefix)
 
+        def schedules() -> ScheduleStore:
+            from agex.adapters.gcp.firestore_schedules import FirestoreSchedules
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreSchedules(store.client, prefix=store.prefix)
+
         def spend() -> SpendLedger:
             from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
             from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
@@ -170,7 +181,7 @@ class Backends:
             return FirestoreSpendLedger(store.client, prefix=store.prefix)
 
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
-                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend),
+                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules),
                    degradations=_once(degradations))
 
     @classmethod
@@ -184,6 +195,7 @@ class Backends:
         from agex.adapters.inmemory.event_bus import InMemoryEventBus
         from agex.adapters.inmemory.limiter import InMemoryLimiter
         from agex.adapters.inmemory.metrics_store import InMemoryMetricsStore
+        from agex.adapters.inmemory.schedules import InMemorySchedules
         from agex.adapters.inmemory.secret_store import InMemorySecretStore
         from agex.adapters.inmemory.spend_ledger import InMemorySpendLedger
         from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
@@ -195,7 +207,7 @@ class Backends:
         return cls(store=lambda: store, queue=lambda: queue, bus=lambda: bus, models=lambda: models,
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
                    metrics=lambda: metrics, breakers=lambda: breakers, spend=_once(lambda: InMemorySpendLedger(store)),
-                   degradations=lambda: degradations,
+                   degradations=lambda: degradations, schedules=_once(InMemorySchedules),
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
 

@@ -18,6 +18,9 @@ agents:
     queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
 prices:                                      # optional: models the built-in price table lacks, USD per million tokens
   llama3.2: {input_per_mtok: 0, output_per_mtok: 0}
+schedules:                                   # optional: agents run on a cron schedule (docs/schedules.md)
+  - {name: nightly-digest, agent: support, cron: "0 6 * * *", time_zone: Europe/Paris, tenant: acme,
+     input: "Summarise yesterday's refunds"}
 budgets:                                     # optional: spend caps across runs (docs/budgets.md)
   - {name: tenant-day, scope: tenant, window: day, max_cost_usd: 20, action: refuse}
   - {name: user-day, scope: user, window: day, max_cost_usd: 2, action: degrade, degrade: {model: gemini-2.5-flash-lite}}
@@ -37,6 +40,7 @@ from agex.core.agent import Agent, AgentRegistry
 from agex.core.errors import ConfigurationError
 from agex.core.guard import GuardSpec
 from agex.core.pricing import Price
+from agex.core.schedule import Schedule
 from agex.core.spend import Budget
 
 
@@ -98,6 +102,8 @@ class Fleet(_Strict):
     agents: dict[str, FleetAgent]
     prices: dict[str, Price] = Field(default_factory=dict)
     """Prices of models the built-in table lacks (or negotiated ones), USD per million tokens."""
+    schedules: list[Schedule] = Field(default_factory=list)
+    """Agents run on a cron schedule (docs/schedules.md); Terraform makes a Cloud Scheduler job of each."""
     budgets: list[Budget] = Field(default_factory=list)
     """Spend caps across runs: per user, agent, tenant or the deployment, over a rolling day or month
     (docs/budgets.md)."""

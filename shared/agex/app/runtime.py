@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +28,14 @@ from agex.core.decision_signing import DecisionSigner, DecisionVerifier
 from agex.core.errors import ConfigurationError
 from agex.core.guard import Chain
 from agex.core.pricing import DEFAULT_PRICES, Pricing
+from agex.core.schedule import Schedule
 from agex.core.spend import Budget
 from agex.engine.approvals import ApprovalApplier, ApprovalService
 from agex.engine.budgets import Budgets
 from agex.engine.metrics import Recorder, Versions
 from agex.engine.reports import Reports
 from agex.engine.runs import RunService
+from agex.engine.schedules import ScheduleService
 from agex.engine.slo import SloService, reader
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.obs import logging as log
@@ -57,15 +59,19 @@ if TYPE_CHECKING:
 
 class Runtime:
     def __init__(self, settings: Settings | None = None, backends: Backends | None = None, *,
-                 agents: AgentRegistry | None = None) -> None:
+                 agents: AgentRegistry | None = None, schedules: Sequence[Schedule] = ()) -> None:
+        """``agents`` and ``schedules``: instead of the fleet file's (tests, and deployments from code)."""
         self.settings = settings or Settings()
         self.backends = backends or Backends.gcp(self.settings)
         self.clock, self.ids = self.backends.clock, self.backends.ids
         self.pricing = Pricing({**DEFAULT_PRICES, **self.settings.prices})
         self._drift_pins: dict[str, Any] = {}
         self._fleet_budgets: list[Budget] = []
+        self._schedules: list[Schedule] = []
         if agents is not None:
             self.__dict__["agents"] = self._checked(agents)
+            _check_schedules(list(schedules), self.__dict__["agents"])
+            self._schedules = list(schedules)
 
     @functools.cached_property
     def agents(self) -> AgentRegistry:
@@ -76,9 +82,12 @@ class Runtime:
             declared = fleet.load(s.fleet_file)
             self.pricing = Pricing({**DEFAULT_PRICES, **declared.prices, **s.prices})
             self._fleet_budgets = declared.budgets
+            self._schedules = declared.schedules
             self._drift_pins = {name: a.drift for name, a in declared.agents.items() if a.drift is not None
                                 and a.drift.baseline_version is not None}
-            return self._checked(fleet.registry(declared, s.project))
+            registry = self._checked(fleet.registry(declared, s.project))
+            _check_schedules(declared.schedules, registry)
+            return registry
         if not s.agent_specs:
             raise ConfigurationError("this deployment has no agents: set AGEX_FLEET_FILE (a fleet file) or "
                                      "AGEX_AGENTS (module:attribute specs)")
@@ -189,6 +198,12 @@ class Runtime:
         return FileFailpoints(self.settings.failpoints_file) if self.settings.failpoints_file else NO_FAILPOINTS
 
     @functools.cached_property
+    def schedules(self) -> ScheduleService:
+        """The fleet file's schedules (checked with the agents)."""
+        _ = self.agents
+        return ScheduleService(self._schedules, self.backends.schedules(), self.service, self.clock)
+
+    @functools.cached_property
     def budgets(self) -> Budgets | None:
         """The budgets across runs, from the fleet file and ``AGEX_BUDGETS``; None when there are none (then
         nothing reads the ledger)."""
@@ -234,6 +249,7 @@ class Runtime:
     def public_api(self) -> PublicApi:
         return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
                          max_wait_s=self.settings.max_wait_seconds, stream_max_s=self.settings.stream_max_seconds,
+                         schedules=lambda: self.schedules,
                          authenticator=self.authenticator,
                          max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
                          base_url=self.settings.public_url,
@@ -277,7 +293,7 @@ class Runtime:
         s = self.settings
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=self.runner, service=self.service, approvals=self.applier, verify=verify,
-                            instance=f"{socket.gethostname()}-{os.getpid()}")
+                            instance=f"{socket.gethostname()}-{os.getpid()}", schedules=lambda: self.schedules)
 
     @functools.cached_property
     def drift_endpoint(self) -> DriftEndpoint:
@@ -340,3 +356,18 @@ def runtime() -> Runtime:
     tracing.setup(settings.project)
     metrics.setup(settings.project)
     return Runtime(settings)
+
+
+def _check_schedules(schedules: list[Schedule], registry: AgentRegistry) -> None:
+    """At start, like the agents: each schedule's agent deployed, its cron and time zone valid, names unique."""
+    from agex.engine.schedules import check
+
+    names = [s.name for s in schedules]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("two schedules have the same name in the fleet file; names must be unique")
+    deployed = {a.name for a in registry.all()}
+    for schedule in schedules:
+        check(schedule)
+        if schedule.agent not in deployed:
+            raise ConfigurationError(f"schedule {schedule.name!r} runs agent {schedule.agent!r}, which is not "
+                                     f"deployed here (agents: {', '.join(sorted(deployed))})")

@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ class Stack:
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._drifter: threading.Thread | None = None
+        self._firer: threading.Thread | None = None
         self._functions: dict[str, EmulatorProcess] = {}
         self._ports: dict[str, int] = {}
         # the API's decision signing key: its private half in the Secret Manager emulator, readable by the
@@ -192,6 +194,9 @@ class Stack:
             self._sweeper.start()
             self._drifter = threading.Thread(target=self._drift_loop, args=(scheduler,), name="agex-drift", daemon=True)
             self._drifter.start()
+            self._firer = threading.Thread(target=self._schedule_loop, args=(scheduler, Settings().step_service_account),
+                                           name="agex-schedules", daemon=True)
+            self._firer.start()
         except BaseException:
             self.stop()
             raise
@@ -340,6 +345,33 @@ class Stack:
             with contextlib.suppress(Exception):  # a missed sweep is made up by the next one
                 post_with_oidc(client, queue, url=self.step_url + "sweep", service_account=service_account,
                                audience=self.step_url)
+
+    def _schedule_loop(self, client: Any, service_account: str) -> None:
+        """Cloud Scheduler's jobs of the fleet file's schedules: each due time, a POST to the step function's
+        ``/schedules/{name}:fire`` with the time it was due, through Cloud Tasks like the sweep (the fleet file
+        is read again after a redeploy)."""
+        from agex.adapters.gcp.cloud_tasks import post_with_oidc
+        from agex.app import fleet
+        from agex.engine.schedules import next_due
+
+        queue = client.queue_path(self.config.project, "us-central1", "agex-steps")
+        loaded: object = object()  # not yet read: anything the fleet file setting cannot be
+        schedules: list[Any] = []
+        due: dict[str, datetime] = {}
+        while not self._stop.wait(1.0):
+            now = datetime.now(UTC)
+            if self.config.fleet_file != loaded:
+                loaded = self.config.fleet_file
+                schedules = fleet.load(loaded).schedules if loaded is not None else []
+                due = {s.name: next_due(s, now) for s in schedules}
+            for schedule in schedules:
+                if due[schedule.name] > now:
+                    continue
+                with contextlib.suppress(Exception):  # a firing lost here is lost, as a failed job's would be
+                    post_with_oidc(client, queue, url=f"{self.step_url}schedules/{schedule.name}:fire",
+                                   service_account=service_account, audience=self.step_url,
+                                   headers={"X-CloudScheduler-ScheduleTime": due[schedule.name].isoformat()})
+                due[schedule.name] = next_due(schedule, now)
 
     def _drift_loop(self, client: Any) -> None:
         """Cloud Scheduler's drift job locally, with the OIDC token of the scheduler's identity."""

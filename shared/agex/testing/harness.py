@@ -22,6 +22,7 @@ from agex.core.approval import DECISIONS_TOPIC, DecisionMessage
 from agex.core.clock import ManualClock, SequentialIds
 from agex.core.errors import LeaseHeld, NotDue, TransientError
 from agex.core.run import RunHead
+from agex.core.schedule import Schedule
 from agex.core.spend import Budget
 from agex.engine.approvals import Outcome
 from agex.engine.decisions import Delivery
@@ -39,7 +40,8 @@ class InMemoryRuntime:
     and the deliveries Cloud Tasks and Pub/Sub would make done by hand."""
 
     def __init__(self, agents: list[Agent], model: Model | Callable[[Agent], Model], *,
-                 lease_seconds: float = 60.0, budgets: Sequence[Budget] = ()) -> None:
+                 lease_seconds: float = 60.0, budgets: Sequence[Budget] = (),
+                 schedules: Sequence[Schedule] = ()) -> None:
         self.clock = ManualClock()
         models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
         self.secrets = InMemorySecretStore()
@@ -50,11 +52,13 @@ class InMemoryRuntime:
         self._backends = Backends.in_memory(models, clock=self.clock, ids=SequentialIds(), secrets=self.secrets)
         self._decisions_seen = 0
         self.results: list[StepResult] = []
+        self._schedules = tuple(schedules)
         self._wire(agents)
 
     def _wire(self, agents: list[Agent]) -> None:
         self.runtime = rt = Runtime(self._settings, self._backends, agents=AgentRegistry([
-            a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"}) for a in agents]))
+            a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"}) for a in agents]),
+            schedules=self._schedules)
         self.agents, self.store, self.limiter, self.metrics = rt.agents, rt.store, rt.limiter, rt.metrics
         self.queue, self.bus = cast(InMemoryTaskQueue, rt.queue), cast(InMemoryEventBus, rt.bus)
         self.runner, self.service, self.approvals, self.applier = rt.runner, rt.service, rt.approval_service, rt.applier

@@ -31,6 +31,7 @@ module "fleet" {
   firestore_location          = var.firestore_location
   firestore_delete_protection = var.firestore_delete_protection
   agents                      = local.fleet.agents
+  schedules                   = try(local.fleet.schedules, [])
   fleet_file                  = var.fleet_file
   agent_packages              = var.agent_packages
   source_object               = var.source_object

@@ -1,4 +1,5 @@
-# Cloud Scheduler: the sweep (every minute) and the drift check (var.drift_schedule, hourly by default).
+# Cloud Scheduler: the sweep (every minute), the drift check (var.drift_schedule, hourly by default) and the
+# fleet file's schedules (one job each).
 
 # POST {step URL}/sweep with an OIDC token for tasks_invoker, the one identity the step function admits.
 # The audience is AGEX_STEP_AUDIENCE (the step URL), which the step function checks in-process; the sweep
@@ -79,4 +80,38 @@ locals {
     null
   )
   drift_interval_seconds = var.drift_interval_seconds != null ? var.drift_interval_seconds : local.drift_schedule_seconds
+}
+
+# The fleet file's schedules (docs/schedules.md): POST {step URL}/schedules/{name}:fire with the same OIDC
+# identity and audience as the sweep. Cloud Scheduler sends X-CloudScheduler-ScheduleTime, from which the step
+# function keys the run: a firing delivered twice (a retry after a lost answer) starts one run. Pausing is the
+# API's (POST /v1/schedules/{name}:pause), so the job keeps firing and a paused schedule skips its firings.
+resource "google_cloud_scheduler_job" "schedule" {
+  for_each = { for s in var.schedules : s.name => s }
+
+  project          = var.project
+  region           = var.region
+  name             = "agex-schedule-${each.key}"
+  description      = "agex: run agent ${each.value.agent} on its schedule ${each.key}"
+  schedule         = each.value.cron
+  time_zone        = try(each.value.time_zone, "Etc/UTC")
+  attempt_deadline = "60s"
+
+  retry_config {
+    retry_count          = 3
+    min_backoff_duration = "10s"
+    max_backoff_duration = "60s"
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = "${google_cloudfunctions2_function.step.service_config[0].uri}/schedules/${each.key}:fire"
+
+    oidc_token {
+      service_account_email = google_service_account.tasks_invoker.email
+      audience              = local.step_url
+    }
+  }
+
+  depends_on = [google_project_service.apis]
 }

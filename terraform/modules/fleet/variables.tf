@@ -25,6 +25,12 @@ variable "agents" {
   type        = any
 }
 
+variable "schedules" {
+  description = "The `schedules` list of the fleet file (yamldecode of it): {name, agent, cron, time_zone, input, tenant, ...}. Each becomes a Cloud Scheduler job that fires it through the step function (scheduler.tf); the runtime checks them against the agents at start."
+  type        = any
+  default     = []
+}
+
 variable "fleet_file" {
   description = "Path of the fleet file. It is shipped in the function source as fleet.yaml (AGEX_FLEET_FILE)."
   type        = string

@@ -104,8 +104,9 @@ def ensure_queue(client: tasks_v2.CloudTasksClient, queue_path: str, *, max_atte
 
 
 def post_with_oidc(client: tasks_v2.CloudTasksClient, queue_path: str, *, url: str, service_account: str,
-                   audience: str) -> None:
-    """An unnamed POST task with an OIDC token: how the local stack plays Cloud Scheduler's sweep job."""
+                   audience: str, headers: dict[str, str] | None = None) -> None:
+    """An unnamed POST task with an OIDC token: how the local stack plays Cloud Scheduler's jobs (the sweep, a
+    schedule's firing with its ``X-CloudScheduler-ScheduleTime``)."""
     client.create_task(parent=queue_path, task=tasks_v2.Task(http_request=tasks_v2.HttpRequest(
-        http_method=tasks_v2.HttpMethod.POST, url=url,
+        http_method=tasks_v2.HttpMethod.POST, url=url, headers=headers or {},
         oidc_token=tasks_v2.OidcToken(service_account_email=service_account, audience=audience))))

@@ -25,6 +25,8 @@ from agex.app.http.views import (
     EventsPage,
     RunsPage,
     RunView,
+    ScheduleList,
+    ScheduleView,
 )
 from agex.core.approval import ApprovalStatus
 from agex.core.run import RunStatus
@@ -40,7 +42,7 @@ from agex.engine.reports import (
 )
 from agex.engine.runs import CreateRunRequest
 
-_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, AgentView, AgentList, ApprovalView, ApprovalsPage,
+_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, ScheduleView, ScheduleList, AgentView, AgentList, ApprovalView, ApprovalsPage,
                                   DecisionView, ErrorBody, CreateRunRequest, DecideRequest, AgentMetrics, UsageReport,
                                   AlertsPage, EvalsPage, EvalSubmission, EvalView]
 
@@ -59,6 +61,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}}
 _AGENT = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}
+_SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}}
 _APPROVAL_ID = {"name": "approval_id", "in": "path", "required": True,
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}}
 _PAGE_SIZE = {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
@@ -282,6 +285,18 @@ def _document() -> dict[str, Any]:
                          "responses": {"201": {"description": "Stored.", "content": {"application/json": {"schema": {
                              "type": "object", "properties": {"eval": _ref(EvalView)}, "required": ["eval"]}}}},
                                        **_errors(400, 401, 404, 413, 415)}}},
+            "/v1/schedules": {"get": {
+                "operationId": "list_schedules", "summary": "The tenant's schedules, paused or not, and when each fires next",
+                "responses": {"200": _json(ScheduleList, "The schedules the fleet file declares for the caller's tenant."),
+                              **_errors(401)}}},
+            "/v1/schedules/{name}:pause": {"post": {
+                "operationId": "pause_schedule", "summary": "Pause a schedule: its firings start no run until resumed",
+                "parameters": [_SCHEDULE],
+                "responses": {"200": _json(ScheduleView, "The schedule, paused."), **_errors(401, 404)}}},
+            "/v1/schedules/{name}:resume": {"post": {
+                "operationId": "resume_schedule", "summary": "Resume a paused schedule",
+                "parameters": [_SCHEDULE],
+                "responses": {"200": _json(ScheduleView, "The schedule, running again."), **_errors(401, 404)}}},
             "/v1/usage": {"get": {
                 "operationId": "usage", "summary": "Tokens, cost and calls of the tenant's runs, grouped",
                 "parameters": [{"name": "group_by", "in": "query", "required": False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,8 @@ from agex.app.http.views import (
     EventView,
     RunsPage,
     RunView,
+    ScheduleList,
+    ScheduleView,
 )
 from agex.core.agent import AgentRegistry
 from agex.core.approval import Approval, ApprovalStatus
@@ -53,6 +56,7 @@ from agex.core.run import RunStatus
 from agex.engine.approvals import ApprovalService, DecideRequest
 from agex.engine.reports import EvalSubmission, Reports
 from agex.engine.runs import CreateRunRequest, RunService
+from agex.engine.schedules import ScheduleService
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.auth import Authenticator, Caller
@@ -85,6 +89,9 @@ _routes = Map([
     Rule("/v1/agents/<id:agent>/evals", endpoint="list_evals", methods=["GET"]),
     Rule("/v1/agents/<id:agent>/evals", endpoint="put_eval", methods=["POST"]),
     Rule("/v1/usage", endpoint="usage", methods=["GET"]),
+    Rule("/v1/schedules", endpoint="list_schedules", methods=["GET"]),
+    Rule("/v1/schedules/<id:name>:pause", endpoint="pause_schedule", methods=["POST"]),
+    Rule("/v1/schedules/<id:name>:resume", endpoint="resume_schedule", methods=["POST"]),
     Rule("/v1/alerts", endpoint="list_alerts", methods=["GET"]),
 ], converters={"id": _IdConverter}, strict_slashes=False)
 
@@ -94,8 +101,10 @@ _PUBLIC = {"health", "openapi"}
 class PublicApi:
     def __init__(self, *, service: RunService, approvals: ApprovalService, agents: AgentRegistry,
                  authenticator: Authenticator, max_body_bytes: int, base_url: str = "",
-                 reports: Reports | None = None, max_wait_s: float = 50.0, stream_max_s: float = 3300.0) -> None:
+                 reports: Reports | None = None, max_wait_s: float = 50.0, stream_max_s: float = 3300.0,
+                 schedules: Callable[[], ScheduleService] | None = None) -> None:
         self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
+        self.schedules = schedules
         self.max_wait_s, self.stream_max_s = max_wait_s, stream_max_s
         self.reports = reports
         self.max_body_bytes = max_body_bytes
@@ -216,6 +225,23 @@ class PublicApi:
             lambda e: EventView.of(e).model_dump(mode="json"), max_seconds=self.stream_max_s)
         return Response(stream, mimetype="text/event-stream", direct_passthrough=True,
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _schedule_service(self) -> ScheduleService:
+        if self.schedules is None:
+            raise NotFound("this deployment has no schedules")
+        return self.schedules()
+
+    def _list_schedules(self, request: Request, caller: Caller) -> Response:
+        views = self._schedule_service().list(caller) if self.schedules is not None else []
+        return json_response(ScheduleList(schedules=[ScheduleView.of(v) for v in views]).model_dump(mode="json"))
+
+    def _pause_schedule(self, request: Request, caller: Caller, name: str) -> Response:
+        view = self._schedule_service().set_paused(caller, name, True)
+        return json_response(ScheduleView.of(view).model_dump(mode="json"))
+
+    def _resume_schedule(self, request: Request, caller: Caller, name: str) -> Response:
+        view = self._schedule_service().set_paused(caller, name, False)
+        return json_response(ScheduleView.of(view).model_dump(mode="json"))
 
     def _cancel_run(self, request: Request, caller: Caller, run_id: str) -> Response:
         return json_response(RunView.of(self.service.cancel(caller, run_id), self.base_url).model_dump(mode="json"))

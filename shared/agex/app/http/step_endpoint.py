@@ -1,6 +1,6 @@
 """The endpoint Cloud Tasks calls: ``POST /`` runs one step, ``POST /approval-expiry`` expires an approval
-nobody decided, ``POST /sweep`` runs the sweep (called by Cloud Scheduler in the cloud, by ``agex dev``
-locally). All demand the expected OIDC token.
+nobody decided, ``POST /sweep`` runs the sweep and ``POST /schedules/{name}:fire`` a schedule's firing (both
+called by Cloud Scheduler in the cloud, by ``agex dev`` locally). All demand the expected OIDC token.
 
 Status codes are the retry protocol with Cloud Tasks: 2xx acknowledges (done, or nothing to do);
 409 (lease held elsewhere), 503 (a dependency is unavailable) and 500 (a crash) make it retry the task
@@ -14,7 +14,9 @@ for the next request, or be lost with the instance.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from opentelemetry import context
@@ -26,6 +28,7 @@ from agex.core.errors import AgexError, InvalidJson, NotFound, RequestError, Ste
 from agex.engine.approvals import ApprovalApplier
 from agex.engine.decisions import Delivery
 from agex.engine.runs import RunService
+from agex.engine.schedules import ScheduleService
 from agex.engine.stepper import StepRunner
 from agex.obs import logging as log
 from agex.obs import tracing
@@ -54,9 +57,10 @@ class ExpiryTaskBody(BaseModel):
 
 class StepEndpoint:
     def __init__(self, *, runner: StepRunner, service: RunService, approvals: ApprovalApplier,
-                 verify: Callable[[Mapping[str, str]], None], instance: str) -> None:
+                 verify: Callable[[Mapping[str, str]], None], instance: str,
+                 schedules: Callable[[], ScheduleService] | None = None) -> None:
         self.runner, self.service, self.approvals = runner, service, approvals
-        self.verify, self.instance = verify, instance
+        self.verify, self.instance, self.schedules = verify, instance, schedules
 
     def __call__(self, request: Request) -> Response:
         # the task's trace context covers the whole request, so that its closing entry joins the trace
@@ -76,6 +80,15 @@ class StepEndpoint:
                 report = self.service.sweep()
                 expired = self.approvals.sweep(self.service.sweep_after)
                 return json_response({"outcome": "swept", **report.__dict__, "approvals_expired": expired})
+            fired = _FIRE.fullmatch(path)
+            if fired is not None and self.schedules is not None:
+                due = _due(request.headers.get("X-CloudScheduler-ScheduleTime"))
+                started = self.schedules().fire(fired.group(1), due)
+                if started is None:
+                    return json_response({"outcome": "paused", "schedule": fired.group(1)})
+                log.annotate_request(run=started.run.run_id, tenant=started.run.tenant)
+                return json_response({"outcome": "replayed" if started.replayed else "started",
+                                      "run_id": started.run.run_id, "due": due.isoformat()})
             if path == "/approval-expiry":
                 body = _parse(request, ExpiryTaskBody)
                 log.annotate_request(run=body.run_id, tenant=body.tenant, approval=body.approval_id)
@@ -115,3 +128,18 @@ def _parse(request: Request, model: type[B]) -> B:
         raise InvalidJson(f"task body is not JSON: {e}") from e
     except ValidationError as e:
         raise RequestError(f"task body is malformed: {validation_problems(e, 'body')}") from e
+
+
+_FIRE = re.compile(r"/schedules/([a-z][a-z0-9-]{0,62}):fire")
+
+
+def _due(header: str | None) -> datetime:
+    """When the firing was due: Cloud Scheduler's ``X-CloudScheduler-ScheduleTime`` (RFC 3339), to the minute
+    (every delivery of one firing has the same), or now when a caller fires by hand."""
+    due = datetime.now(UTC)
+    if header:
+        try:
+            due = datetime.fromisoformat(header.replace("Z", "+00:00")).astimezone(UTC)
+        except ValueError as e:
+            raise RequestError(f"header X-CloudScheduler-ScheduleTime is not an RFC 3339 time: {header[:40]!r}") from e
+    return due.replace(second=0, microsecond=0)

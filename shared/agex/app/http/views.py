@@ -13,6 +13,7 @@ from agex.core.errors import AgexError
 from agex.core.run import Event, RunHead, RunStatus
 from agex.core.tool import Tool
 from agex.engine import guarding
+from agex.engine.schedules import ScheduleView as ScheduledView
 
 
 class _View(BaseModel):
@@ -78,6 +79,36 @@ class EventView(_View):
     def of(cls, event: Event) -> EventView:
         # the restricted views of guarded content (what the model saw, originals) never leave the engine
         return cls(seq=event.seq, step=event.step, kind=event.kind.value, at=event.at, data=guarding.public(event.data))
+
+
+class ScheduleStateView(_View):
+    paused: bool
+    by: str = Field(description="Who paused or resumed it last.")
+    at: datetime
+
+
+class ScheduleView(_View):
+    name: str
+    agent: str
+    cron: str
+    time_zone: str
+    input: str
+    principal: str = Field(description="Who its runs are started as.")
+    paused: bool
+    state: ScheduleStateView | None = Field(description="The last pause or resume; null if never.")
+    next_due: datetime | None = Field(description="When it fires next; null while paused.")
+
+    @classmethod
+    def of(cls, view: ScheduledView) -> ScheduleView:
+        s, state = view.schedule, view.state
+        return cls(name=s.name, agent=s.agent, cron=s.cron, time_zone=s.time_zone, input=s.input,
+                   principal=s.started_by, paused=bool(state and state.paused),
+                   state=ScheduleStateView(paused=state.paused, by=state.by, at=state.at) if state else None,
+                   next_due=view.next_due)
+
+
+class ScheduleList(_View):
+    schedules: list[ScheduleView]
 
 
 class RunsPage(_View):
