@@ -231,10 +231,12 @@ def test_only_the_agent_module_grants_secret_access(tf_files: Tf) -> None:
                 for name, body in named.items():
                     if "secretmanager.secretAccessor" in text(body) and not (
                             path.parent == module and rtype == "google_secret_manager_secret_iam_member"
-                            or _is_the_apis_signing_key_grant(rtype, body)):
+                            or _is_the_apis_signing_key_grant(rtype, body)
+                            or _is_the_steps_webhook_key_grant(rtype, body)):
                         offenders.append(f"{path}: {rtype}.{name}")
     assert not offenders, ("secret access may only be granted per secret to the agent that declares it "
-                           "(modules/agent), and the decision signing key to the api alone:\n" + "\n".join(offenders))
+                           "(modules/agent), the decision signing key to the api alone, and the webhook signing keys "
+                           "to the step function alone:\n" + "\n".join(offenders))
 
 
 def _is_the_apis_signing_key_grant(rtype: str, body: dict[str, Any]) -> bool:
@@ -243,6 +245,14 @@ def _is_the_apis_signing_key_grant(rtype: str, body: dict[str, Any]) -> bool:
             and refs(str(body.get("secret_id")), "google_secret_manager_secret") == {"decision_signing_key"}
             and refs(str(body.get("member")), "google_service_account") == {"api"}
             and "for_each" not in body)
+
+
+def _is_the_steps_webhook_key_grant(rtype: str, body: dict[str, Any]) -> bool:
+    """The webhook signing keys (webhooks.tf): readable by the step function, which signs the deliveries, alone."""
+    return (rtype == "google_secret_manager_secret_iam_member"
+            and refs(str(body.get("secret_id")), "each") == {"value"}
+            and str(body.get("for_each")) == "${google_secret_manager_secret.webhook}"
+            and refs(str(body.get("member")), "google_service_account") == {"step"})
 
 
 def test_environments_pass_each_agents_secrets_to_its_module(tf_files: Tf) -> None:

@@ -37,6 +37,10 @@ T = TypeVar("T")
 Models = Callable[[Agent], Model]
 
 
+OWN_IDENTITY = "agex-functions@local"
+"""The in-memory backend's identity of the functions themselves: grant it a secret they read as their own."""
+
+
 @dataclass(frozen=True)
 class Backends:
     store: Callable[[], CheckpointStore]
@@ -54,6 +58,8 @@ class Backends:
     """Models' circuit breakers, shared by every instance."""
     degradations: Callable[[], DegradationStore]
     """Which agents run degraded (SLO burn rates), shared by every instance."""
+    own_secret: Callable[[str], str]
+    """A secret the functions read with their own identity (webhook signing keys), not an agent's."""
     schedules: Callable[[], ScheduleStore]
     """Which schedules the API paused."""
     spend: Callable[[], SpendLedger]
@@ -181,7 +187,7 @@ class Backends:
             return FirestoreSpendLedger(store.client, prefix=store.prefix)
 
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
-                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules),
+                   signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules), own_secret=own_secret,
                    degradations=_once(degradations))
 
     @classmethod
@@ -208,6 +214,7 @@ class Backends:
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
                    metrics=lambda: metrics, breakers=lambda: breakers, spend=_once(lambda: InMemorySpendLedger(store)),
                    degradations=lambda: degradations, schedules=_once(InMemorySchedules),
+                   own_secret=lambda name: secret_store.access(OWN_IDENTITY, name),
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
 

@@ -42,6 +42,7 @@ from agex.core.guard import GuardSpec
 from agex.core.pricing import Price
 from agex.core.schedule import Schedule
 from agex.core.spend import Budget
+from agex.core.webhook import Webhook
 
 
 class _Strict(BaseModel):
@@ -104,6 +105,8 @@ class Fleet(_Strict):
     """Prices of models the built-in table lacks (or negotiated ones), USD per million tokens."""
     schedules: list[Schedule] = Field(default_factory=list)
     """Agents run on a cron schedule (docs/schedules.md); Terraform makes a Cloud Scheduler job of each."""
+    webhooks: list[Webhook] = Field(default_factory=list)
+    """Signed HTTP callbacks when runs end (docs/webhooks.md)."""
     budgets: list[Budget] = Field(default_factory=list)
     """Spend caps across runs: per user, agent, tenant or the deployment, over a rolling day or month
     (docs/budgets.md)."""

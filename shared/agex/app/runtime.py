@@ -30,6 +30,7 @@ from agex.core.guard import Chain
 from agex.core.pricing import DEFAULT_PRICES, Pricing
 from agex.core.schedule import Schedule
 from agex.core.spend import Budget
+from agex.core.webhook import Webhook
 from agex.engine.approvals import ApprovalApplier, ApprovalService
 from agex.engine.budgets import Budgets
 from agex.engine.metrics import Recorder, Versions
@@ -38,6 +39,7 @@ from agex.engine.runs import RunService
 from agex.engine.schedules import ScheduleService
 from agex.engine.slo import SloService, reader
 from agex.engine.stepper import StepRunner, StepSettings
+from agex.engine.webhooks import WebhookSender
 from agex.obs import logging as log
 from agex.obs import metrics, tracing
 from agex.ports.auth import Authenticator
@@ -59,8 +61,10 @@ if TYPE_CHECKING:
 
 class Runtime:
     def __init__(self, settings: Settings | None = None, backends: Backends | None = None, *,
-                 agents: AgentRegistry | None = None, schedules: Sequence[Schedule] = ()) -> None:
-        """``agents`` and ``schedules``: instead of the fleet file's (tests, and deployments from code)."""
+                 agents: AgentRegistry | None = None, schedules: Sequence[Schedule] = (),
+                 webhooks: Sequence[Webhook] = ()) -> None:
+        """``agents``, ``schedules`` and ``webhooks``: instead of the fleet file's (tests, and deployments from
+        code)."""
         self.settings = settings or Settings()
         self.backends = backends or Backends.gcp(self.settings)
         self.clock, self.ids = self.backends.clock, self.backends.ids
@@ -68,9 +72,11 @@ class Runtime:
         self._drift_pins: dict[str, Any] = {}
         self._fleet_budgets: list[Budget] = []
         self._schedules: list[Schedule] = []
+        self._webhooks: list[Webhook] = list(webhooks)
         if agents is not None:
             self.__dict__["agents"] = self._checked(agents)
             _check_schedules(list(schedules), self.__dict__["agents"])
+            _check_webhooks(list(webhooks), self.__dict__["agents"])
             self._schedules = list(schedules)
 
     @functools.cached_property
@@ -83,10 +89,12 @@ class Runtime:
             self.pricing = Pricing({**DEFAULT_PRICES, **declared.prices, **s.prices})
             self._fleet_budgets = declared.budgets
             self._schedules = declared.schedules
+            self._webhooks = declared.webhooks
             self._drift_pins = {name: a.drift for name, a in declared.agents.items() if a.drift is not None
                                 and a.drift.baseline_version is not None}
             registry = self._checked(fleet.registry(declared, s.project))
             _check_schedules(declared.schedules, registry)
+            _check_webhooks(declared.webhooks, registry)
             return registry
         if not s.agent_specs:
             raise ConfigurationError("this deployment has no agents: set AGEX_FLEET_FILE (a fleet file) or "
@@ -203,6 +211,16 @@ class Runtime:
         _ = self.agents
         return ScheduleService(self._schedules, self.backends.schedules(), self.service, self.clock)
 
+    def _declared_webhooks(self) -> list[Webhook]:
+        _ = self.agents
+        return self._webhooks
+
+    @functools.cached_property
+    def webhooks(self) -> WebhookSender:
+        """Delivers the webhooks of ended runs (the step function's ``/webhook`` tasks)."""
+        _ = self.agents
+        return WebhookSender(self._webhooks, self.store, self.backends.own_secret, _post, self.clock)
+
     @functools.cached_property
     def budgets(self) -> Budgets | None:
         """The budgets across runs, from the fleet file and ``AGEX_BUDGETS``; None when there are none (then
@@ -224,7 +242,8 @@ class Runtime:
         return RunService(store=self.store, queue=self.queue, agents=self.agents, clock=self.clock, ids=self.ids,
                           max_input_bytes=self.settings.max_input_bytes,
                           sweep_after=timedelta(seconds=self.settings.sweep_after_seconds), failpoints=self.failpoints,
-                          chains=self.chain_for, fingerprint=self.versions.fingerprint, budgets=self.budgets)
+                          chains=self.chain_for, fingerprint=self.versions.fingerprint, budgets=self.budgets,
+                          webhooks=self._declared_webhooks())
 
     @functools.cached_property
     def approval_service(self) -> ApprovalService:
@@ -283,7 +302,7 @@ class Runtime:
                           secrets=_LazySecrets(lambda: self.secret_store), limiter=self.limiter,
                           failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record,
                           breakers=self.backends.breakers() if self._has_fallbacks() else None,
-                          budgets=self.budgets,
+                          budgets=self.budgets, webhooks=self._declared_webhooks(),
                           degradation=reader(self.degradations) if any(a.slo for a in self.agents.all()) else None)
 
     @functools.cached_property
@@ -293,7 +312,8 @@ class Runtime:
         s = self.settings
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=self.runner, service=self.service, approvals=self.applier, verify=verify,
-                            instance=f"{socket.gethostname()}-{os.getpid()}", schedules=lambda: self.schedules)
+                            instance=f"{socket.gethostname()}-{os.getpid()}", schedules=lambda: self.schedules,
+                            webhooks=lambda: self.webhooks)
 
     @functools.cached_property
     def drift_endpoint(self) -> DriftEndpoint:
@@ -311,7 +331,7 @@ class Runtime:
     @functools.cached_property
     def applier(self) -> ApprovalApplier:
         return ApprovalApplier(store=self.store, queue=self.queue, bus=_LazyBus(lambda: self.bus), clock=self.clock,
-                               agents=self.agents, verifier=self.decision_verifier)
+                               agents=self.agents, verifier=self.decision_verifier, webhooks=self._declared_webhooks())
 
     @functools.cached_property
     def decision_push(self) -> DecisionPush:
@@ -371,3 +391,24 @@ def _check_schedules(schedules: list[Schedule], registry: AgentRegistry) -> None
         if schedule.agent not in deployed:
             raise ConfigurationError(f"schedule {schedule.name!r} runs agent {schedule.agent!r}, which is not "
                                      f"deployed here (agents: {', '.join(sorted(deployed))})")
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """A webhook's POST: the status the endpoint answered, 0 when it did not (unreachable, timed out)."""
+    import httpx
+
+    try:
+        return httpx.post(url, content=body, headers=headers, timeout=10.0, follow_redirects=False).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def _check_webhooks(webhooks: list[Webhook], registry: AgentRegistry) -> None:
+    names = [w.name for w in webhooks]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("two webhooks have the same name in the fleet file; names must be unique")
+    deployed = {a.name for a in registry.all()}
+    for webhook in webhooks:
+        unknown = sorted(set(webhook.agents) - deployed)
+        if unknown:
+            raise ConfigurationError(f"webhook {webhook.name!r} names agents not deployed here: {', '.join(unknown)}")

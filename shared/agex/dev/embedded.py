@@ -362,13 +362,15 @@ class Dispatcher:
         from agex.core.errors import LeaseHeld, NotDue, NotFound, TransientError
         from agex.engine.decisions import Delivery
         from agex.obs import tracing
-        from agex.ports.task_queue import ApprovalExpiryTask
+        from agex.ports.task_queue import ApprovalExpiryTask, WebhookTask
 
         rt = self.runtime
         token = context.attach(tracing.extract({"traceparent": task.traceparent} if task.traceparent else {}))
         try:
             if isinstance(task, ApprovalExpiryTask):
                 rt.applier.expire(task.tenant, task.run_id, task.approval_id)
+            elif isinstance(task, WebhookTask):
+                rt.webhooks.deliver(task.tenant, task.run_id, task.webhook)
             else:
                 rt.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step, task_name=task.name,
                                        attempt=attempt, instance=self.instance))

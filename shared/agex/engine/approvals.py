@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,6 +31,7 @@ from agex.core.clock import Clock, Ids, derived_id
 from agex.core.decision_signing import DecisionRefused, DecisionSigner, DecisionVerifier
 from agex.core.errors import Conflict, NotFound, RequestError, validation_problems
 from agex.core.run import RunHead, RunStatus
+from agex.core.webhook import Webhook
 from agex.engine import decisions, notify
 from agex.engine.decisions import Claim
 from agex.obs import logging as log
@@ -106,8 +107,9 @@ def edited_arguments(approval: Approval, agents: AgentRegistry, arguments: dict[
 
 class ApprovalApplier:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, clock: Clock,
-                 agents: AgentRegistry, verifier: DecisionVerifier) -> None:
+                 agents: AgentRegistry, verifier: DecisionVerifier, webhooks: Sequence[Webhook] = ()) -> None:
         self.store, self.queue, self.bus, self.clock = store, queue, bus, clock
+        self.webhooks = tuple(webhooks)
         self.agents, self.verifier = agents, verifier
 
     def apply(self, message: DecisionMessage) -> Outcome:
@@ -188,7 +190,7 @@ class ApprovalApplier:
         if result.head is None or result.value is None:
             return Outcome(Applied.not_pending, "the run no longer waits for it")
         if result.value == Claim.finished:
-            notify.run_finished(self.bus, result.head)
+            notify.run_finished(self.bus, result.head, self.queue, self.webhooks)
             return Outcome(Applied.applied, f"expired; run {run_id} failed (the policy says so)")
         self._resume(result.head)
         log.info(_log, f"approval {approval_id} expired; run {run_id} resumes as after a rejection",

@@ -3,18 +3,24 @@ and its one expiry task). Shared by the step runner and the approvals applier.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agex.core.approval import APPROVAL_REQUESTS_TOPIC, Approval, ApprovalRequested
 from agex.core.run import RunHead
+from agex.core.webhook import Webhook
 from agex.obs import logging as log
 from agex.ports.event_bus import EventBus
-from agex.ports.task_queue import ApprovalExpiryTask, TaskQueue
+from agex.ports.task_queue import ApprovalExpiryTask, TaskQueue, WebhookTask
 
 RUN_EVENTS_TOPIC = "agex-run-events"
 _log = log.get("notify")
 
 
-def run_finished(bus: EventBus, head: RunHead) -> None:
+def run_finished(bus: EventBus, head: RunHead, queue: TaskQueue | None = None,
+                 webhooks: Sequence[Webhook] = ()) -> None:
     """Best effort: the run is committed, so a lost notification must not fail or retry the step."""
+    if queue is not None:
+        enqueue_webhooks(queue, head, webhooks)
     try:
         bus.publish(RUN_EVENTS_TOPIC, {
             "type": "run.finished", "version": 1, "tenant": head.tenant, "run_id": head.run_id,
@@ -34,3 +40,16 @@ def approval_waiting(queue: TaskQueue, bus: EventBus, approval: Approval, base_u
     bus.publish(APPROVAL_REQUESTS_TOPIC, message.model_dump(mode="json"), {
         "type": message.type, "version": str(message.version), "tenant": approval.tenant, "agent": approval.agent,
         **({"traceparent": approval.trace} if approval.trace else {})})
+
+
+def enqueue_webhooks(queue: TaskQueue, head: RunHead, webhooks: Sequence[Webhook]) -> None:
+    """The delivery task of each webhook that applies to the ended run, named by the run and the webhook: enqueued
+    once however often this runs. Best effort, like the Pub/Sub message: logged when it fails."""
+    for webhook in webhooks:
+        if not webhook.applies(head.tenant, head.agent):
+            continue
+        try:
+            queue.enqueue(WebhookTask(tenant=head.tenant, run_id=head.run_id, webhook=webhook.name, agent=head.agent,
+                                      traceparent=head.trace))
+        except Exception:
+            _log.exception("could not enqueue webhook %s of run %s", webhook.name, head.run_id)

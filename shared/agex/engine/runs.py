@@ -9,7 +9,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -28,7 +28,8 @@ from agex.core.errors import (
 )
 from agex.core.guard import Chain
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunHead, RunStatus
-from agex.engine import decisions
+from agex.core.webhook import Webhook
+from agex.engine import decisions, notify
 from agex.engine.budgets import Budgets
 from agex.obs import logging as log
 from agex.ports.auth import Caller
@@ -72,9 +73,10 @@ class RunService:
                  ids: Ids, max_input_bytes: int = 32 * 1024, sweep_after: timedelta = timedelta(minutes=5),
                  failpoints: Failpoints = NO_FAILPOINTS,
                  chains: Callable[[Agent], Chain | None] | None = None,
-                 fingerprint: Callable[[Agent], str] | None = None, budgets: Budgets | None = None) -> None:
+                 fingerprint: Callable[[Agent], str] | None = None, budgets: Budgets | None = None,
+                 webhooks: Sequence[Webhook] = ()) -> None:
         self.store, self.queue, self.agents, self.clock, self.ids = store, queue, agents, clock, ids
-        self.budgets = budgets
+        self.budgets, self.webhooks = budgets, tuple(webhooks)
         self.fingerprint = fingerprint or (lambda agent: "")
         self.chains = chains or (lambda agent: None)
         self.failpoints = failpoints
@@ -170,6 +172,7 @@ class RunService:
                 head = self.get(caller, run_id)
                 continue
             assert result.head is not None
+            notify.enqueue_webhooks(self.queue, result.head, self.webhooks)
             return result.head
         raise TransientError(f"run {run_id} kept changing while it was being cancelled; try again")
 

@@ -39,6 +39,7 @@ from agex.core.pricing import Pricing
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunError, RunHead, RunStatus
 from agex.core.spend import Degrade, Spent
 from agex.core.tool import Tool, ToolContext, ToolOutcome
+from agex.core.webhook import Webhook
 from agex.engine import conversation, decisions, guarding, notify, routing
 from agex.engine.budgets import Budgets
 from agex.engine.conversation import LateResult, Settled
@@ -105,11 +106,11 @@ class StepRunner:
                  limiter: Limiter | None = None, failpoints: Failpoints = NO_FAILPOINTS,
                  chains: Callable[[Agent], Chain | None] | None = None,
                  record: Callable[[RunHead], object] | None = None, breakers: Breakers | None = None,
-                 budgets: Budgets | None = None,
+                 budgets: Budgets | None = None, webhooks: Sequence[Webhook] = (),
                  degradation: Callable[[str, datetime], Degrade | None] | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
         self.record, self.breakers = record, breakers
-        self.budgets = budgets
+        self.budgets, self.webhooks = budgets, tuple(webhooks)
         self.degradation = degradation
         """An agent's current degradation for its objective (shared by every instance), if it has one."""
         self.chains = chains or (lambda agent: None)
@@ -749,7 +750,7 @@ class StepRunner:
     def _finished(self, head: RunHead) -> StepResult:
         log.info(_log, f"run {head.status.value}", outcome="finished", status=head.status.value,
                  error=head.error.model_dump() if head.error else None, usage=head.usage.model_dump())
-        notify.run_finished(self.bus, head)
+        notify.run_finished(self.bus, head, self.queue, self.webhooks)
         if self.record is not None:
             try:
                 self.record(head)

@@ -67,7 +67,30 @@ class ApprovalExpiryTask(BaseModel):
         return {"tenant": self.tenant, "run_id": self.run_id, "approval_id": self.approval_id}
 
 
-Task = StepTask | ApprovalExpiryTask
+class WebhookTask(BaseModel):
+    """Delivers one webhook of a run that ended (``agex.core.webhook``): the step function POSTs it, and answers
+    503 until the endpoint answers 2xx, so Cloud Tasks retries it with the queue's backoff."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str
+    run_id: str
+    webhook: str
+    schedule_at: datetime | None = None
+    traceparent: str = ""
+    agent: str = ""
+
+    path: ClassVar[str] = "/webhook"
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant}--{self.run_id}--webhook-{self.webhook}"
+
+    def body(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "run_id": self.run_id, "webhook": self.webhook}
+
+
+Task = StepTask | ApprovalExpiryTask | WebhookTask
 
 
 class TaskQueue(abc.ABC):

@@ -24,13 +24,15 @@ from agex.core.errors import LeaseHeld, NotDue, TransientError
 from agex.core.run import RunHead
 from agex.core.schedule import Schedule
 from agex.core.spend import Budget
+from agex.core.webhook import Webhook
 from agex.engine.approvals import Outcome
 from agex.engine.decisions import Delivery
 from agex.engine.runs import CreateRunRequest
 from agex.engine.stepper import StepResult
+from agex.engine.webhooks import Delivered
 from agex.ports.auth import Caller
 from agex.ports.model import Model
-from agex.ports.task_queue import ApprovalExpiryTask, Task
+from agex.ports.task_queue import ApprovalExpiryTask, Task, WebhookTask
 
 DEFAULT_CALLER = Caller("dev", "dev@example.com")
 
@@ -41,7 +43,7 @@ class InMemoryRuntime:
 
     def __init__(self, agents: list[Agent], model: Model | Callable[[Agent], Model], *,
                  lease_seconds: float = 60.0, budgets: Sequence[Budget] = (),
-                 schedules: Sequence[Schedule] = ()) -> None:
+                 schedules: Sequence[Schedule] = (), webhooks: Sequence[Webhook] = ()) -> None:
         self.clock = ManualClock()
         models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
         self.secrets = InMemorySecretStore()
@@ -52,13 +54,13 @@ class InMemoryRuntime:
         self._backends = Backends.in_memory(models, clock=self.clock, ids=SequentialIds(), secrets=self.secrets)
         self._decisions_seen = 0
         self.results: list[StepResult] = []
-        self._schedules = tuple(schedules)
+        self._schedules, self._webhooks = tuple(schedules), tuple(webhooks)
         self._wire(agents)
 
     def _wire(self, agents: list[Agent]) -> None:
         self.runtime = rt = Runtime(self._settings, self._backends, agents=AgentRegistry([
             a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"}) for a in agents]),
-            schedules=self._schedules)
+            schedules=self._schedules, webhooks=self._webhooks)
         self.agents, self.store, self.limiter, self.metrics = rt.agents, rt.store, rt.limiter, rt.metrics
         self.queue, self.bus = cast(InMemoryTaskQueue, rt.queue), cast(InMemoryEventBus, rt.bus)
         self.runner, self.service, self.approvals, self.applier = rt.runner, rt.service, rt.approval_service, rt.applier
@@ -76,10 +78,12 @@ class InMemoryRuntime:
     def start(self, agent: str, input: str, caller: Caller = DEFAULT_CALLER, **kwargs: object) -> RunHead:
         return self.service.start(caller, agent, CreateRunRequest(input=input), **kwargs).run  # type: ignore[arg-type]
 
-    def deliver(self, task: Task, attempt: int = 0, instance: str = "test") -> StepResult | Outcome:
+    def deliver(self, task: Task, attempt: int = 0, instance: str = "test") -> StepResult | Outcome | Delivered:
         """One delivery of ``task``, as Cloud Tasks would make it."""
         if isinstance(task, ApprovalExpiryTask):
             return self.applier.expire(task.tenant, task.run_id, task.approval_id)
+        if isinstance(task, WebhookTask):
+            return self.runtime.webhooks.deliver(task.tenant, task.run_id, task.webhook)
         result = self.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
                                           task_name=task.name, attempt=attempt, instance=instance))
         self.results.append(result)

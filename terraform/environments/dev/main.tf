@@ -32,6 +32,7 @@ module "fleet" {
   firestore_delete_protection = var.firestore_delete_protection
   agents                      = local.fleet.agents
   schedules                   = try(local.fleet.schedules, [])
+  webhooks                    = try(local.fleet.webhooks, [])
   fleet_file                  = var.fleet_file
   agent_packages              = var.agent_packages
   source_object               = var.source_object

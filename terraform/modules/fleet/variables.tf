@@ -31,6 +31,12 @@ variable "schedules" {
   default     = []
 }
 
+variable "webhooks" {
+  description = "The `webhooks` list of the fleet file (yamldecode of it): {name, url, secret, tenants, agents}. Each secret is created (without a version: add the signing key out of band) and readable by the step function alone (webhooks.tf)."
+  type        = any
+  default     = []
+}
+
 variable "fleet_file" {
   description = "Path of the fleet file. It is shipped in the function source as fleet.yaml (AGEX_FLEET_FILE)."
   type        = string

@@ -30,6 +30,7 @@ from agex.engine.decisions import Delivery
 from agex.engine.runs import RunService
 from agex.engine.schedules import ScheduleService
 from agex.engine.stepper import StepRunner
+from agex.engine.webhooks import WebhookSender
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.task_queue import StepTask
@@ -55,12 +56,21 @@ class ExpiryTaskBody(BaseModel):
     approval_id: str
 
 
+class WebhookTaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    run_id: str
+    webhook: str
+
+
 class StepEndpoint:
     def __init__(self, *, runner: StepRunner, service: RunService, approvals: ApprovalApplier,
                  verify: Callable[[Mapping[str, str]], None], instance: str,
-                 schedules: Callable[[], ScheduleService] | None = None) -> None:
+                 schedules: Callable[[], ScheduleService] | None = None,
+                 webhooks: Callable[[], WebhookSender] | None = None) -> None:
         self.runner, self.service, self.approvals = runner, service, approvals
-        self.verify, self.instance, self.schedules = verify, instance, schedules
+        self.verify, self.instance, self.schedules, self.webhooks = verify, instance, schedules, webhooks
 
     def __call__(self, request: Request) -> Response:
         # the task's trace context covers the whole request, so that its closing entry joins the trace
@@ -89,6 +99,11 @@ class StepEndpoint:
                 log.annotate_request(run=started.run.run_id, tenant=started.run.tenant)
                 return json_response({"outcome": "replayed" if started.replayed else "started",
                                       "run_id": started.run.run_id, "due": due.isoformat()})
+            if path == "/webhook" and self.webhooks is not None:
+                hook = _parse(request, WebhookTaskBody)
+                log.annotate_request(run=hook.run_id, tenant=hook.tenant)
+                delivered = self.webhooks().deliver(hook.tenant, hook.run_id, hook.webhook)
+                return json_response({"outcome": "delivered", "status": delivered.status, "detail": delivered.detail})
             if path == "/approval-expiry":
                 body = _parse(request, ExpiryTaskBody)
                 log.annotate_request(run=body.run_id, tenant=body.tenant, approval=body.approval_id)
