@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from agex.adapters.gcp.cloud_tasks import make_client, post_with_oidc
 from agex.app.settings import Settings
+from agex.cli import main as cli
 from tests.e2e.conftest import E2E
 
 DUE = "2027-01-01T00:00:00Z"
@@ -53,16 +55,19 @@ def test_a_firing_delivered_twice_starts_one_run(e2e: E2E) -> None:
     assert _api(e2e, "GET", "/v1/schedules", token="acme-token") == {"schedules": []}
 
 
-def test_a_paused_schedule_skips_its_firings_until_resumed(e2e: E2E) -> None:
+def test_a_paused_schedule_skips_its_firings_until_resumed(e2e: E2E, capsys: pytest.CaptureFixture[str]) -> None:
     paused = _api(e2e, "POST", "/v1/schedules/e2e-yearly:pause")
     assert paused["paused"] and paused["state"]["by"] == "dev@example.com" and paused["next_due"] is None
+    assert cli.main(["--api", e2e.stack.api_url, "schedules"]) == 0
+    assert "paused by dev@example.com" in capsys.readouterr().out
     try:
         _fire(e2e, "2028-01-01T00:00:00Z")
         time.sleep(3)
         assert _scheduled(e2e, "2028-01-01T00:00") == []
     finally:
-        resumed = _api(e2e, "POST", "/v1/schedules/e2e-yearly:resume")
-    assert not resumed["paused"]
+        assert cli.main(["--api", e2e.stack.api_url, "schedule", "resume", "e2e-yearly"]) == 0
+    resumed = _api(e2e, "GET", "/v1/schedules")["schedules"][0]
+    assert not resumed["paused"] and "next 2027-01-01" in capsys.readouterr().out
     _fire(e2e, "2029-01-01T00:00:00Z")
     deadline = time.monotonic() + 30
     while not _scheduled(e2e, "2029-01-01T00:00"):

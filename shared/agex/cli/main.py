@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("--follow", "-f", action="store_true", help="keep printing events as they happen, until the "
                         "run ends")
 
+    sub.add_parser("schedules", help="list the tenant's schedules, paused or not, and when each fires next")
+    schedule = sub.add_parser("schedule", help="pause or resume a schedule")
+    schedule.add_argument("action", choices=["pause", "resume"])
+    schedule.add_argument("name")
+
     runs = sub.add_parser("runs", help="list the tenant's runs, newest first")
     runs.add_argument("--agent")
     runs.add_argument("--status", choices=["queued", "running", "waiting_approval", "waiting_timer", *TERMINAL])
@@ -244,6 +249,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     run = _client(args).run(args.run_id)
     _print_json(run) if args.json else print(_summary(run))
+    return 0
+
+
+def _schedule_line(s: dict[str, Any]) -> str:
+    when = "paused by " + s["state"]["by"] if s["paused"] else f"next {s['next_due']}"
+    return f"{s['name']:<24} {s['agent']:<16} {s['cron']:<16} {s['time_zone']:<16} {when}"
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    found = _client(args).schedules()
+    for s in found:
+        print(_schedule_line(s))
+    if not found:
+        print("no schedules (declare them in the fleet file: docs/schedules.md)")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    print(_schedule_line(_client(args).set_schedule(args.name, args.action == "pause")))
     return 0
 
 
@@ -565,7 +589,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         system.stop()
 
 
-_COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "runs": cmd_runs, "cancel": cmd_cancel,
+_COMMANDS = {"run": cmd_run, "status": cmd_status, "events": cmd_events, "runs": cmd_runs, "schedules": cmd_schedules,
+             "schedule": cmd_schedule, "cancel": cmd_cancel,
              "agents": cmd_agents, "approvals": cmd_approvals, "approval": cmd_approval, "approve": cmd_approve, "resolve": cmd_resolve,
              "reject": cmd_reject, "dev": cmd_dev, "demo": cmd_demo, "new": cmd_new}
 
