@@ -136,7 +136,11 @@ def test_doubled_refunds_after_a_deploy_raise_one_alert_within_one_interval(stac
     by_metric: dict[str, list[dict[str, Any]]] = {}
     for a in alerts:
         by_metric.setdefault(a["metric"], []).append(a)
-    assert all(len(copies) == 1 for copies in by_metric.values()), by_metric
+    # one alert per metric and window: a metric still moved when the window rolls over is alerted again in the
+    # next one (another alert_id), which the pull may catch on a slow machine
+    per_window = [(a["metric"], a["window"]["id"]) for a in alerts]
+    assert len(per_window) == len(set(per_window)), by_metric
+    assert len({a["alert_id"] for a in alerts}) == len(alerts), by_metric
     assert "watched.issue_refund.amount_usd" in by_metric, (alerts, _log_tail(stack, "drift"), _log_tail(stack, "step"))
     amount = by_metric["watched.issue_refund.amount_usd"][0]
     # the longer instructions of version 2 cost tokens, and a busy machine can move latency: real changes too

@@ -70,6 +70,10 @@ _EVENTS_PAGE_TOKEN = {"name": "page_token", "in": "query",
                       "schema": {"type": "string", "minLength": 1, "pattern": EVENTS_TOKEN_PATTERN},
                       "description": "The `next_page_token` of the previous page; opaque. Anything else, "
                                      "the empty string included, is a 400."}
+_SSE_EVENT = {"type": "object", "description": "One server-sent event: `id` the event's `seq`, `event` its kind (or "
+               "`end`, `reconnect`), `data` the `EventView` as JSON (`end`: the run's `status`).",
+               "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"},
+                              "retry": {"type": "integer"}}}
 _RUNS_PAGE_TOKEN = {"name": "page_token", "in": "query",
                     "schema": {"type": "string", "minLength": 1, "pattern": APPROVALS_TOKEN_PATTERN},
                     "description": "The `next_page_token` of the previous page, with the same filters; opaque. A "
@@ -223,7 +227,7 @@ def _document() -> dict[str, Any]:
                                                "after it."}],
                 "responses": {"200": {"description": "A page of events; with `follow=true`, a stream of them.",
                                       "content": {"application/json": {"schema": _ref(EventsPage)},
-                                                  "text/event-stream": {"schema": {"type": "string"}}}},
+                                                  "text/event-stream": {"schema": _SSE_EVENT}}},
                               **_errors(400, 401, 404)}}},
             "/v1/runs/{run_id}:cancel": {"post": {
                 "operationId": "cancel_run", "summary": "Cancel an unfinished run", "parameters": [_RUN_ID],
