@@ -220,7 +220,7 @@ class PublicApi:
             after = max(after, int(resumed))
         self.service.get(caller, run_id)  # an unknown run is a 404, not an empty stream
         stream = live.event_stream(
-            lambda seq: self.service.events(caller, run_id, after_seq=seq, limit=MAX_PAGE_SIZE),
+            lambda seq: self.service.events_of_checked(caller, run_id, after_seq=seq, limit=MAX_PAGE_SIZE),
             lambda: self.service.get(caller, run_id), after,
             lambda e: EventView.of(e).model_dump(mode="json"), max_seconds=self.stream_max_s)
         return Response(stream, mimetype="text/event-stream", direct_passthrough=True,
