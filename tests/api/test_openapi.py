@@ -113,6 +113,9 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.get("/v1/agents/support")
     client.get("/v1/agents/support", token=None)
     client.get("/v1/agents/nope")
+    client.get("/v1/agents/support/versions")
+    client.get("/v1/agents/support/versions", token=None)
+    client.get("/v1/agents/nope/versions")
 
     run = client.start(headers={"Idempotency-Key": "k"}).get_json()["run_id"]
     client.start(headers={"Idempotency-Key": "k"})  # replayed: 202 too

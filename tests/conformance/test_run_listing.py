@@ -63,3 +63,18 @@ def test_pages_neither_skip_nor_repeat_even_with_equal_creation_times(store: Che
     assert sorted(seen) == [f"run_{i:04d}" for i in range(7)] and len(seen) == 7
     everything = _ids(store.list_runs(tenant, RunFilter(), limit=100))
     assert seen == everything
+
+
+def test_unfinished_versions_count_runs_that_have_not_ended(store: CheckpointStore) -> None:
+    tenant, other, agent = unique("acme"), unique("globex"), unique("support")
+    for i, (version, status) in enumerate([("1", RunStatus.waiting_approval), ("1", RunStatus.running),
+                                           ("2", RunStatus.queued), ("1", RunStatus.succeeded),
+                                           ("3", RunStatus.cancelled)]):
+        head = _run(store, tenant, 100 + i, agent=agent, status=status)
+        store.update_run(tenant, head.run_id, lambda h, v=version: Mutation(h.model_copy(update={"agent_version": v})))
+    _run(store, other, 200, agent=agent, status=RunStatus.waiting_timer)
+    _run(store, tenant, 201, agent=unique("billing"))
+    assert store.unfinished_versions(tenant=tenant, agent=agent) == {(agent, "1"): 2, (agent, "2"): 1}
+    everywhere = store.unfinished_versions(agent=agent)
+    assert everywhere == {(agent, "1"): 3, (agent, "2"): 1}
+    assert (agent, "1") in store.unfinished_versions() and store.unfinished_versions(tenant="no/such") == {}

@@ -74,6 +74,17 @@ def fetch_status(args: Endpoint, ctx: ToolContext) -> dict[str, Any]:
 
 
 payer = _payer("payer", expires_after_s=3600)
+
+
+@tool(name="pay", idempotent=False)
+def pay_v2(args: Payment, ctx: ToolContext) -> dict[str, Any]:
+    """Pay a vendor. Not idempotent: a second call pays twice."""
+    record(ctx.idempotency_key, "pay", f"v2:{args.to}:{args.amount:g}")
+    return {"paid": args.amount, "to": args.to, "version": 2}
+
+
+payer_v2 = payer.model_copy(update={"version": "2", "tools": (pay_v2,)})
+"""Version 2 of payer (tests/e2e/test_versions.py): its payments say which version made them."""
 payer_quick = _payer("payer-quick", expires_after_s=3)
 watcher = Agent(name="watcher", instructions="You watch shipments.", tools=(continue_later,))
 poller = Agent(name="poller", instructions="You poll status APIs.", tools=(fetch_status,))

@@ -15,6 +15,8 @@ agents:
       - {use: provenance, action: block}
     canary: {enabled: true, schedule: "0 6 * * *", max_attack_success: 0.0}  # Terraform's red-team canary
     drift: {baseline_version: "3"}            # optional: pin the drift baseline (default: the previous version)
+    previous_versions: [examples.support_agent_v1:agent]   # optional: earlier versions their runs finish on
+    migrate: {"0": "1"}                      # optional: runs of version 0 go on with version 1 (recorded)
     queue: {max_dispatches_per_second: 50, max_concurrent_dispatches: 100}  # Terraform's; not checked here
 prices:                                      # optional: models the built-in price table lacks, USD per million tokens
   llama3.2: {input_per_mtok: 0, output_per_mtok: 0}
@@ -97,6 +99,13 @@ class FleetAgent(_Strict):
     """Guards this environment adds to the agent's chain, or makes stricter; never looser (refused)."""
     canary: CanarySettings | None = None
     drift: DriftSettings | None = None
+    previous_versions: list[str] = Field(default_factory=list)
+    """Earlier versions still served, each a ``module:attribute`` of the agent at that version: a run finishes on
+    the version it started with (docs/versions.md). Retire one once ``agex versions`` shows no unfinished run on
+    it (the deploy's check refuses to drop it sooner)."""
+    migrate: dict[str, str] = Field(default_factory=dict)
+    """Declared moves: runs of version ``key`` go on with version ``value`` from their next step, recorded on
+    the run as a ``run_migrated`` event."""
 
 
 class Fleet(_Strict):
@@ -128,34 +137,51 @@ def identity_email(identity: str, project: str) -> str:
 
 def registry(fleet: Fleet, project: str) -> AgentRegistry:
     """Load each agent's code, check it against its declaration, and give it its identity."""
-    agents = []
+    agents: list[Agent] = []
+    previous: list[Agent] = []
     for name, declared in fleet.agents.items():
-        (agent,) = AgentRegistry.from_specs([declared.module]).all() or (None,)
-        if agent is None or agent.name != name:
-            raise ConfigurationError(f"fleet file: {declared.module} is not an agent named {name!r}")
-        problems = _disagreements(agent, declared)
-        if problems:
-            raise ConfigurationError(f"agent {name!r} and its fleet file entry disagree: {'; '.join(problems)}. "
-                                     "Change one of them (the fleet file is what Terraform grants)")
-        update: dict[str, Any] = {"identity": identity_email(declared.identity, project)}
-        if declared.guards:
-            from agex.guards.chain import tightened
-
-            try:
-                update["guards"] = tightened(agent.guards, declared.guards)
-            except ConfigurationError as e:
-                raise ConfigurationError(f"agent {name!r}: {e.message}") from e
-        agents.append(agent.model_copy(update=update))
-    return AgentRegistry(agents)
+        agents.append(_declared(name, declared.module, declared, project))
+        previous.extend(_declared(name, module, declared, project, current=agents[-1].version)
+                        for module in declared.previous_versions)
+    return AgentRegistry(agents, previous=previous,
+                         migrations={name: a.migrate for name, a in fleet.agents.items() if a.migrate})
 
 
-def _disagreements(agent: Agent, declared: FleetAgent) -> list[str]:
+def _declared(name: str, module: str, declared: FleetAgent, project: str, current: str | None = None) -> Agent:
+    """The agent at ``module``, checked against its fleet entry and given its identity and guards. ``current``:
+    the current version's, when this is an earlier version (which must have a version string of its own)."""
+    (agent,) = AgentRegistry.from_specs([module]).all() or (None,)
+    if agent is None or agent.name != name:
+        raise ConfigurationError(f"fleet file: {module} is not an agent named {name!r}")
+    if current is not None and agent.version == current:
+        raise ConfigurationError(f"fleet file: {module}, an earlier version of agent {name!r}, has the current "
+                                 f"version's version string {current!r}; give each version its own")
+    problems = _disagreements(agent, declared, current is not None)
+    if problems:
+        raise ConfigurationError(f"agent {name!r} ({module}) and its fleet file entry disagree: "
+                                 f"{'; '.join(problems)}. Change one of them (the fleet file is what Terraform grants)")
+    update: dict[str, Any] = {"identity": identity_email(declared.identity, project)}
+    if declared.guards:
+        from agex.guards.chain import tightened
+
+        try:
+            update["guards"] = tightened(agent.guards, declared.guards)
+        except ConfigurationError as e:
+            raise ConfigurationError(f"agent {name!r}: {e.message}") from e
+    return agent.model_copy(update=update)
+
+
+def _disagreements(agent: Agent, declared: FleetAgent, earlier: bool = False) -> list[str]:
+    """What the code and its fleet entry disagree on. An earlier version is held to the grants only (its
+    secrets): the entry's tools, approvers and budgets describe the current version."""
     problems = []
     for tool in agent.tools:
         missing = [s for s in tool.secrets if s not in declared.secrets]
         if missing:
             problems.append(f"tool {tool.name} needs secret(s) {', '.join(missing)}, which the fleet file does not "
                             f"grant to the agent")
+    if earlier:
+        return problems
     if declared.tools is not None and sorted(declared.tools) != sorted(t.name for t in agent.tools):
         problems.append(f"tools: the fleet file lists {sorted(declared.tools)}, the code has "
                         f"{sorted(t.name for t in agent.tools)}")

@@ -109,17 +109,18 @@ class Runtime:
         if self.settings.model:
             # one model for every agent (a local one in development): it is what the agents run on, so it is
             # what is priced, recorded and fingerprinted
-            registry = AgentRegistry([a.model_copy(update={"model": self.settings.model, "fallbacks": (),
-                                                            "model_rules": ()})
-                                      for a in registry.all()])
+            one = {"model": self.settings.model, "fallbacks": (), "model_rules": ()}
+            registry = AgentRegistry([a.model_copy(update=one) for a in registry.all()], previous=[
+                a.model_copy(update=one) for a in registry.every_version() if a is not registry.get(a.name)],
+                migrations=registry.migrations())
         chains = {}
-        for agent in registry.all():
+        for agent in registry.every_version():
             degraded = agent.slo.degrade.model if agent.slo else None
             for model in (agent.model, *agent.fallbacks, *(r.model for r in agent.model_rules),
                           *([degraded] if degraded else [])):
                 self.pricing.check(model)
             try:
-                chains[agent.name] = build_chain(agent.guards) if agent.guards else None
+                chains[(agent.name, agent.version)] = build_chain(agent.guards) if agent.guards else None
             except ConfigurationError as e:
                 raise ConfigurationError(f"agent {agent.name!r}: its guardrail chain is invalid: {e.message}") from e
         self._chains = chains
@@ -132,7 +133,7 @@ class Runtime:
     def chain_for(self, agent: Agent) -> Chain | None:
         """The agent's guardrail chain, built (and checked) with the registry."""
         _ = self.agents
-        return self._chains.get(agent.name)
+        return self._chains.get((agent.name, agent.version))
 
     # --- the ports, each built once on first use ---------------------------------------------------
 

@@ -78,6 +78,9 @@ class Client:
     def agents(self) -> list[dict[str, Any]]:
         return [_json(a) for a in self.typed.agents()]
 
+    def versions(self, agent: str) -> list[dict[str, Any]]:
+        return [_json(v) for v in self.typed.versions(agent)]
+
     def approvals_page(self, status: str | None = None, page_token: str | None = None,
                        size: int = 100) -> dict[str, Any]:
         return _json(self.typed.approvals_page(status, page_token, size))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agex.cli import eval_commands, guard_commands, timeline, watch_commands
+from agex.cli import eval_commands, guard_commands, timeline, version_commands, watch_commands
 from agex.cli.client import ApiError, Client
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     guard_commands.add_parsers(sub)
     watch_commands.add_parsers(sub)
     eval_commands.add_parsers(sub)
+    version_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
     try:
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             handled = watch_commands.run(args)
         if handled is None:
             handled = eval_commands.run(args)
+        if handled is None:
+            handled = version_commands.run(args)
         return handled if handled is not None else _COMMANDS[args.command](args)
     except ApiError as e:
         print(f"error: {e.message} ({e.code})", file=sys.stderr)

@@ -43,6 +43,8 @@ def line(event: dict[str, Any]) -> str | None:
         return f"{prefix}finished  {data['status']}: {detail}"
     if kind == "run_cancelled":
         return f"{prefix}cancelled by {data['by']}"
+    if kind == "run_migrated":
+        return f"{prefix}migrated  version {data['from_version']} -> {data['to_version']} ({data['rule']})"
     if kind == "sweep_reenqueued":
         return f"{prefix}recovered the sweep re-enqueued a lost step task"
     if kind == "approval_requested":

@@ -11,6 +11,7 @@ from agex.app.http.views import (
     EventView,
     RunsPage,
     RunView,
+    VersionView,
 )
 from agex.client.async_client import AsyncClient
 from agex.client.calls import DEFAULT_API, DEFAULT_TOKEN
@@ -25,5 +26,5 @@ __all__ = [
     "DEFAULT_API", "DEFAULT_TOKEN", "NO_RETRY", "AgentMetrics", "AgentView", "AlertView", "ApiError",
     "ApiUnreachable", "ApprovalStatus", "ApprovalView", "ApprovalsPage", "AsyncClient", "BudgetExceeded",
     "Client", "Decision", "DecisionView", "EvalSubmission", "EvalView", "EventView", "EventsPage", "RetryPolicy",
-    "RunStatus", "RunView", "RunsPage", "UsageReport",
+    "RunStatus", "RunView", "RunsPage", "UsageReport", "VersionView",
 ]

@@ -20,6 +20,7 @@ from agex.app.http.views import (
     EventView,
     RunsPage,
     RunView,
+    VersionView,
 )
 from agex.client import calls
 from agex.client.calls import Call, M, RunFilters, Time
@@ -84,6 +85,11 @@ class AsyncClient:
 
     async def agent(self, name: str) -> AgentView:
         return await self._send(calls.agent(name))
+
+    async def versions(self, agent: str) -> list[VersionView]:
+        """The agent's versions: the current one first, each with the runs of the tenant that have not ended
+        on it (docs/versions.md)."""
+        return (await self._send(calls.versions(agent))).versions
 
     async def start_run(self, agent: str, input: str, metadata: Mapping[str, str] | None = None,
                   idempotency_key: str | None = None, wait: float | None = None) -> RunView:

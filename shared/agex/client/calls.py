@@ -23,6 +23,7 @@ from agex.app.http.views import (
     EventsPage,
     RunsPage,
     RunView,
+    VersionList,
 )
 from agex.client.errors import ApiError, ApiUnreachable, error_of
 from agex.client.retry import NOT_SENT, RetryPolicy
@@ -153,6 +154,10 @@ def agents() -> Call[AgentList]:
 
 def agent(name: str) -> Call[AgentView]:
     return Call("GET", f"/v1/agents/{_seg(name)}", AgentView)
+
+
+def versions(agent: str) -> Call[VersionList]:
+    return Call("GET", f"/v1/agents/{_seg(agent)}/versions", VersionList)
 
 
 def start_run(agent: str, input: str, metadata: Mapping[str, str] | None, idempotency_key: str | None,

@@ -19,6 +19,7 @@ from agex.app.http.views import (
     EventView,
     RunsPage,
     RunView,
+    VersionView,
 )
 from agex.client import calls
 from agex.client.calls import Call, M, RunFilters, Time
@@ -87,6 +88,11 @@ class Client:
 
     def agent(self, name: str) -> AgentView:
         return self._send(calls.agent(name))
+
+    def versions(self, agent: str) -> list[VersionView]:
+        """The agent's versions: the current one first, each with the runs of the tenant that have not ended
+        on it (docs/versions.md)."""
+        return self._send(calls.versions(agent)).versions
 
     def start_run(self, agent: str, input: str, metadata: Mapping[str, str] | None = None,
                   idempotency_key: str | None = None, wait: float | None = None) -> RunView:

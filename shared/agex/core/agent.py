@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agex.core.approval import ApprovalPolicy
-from agex.core.errors import ConfigurationError, FallbackReason, NotFound
+from agex.core.errors import ConfigurationError, FallbackReason, NotFound, TransientError
 from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
 from agex.core.metrics import Evaluator, Watch
 from agex.core.run import Limits
@@ -134,23 +134,105 @@ class Agent(BaseModel):
         return next((p for p in self.approvals if p.tool == tool and p.applies(args)), None)
 
 
+class VersionNotServed(TransientError):
+    """A run's agent version is not served by this deployment, and no migration rule moves its runs. Retried:
+    during a rolling deploy the next attempt may reach an instance that serves it; after a deploy that dropped a
+    version still in use, redeploying it (``previous_versions`` in the fleet file) lets its runs go on. A run is
+    never switched to another version silently (docs/versions.md)."""
+
+
 class AgentRegistry:
-    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+    """The agents a deployment serves: for each name, its current version (what new runs start on) and the
+    earlier versions still served to the runs that started on them, with the migration rules that move runs of
+    one version to another."""
+
+    def __init__(self, agents: Iterable[Agent] = (), *, previous: Iterable[Agent] = (),
+                 migrations: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self._agents: dict[str, Agent] = {}
+        self._versions: dict[tuple[str, str], Agent] = {}
         for agent in agents:
             if agent.name in self._agents:
                 raise ConfigurationError(f"two agents are named {agent.name!r}; agent names must be unique")
-            self._agents[agent.name] = agent
+            self._agents[agent.name] = self._versions[(agent.name, agent.version)] = agent
+        for agent in previous:
+            if agent.name not in self._agents:
+                raise ConfigurationError(f"an earlier version of agent {agent.name!r} is served, but not the agent")
+            if (agent.name, agent.version) in self._versions:
+                raise ConfigurationError(f"agent {agent.name!r} version {agent.version!r} is served twice; each "
+                                         "earlier version must have its own version string")
+            self._versions[(agent.name, agent.version)] = agent
+        self._migrations = {name: dict(rules) for name, rules in (migrations or {}).items()}
+        for name, rules in self._migrations.items():
+            if name not in self._agents:
+                raise ConfigurationError(f"migrations are declared for agent {name!r}, which is not served")
+            for source, target in rules.items():
+                if (name, target) not in self._versions:
+                    raise ConfigurationError(f"agent {name!r}: the migration of version {source!r} names version "
+                                             f"{target!r}, which is not served")
+                if source == self._agents[name].version:
+                    raise ConfigurationError(f"agent {name!r}: a migration moves runs of version {source!r}, the "
+                                             "current one, which new runs start on")
+                seen: set[str] = {source}
+                step: str | None = target
+                while step is not None:
+                    if step in seen:
+                        raise ConfigurationError(f"agent {name!r}: the migrations from version {source!r} go round "
+                                                 "in a circle")
+                    seen.add(step)
+                    step = rules.get(step)
 
     def get(self, name: str) -> Agent:
+        """The current version of the agent: the one new runs start on."""
         agent = self._agents.get(name)
         if agent is None:
             known = ", ".join(sorted(self._agents)) or "none"
             raise NotFound(f"unknown agent {name!r}; agents here: {known}")
         return agent
 
+    def version(self, name: str, version: str) -> Agent | None:
+        """That version of the agent, if this deployment serves it."""
+        return self._versions.get((name, version))
+
+    def versions(self, name: str) -> list[Agent]:
+        """Every version of the agent served here, the current one first."""
+        current = self.get(name)
+        return [current, *(a for (n, v), a in self._versions.items() if n == name and v != current.version)]
+
+    def migration(self, name: str, version: str) -> str | None:
+        """The version a declared rule moves runs of ``version`` to, if there is one."""
+        return self._migrations.get(name, {}).get(version)
+
+    def for_run(self, name: str, version: str) -> tuple[Agent, str | None]:
+        """The version a run started on ``version`` goes on with, and the version it migrates from when a rule
+        moves it (the caller records the move). ``NotFound`` for an agent no longer deployed at all;
+        ``VersionNotServed`` when the version is gone and no rule moves its runs."""
+        current = self.get(name)
+        target = self.migration(name, version)
+        if target is not None:
+            # rules chain (1 -> 2 -> 3) until a version with no rule (a cycle is refused at start)
+            while (further := self.migration(name, target)) is not None:
+                target = further
+            return self._versions[(name, target)], version
+        agent = self._versions.get((name, version))
+        if agent is None:
+            served = ", ".join(a.version for a in self.versions(name))
+            raise VersionNotServed(f"agent {name!r} version {version!r} is not served here (served: {served}) and "
+                                   f"no migration rule moves its runs; serve it again (previous_versions in the "
+                                   f"fleet file) or declare a migration (migrate: {{{version!r}: "
+                                   f"{current.version!r}}})")
+        return agent, None
+
+    def migrations(self) -> dict[str, dict[str, str]]:
+        """The declared migration rules, by agent."""
+        return {name: dict(rules) for name, rules in self._migrations.items()}
+
     def all(self) -> list[Agent]:
+        """The current version of each agent, by name."""
         return [self._agents[n] for n in sorted(self._agents)]
+
+    def every_version(self) -> list[Agent]:
+        """Every version served, of every agent."""
+        return [self._versions[k] for k in sorted(self._versions)]
 
     @classmethod
     def from_specs(cls, specs: Sequence[str]) -> AgentRegistry:

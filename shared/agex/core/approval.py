@@ -173,6 +173,8 @@ class Approval(_Doc):
     tenant: str
     run_id: str
     agent: str
+    agent_version: str = ""
+    """The version of the agent whose policy asked (empty on approvals stored before versions were kept)."""
     step: int
     call_id: str
     tool: str

@@ -37,6 +37,8 @@ ACTIVE_STATUSES = (RunStatus.queued, RunStatus.running)
 """Statuses in which a run must have a live step task; the sweep looks for runs that lost theirs."""
 WAITING_STATUSES = (RunStatus.waiting_approval, RunStatus.waiting_timer)
 """Statuses in which nothing runs until ``wake_at`` (or a decision): one scheduled task is all there is."""
+UNFINISHED_STATUSES = tuple(s for s in RunStatus if not s.terminal)
+"""Every status of a run that has not ended: it still needs the agent version it runs on."""
 
 
 class _Doc(BaseModel):
@@ -175,6 +177,9 @@ class EventKind(StrEnum):
     guard_verdict = "guard_verdict"
     """A guard did not simply allow a content: which channel, the chain's action, and each verdict
     (guard, action, reason, score, findings; never the content). Written with what it judged."""
+    run_migrated = "run_migrated"
+    """A declared migration rule moved the run to another version of its agent from this step on
+    (``from_version``, ``to_version``, ``rule``): the only way a run changes version (docs/versions.md)."""
     tool_late_result = "tool_late_result"
     """What a call returned, reported by an attempt that had lost its lease meanwhile: a fact, recorded
     whatever became of the run; it settles the call's reconciliation (see docs/tools.md)."""

@@ -81,7 +81,8 @@ def edited_arguments(approval: Approval, agents: AgentRegistry, arguments: dict[
                            "or reject the call as it is")
     edited = unredact(arguments, approval.call_arguments, approval.redact)
     try:
-        agent = agents.get(approval.agent)
+        # the policy of the version that asked, which the run goes on with (docs/versions.md)
+        agent = agents.version(approval.agent, approval.agent_version) or agents.get(approval.agent)
     except NotFound as e:  # the approval exists: a 404 here would say it did not
         raise Conflict(f"agent {approval.agent} is no longer deployed; approve or reject the call as it is") from e
     tool, policy = agent.tool(approval.tool), agent.approval_policy(approval.tool, approval.call_arguments)

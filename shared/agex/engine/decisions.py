@@ -111,8 +111,10 @@ def expire(head: RunHead, now: datetime) -> Mutation[Claim]:
     return finish(head, now, RunStatus.expired, error=EXPIRED)
 
 
-def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mutation[Claim]:
-    """Take the lease of step ``d.step``, or refuse the delivery."""
+def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float,
+          migrate_to: str | None = None) -> Mutation[Claim]:
+    """Take the lease of step ``d.step``, or refuse the delivery. ``migrate_to``: the version a declared rule
+    moves the run to from this step on, recorded (``run_migrated``) in the same commit."""
     if head.status.terminal:
         raise StaleDelivery(f"run {head.run_id} is already {head.status.value}")
     if d.step <= head.step:
@@ -138,14 +140,18 @@ def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> Mu
         raise LeaseHeld(f"step {d.step} of run {head.run_id} is being worked by {lease.owner}, whose lease runs "
                         f"until {lease.until.isoformat()} and is renewed while it works; try again later")
     resumed = lease is not None and lease.step == d.step
-    events = _events(head, now, d.step, (EventKind.step_started, {
+    moved = () if migrate_to is None or migrate_to == head.agent_version else (
+        (EventKind.run_migrated, {"from_version": head.agent_version, "to_version": migrate_to,
+                                  "rule": "fleet file migrate"}),)
+    events = _events(head, now, d.step, *moved, (EventKind.step_started, {
         "attempt": d.attempt, "task": d.task_name, "owner": d.owner, "resumed": resumed,
         **({"previous_owner": lease.owner, "previous_until": lease.until.isoformat()}
            if resumed and lease else {})}))
     new_lease = Lease(owner=d.owner, task=d.task_name, attempt=d.attempt, step=d.step,
                       until=now + timedelta(seconds=lease_seconds))
-    return Mutation(_advance(head, now, events, status=RunStatus.running, lease=new_lease, wake_at=None), events,
-                    Claim.work)
+    version = migrate_to if moved else head.agent_version
+    return Mutation(_advance(head, now, events, status=RunStatus.running, lease=new_lease, wake_at=None,
+                             agent_version=version), events, Claim.work)
 
 
 def renew_lease(head: RunHead, owner: str, step: int, now: datetime, lease_seconds: float) -> Mutation[bool]:
@@ -414,7 +420,7 @@ def request_approval(head: RunHead, owner: str, step: int, call: FunctionCall, p
     approval = Approval(
         approval_id=(reconcile_approval_id(head.run_id, step, call.id, round) if kind == "reconcile"
                      else approval_id(head.run_id, step, call.id)),
-        kind=kind, tenant=head.tenant, run_id=head.run_id, agent=head.agent,
+        kind=kind, tenant=head.tenant, run_id=head.run_id, agent=head.agent, agent_version=head.agent_version,
         step=step, call_id=call.id, tool=call.name, arguments=redact(call.args, hidden),
         call_arguments=dict(call.args), redact=list(hidden), reason=policy.reason,
         approvers=list(policy.approvers), four_eyes=policy.four_eyes, allow_edits=policy.allow_edits,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from agex.core.agent import Agent, AgentRegistry
 from agex.core.clock import Clock
-from agex.core.errors import ConfigurationError, NotFound
+from agex.core.errors import ConfigurationError
 from agex.core.metrics import METRICS_RETENTION_DAYS, AgentVersion, ModelUsage, RunMetrics, Watch
 from agex.core.pricing import Pricing
 from agex.core.run import Event, EventKind, RunHead
@@ -223,10 +223,7 @@ class Recorder:
     def record(self, head: RunHead, by: Literal["step", "collector"] = "step") -> RunMetrics | None:
         if not head.status.terminal:
             return None
-        try:
-            agent: Agent | None = self.agents.get(head.agent)
-        except NotFound:
-            agent = None
+        agent: Agent | None = self.agents.version(head.agent, head.agent_version)
         events = read_events(self.store, head.tenant, head.run_id)
         record = summarize(head, events, agent, self.clock.now(), by, self.pricing)
         if agent is not None and agent.evaluators:

@@ -164,6 +164,10 @@ class RunService:
         now = self.clock.now()
         return [decisions.as_seen(h, now) for h in self.store.list_runs(caller.tenant, where, limit=limit, after=after)]
 
+    def unfinished_versions(self, caller: Caller, agent: str) -> dict[tuple[str, str], int]:
+        """The caller's tenant's runs of ``agent`` that have not ended, per version."""
+        return self.store.unfinished_versions(tenant=caller.tenant, agent=agent)
+
     def cancel(self, caller: Caller, run_id: str) -> RunHead:
         head = self.get(caller, run_id)
         for _ in range(3):

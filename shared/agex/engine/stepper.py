@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from agex.core.agent import Agent, AgentRegistry
+from agex.core.agent import Agent, AgentRegistry, VersionNotServed
 from agex.core.approval import Approval, ApprovalKind, ApprovalPolicy, changed_paths
 from agex.core.clock import Clock
 from agex.core.errors import (
@@ -138,8 +138,8 @@ class StepRunner:
                 return meter.ended(StepResult(Outcome.lease_lost, e.message))
 
     def _run(self, d: Delivery) -> StepResult:
-        claimed = self.store.update_run(
-            d.tenant, d.run_id, lambda h: decisions.claim(h, d, self.clock.now(), self.settings.lease_seconds))
+        claimed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.claim(
+            h, d, self.clock.now(), self.settings.lease_seconds, self._version_of(h)))
         head = claimed.head
         assert head is not None
         if claimed.value == Claim.finished:
@@ -149,9 +149,25 @@ class StepRunner:
         with LeaseKeeper(self.store, self.clock, d, self.settings.lease_seconds, failpoints=self.failpoints) as keeper:
             return self._work(head, d, keeper, took_over)
 
+    def _version_of(self, head: RunHead) -> str | None:
+        """The version the run goes on with, checked before anything is written: a version this deployment
+        does not serve raises ``VersionNotServed`` (retried, the run untouched); an agent no longer deployed at
+        all is the step's to fail."""
+        if head.status.terminal:
+            return None
+        try:
+            agent, _ = self.agents.for_run(head.agent, head.agent_version)
+        except VersionNotServed as e:
+            _log.error("step of run %s not taken: %s", head.run_id, e.message,
+                       extra={"fields": {"outcome": "version_not_served", "agent_version": head.agent_version}})
+            raise
+        except NotFound:
+            return None
+        return agent.version
+
     def _work(self, head: RunHead, d: Delivery, keeper: LeaseKeeper, took_over: bool = False) -> StepResult:
         try:
-            agent = self.agents.get(head.agent)
+            agent, _ = self.agents.for_run(head.agent, head.agent_version)
         except NotFound:
             # the deployment no longer runs this agent: retrying cannot help, so say so on the run
             return self._fail(d, RunError(code="configuration_error", message=(
@@ -757,10 +773,8 @@ class StepRunner:
             except Exception:
                 # the drift function's collector records the run later: a metrics record never fails a run
                 _log.exception("could not record the metrics of run %s; the collector will", head.run_id)
-        try:
-            hooks = self.agents.get(head.agent).hooks
-        except NotFound:
-            hooks = ()
+        agent = self.agents.version(head.agent, head.agent_version)
+        hooks = agent.hooks if agent is not None else ()
         for hook in hooks:
             _observe(hook, "after_run", head)
         return StepResult(Outcome.finished, head.status.value)

@@ -92,6 +92,11 @@ class CheckpointStore(abc.ABC):
         descending), starting after the ``after`` position."""
 
     @abc.abstractmethod
+    def unfinished_versions(self, *, tenant: str | None = None, agent: str | None = None) -> dict[tuple[str, str], int]:
+        """How many runs that have not ended there are per ``(agent, agent_version)``: of one tenant or of every
+        tenant, of one agent or of all. What says whether a version may be retired (docs/versions.md)."""
+
+    @abc.abstractmethod
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
         """Runs of every tenant in a waiting status whose ``wake_at`` is before ``due_before``, earliest
         first: the sweep's query for waits whose scheduled task was lost."""

@@ -8,7 +8,7 @@ manual, so leases, limits, timers and expiry can be tested without waiting: adva
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from agex.adapters.inmemory.event_bus import InMemoryEventBus
@@ -57,9 +57,13 @@ class InMemoryRuntime:
         self._schedules, self._webhooks = tuple(schedules), tuple(webhooks)
         self._wire(agents)
 
-    def _wire(self, agents: list[Agent]) -> None:
-        self.runtime = rt = Runtime(self._settings, self._backends, agents=AgentRegistry([
-            a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"}) for a in agents]),
+    def _wire(self, agents: list[Agent], previous: Sequence[Agent] = (),
+              migrations: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        def named(a: Agent) -> Agent:
+            return a if a.identity else a.model_copy(update={"identity": f"agent-{a.name}@test"})
+
+        self.runtime = rt = Runtime(self._settings, self._backends, agents=AgentRegistry(
+            [named(a) for a in agents], previous=[named(a) for a in previous], migrations=migrations),
             schedules=self._schedules, webhooks=self._webhooks)
         self.agents, self.store, self.limiter, self.metrics = rt.agents, rt.store, rt.limiter, rt.metrics
         self.queue, self.bus = cast(InMemoryTaskQueue, rt.queue), cast(InMemoryEventBus, rt.bus)
@@ -67,13 +71,15 @@ class InMemoryRuntime:
         self.signer = rt.decision_signer
         """Decisions are signed and verified as in a deployment, with the in-memory backend's own key pair."""
 
-    def redeploy(self, agents: list[Agent], model: Model | Callable[[Agent], Model] | None = None) -> None:
+    def redeploy(self, agents: list[Agent], model: Model | Callable[[Agent], Model] | None = None, *,
+                 previous: Sequence[Agent] = (), migrations: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """A new deployment of other agent code (a new version) on the same stores, queue and bus, as a new
-        revision of the functions would be; runs under way go on under the new code."""
+        revision of the functions would be: runs under way go on with the version they started on when it is
+        still served (``previous``), or where ``migrations`` move them (docs/versions.md)."""
         if model is not None:
             models = model if callable(model) and not isinstance(model, Model) else (lambda agent: model)
             self._backends = dataclasses.replace(self._backends, models=lambda: models)
-        self._wire(agents)
+        self._wire(agents, previous, migrations)
 
     def start(self, agent: str, input: str, caller: Caller = DEFAULT_CALLER, **kwargs: object) -> RunHead:
         return self.service.start(caller, agent, CreateRunRequest(input=input), **kwargs).run  # type: ignore[arg-type]

@@ -178,6 +178,27 @@ resource "google_firestore_field" "run_metrics_ended_at" {
   }
 }
 
+# Unfinished runs per agent version (FirestoreCheckpointStore.unfinished_versions): `status in [...]` across
+# every tenant for the deploy's retire-check (a collection-group index, which Firestore does not keep by
+# default), and within a tenant with `agent ==` for GET /v1/agents/{agent}/versions (docs/versions.md).
+resource "google_firestore_field" "runs_status" {
+  project    = var.project
+  database   = google_firestore_database.main.name
+  collection = "runs"
+  field      = "status"
+
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION_GROUP"
+    }
+  }
+}
+
 # Drift alerts of one agent, newest first (FirestoreMetricsStore.list_alerts).
 resource "google_firestore_index" "drift_alerts_agent_detected_at" {
   project     = var.project

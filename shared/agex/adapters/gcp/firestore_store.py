@@ -56,6 +56,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -67,7 +68,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
-from agex.core.run import WAITING_STATUSES, Event, RunHead, RunStatus
+from agex.core.run import UNFINISHED_STATUSES, WAITING_STATUSES, Event, RunHead, RunStatus
 from agex.ports.checkpoint_store import CheckpointStore, Mutation, RunFilter
 from agex.ports.rules import (
     RESERVED_NAME,
@@ -421,6 +422,22 @@ class FirestoreCheckpointStore(CheckpointStore):
         if after is not None:
             query = query.start_after({"created_at": after[0], "run_id": after[1]})
         return [_decode_head(d) for d in self._query(query.limit(limit), f"listing runs of tenant {tenant}")]
+
+    def unfinished_versions(self, *, tenant: str | None = None, agent: str | None = None) -> dict[tuple[str, str], int]:
+        if tenant is not None and not valid_document_id(tenant):
+            return {}
+        # Every tenant: a collection-group query on status with agent after it, the composite index
+        # runs_status_agent that the Terraform declares. One tenant: equality filters the automatic single-field
+        # indexes serve. Only the two fields counted are read back.
+        query: Any = (self._client.collection_group(self._runs) if tenant is None
+                      else self._client.collection(self._tenants).document(tenant).collection(self._runs))
+        query = query.where(filter=FieldFilter("status", "in", [str(s) for s in UNFINISHED_STATUSES]))
+        if agent is not None:
+            query = query.where(filter=FieldFilter("agent", "==", agent))
+        counts: Counter[tuple[str, str]] = Counter()
+        for data in self._query(query.select(["agent", "agent_version"]), "counting unfinished runs per version"):
+            counts[(str(data.get("agent", "")), str(data.get("agent_version", "")))] += 1
+        return dict(counts)
 
     def find_waiting(self, due_before: datetime, limit: int = 100) -> list[RunHead]:
         if limit <= 0:

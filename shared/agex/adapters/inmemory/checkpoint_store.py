@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -82,6 +83,11 @@ class InMemoryCheckpointStore(CheckpointStore):
             found = [h for h in self._heads.values() if h.status in statuses and h.updated_at < updated_before
                      and (updated_after is None or h.updated_at > updated_after)]
             return [h.model_copy(deep=True) for h in sorted(found, key=lambda h: h.updated_at)[:limit]]
+
+    def unfinished_versions(self, *, tenant: str | None = None, agent: str | None = None) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(Counter((h.agent, h.agent_version) for (t, _), h in self._heads.items()
+                                if not h.status.terminal and tenant in (None, t) and agent in (None, h.agent)))
 
     def list_runs(self, tenant: str, where: RunFilter, *, limit: int = 100,
                   after: tuple[datetime, str] | None = None) -> list[RunHead]:

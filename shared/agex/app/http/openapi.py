@@ -27,6 +27,7 @@ from agex.app.http.views import (
     RunView,
     ScheduleList,
     ScheduleView,
+    VersionList,
 )
 from agex.core.approval import ApprovalStatus
 from agex.core.run import RunStatus
@@ -42,7 +43,7 @@ from agex.engine.reports import (
 )
 from agex.engine.runs import CreateRunRequest
 
-_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, ScheduleView, ScheduleList, AgentView, AgentList, ApprovalView, ApprovalsPage,
+_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, ScheduleView, ScheduleList, AgentView, AgentList, VersionList, ApprovalView, ApprovalsPage,
                                   DecisionView, ErrorBody, CreateRunRequest, DecideRequest, AgentMetrics, UsageReport,
                                   AlertsPage, EvalsPage, EvalSubmission, EvalView]
 
@@ -188,6 +189,11 @@ def _document() -> dict[str, Any]:
                 "responses": {"200": _with_links(_json(AgentView, "The agent."),
                                                  StartRun=_link("start_run", agent="$response.body#/name")),
                               **_errors(401, 404)}}},
+            "/v1/agents/{agent}/versions": {"get": {
+                "operationId": "agent_versions", "summary": "An agent's versions: served, current, and the runs "
+                                                            "that have not ended on each",
+                "parameters": [_AGENT],
+                "responses": {"200": _json(VersionList, "The versions."), **_errors(401, 404)}}},
             "/v1/agents/{agent}/runs": {"post": {
                 "operationId": "start_run", "summary": "Start a run of an agent",
                 "parameters": [_AGENT, _WAIT, _idempotency_key("The same key and body return the same run; the "

@@ -41,6 +41,8 @@ from agex.app.http.views import (
     RunView,
     ScheduleList,
     ScheduleView,
+    VersionList,
+    VersionView,
 )
 from agex.core.agent import AgentRegistry
 from agex.core.approval import Approval, ApprovalStatus
@@ -78,6 +80,7 @@ _routes = Map([
     Rule("/v1/agents", endpoint="list_agents", methods=["GET"]),
     Rule("/v1/agents/<id:agent>", endpoint="get_agent", methods=["GET"]),
     Rule("/v1/agents/<id:agent>/runs", endpoint="start_run", methods=["POST"]),
+    Rule("/v1/agents/<id:agent>/versions", endpoint="agent_versions", methods=["GET"]),
     Rule("/v1/runs", endpoint="list_runs", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>", endpoint="get_run", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>/events", endpoint="list_events", methods=["GET"]),
@@ -149,6 +152,18 @@ class PublicApi:
 
     def _get_agent(self, request: Request, caller: Caller, agent: str) -> Response:
         return json_response(AgentView.of(self.agents.get(agent)).model_dump(mode="json"))
+
+    def _agent_versions(self, request: Request, caller: Caller, agent: str) -> Response:
+        from agex.core.fingerprint import fingerprint
+
+        served = self.agents.versions(agent)
+        counts = self.service.unfinished_versions(caller, agent)
+        named = [v for (_, v) in sorted(counts) if self.agents.version(agent, v) is None]
+        versions = [VersionView(version=v, current=i == 0, served=a is not None,
+                                fingerprint=fingerprint(a) if a is not None else None,
+                                unfinished_runs=counts.get((agent, v), 0), migrates_to=self.agents.migration(agent, v))
+                    for i, (v, a) in enumerate([*((a.version, a) for a in served), *((v, None) for v in named)])]
+        return json_response(VersionList(agent=agent, versions=versions).model_dump(mode="json"))
 
     def _start_run(self, request: Request, caller: Caller, agent: str) -> Response:
         self.agents.get(agent)  # an unknown agent is a 404 before the body is even read

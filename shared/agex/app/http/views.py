@@ -208,6 +208,22 @@ class AgentList(_View):
     agents: list[AgentView]
 
 
+class VersionView(_View):
+    version: str
+    current: bool = Field(description="New runs start on this version.")
+    served: bool = Field(description="This deployment serves it: its runs step. A version not served that still "
+                                     "has unfinished runs is retired too early: its runs wait (docs/versions.md).")
+    fingerprint: str | None = Field(description="Digest of what shapes the version's behaviour, when served.")
+    unfinished_runs: int = Field(description="Runs of the caller's tenant on this version that have not ended.")
+    migrates_to: str | None = Field(description="The version a declared rule moves its runs to at their next step.")
+
+
+class VersionList(_View):
+    agent: str
+    versions: list[VersionView] = Field(description="The current version first, then earlier ones served, then "
+                                                    "versions not served that unfinished runs still name.")
+
+
 class ErrorBody(_View):
     error: ErrorView
 
