@@ -173,6 +173,37 @@ def test_every_documented_response_happens_and_matches_its_schema(
     assert refused.status_code == 429 and refused.get_json()["error"]["budget"] == "acme-day"
     assert int(refused.headers["Retry-After"]) > 0
 
+    refused = capped.post("/v1/agents/support/threads", json={})
+    capped_thread = refused.get_json()["thread_id"]
+    assert capped.post(f"/v1/threads/{capped_thread}/runs", json={"input": "hi"}).status_code == 429
+
+    thread = client.post("/v1/agents/support/threads", json={"policy": "reject"}, headers={"Idempotency-Key": "t"})
+    thread_id = thread.get_json()["thread_id"]
+    client.post("/v1/agents/support/threads", json={"policy": "reject"}, headers={"Idempotency-Key": "t"})  # 200
+    client.post("/v1/agents/support/threads", json={"policy": "queue"}, headers={"Idempotency-Key": "t"})  # 409
+    client.post("/v1/agents/support/threads", json={"policy": "whenever"})
+    client.post("/v1/agents/support/threads", json={}, token=None)
+    client.post("/v1/agents/nope/threads", json={})
+    client.post("/v1/agents/support/threads", data="x" * (MAX_BODY_BYTES + 1), content_type=JSON)
+    client.post("/v1/agents/support/threads", data="{}", content_type="text/plain")
+    client.get(f"/v1/threads/{thread_id}")
+    client.get(f"/v1/threads/{thread_id}", token=None)
+    client.get("/v1/threads/thr_nope")
+    turn = f"/v1/threads/{thread_id}/runs"
+    client.post(turn, json={"input": "Refund order A-1042, please."})
+    client.post(turn, json={"input": "And the other one?"})  # the first is still going: 409 thread_busy
+    rt.drive()
+    client.post(turn, json={"input": "Thanks."}, headers={"Idempotency-Key": "t2"})
+    rt.drive()
+    client.post(f"{turn}?wait=1s", json={"input": "Thanks."}, headers={"Idempotency-Key": "t2"})  # ended: 200
+    client.post(turn, json={"input": ""})
+    client.post(turn, json={"input": "hi"}, token=None)
+    client.post("/v1/threads/thr_nope/runs", json={"input": "hi"})
+    client.post(turn, data="x" * (MAX_BODY_BYTES + 1), content_type=JSON)
+    client.post(turn, data="hi", content_type="text/plain")
+    client.get(f"/v1/runs?thread={thread_id}")
+    rt.drive()
+
     pending = f"/v1/approvals/{seed_approval(rt).approval_id}"
     decided = f"/v1/approvals/{seed_approval(rt, status='approved', decided_by='lead@example.com').approval_id}"
     client.get("/v1/approvals")

@@ -91,6 +91,30 @@ def test_the_same_request_gets_the_same_answer(model: Model) -> None:
     assert a.message == b.message and a.usage == b.usage
 
 
+def test_a_streamed_answer_is_the_answer_request_gives(model: Model) -> None:
+    first = model.request(ask("What's the weather in Paris?"))
+    follow = ask("What's the weather in Paris?").model_copy(update={"messages": [
+        *ask("What's the weather in Paris?").messages, first.message,
+        Message(role="user", parts=[Part(function_response=FunctionResponse(
+            id=first.message.function_calls[0].id, name="get_weather", response={"sky": "sunny"}))])]})
+    pieces: list[str] = []
+    streamed = model.stream(follow, pieces.append)
+    assert streamed == model.request(follow)
+    assert "".join(pieces) == streamed.message.text == "It is sunny in Paris."
+    if isinstance(model, GeminiModel):
+        assert len(pieces) > 1  # Gemini streams: the text came in pieces, as it was written
+    calls: list[str] = []
+    assert model.stream(ask("What's the weather in Paris?"), calls.append) == first and calls == []
+
+
+def test_gemini_stream_errors_are_translated_like_requests(gemini_url: str) -> None:
+    httpx.post(f"{gemini_url}/_emulator/faults", json={"status": 503, "count": 1}).raise_for_status()
+    with pytest.raises(TransientError, match="503"):
+        GeminiModel(api_key="local", base_url=gemini_url).stream(ask("What's the weather in Paris?"), print)
+    with pytest.raises(ModelError, match="400"):
+        GeminiModel(api_key="local", base_url=gemini_url).stream(ask("Tell me a joke"), print)
+
+
 # --- Gemini adapter only: error translation at the edge -----------------------------------------------
 
 

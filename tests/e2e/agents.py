@@ -244,3 +244,13 @@ flaky = _spender("flaky").model_copy(update={"slo": SLO(
 
 # a model stuck in a loop: the same call again and again (tests/e2e/scenarios/looper.yaml)
 looper = _spender("looper").model_copy(update={"instructions": "You are a looper. Call tick until told to stop."})
+
+
+@tool
+def look_up(args: Note, ctx: ToolContext) -> dict[str, Any]:
+    """Look a topic up."""
+    return {"topic": args.text, "fact": "lighthouses warn ships of rocks"}
+
+
+storyteller = Agent(name="storyteller", instructions="You tell stories, slowly.", tools=(look_up,))
+"""Its answer is long and written slowly (tests/e2e/scenarios/storyteller.yaml): followers see it stream."""

@@ -117,3 +117,26 @@ def test_finding_runs_by_every_filter_page_by_page_and_only_the_tenants_own(e2e:
     assert http.get("/v1/runs", params={"status": "sleeping"}).status_code == 400
     assert http.get("/v1/runs", params={"page_token": "garbage!"}).status_code == 400
     assert http.get("/v1/runs", params={"created_after": "yesterday"}).status_code == 400
+
+
+def test_a_followed_run_streams_its_model_text_as_it_is_written(e2e: E2E) -> None:
+    run = e2e.client.start_run("storyteller", "tell me about lighthouses")
+    received: list[dict[str, Any]] = []
+    text = ""
+    with httpx.stream("GET", f"{e2e.stack.api_url}/v1/runs/{run['run_id']}/events", params={"follow": "true"},
+                      headers=HEADERS, timeout=httpx.Timeout(120, connect=10)) as response:
+        for message in _sse(response.iter_lines()):
+            received.append({**message, "at": time.monotonic()})
+            if message.get("event") == "model_text":
+                piece = json.loads(message["data"])
+                text = text[:piece["offset"]] + piece["text"]
+            if message.get("event") == "end":
+                break
+    final = e2e.wait(run["run_id"])
+    kinds = [m.get("event") for m in received]
+    answered = max(i for i, k in enumerate(kinds) if k == "model_response")
+    pieces = [m for m in received[:answered] if m.get("event") == "model_text"]
+    # several pieces over the seconds the answer took, each before the answer was recorded
+    assert len(pieces) >= 3 and pieces[-1]["at"] - pieces[0]["at"] >= 1.0, kinds
+    assert final["status"] == "succeeded" and final["result"].startswith(text) and len(text) > 40
+    assert not any("id" in m for m in pieces)  # live text is not an event: Last-Event-ID skips it

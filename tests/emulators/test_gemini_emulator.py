@@ -755,3 +755,20 @@ def test_latency_flag_signals_and_drain(scenarios_dir: Path) -> None:
     finally:
         if emu.proc.poll() is None:
             _stop(emu)
+
+
+def test_a_thread_turn_is_answered_after_the_turns_before_it(emulator: Emulator) -> None:
+    # a thread's run opens with the conversation before it (agex.engine.conversation.history): the scenario
+    # matches and counts the run's own input and turns, not the earlier ones
+    from agex.core.thread import ThreadContext, Turn
+    from agex.engine.conversation import rebuild
+
+    earlier = [Turn(run_id=f"r{i}", input=f"loop {i}", answer=f"looped {i} times", at="2026-01-01T00:00:00Z")
+               for i in range(2)]
+    client = client_for(emulator)
+    for context in (ThreadContext(turns=earlier, summary="they looped"), ThreadContext(summary="they looped")):
+        messages, _ = rebuild("loop 3", [], 1, context=context)
+        contents = [types.Content(role=m.role, parts=[types.Part(text=p.text) for p in m.parts]) for m in messages]
+        resp = client.models.generate_content(model=MODEL, contents=contents)
+        assert resp.function_calls and resp.function_calls[0].args == {"n": 0, "label": "tick 0", "pad": "x" * 50}
+        assert logged(emulator)[-1]["first_user_text"] == "loop 3"

@@ -255,3 +255,16 @@ def test_an_invalid_scenario_directory_exits_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "agex.dev.emulators.openai", "--check", "--scenarios",
                            str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "bad.yaml" in done.stderr
+
+
+def test_a_thread_turn_is_answered_after_the_turns_before_it(base: str) -> None:
+    from agex.core.thread import ThreadContext, Turn
+    from agex.engine.conversation import rebuild
+
+    earlier = [Turn(run_id=f"r{i}", input=f"loop {i}", answer=f"looped {i} times", at="2026-01-01T00:00:00Z")
+               for i in range(2)]
+    for context in (ThreadContext(turns=earlier, summary="they looped"), ThreadContext(summary="they looped")):
+        messages, _ = rebuild("loop 3", [], 1, context=context)
+        [call] = OpenAICompatibleModel(f"{base}/v1").request(ask("", messages=messages)).message.function_calls
+        assert call.name == "tick" and call.args == {"n": 0}
+        assert logged(base)[-1]["first_user_text"] == "loop 3"

@@ -172,6 +172,9 @@ class CountingLedger(SpendLedger):
     def oldest(self, member: Member, since: Any, limit: int) -> Any:
         return self.inner.oldest(member, since, limit)
 
+    def record(self, entry: SpendEntry) -> bool:
+        return self.inner.record(entry)
+
     def claim_alert(self, alert_id: str, now: Any) -> bool:
         return self.inner.claim_alert(alert_id, now)
 

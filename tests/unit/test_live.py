@@ -119,3 +119,51 @@ def test_an_idle_stream_sends_heartbeats() -> None:
     chunks = _stream(rt, run, 0, Time(), max_seconds=60)  # nothing delivers
     assert b": keep-alive\n\n" in chunks
     assert _parse(chunks)[-1]["event"] == "reconnect"
+
+
+class Streaming(FunctionModel):
+    """Streams its answer's text a word at a time, as Gemini does."""
+
+    def stream(self, request: Any, on_text: Any) -> Any:
+        response = self.request(request)
+        for word in response.message.text.split(" "):
+            on_text(word + " ")
+        return response
+
+
+def test_a_followed_run_writes_its_model_text_as_it_comes_and_an_unfollowed_one_does_not() -> None:
+    agent = Agent(name="talker", instructions="You talk.")
+    rt = InMemoryRuntime([agent], Streaming(lambda request: "Hello there, how are you today?"))
+    texts = rt.runtime.backends.live()
+    followed, alone = rt.start("talker", "hi"), rt.start("talker", "hi")
+    rt.service.watch(DEFAULT_CALLER, followed.run_id, live.WATCHED_FOR)
+    rt.drive()
+    written = texts.get(DEFAULT_CALLER.tenant, followed.run_id)
+    assert written is not None and written.step == 1 and "Hello there, how are you today?".startswith(written.text)
+    assert texts.get(DEFAULT_CALLER.tenant, alone.run_id) is None
+    head = rt.store.get_run(DEFAULT_CALLER.tenant, followed.run_id)
+    assert head is not None and head.result == "Hello there, how are you today?"
+
+
+def test_a_stream_sends_the_model_text_as_it_grows_and_starts_it_over_for_another_attempt() -> None:
+    from datetime import UTC, datetime
+
+    from agex.ports.live_text import LiveText
+
+    rt = _runtime()
+    run = rt.start(ticker.name, "tick 5")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    script = iter([None, LiveText(1, "a", "Hel", at), LiveText(1, "a", "Hello wor", at),
+                   LiveText(1, "a", "Hello wor", at), LiveText(1, "b", "Hi", at)])
+    watched: list[float] = []
+    t = Time()  # nothing delivers until the script is done
+    stream = live.event_stream(
+        lambda seq: rt.service.events(DEFAULT_CALLER, run.run_id, after_seq=seq, limit=1000),
+        lambda: rt.service.get(DEFAULT_CALLER, run.run_id), 0,
+        lambda e: {"seq": e.seq, "kind": e.kind.value}, max_seconds=30, sleep=t.sleep, monotonic=t.monotonic,
+        text=lambda: next(script, None), watch=lambda: watched.append(t.now), watch_every_s=10)
+    messages = _parse(list(stream))
+    pieces = [m["data"] for m in messages if m.get("event") == "model_text"]
+    assert pieces == ['{"step":1,"offset":0,"text":"Hel"}', '{"step":1,"offset":3,"text":"lo wor"}',
+                      '{"step":1,"offset":0,"text":"Hi"}']
+    assert watched[0] == 0 and len(watched) == 3  # marked watched at once, then every 10 s until the stream ends

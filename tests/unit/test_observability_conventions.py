@@ -280,7 +280,7 @@ def test_an_api_request_ends_with_its_entry_and_its_span_exported(
     assert closing["logging.googleapis.com/spanId"] == f"{span.context.span_id:016x}"
     started = [e for e in entries if e["message"] == "run started"]
     assert started[0]["logging.googleapis.com/operation"]["id"] == run_id
-    assert started[0]["logging.googleapis.com/sourceLocation"]["function"] == "_start_run"
+    assert started[0]["logging.googleapis.com/sourceLocation"]["function"] == "_started"
 
 
 # --- the helpers, one behaviour at a time ----------------------------------------------------------------------

@@ -23,12 +23,14 @@ from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.degradations import DegradationStore
 from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
+from agex.ports.live_text import LiveTexts
 from agex.ports.metrics_store import MetricsStore
-from agex.ports.model import Model
+from agex.ports.model import Model, TextSink
 from agex.ports.schedules import ScheduleStore
 from agex.ports.secret_store import SecretStore
 from agex.ports.spend_ledger import SpendLedger
 from agex.ports.task_queue import TaskQueue
+from agex.ports.threads import ThreadStore
 
 if TYPE_CHECKING:
     from agex.adapters.inmemory.secret_store import InMemorySecretStore
@@ -62,6 +64,10 @@ class Backends:
     """A secret the functions read with their own identity (webhook signing keys), not an agent's."""
     schedules: Callable[[], ScheduleStore]
     """Which schedules the API paused."""
+    live: Callable[[], LiveTexts]
+    """The text a model is writing, for the followers of its run."""
+    threads: Callable[[], ThreadStore]
+    """Conversations: which run of each is under way, and what the next turn is given of the ones before."""
     spend: Callable[[], SpendLedger]
     """The ledger the checkpoint store writes model spend to, summed for budgets."""
     clock: Clock = field(default_factory=SystemClock)
@@ -178,6 +184,22 @@ class Backends:
             assert isinstance(store, FirestoreCheckpointStore)
             return FirestoreSchedules(store.client, prefix=store.prefix)
 
+        def threads() -> ThreadStore:
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+            from agex.adapters.gcp.firestore_threads import FirestoreThreads
+
+            store = firestore()
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreThreads(store.client, prefix=store.prefix, concurrency=store.concurrency)
+
+        def live() -> LiveTexts:
+            from agex.adapters.gcp.firestore_live_text import FirestoreLiveTexts
+            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+            store = firestore()
+            assert isinstance(store, FirestoreCheckpointStore)
+            return FirestoreLiveTexts(store.client, prefix=store.prefix)
+
         def spend() -> SpendLedger:
             from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
             from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
@@ -188,7 +210,7 @@ class Backends:
 
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
                    signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules), own_secret=own_secret,
-                   degradations=_once(degradations))
+                   degradations=_once(degradations), threads=_once(threads), live=_once(live))
 
     @classmethod
     def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
@@ -200,11 +222,13 @@ class Backends:
         from agex.adapters.inmemory.degradations import InMemoryDegradations
         from agex.adapters.inmemory.event_bus import InMemoryEventBus
         from agex.adapters.inmemory.limiter import InMemoryLimiter
+        from agex.adapters.inmemory.live_text import InMemoryLiveTexts
         from agex.adapters.inmemory.metrics_store import InMemoryMetricsStore
         from agex.adapters.inmemory.schedules import InMemorySchedules
         from agex.adapters.inmemory.secret_store import InMemorySecretStore
         from agex.adapters.inmemory.spend_ledger import InMemorySpendLedger
         from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
+        from agex.adapters.inmemory.threads import InMemoryThreads
 
         store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
         secret_store, limiter = secrets or InMemorySecretStore(), InMemoryLimiter()
@@ -214,6 +238,7 @@ class Backends:
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
                    metrics=lambda: metrics, breakers=lambda: breakers, spend=_once(lambda: InMemorySpendLedger(store)),
                    degradations=lambda: degradations, schedules=_once(InMemorySchedules),
+                   threads=_once(InMemoryThreads), live=_once(InMemoryLiveTexts),
                    own_secret=lambda name: secret_store.access(OWN_IDENTITY, name),
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 
@@ -228,7 +253,7 @@ class Providers(Model):
         self._built: dict[str, Model] = {}
         self._lock = threading.Lock()
 
-    def request(self, request: ModelRequest) -> ModelResponse:
+    def _route(self, request: ModelRequest) -> tuple[Model, ModelRequest]:
         provider, _, name = request.model.partition(":")
         if not name or provider not in self._build:
             provider, name = self.default, request.model
@@ -236,7 +261,15 @@ class Providers(Model):
             if provider not in self._built:
                 self._built[provider] = self._build[provider]()
             model = self._built[provider]
-        return model.request(request.model_copy(update={"model": name}))
+        return model, request.model_copy(update={"model": name})
+
+    def request(self, request: ModelRequest) -> ModelResponse:
+        model, routed = self._route(request)
+        return model.request(routed)
+
+    def stream(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        model, routed = self._route(request)
+        return model.stream(routed, on_text)
 
 
 def _once(build: Callable[[], T]) -> Callable[[], T]:

@@ -39,6 +39,7 @@ from agex.engine.runs import RunService
 from agex.engine.schedules import ScheduleService
 from agex.engine.slo import SloService, reader
 from agex.engine.stepper import StepRunner, StepSettings
+from agex.engine.threads import ThreadService
 from agex.engine.webhooks import WebhookSender
 from agex.obs import logging as log
 from agex.obs import metrics, tracing
@@ -247,6 +248,13 @@ class Runtime:
                           webhooks=self._declared_webhooks())
 
     @functools.cached_property
+    def threads(self) -> ThreadService:
+        """Conversations (the API's threads endpoints, the step function's thread tasks and sweep)."""
+        return ThreadService(threads=self.backends.threads(), runs=self.service, store=self.store, queue=self.queue,
+                             agents=self.agents, clock=self.clock, ids=self.ids, models=self.model_for,
+                             pricing=self.pricing, ledger=self.backends.spend())
+
+    @functools.cached_property
     def approval_service(self) -> ApprovalService:
         # the API publishes only when a decision is made: the Pub/Sub client and the signing key load then,
         # not at cold start
@@ -269,7 +277,9 @@ class Runtime:
     def public_api(self) -> PublicApi:
         return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
                          max_wait_s=self.settings.max_wait_seconds, stream_max_s=self.settings.stream_max_seconds,
-                         schedules=lambda: self.schedules,
+                         schedules=lambda: self.schedules, threads=lambda: self.threads,
+                         live_texts=(self.backends.live if any(a.stream_text for a in self.agents.every_version())
+                                     else None),
                          authenticator=self.authenticator,
                          max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
                          base_url=self.settings.public_url,
@@ -304,6 +314,7 @@ class Runtime:
                           failpoints=self.failpoints, chains=self.chain_for, record=self.recorder.record,
                           breakers=self.backends.breakers() if self._has_fallbacks() else None,
                           budgets=self.budgets, webhooks=self._declared_webhooks(),
+                          live=self.backends.live() if any(a.stream_text for a in self.agents.every_version()) else None,
                           degradation=reader(self.degradations) if any(a.slo for a in self.agents.all()) else None)
 
     @functools.cached_property
@@ -314,7 +325,7 @@ class Runtime:
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=self.runner, service=self.service, approvals=self.applier, verify=verify,
                             instance=f"{socket.gethostname()}-{os.getpid()}", schedules=lambda: self.schedules,
-                            webhooks=lambda: self.webhooks)
+                            webhooks=lambda: self.webhooks, threads=lambda: self.threads)
 
     @functools.cached_property
     def drift_endpoint(self) -> DriftEndpoint:

@@ -48,21 +48,36 @@ class Client:
     def run(self, run_id: str) -> dict[str, Any]:
         return _json(self.typed.run(run_id))
 
+    def create_thread(self, agent: str, policy: str = "reject") -> dict[str, Any]:
+        return _json(self.typed.create_thread(agent, policy))
+
+    def thread(self, thread_id: str) -> dict[str, Any]:
+        return _json(self.typed.thread(thread_id))
+
+    def send(self, thread_id: str, input: str) -> dict[str, Any]:
+        return _json(self.typed.send(thread_id, input))
+
     def events_page(self, run_id: str, after: int = 0, size: int = 100) -> dict[str, Any]:
         return _json(self.typed.events_page(run_id, after, size))
 
     def events(self, run_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
         return map(_json, self.typed.events(run_id, after))
 
-    def follow(self, run_id: str, after: int = 0, deadline: float | None = None) -> Iterator[dict[str, Any]]:
+    def follow(self, run_id: str, after: int = 0, deadline: float | None = None,
+               text: bool = False) -> Iterator[dict[str, Any]]:
         """The run's events as they are committed, until the run ended or ``deadline`` (``time.monotonic()``)
-        passed."""
+        passed; with ``text``, the model's text as it is written too, as ``{"kind": "model_text", "step",
+        "offset", "text"}``."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return map(_json, self.typed.follow(run_id, after, timeout=timeout))
+        for item in self.typed.follow(run_id, after, timeout=timeout, text=text):
+            if isinstance(item, agex_client.ModelText):
+                yield {"kind": "model_text", "step": item.step, "offset": item.offset, "text": item.text}
+            else:
+                yield _json(item)
 
     def runs(self, **filters: Any) -> Iterator[dict[str, Any]]:
-        """The tenant's runs, newest first, filtered by ``agent``, ``status``, ``principal``, ``created_after``
-        and ``created_before``, with ``page_size``."""
+        """The tenant's runs, newest first, filtered by ``agent``, ``status``, ``principal``, ``thread``,
+        ``created_after`` and ``created_before``, with ``page_size``."""
         return map(_json, self.typed.runs(**filters))
 
     def schedules(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agex.cli import eval_commands, guard_commands, timeline, version_commands, watch_commands
+from agex.cli import chat, eval_commands, guard_commands, timeline, version_commands, watch_commands
 from agex.cli.client import ApiError, Client
 
 if TYPE_CHECKING:
@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = sub.add_parser("runs", help="list the tenant's runs, newest first")
     runs.add_argument("--agent")
-    runs.add_argument("--status", choices=["queued", "running", "waiting_approval", "waiting_timer", *TERMINAL])
+    runs.add_argument("--status", choices=["queued", "running", "waiting_approval", "waiting_timer", "waiting_turn",
+                                           *TERMINAL])
     runs.add_argument("--principal", help="only runs started by this principal")
+    runs.add_argument("--thread", help="only the runs (turns) of this thread")
     runs.add_argument("--since", help="only runs created at or after this time (ISO 8601, or like 2h, 3d)")
     runs.add_argument("--until", help="only runs created before this time (ISO 8601, or like 2h, 3d: that long ago)")
     runs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     watch_commands.add_parsers(sub)
     eval_commands.add_parsers(sub)
     version_commands.add_parsers(sub)
+    chat.add_parsers(sub)
 
     args = parser.parse_args(argv)
     try:
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             handled = eval_commands.run(args)
         if handled is None:
             handled = version_commands.run(args)
+        if handled is None:
+            handled = chat.run(args)
         return handled if handled is not None else _COMMANDS[args.command](args)
     except ApiError as e:
         print(f"error: {e.message} ({e.code})", file=sys.stderr)
@@ -197,10 +202,14 @@ _STATUS_CHANGES = ("approval_requested", "approval_decided", "timer_set", "step_
 class Follower:
     """Prints a run's timeline as events arrive."""
 
-    def __init__(self, client: Client, run_id: str, out: Any = sys.stdout, hint: bool = True) -> None:
+    def __init__(self, client: Client, run_id: str, out: Any = sys.stdout, hint: bool = True,
+                 text: bool = False) -> None:
         self.client, self.run_id, self.out = client, run_id, out
         self.after = 0
         self._hinted = not hint
+        self.text = text
+        """Show the model's text as it is written, on a line of its own (where the provider streams)."""
+        self._writing: tuple[int, int] | None = None
 
     def until(self, statuses: tuple[str, ...], timeout: float) -> dict[str, Any]:
         """Follow the run's event stream until it is in one of ``statuses`` or has ended; return the run."""
@@ -209,7 +218,7 @@ class Follower:
         if run["status"] in statuses or run["status"] in TERMINAL:
             self._print(self.client.events(self.run_id, self.after))
             return run
-        for event in self.client.follow(self.run_id, self.after, deadline):
+        for event in self.client.follow(self.run_id, self.after, deadline, text=self.text):
             self._print([event])
             if event["kind"] in _STATUS_CHANGES:
                 run = self.client.run(self.run_id)
@@ -227,10 +236,26 @@ class Follower:
 
     def _print(self, events: Any) -> None:
         for event in events:
+            if event["kind"] == "model_text":
+                self._write(event)
+                continue
+            if self._writing is not None:
+                print(file=self.out, flush=True)  # the text line ends where its recorded answer comes
+                self._writing = None
             self.after = event["seq"]
             text = timeline.line(event)
             if text:
                 print(text, file=self.out, flush=True)
+
+    def _write(self, piece: dict[str, Any]) -> None:
+        step, written = self._writing or (-1, 0)
+        if step != piece["step"] or piece["offset"] < written:
+            if self._writing is not None:
+                print(file=self.out)
+            print(f"{piece['step']:>4}    writing   ", end="", file=self.out)
+            written = piece["offset"]
+        print(piece["text"], end="", file=self.out, flush=True)
+        self._writing = (piece["step"], written + len(piece["text"]))
 
 
 def follow(client: Client, run_id: str, timeout: float, out: Any = sys.stdout) -> dict[str, Any]:
@@ -278,7 +303,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from agex.cli.watch_commands import when
 
     found = list(itertools.islice(_client(args).runs(
-        agent=args.agent, status=args.status, principal=args.principal, created_after=when(args.since),
+        agent=args.agent, status=args.status, principal=args.principal, thread=args.thread,
+        created_after=when(args.since),
         created_before=when(args.until), page_size=min(max(args.limit, 1), 1000)), max(args.limit, 0)))
     if args.json:
         _print_json(found)

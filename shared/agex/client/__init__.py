@@ -11,11 +11,13 @@ from agex.app.http.views import (
     EventView,
     RunsPage,
     RunView,
+    ThreadView,
     VersionView,
 )
 from agex.client.async_client import AsyncClient
 from agex.client.calls import DEFAULT_API, DEFAULT_TOKEN
 from agex.client.errors import ApiError, ApiUnreachable, BudgetExceeded
+from agex.client.follow import ModelText
 from agex.client.retry import NO_RETRY, RetryPolicy
 from agex.client.sync_client import Client
 from agex.core.approval import ApprovalStatus, Decision
@@ -25,6 +27,6 @@ from agex.engine.reports import AgentMetrics, AlertView, EvalSubmission, EvalVie
 __all__ = [
     "DEFAULT_API", "DEFAULT_TOKEN", "NO_RETRY", "AgentMetrics", "AgentView", "AlertView", "ApiError",
     "ApiUnreachable", "ApprovalStatus", "ApprovalView", "ApprovalsPage", "AsyncClient", "BudgetExceeded",
-    "Client", "Decision", "DecisionView", "EvalSubmission", "EvalView", "EventView", "EventsPage", "RetryPolicy",
-    "RunStatus", "RunView", "RunsPage", "UsageReport", "VersionView",
+    "Client", "Decision", "DecisionView", "EvalSubmission", "EvalView", "EventView", "EventsPage", "ModelText", "RetryPolicy",
+    "RunStatus", "RunView", "RunsPage", "ThreadView", "UsageReport", "VersionView",
 ]

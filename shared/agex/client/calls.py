@@ -23,6 +23,7 @@ from agex.app.http.views import (
     EventsPage,
     RunsPage,
     RunView,
+    ThreadView,
     VersionList,
 )
 from agex.client.errors import ApiError, ApiUnreachable, error_of
@@ -168,6 +169,24 @@ def start_run(agent: str, input: str, metadata: Mapping[str, str] | None, idempo
                 wait_s=wait or 0.0)
 
 
+def create_thread(agent: str, policy: str, metadata: Mapping[str, str] | None,
+                  idempotency_key: str | None) -> Call[ThreadView]:
+    return Call("POST", f"/v1/agents/{_seg(agent)}/threads", ThreadView,
+                body={"policy": policy, "metadata": dict(metadata or {})}, headers=key(idempotency_key))
+
+
+def thread(thread_id: str) -> Call[ThreadView]:
+    return Call("GET", f"/v1/threads/{_seg(thread_id)}", ThreadView)
+
+
+def send(thread_id: str, input: str, metadata: Mapping[str, str] | None, idempotency_key: str | None,
+         wait: float | None) -> Call[RunView]:
+    return Call("POST", f"/v1/threads/{_seg(thread_id)}/runs", RunView,
+                params={"wait": seconds(wait)} if wait is not None else {},
+                body={"input": input, "metadata": dict(metadata or {})}, headers=key(idempotency_key),
+                wait_s=wait or 0.0)
+
+
 def run(run_id: str, wait: float | None = None) -> Call[RunView]:
     return Call("GET", f"/v1/runs/{_seg(run_id)}", RunView,
                 params={"wait": seconds(wait)} if wait is not None else {}, wait_s=wait or 0.0)
@@ -177,6 +196,7 @@ class RunFilters(TypedDict, total=False):
     agent: str | None
     status: str | RunStatus | None
     principal: str | None
+    thread: str | None
     created_after: Time | None
     """Inclusive."""
     created_before: Time | None
@@ -187,7 +207,7 @@ class RunFilters(TypedDict, total=False):
 def runs_page(page_token: str | None, **filters: Unpack[RunFilters]) -> Call[RunsPage]:
     return Call("GET", "/v1/runs", RunsPage, params=present(
         agent=filters.get("agent"), status=_status(filters.get("status")), principal=filters.get("principal"),
-        created_after=filters.get("created_after"), created_before=filters.get("created_before"),
+        thread=filters.get("thread"), created_after=filters.get("created_after"), created_before=filters.get("created_before"),
         page_size=filters.get("page_size"), page_token=page_token))
 
 

@@ -27,6 +27,16 @@ class Turn(Enum):
     """The server closes the stream (its request timeout nears): connect again, right away."""
 
 
+@dataclass(frozen=True)
+class ModelText:
+    """A piece of the text a step's model is writing (``event: model_text``): it goes at ``offset`` of the step's
+    text, ``offset`` 0 starting it over. The step's ``model_response`` event is the answer, whole."""
+
+    step: int
+    offset: int
+    text: str
+
+
 @dataclass
 class Following:
     path: str
@@ -42,6 +52,8 @@ class Following:
     """Connections in a row that broke without bringing an event."""
     parser: Parser = field(default_factory=Parser)
     opened_at: float | None = None
+    with_text: bool = False
+    """Hand on the model text as it is written (``ModelText``), not only the events."""
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -80,15 +92,20 @@ class Following:
             raise ApiUnreachable(self.api, cause, self.failures) from cause
         return pause
 
-    def take(self, line: str) -> EventView | Turn | None:
+    def take(self, line: str) -> EventView | ModelText | Turn | None:
         message = self.parser.feed(line)
         return self._step(message) if message is not None else None
 
-    def _step(self, message: Message) -> EventView | Turn | None:
+    def _step(self, message: Message) -> EventView | ModelText | Turn | None:
         if message.event == "end":
             return Turn.END
         if message.event == "reconnect":
             return Turn.RECONNECT
+        if message.event == "model_text":
+            if not self.with_text:
+                return None
+            piece = json.loads(message.data)
+            return ModelText(step=int(piece["step"]), offset=int(piece["offset"]), text=str(piece["text"]))
         event = EventView.model_validate(json.loads(message.data), extra="ignore")
         self.failures = 0
         if event.seq <= self.after:

@@ -19,12 +19,13 @@ from agex.app.http.views import (
     EventView,
     RunsPage,
     RunView,
+    ThreadView,
     VersionView,
 )
 from agex.client import calls
 from agex.client.calls import Call, M, RunFilters, Time
 from agex.client.errors import ApiError
-from agex.client.follow import Following, Turn
+from agex.client.follow import Following, ModelText, Turn
 from agex.client.retry import RetryPolicy
 from agex.core.approval import ApprovalStatus, Decision
 from agex.core.run import RunStatus
@@ -101,6 +102,21 @@ class Client:
         the wait is up."""
         return self._send(calls.start_run(agent, input, metadata, idempotency_key, wait))
 
+    def create_thread(self, agent: str, policy: str = "reject", metadata: Mapping[str, str] | None = None,
+                      idempotency_key: str | None = None) -> ThreadView:
+        """A conversation with ``agent`` (docs/threads.md). ``policy``: what a message sent while a run of the
+        thread is going does: ``reject`` (409 ``thread_busy``), ``queue`` or ``interrupt``."""
+        return self._send(calls.create_thread(agent, policy, metadata, idempotency_key))
+
+    def thread(self, thread_id: str) -> ThreadView:
+        return self._send(calls.thread(thread_id))
+
+    def send(self, thread_id: str, input: str, metadata: Mapping[str, str] | None = None,
+             idempotency_key: str | None = None, wait: float | None = None) -> RunView:
+        """The thread's next turn: a run of its agent that sees the conversation so far. Like ``start_run``
+        otherwise (a made-up key when none is given, so a retry is the same turn)."""
+        return self._send(calls.send(thread_id, input, metadata, idempotency_key, wait))
+
     def run(self, run_id: str, wait: float | None = None) -> RunView:
         """The run; with ``wait`` (seconds), as soon as it ended or when the wait is up."""
         return self._send(calls.run(run_id, wait))
@@ -141,12 +157,15 @@ class Client:
                 return
             after = page.events[-1].seq
 
-    def follow(self, run_id: str, after: int = 0, *, timeout: float | None = None) -> Iterator[EventView]:
+    def follow(self, run_id: str, after: int = 0, *, timeout: float | None = None,
+               text: bool = False) -> Iterator[EventView | ModelText]:
         """The run's events after ``after`` as they are committed, until the run ended (or ``timeout``
         seconds passed: checked as events and the server's keep-alives arrive). A broken connection, and the
-        server's ``reconnect``, are resumed after the last event received, with nothing lost or repeated."""
+        server's ``reconnect``, are resumed after the last event received, with nothing lost or repeated. With
+        ``text``, the model's text as it is written comes too (``ModelText``, where the provider streams)."""
         f = Following(calls.events_page(run_id).path, after, self.retry, self.api, self.stream_read_timeout_s,
-                      min(self.timeout, 10.0), None if timeout is None else time.monotonic() + timeout)
+                      min(self.timeout, 10.0), None if timeout is None else time.monotonic() + timeout,
+                      with_text=text)
         while not f.expired():
             params, headers, timeouts = f.connection()
             try:

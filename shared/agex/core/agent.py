@@ -91,6 +91,9 @@ class Agent(BaseModel):
     slo: SLO | None = None
     """A latency or error objective over recent runs; while its burn rate is high, steps degrade as it says
     (docs/models.md, "Degradation")."""
+    stream_text: bool = True
+    """While someone follows a run (``?follow=true``), its model's answer streams to them as the provider writes
+    it, where the provider streams (Gemini). Off: followers see each answer once it is recorded."""
     operators: tuple[str, ...] = ()
     """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
     retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agex.core.thread import ThreadContext
+
 FORMAT_VERSION = 1
 """Bumped when the stored shape changes incompatibly; every head and event carries it."""
 
@@ -22,6 +24,9 @@ class RunStatus(StrEnum):
     running = "running"
     waiting_approval = "waiting_approval"
     waiting_timer = "waiting_timer"
+    waiting_turn = "waiting_turn"
+    """A thread's message sent while its run was going (policy ``queue``): it starts when the runs before it
+    ended (docs/threads.md)."""
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -155,6 +160,14 @@ class RunHead(_Doc):
     step_tokens: float | None = None
     step_tokens_at: datetime | None = None
     """The step rate's token bucket: steps the run may take at once, as of ``step_tokens_at``."""
+    thread_id: str | None = None
+    """The thread the run is a turn of (docs/threads.md)."""
+    watched_until: datetime | None = None
+    """A follower of the run's events is reading until then: its steps stream the model's text as it comes
+    (docs/api.md, "Following a run")."""
+    context: ThreadContext | None = None
+    """The conversation before this turn, as the thread had it when the run started: bounded (a summary and the
+    last turns), and fixed for the run's life."""
 
 
 class EventKind(StrEnum):

@@ -362,7 +362,7 @@ class Dispatcher:
         from agex.core.errors import LeaseHeld, NotDue, NotFound, TransientError
         from agex.engine.decisions import Delivery
         from agex.obs import tracing
-        from agex.ports.task_queue import ApprovalExpiryTask, WebhookTask
+        from agex.ports.task_queue import ApprovalExpiryTask, ThreadTask, WebhookTask
 
         rt = self.runtime
         token = context.attach(tracing.extract({"traceparent": task.traceparent} if task.traceparent else {}))
@@ -371,6 +371,8 @@ class Dispatcher:
                 rt.applier.expire(task.tenant, task.run_id, task.approval_id)
             elif isinstance(task, WebhookTask):
                 rt.webhooks.deliver(task.tenant, task.run_id, task.webhook)
+            elif isinstance(task, ThreadTask):
+                rt.threads.advance(task.tenant, task.thread_id, task.run_id)
             else:
                 rt.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step, task_name=task.name,
                                        attempt=attempt, instance=self.instance))

@@ -8,6 +8,7 @@ from typing import Any
 
 from agex.core.messages import FunctionCall, FunctionResponse, Message, ModelResponse, Part, TokenUsage
 from agex.core.run import Event, EventKind
+from agex.core.thread import ThreadContext
 from agex.engine.guarding import RESTRICTED, hold_reason, model_view
 
 
@@ -112,14 +113,43 @@ HISTORY_NOTE = "(The {omitted} earlier steps of this run are not shown.)"
 The Gemini emulator reads it to keep counting turns of long scripted runs."""
 
 
+THREAD_NOTE = "(Conversation so far: {turns} earlier turns follow.{summary})"
+"""Opens what a thread's run is shown of the conversation before it (docs/threads.md): the summary of the older
+turns, then the last turns as user and model messages, then the run's own input. The Gemini emulator reads the
+count to find where the run's own conversation starts."""
+SUMMARY_NOTE = " Before them: {summary}"
+DROPPED_NOTE = " ({dropped} turns before those are missing.)"
+
+
+def history(context: ThreadContext | None) -> list[Message]:
+    """A thread's turns before this run, as the model sees them: user and model messages, the first one opened
+    by :data:`THREAD_NOTE` with the summary. Empty outside a thread or on its first turn."""
+    if context is None or context.empty:
+        return []
+    summary = SUMMARY_NOTE.format(summary=context.summary) if context.summary else ""
+    if context.dropped_turns:
+        summary += DROPPED_NOTE.format(dropped=context.dropped_turns)
+    note = Part(text=THREAD_NOTE.format(turns=len(context.turns), summary=summary))
+    messages = []
+    for i, turn in enumerate(context.turns):
+        messages.append(Message(role="user", parts=[*([note] if i == 0 else []), Part(text=turn.input)]))
+        messages.append(Message(role="model", parts=[Part(text=turn.answer)]))
+    return messages or [Message(role="user", parts=[note])]
+
+
 def rebuild(run_input: str, events: list[Event], current_step: int,
-            first_step: int = 1) -> tuple[list[Message], StepProgress]:
-    """Messages of the committed steps in ``events`` (after the user's input), and the progress of
-    ``current_step``. Events must be ordered by seq and cover whole steps from ``first_step``."""
+            first_step: int = 1, context: ThreadContext | None = None) -> tuple[list[Message], StepProgress]:
+    """Messages of the committed steps in ``events`` (after the thread's history in ``context``, if any, and the
+    user's input), and the progress of ``current_step``. Events must be ordered by seq and cover whole steps
+    from ``first_step``."""
     opening = [Part(text=run_input)]
     if first_step > 1:
         opening.append(Part(text=HISTORY_NOTE.format(omitted=first_step - 1)))
-    messages = [Message(role="user", parts=opening)]
+    before = history(context)
+    if before and before[-1].role == "user":
+        # only a summary (no turn kept): it opens the run's own message
+        opening = [*before.pop().parts, *opening]
+    messages = [*before, Message(role="user", parts=opening)]
     progress = StepProgress()
     by_step: dict[int, list[Event]] = {}
     for event in events:

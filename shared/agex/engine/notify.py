@@ -10,7 +10,7 @@ from agex.core.run import RunHead
 from agex.core.webhook import Webhook
 from agex.obs import logging as log
 from agex.ports.event_bus import EventBus
-from agex.ports.task_queue import ApprovalExpiryTask, TaskQueue, WebhookTask
+from agex.ports.task_queue import ApprovalExpiryTask, TaskQueue, ThreadTask, WebhookTask
 
 RUN_EVENTS_TOPIC = "agex-run-events"
 _log = log.get("notify")
@@ -43,8 +43,16 @@ def approval_waiting(queue: TaskQueue, bus: EventBus, approval: Approval, base_u
 
 
 def enqueue_webhooks(queue: TaskQueue, head: RunHead, webhooks: Sequence[Webhook]) -> None:
-    """The delivery task of each webhook that applies to the ended run, named by the run and the webhook: enqueued
-    once however often this runs. Best effort, like the Pub/Sub message: logged when it fails."""
+    """The tasks that follow a run's end, each named by the run so it is enqueued once however often this runs:
+    the delivery of each webhook that applies, and the thread's move to its next turn when the run is a turn of
+    one. Best effort, like the Pub/Sub message: logged when it fails (a thread left behind is moved on by its
+    next message or the sweep)."""
+    if head.thread_id is not None:
+        try:
+            queue.enqueue(ThreadTask(tenant=head.tenant, run_id=head.run_id, thread_id=head.thread_id,
+                                     agent=head.agent, traceparent=head.trace))
+        except Exception:
+            _log.exception("could not enqueue the thread task of run %s", head.run_id)
     for webhook in webhooks:
         if not webhook.applies(head.tenant, head.agent):
             continue

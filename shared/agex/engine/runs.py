@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -28,12 +28,13 @@ from agex.core.errors import (
 )
 from agex.core.guard import Chain
 from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunHead, RunStatus
+from agex.core.thread import ThreadContext
 from agex.core.webhook import Webhook
 from agex.engine import decisions, notify
 from agex.engine.budgets import Budgets
 from agex.obs import logging as log
 from agex.ports.auth import Caller
-from agex.ports.checkpoint_store import CheckpointStore, RunFilter
+from agex.ports.checkpoint_store import CheckpointStore, Mutation, RunFilter
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 from agex.ports.task_queue import StepTask, TaskQueue
 
@@ -52,6 +53,20 @@ class CreateRunRequest(BaseModel):
     input: str = Field(min_length=1, description="What the agent is asked to do.")
     metadata: dict[MetadataKey, MetadataValue] = Field(
         default_factory=dict, max_length=32, description="Up to 32 string labels, kept on the run.")
+
+
+@dataclass(frozen=True)
+class ThreadTurn:
+    """A run that is a turn of a thread: started now with the conversation so far (``context``), or waiting
+    (``waiting_turn``) until the runs before it ended, when the thread gives it its context."""
+
+    thread_id: str
+    context: ThreadContext | None
+
+    def fields(self) -> dict[str, Any]:
+        if self.context is None:
+            return {"thread_id": self.thread_id, "status": RunStatus.waiting_turn}
+        return {"thread_id": self.thread_id, "context": self.context}
 
 
 @dataclass(frozen=True)
@@ -89,19 +104,32 @@ class RunService:
         chain = self.chains(agent)
         return str(chain.redact_for_records(text)) if chain is not None else text
 
-    def start(self, caller: Caller, agent_name: str, request: CreateRunRequest, *,
-              idempotency_key: str | None = None, traceparent: str = "") -> Started:
-        """Create the run and enqueue its first step. ``idempotency_key`` comes checked by the caller (the
-        API's one check is ``agex.app.http.rules.idempotency_key``): the same key and request in a tenant
-        give the same run, a different request under it is a ``Conflict``."""
+    def check(self, agent_name: str, request: CreateRunRequest) -> Agent:
+        """What ``start`` refuses before it writes anything: an unknown agent, an input over the limit."""
         agent = self.agents.get(agent_name)
         size = len(request.input.encode())
         if size > self.max_input_bytes:
             raise PayloadTooLarge(f"input is {size} bytes; the limit is {self.max_input_bytes} bytes. "
                                   "Pass large documents by reference (a URL or object name) instead")
-        request_hash = _hash({"agent": agent_name, **request.model_dump()})
-        run_id = (self.ids.new_id("run_") if idempotency_key is None
-                  else keyed_run_id(caller.tenant, idempotency_key))
+        return agent
+
+    def run_id_for(self, caller: Caller, idempotency_key: str | None) -> str:
+        """The id a new run gets: derived from the Idempotency-Key when there is one (the same key always names
+        the same run in a tenant), new otherwise."""
+        return self.ids.new_id("run_") if idempotency_key is None else keyed_run_id(caller.tenant, idempotency_key)
+
+    def start(self, caller: Caller, agent_name: str, request: CreateRunRequest, *,
+              idempotency_key: str | None = None, traceparent: str = "", run_id: str | None = None,
+              turn: ThreadTurn | None = None) -> Started:
+        """Create the run and enqueue its first step. ``idempotency_key`` comes checked by the caller (the
+        API's one check is ``agex.app.http.rules.idempotency_key``): the same key and request in a tenant
+        give the same run, a different request under it is a ``Conflict``. ``run_id``: the id
+        ``run_id_for`` gave beforehand (a thread admits its run before creating it); ``turn``: the run is a
+        turn of a thread (``agex.engine.threads``), which starts now or waits its turn."""
+        agent = self.check(agent_name, request)
+        request_hash = _hash({"agent": agent_name, **request.model_dump(),
+                              **({"thread": turn.thread_id} if turn else {})})
+        run_id = run_id or self.run_id_for(caller, idempotency_key)
         now = self.clock.now()
         if self.budgets is not None and self.budgets.applying(caller.tenant, agent.name):
             try:
@@ -115,11 +143,12 @@ class RunService:
                        principal=caller.principal, input=request.input, metadata=request.metadata,
                        limits=agent.limits, trace=traceparent, idempotency_key=idempotency_key,
                        request_hash=request_hash, created_at=now, updated_at=now, expire_at=now + RUN_RETENTION,
-                       seq=1)
+                       seq=1, **(turn.fields() if turn else {}))
         created = Event(seq=1, step=0, kind=EventKind.run_created, at=now, expire_at=head.expire_at,
                         data={"agent": agent.name, "agent_version": agent.version, "principal": caller.principal,
                               "input": self._shown(agent, request.input), "metadata": request.metadata,
-                              "fingerprint": self.fingerprint(agent)})
+                              "fingerprint": self.fingerprint(agent),
+                              **({"thread_id": turn.thread_id} if turn else {})})
         try:
             self.store.create_run(head, [created])
             replayed = False
@@ -163,6 +192,22 @@ class RunService:
         """The caller's tenant's runs, newest first, as their readers see them (an overdue run as expired)."""
         now = self.clock.now()
         return [decisions.as_seen(h, now) for h in self.store.list_runs(caller.tenant, where, limit=limit, after=after)]
+
+    def watch(self, caller: Caller, run_id: str, for_: timedelta) -> None:
+        """Someone follows the run's events: mark it watched for ``for_``, so its steps stream the model's text
+        (the mark is renewed while they follow; not written again while it has most of its time left, and not
+        at all on a run that ended)."""
+        now = self.clock.now()
+
+        def mark(h: RunHead) -> Mutation[None]:
+            if h.status.terminal or (h.watched_until is not None and h.watched_until - now > for_ / 2):
+                return Mutation(None)
+            return Mutation(h.model_copy(update={"watched_until": now + for_}))
+
+        try:
+            self.store.update_run(caller.tenant, run_id, mark)
+        except (NotFound, TransientError) as e:  # the stream goes on: its text comes with the recorded answer
+            _log.info("could not mark run %s watched: %s", run_id, e.message)
 
     def unfinished_versions(self, caller: Caller, agent: str) -> dict[tuple[str, str], int]:
         """The caller's tenant's runs of ``agent`` that have not ended, per version."""

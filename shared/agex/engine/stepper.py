@@ -52,6 +52,7 @@ from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.event_bus import EventBus
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 from agex.ports.limiter import Limiter, Permit, Wait
+from agex.ports.live_text import LiveText, LiveTexts
 from agex.ports.model import Model
 from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import StepTask, TaskQueue
@@ -107,8 +108,11 @@ class StepRunner:
                  chains: Callable[[Agent], Chain | None] | None = None,
                  record: Callable[[RunHead], object] | None = None, breakers: Breakers | None = None,
                  budgets: Budgets | None = None, webhooks: Sequence[Webhook] = (),
-                 degradation: Callable[[str, datetime], Degrade | None] | None = None) -> None:
+                 degradation: Callable[[str, datetime], Degrade | None] | None = None,
+                 live: LiveTexts | None = None) -> None:
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
+        self.live = live
+        """Where a model's text goes as it is written, for a run someone follows (advice: never fails a step)."""
         self.record, self.breakers = record, breakers
         self.budgets, self.webhooks = budgets, tuple(webhooks)
         self.degradation = degradation
@@ -179,7 +183,7 @@ class StepRunner:
             first = conversation.window_start(d.step, agent.context_window_steps)
             events = self.store.events_since_step(d.tenant, d.run_id, first)
             shown = head.input_view if head.input_view is not None else head.input
-            messages, progress = conversation.rebuild(shown, events, d.step, first)
+            messages, progress = conversation.rebuild(shown, events, d.step, first, head.context)
             earlier_intents = frozenset(progress.intents)
             response = progress.response
             if response is None:
@@ -249,7 +253,13 @@ class StepRunner:
                 return None
             if seen.action != Action.allow:
                 input_view = seen.value
-                messages = [Message(role="user", parts=[Part(text=input_view)]), *messages[1:]]
+                # the run's own input opens its first message after the thread's history: its last text part
+                at = len(conversation.history(head.context)) // 2 * 2
+                opening = messages[at]
+                texts = [i for i, p in enumerate(opening.parts) if p.text == head.input]
+                parts = list(opening.parts)
+                parts[texts[-1] if texts else -1] = Part(text=input_view)
+                messages = [*messages[:at], Message(role="user", parts=parts), *messages[at + 1:]]
         tokens: dict[str, str] = {}
         if chain is not None and chain.tokenizes:
             # the model gets personal data as tokens stable for the run; its answer gets the values back, so
@@ -258,7 +268,9 @@ class StepRunner:
             messages = [Message.model_validate(m) for m in dumped]
         request = ModelRequest(model=agent.model, system=agent.instructions, messages=messages,
                                tools=[t.spec() for t in tools])
-        answered = self._ask(agent, d, request, events, degrade.model, degraded)
+        watched = (self.live is not None and agent.stream_text and head.watched_until is not None
+                   and head.watched_until > self.clock.now())
+        answered = self._ask(agent, d, request, events, degrade.model, degraded, watched)
         if answered is None:
             return None
         response, model, cost, route = answered
@@ -335,7 +347,7 @@ class StepRunner:
         return degrade, tuple(why)
 
     def _ask(self, agent: Agent, d: Delivery, request: ModelRequest, events: Sequence[Event],
-             degraded_model: str | None = None, degraded: tuple[str, ...] = (),
+             degraded_model: str | None = None, degraded: tuple[str, ...] = (), watched: bool = False,
              ) -> tuple[ModelResponse, str, float, dict[str, Any] | None] | None:
         """The agent's model, then its fallbacks in order while one cannot answer for a reason the agent
         falls back on: the response, the model that gave it, its cost, and the routing decision when it was
@@ -355,7 +367,12 @@ class StepRunner:
                 continue
             with tracing.model_call(model, agent=agent.name, agent_version=agent.version, run=d.run_id) as call:
                 try:
-                    response = self.models(agent).request(request.model_copy(update={"model": model}))
+                    asked = request.model_copy(update={"model": model})
+                    if watched and self.live is not None:
+                        sink = _LiveSink(self.live, self.clock, d, f"{d.owner}/{model}")
+                        response = self.models(agent).stream(asked, sink)
+                    else:
+                        response = self.models(agent).request(asked)
                 except (ModelUnavailable, ModelBlocked) as e:
                     call.failed(e)
                     if isinstance(e, ModelUnavailable):
@@ -780,6 +797,35 @@ class StepRunner:
         return StepResult(Outcome.finished, head.status.value)
 
 
+LIVE_TEXT_INTERVAL_S = 0.2
+"""How often at most a streaming step writes the text so far for its followers."""
+LIVE_TEXT_RETENTION = timedelta(days=1)
+"""The live text is deleted (TTL) a day after its last write: the step's event keeps the answer."""
+
+
+class _LiveSink:
+    """Gathers a streamed answer's pieces and writes the text so far at most every ``LIVE_TEXT_INTERVAL_S``
+    (the last pieces are in the ``model_response`` event that follows). A failed write is logged and dropped."""
+
+    def __init__(self, live: LiveTexts, clock: Clock, d: Delivery, attempt: str) -> None:
+        self.live, self.clock, self.d, self.attempt = live, clock, d, attempt
+        self.text = ""
+        self.written_at = 0.0
+
+    def __call__(self, piece: str) -> None:
+        self.text += piece
+        now = time.monotonic()
+        if now - self.written_at < LIVE_TEXT_INTERVAL_S:
+            return
+        self.written_at = now
+        at = self.clock.now()
+        try:
+            self.live.put(self.d.tenant, self.d.run_id, LiveText(step=self.d.step, attempt=self.attempt,
+                                                                  text=self.text, at=at), at + LIVE_TEXT_RETENTION)
+        except Exception as e:  # followers see the text when the step records it
+            _log.warning("could not write the live text of run %s: %s", self.d.run_id, e)
+
+
 def _may_announce(agent: Agent, call: FunctionCall, settled: dict[str, Settled], held: dict[str, str]) -> bool:
     """Whether the call's intent may be written before it is reached: not for a call that waits for (or
     was refused) approval, which is announced, if ever, only once approved."""
@@ -793,7 +839,7 @@ def _window(head: RunHead, events: Sequence[Event], step: int, steps: int) -> li
     """The conversation with only the last ``steps`` steps in context."""
     first = conversation.window_start(step, steps)
     shown = head.input_view if head.input_view is not None else head.input
-    messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], step, first)
+    messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], step, first, head.context)
     return messages
 
 

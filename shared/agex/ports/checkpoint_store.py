@@ -42,6 +42,7 @@ class RunFilter:
     agent: str | None = None
     status: RunStatus | None = None
     principal: str | None = None
+    thread: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 

@@ -46,5 +46,10 @@ class SpendLedger(abc.ABC):
         frees up enough to go on."""
 
     @abc.abstractmethod
+    def record(self, entry: SpendEntry) -> bool:
+        """Write an entry no run's commit carries (a thread's summary call), once by its id: False when an
+        entry of that id is there already (a redelivered task)."""
+
+    @abc.abstractmethod
     def claim_alert(self, alert_id: str, now: datetime) -> bool:
         """True for the one caller, across every instance, that may publish the alert ``alert_id``."""

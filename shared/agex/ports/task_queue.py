@@ -11,20 +11,25 @@ from pydantic import BaseModel, ConfigDict
 from agex.core.run import RunHead
 
 
-class StepTask(BaseModel):
-    """One delivery of one step of one run. The name is deterministic, so a retry that enqueues the
-    same step again is refused by the queue's name dedupe instead of running the step twice."""
+class _RunTask(BaseModel):
+    """What every task carries: whose run it is about, when it is due, the trace it continues, and the agent
+    (which picks the agent's own queue when queues are per agent: its rate limits and retries)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: str
     run_id: str
-    step: int
-    generation: int = 0
     schedule_at: datetime | None = None
     traceparent: str = ""
     agent: str = ""
-    """Picks the agent's own queue when queues are per agent (its rate limits and retries)."""
+
+
+class StepTask(_RunTask):
+    """One delivery of one step of one run. The name is deterministic, so a retry that enqueues the
+    same step again is refused by the queue's name dedupe instead of running the step twice."""
+
+    step: int
+    generation: int = 0
 
     @classmethod
     def next_of(cls, head: RunHead, *, schedule_at: datetime | None = None, traceparent: str = "") -> StepTask:
@@ -44,18 +49,11 @@ class StepTask(BaseModel):
         return {"tenant": self.tenant, "run_id": self.run_id, "step": self.step, "generation": self.generation}
 
 
-class ApprovalExpiryTask(BaseModel):
+class ApprovalExpiryTask(_RunTask):
     """Fires at an approval's ``expires_at``; if the approval is still pending it expires then. The only
     task a run waiting for approval has."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenant: str
-    run_id: str
     approval_id: str
-    schedule_at: datetime | None = None
-    traceparent: str = ""
-    agent: str = ""
 
     path: ClassVar[str] = "/approval-expiry"
 
@@ -67,18 +65,11 @@ class ApprovalExpiryTask(BaseModel):
         return {"tenant": self.tenant, "run_id": self.run_id, "approval_id": self.approval_id}
 
 
-class WebhookTask(BaseModel):
+class WebhookTask(_RunTask):
     """Delivers one webhook of a run that ended (``agex.core.webhook``): the step function POSTs it, and answers
     503 until the endpoint answers 2xx, so Cloud Tasks retries it with the queue's backoff."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenant: str
-    run_id: str
     webhook: str
-    schedule_at: datetime | None = None
-    traceparent: str = ""
-    agent: str = ""
 
     path: ClassVar[str] = "/webhook"
 
@@ -90,7 +81,24 @@ class WebhookTask(BaseModel):
         return {"tenant": self.tenant, "run_id": self.run_id, "webhook": self.webhook}
 
 
-Task = StepTask | ApprovalExpiryTask | WebhookTask
+class ThreadTask(_RunTask):
+    """Moves a thread on once its turn's run ended (``run_id``): records the turn, starts the next queued run, and
+    brings the summary up to date (a model call, here rather than in anyone's run). Idempotent: the thread
+    changes only if its active run is still ``run_id``, and the summary only if no other task moved it."""
+
+    thread_id: str
+
+    path: ClassVar[str] = "/thread"
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant}--{self.run_id}--thread"
+
+    def body(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "run_id": self.run_id, "thread_id": self.thread_id}
+
+
+Task = StepTask | ApprovalExpiryTask | WebhookTask | ThreadTask
 
 
 class TaskQueue(abc.ABC):

@@ -32,7 +32,7 @@ from agex.engine.stepper import StepResult
 from agex.engine.webhooks import Delivered
 from agex.ports.auth import Caller
 from agex.ports.model import Model
-from agex.ports.task_queue import ApprovalExpiryTask, Task, WebhookTask
+from agex.ports.task_queue import ApprovalExpiryTask, Task, ThreadTask, WebhookTask
 
 DEFAULT_CALLER = Caller("dev", "dev@example.com")
 
@@ -84,12 +84,14 @@ class InMemoryRuntime:
     def start(self, agent: str, input: str, caller: Caller = DEFAULT_CALLER, **kwargs: object) -> RunHead:
         return self.service.start(caller, agent, CreateRunRequest(input=input), **kwargs).run  # type: ignore[arg-type]
 
-    def deliver(self, task: Task, attempt: int = 0, instance: str = "test") -> StepResult | Outcome | Delivered:
+    def deliver(self, task: Task, attempt: int = 0, instance: str = "test") -> StepResult | Outcome | Delivered | str:
         """One delivery of ``task``, as Cloud Tasks would make it."""
         if isinstance(task, ApprovalExpiryTask):
             return self.applier.expire(task.tenant, task.run_id, task.approval_id)
         if isinstance(task, WebhookTask):
             return self.runtime.webhooks.deliver(task.tenant, task.run_id, task.webhook)
+        if isinstance(task, ThreadTask):
+            return self.runtime.threads.advance(task.tenant, task.thread_id, task.run_id)
         result = self.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
                                           task_name=task.name, attempt=attempt, instance=instance))
         self.results.append(result)

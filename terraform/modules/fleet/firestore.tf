@@ -1,8 +1,8 @@
 # Firestore: the (default) database the runtime uses (FirestoreCheckpointStore(project=...)), its composite
 # indexes, TTL policies on expire_at and single-field index exemptions. See docs/operations.md ("What the
 # cloud needs") and the docstrings of agex.adapters.gcp.firestore_store, agex.adapters.gcp.firestore_limiter,
-# agex.adapters.gcp.firestore_metrics, agex.adapters.gcp.firestore_spend and
-# agex.adapters.gcp.firestore_degradations.
+# agex.adapters.gcp.firestore_metrics, agex.adapters.gcp.firestore_spend, agex.adapters.gcp.firestore_degradations
+# and agex.adapters.gcp.firestore_threads.
 
 resource "google_firestore_database" "main" {
   project                           = var.project
@@ -55,18 +55,27 @@ resource "google_firestore_index" "runs_status_wake_at" {
 }
 
 # Listing a tenant's runs (tenants/{t}/runs, GET /v1/runs, FirestoreCheckpointStore.list_runs): any
-# combination of the equality filters agent, status and principal, then newest first by created_at and
-# run_id (the page cursor), with an optional created_at range.
+# combination of the equality filters agent, status, principal and thread_id (a thread's turns), then newest
+# first by created_at and run_id (the page cursor), with an optional created_at range. Every subset is
+# spelled out so each index keeps a stable key whatever filters are added later.
 resource "google_firestore_index" "runs_listing" {
   for_each = {
-    "all"                    = []
-    "agent"                  = ["agent"]
-    "status"                 = ["status"]
-    "principal"              = ["principal"]
-    "agent_status"           = ["agent", "status"]
-    "agent_principal"        = ["agent", "principal"]
-    "status_principal"       = ["status", "principal"]
-    "agent_status_principal" = ["agent", "status", "principal"]
+    "all"                           = []
+    "agent"                         = ["agent"]
+    "status"                        = ["status"]
+    "principal"                     = ["principal"]
+    "agent_status"                  = ["agent", "status"]
+    "agent_principal"               = ["agent", "principal"]
+    "status_principal"              = ["status", "principal"]
+    "agent_status_principal"        = ["agent", "status", "principal"]
+    "thread"                        = ["thread_id"]
+    "agent_thread"                  = ["agent", "thread_id"]
+    "status_thread"                 = ["status", "thread_id"]
+    "principal_thread"              = ["principal", "thread_id"]
+    "agent_status_thread"           = ["agent", "status", "thread_id"]
+    "agent_principal_thread"        = ["agent", "principal", "thread_id"]
+    "status_principal_thread"       = ["status", "principal", "thread_id"]
+    "agent_status_principal_thread" = ["agent", "status", "principal", "thread_id"]
   }
 
   project     = var.project
@@ -278,13 +287,14 @@ resource "google_firestore_index" "spend" {
 
 # TTL policies: every run, event and approval document carries expire_at (creation + 7 days), rate permits
 # (limits/{tool}/seconds/...) carry it too, and runs' metrics records (end + METRICS_RETENTION_DAYS), spend
-# entries (LEDGER_RETENTION, a little over a month: the longest budget window) and budget alert claims (two
-# months). Collection-group wide. TTL deletion lags (up to about a day); the runtime enforces expiry itself
-# as well (a budget sums only its window). The expire_at fields are also exempted from single-field
+# entries (LEDGER_RETENTION, a little over a month: the longest budget window), budget alert claims (two
+# months) and threads (THREAD_RETENTION after their last turn). Collection-group wide. TTL deletion lags (up
+# to about a day); the runtime enforces expiry itself as well (a budget sums only its window, a thread past
+# expire_at is not found). The expire_at fields are also exempted from single-field
 # indexing (index_config {}): they are never queried, and a monotonically increasing indexed timestamp
 # would be a write hotspot.
 resource "google_firestore_field" "ttl" {
-  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics", "spend", "budget_alerts"])
+  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics", "spend", "budget_alerts", "threads", "live"])
 
   project    = var.project
   database   = google_firestore_database.main.name
@@ -302,6 +312,8 @@ resource "google_firestore_field" "exempt" {
     "events.data_json"                = { collection = "events", field = "data_json" }
     "runs.input"                      = { collection = "runs", field = "input" }
     "runs.result"                     = { collection = "runs", field = "result" }
+    "runs.context"                    = { collection = "runs", field = "context" } # the thread's, as the run started
+    "threads.context_json"            = { collection = "threads", field = "context_json" }
     "approvals.arguments_json"        = { collection = "approvals", field = "arguments_json" }
     "approvals.call_arguments_json"   = { collection = "approvals", field = "call_arguments_json" }
     "approvals.edited_arguments_json" = { collection = "approvals", field = "edited_arguments_json" }

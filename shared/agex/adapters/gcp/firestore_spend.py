@@ -78,6 +78,19 @@ class FirestoreSpendLedger(SpendLedger):
             docs = list(query.stream())
         return [SpendEntry.model_validate(native(d.to_dict())) for d in docs]
 
+    def record(self, entry: SpendEntry) -> bool:
+        from google.api_core import exceptions as gexc
+
+        if not valid_document_id(entry.entry_id):
+            raise ValueError(f"spend entry id {entry.entry_id!r} cannot name a document")
+        ref = self._client.collection(self._spend).document(entry.entry_id)
+        with calling(f"recording spend {entry.entry_id}"):
+            try:
+                ref.create(entry.model_dump(mode="python"))
+            except gexc.Conflict:
+                return False
+        return True
+
     def claim_alert(self, alert_id: str, now: datetime) -> bool:
         from google.api_core import exceptions as gexc
 

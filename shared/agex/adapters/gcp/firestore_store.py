@@ -407,11 +407,11 @@ class FirestoreCheckpointStore(CheckpointStore):
         if limit <= 0 or not valid_document_id(tenant):
             return []
         # Equality filters, then the creation range, newest first: the Terraform declares a composite index
-        # for each combination of agent, status and principal (docs/operations.md). Ordered by the run_id
+        # for each combination of agent, status, principal and thread (docs/operations.md). Ordered by the run_id
         # field, not the document id, so any cursor works.
         query: Any = self._client.collection(self._tenants).document(tenant).collection(self._runs)
         for name, value in (("agent", where.agent), ("status", str(RunStatus(where.status)) if where.status else None),
-                            ("principal", where.principal)):
+                            ("principal", where.principal), ("thread_id", where.thread)):
             if value is not None:
                 query = query.where(filter=FieldFilter(name, "==", value))
         if where.created_after is not None:

@@ -18,19 +18,20 @@ made or has gone leaves the request uncached. See docs/models.md, "Context cachi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from agex.core.errors import ConfigurationError, ModelBlocked, ModelError, model_unavailable
 from agex.core.messages import FunctionCall, Message, ModelRequest, ModelResponse, Part, TokenUsage
 from agex.obs import logging as log
-from agex.ports.model import Model
+from agex.ports.model import Model, TextSink
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
 _log = log.get("gemini")
@@ -110,22 +111,35 @@ class GeminiModel(Model):
             return self._client
 
     def request(self, request: ModelRequest) -> ModelResponse:
+        client = self._get_client()
+        with _translated():
+            response = self._generate(client, request)
+        return _response(response)
+
+    def stream(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        """``streamGenerateContent``: each chunk's text goes to ``on_text`` as it arrives; the chunks make the
+        response ``request`` would have given (text pieces joined, the calls, the last chunk's usage)."""
         from google.genai import errors
 
         client = self._get_client()
-        try:
-            response = self._generate(client, request)
-        except errors.APIError as e:
-            if e.code in _RETRYABLE:
-                raise model_unavailable(e.code, f"Gemini answered {e.code}: {e.message}") from e
-            raise ModelError(f"Gemini refused the request ({e.code}): {e.message}") from e
-        except OSError as e:  # connection errors and timeouts of the HTTP client
-            raise model_unavailable(0, f"Gemini could not be reached: {e}") from e
-        except Exception as e:
-            if type(e).__module__.startswith(("httpx", "httpcore")):
-                raise model_unavailable(0, f"Gemini could not be reached: {e}") from e
-            raise
-        return _response(response)
+        tools = _tools(request)
+        prefix = self._prefix(request, tools)
+        cached = self._cached(client, prefix) if prefix is not None else None
+        merged = _Merged()
+        with _translated():
+            try:
+                for chunk in client.models.generate_content_stream(
+                        model=request.model, contents=[_content(m) for m in request.messages],
+                        config=_config(request.system, tools, cached)):
+                    for text in merged.add(chunk):
+                        on_text(text)
+            except errors.APIError as e:
+                if cached is None or prefix is None or not _names_cache(e) or merged.started:
+                    raise
+                # the cache went away: the unstreamed request makes it again (or goes without it)
+                self._forget(prefix, cached)
+                return self.request(request)
+        return merged.response()
 
     def _generate(self, client: Any, request: ModelRequest) -> Any:
         from google.genai import errors
@@ -290,6 +304,96 @@ def _content(message: Message) -> Any:
             fr = p.function_response
             parts.append(types.Part(function_response=types.FunctionResponse(id=fr.id, name=fr.name, response=fr.response)))
     return types.Content(role=message.role, parts=parts)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Gemini's errors as the model port's: retryable ones ``ModelUnavailable``, the rest ``ModelError``."""
+    from google.genai import errors
+
+    try:
+        yield
+    except errors.APIError as e:
+        if e.code in _RETRYABLE:
+            raise model_unavailable(e.code, f"Gemini answered {e.code}: {e.message}") from e
+        raise ModelError(f"Gemini refused the request ({e.code}): {e.message}") from e
+    except OSError as e:  # connection errors and timeouts of the HTTP client
+        raise model_unavailable(0, f"Gemini could not be reached: {e}") from e
+    except Exception as e:
+        if type(e).__module__.startswith(("httpx", "httpcore")):
+            raise model_unavailable(0, f"Gemini could not be reached: {e}") from e
+        raise
+
+
+class _Merged:
+    """The chunks of a streamed answer, made into one response: text pieces joined in one part (a call between
+    two texts keeps them apart), calls as they came, usage, version and finish reason from the last chunk that
+    has them."""
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+        self.usage: Any = None
+        self.version = ""
+        self.finish: Any = None
+        self.candidate_seen = False
+        self.feedback: Any = None
+        self.started = False
+
+    def add(self, chunk: Any) -> list[str]:
+        self.started = True
+        texts: list[str] = []
+        self.usage = chunk.usage_metadata or self.usage
+        self.version = chunk.model_version or self.version
+        self.feedback = getattr(chunk, "prompt_feedback", None) or self.feedback
+        candidate = (chunk.candidates or [None])[0]
+        if candidate is None:
+            return texts
+        self.finish = candidate.finish_reason or self.finish
+        if candidate.content is None:
+            return texts
+        self.candidate_seen = True
+        for p in candidate.content.parts or []:
+            if p.function_call is not None:
+                self.parts.append(p)
+            elif p.text and not p.thought:
+                texts.append(p.text)
+                last = self.parts[-1] if self.parts else None
+                if isinstance(last, _Text):
+                    last.text += p.text
+                else:
+                    self.parts.append(_Text(p.text))
+        return texts
+
+    def response(self) -> ModelResponse:
+        if not self.candidate_seen:
+            raise ModelBlocked(f"Gemini returned no candidate (prompt feedback: {self.feedback})")
+        content = _Content(self.parts)
+        return _response(_Whole([_Candidate(content, self.finish)], self.usage, self.version))
+
+
+@dataclass
+class _Text:
+    text: str
+    function_call: Any = None
+    thought: Any = None
+
+
+@dataclass
+class _Content:
+    parts: list[Any]
+
+
+@dataclass
+class _Candidate:
+    content: _Content
+    finish_reason: Any
+
+
+@dataclass
+class _Whole:
+    candidates: list[_Candidate]
+    usage_metadata: Any
+    model_version: str
 
 
 def _response(response: Any) -> ModelResponse:

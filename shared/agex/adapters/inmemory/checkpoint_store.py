@@ -63,6 +63,14 @@ class InMemoryCheckpointStore(CheckpointStore):
                 self._spend.update((e.entry_id, e) for e in result.spend)
             return result
 
+    def add_spend(self, entry: SpendEntry) -> bool:
+        """Keep an entry no commit carried, unless one of its id is kept already."""
+        with self._lock:
+            if entry.entry_id in self._spend:
+                return False
+            self._spend[entry.entry_id] = entry
+            return True
+
     def spend_entries(self) -> list[SpendEntry]:
         """The ledger's entries, for :class:`agex.adapters.inmemory.spend_ledger.InMemorySpendLedger`."""
         with self._lock:
@@ -150,5 +158,6 @@ def _matches(head: RunHead, where: RunFilter) -> bool:
     return ((where.agent is None or head.agent == where.agent)
             and (where.status is None or head.status == where.status)
             and (where.principal is None or head.principal == where.principal)
+            and (where.thread is None or head.thread_id == where.thread)
             and (where.created_after is None or head.created_at >= where.created_after)
             and (where.created_before is None or head.created_at < where.created_before))

@@ -29,6 +29,9 @@ class InMemorySpendLedger(SpendLedger):
     def oldest(self, member: Member, since: datetime, limit: int) -> Sequence[SpendEntry]:
         return sorted(self._entries(member, since), key=lambda e: (e.at, e.entry_id))[:limit]
 
+    def record(self, entry: SpendEntry) -> bool:
+        return self._store.add_spend(entry)
+
     def claim_alert(self, alert_id: str, now: datetime) -> bool:
         with self._lock:
             if alert_id in self._claimed:

@@ -27,6 +27,7 @@ from agex.app.http.views import (
     RunView,
     ScheduleList,
     ScheduleView,
+    ThreadView,
     VersionList,
 )
 from agex.core.approval import ApprovalStatus
@@ -42,8 +43,9 @@ from agex.engine.reports import (
     UsageReport,
 )
 from agex.engine.runs import CreateRunRequest
+from agex.engine.threads import CreateThreadRequest
 
-_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, ScheduleView, ScheduleList, AgentView, AgentList, VersionList, ApprovalView, ApprovalsPage,
+_MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, ScheduleView, ScheduleList, AgentView, AgentList, VersionList, ThreadView, CreateThreadRequest, ApprovalView, ApprovalsPage,
                                   DecisionView, ErrorBody, CreateRunRequest, DecideRequest, AgentMetrics, UsageReport,
                                   AlertsPage, EvalsPage, EvalSubmission, EvalView]
 
@@ -133,6 +135,12 @@ _RUN_LINKS = {
     "ListEvents": _link("list_events", run_id="$response.body#/run_id"),
     "CancelRun": _link("cancel_run", run_id="$response.body#/run_id"),
 }
+_THREAD_ID = {"name": "thread_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}}
+_THREAD_LINKS = {
+    "GetThread": _link("get_thread", thread_id="$response.body#/thread_id"),
+    "PostToThread": _link("post_to_thread", thread_id="$response.body#/thread_id"),
+}
 _APPROVAL_LINKS = {
     "GetApproval": _link("get_approval", approval_id="$response.body#/approval_id"),
     "DecideApproval": _link("decide_approval", approval_id="$response.body#/approval_id"),
@@ -204,6 +212,34 @@ def _document() -> dict[str, Any]:
                               "200": _with_links(_json(RunView, "With `wait`: the run ended while the request "
                                                                 "waited."), **_RUN_LINKS),
                               **_errors(400, 401, 404, 409, 413, 415, 429)}}},
+            "/v1/agents/{agent}/threads": {"post": {
+                "operationId": "create_thread", "summary": "Start a conversation with an agent (docs/threads.md)",
+                "parameters": [_AGENT, _idempotency_key("The same key and body return the same thread; the same key "
+                                                        "with another body is a 409.")],
+                "requestBody": {"required": False,
+                                "content": {"application/json": {"schema": _ref(CreateThreadRequest)}}},
+                "responses": {"201": _with_links(_json(ThreadView, "The thread."), **_THREAD_LINKS),
+                              "200": _with_links(_json(ThreadView, "The thread an earlier request with this "
+                                                                   "Idempotency-Key created."), **_THREAD_LINKS),
+                              **_errors(400, 401, 404, 409, 413, 415)}}},
+            "/v1/threads/{thread_id}": {"get": {
+                "operationId": "get_thread", "summary": "A thread: its run under way, queued runs, summary and last "
+                                                        "turns",
+                "parameters": [_THREAD_ID],
+                "responses": {"200": _with_links(_json(ThreadView, "The thread."), **_THREAD_LINKS),
+                              **_errors(401, 404)}}},
+            "/v1/threads/{thread_id}/runs": {"post": {
+                "operationId": "post_to_thread", "summary": "Send a message: the thread's next turn, a run with the "
+                                                            "conversation so far",
+                "parameters": [_THREAD_ID, _WAIT, _idempotency_key("The same key and body return the same run; the "
+                                                                   "same key with another body is a 409.")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(CreateRunRequest)}}},
+                "responses": {"202": _with_links(_json(RunView, "The run was accepted: started, or waiting its turn "
+                                                                "(`waiting_turn`), or replayed for the same key."),
+                                                 **_RUN_LINKS),
+                              "200": _with_links(_json(RunView, "With `wait`: the run ended while the request "
+                                                                "waited."), **_RUN_LINKS),
+                              **_errors(400, 401, 404, 409, 413, 415, 429)}}},
             "/v1/runs": {"get": {
                 "operationId": "list_runs", "summary": "The tenant's runs, newest first, filtered and paginated",
                 "parameters": [_text("agent", "Only runs of this agent."),
@@ -211,6 +247,7 @@ def _document() -> dict[str, Any]:
                                 "schema": {"type": "string", "enum": [s.value for s in RunStatus]},
                                 "description": "Only runs in this status."},
                                _text("principal", "Only runs started by this principal."),
+                               _text("thread", "Only the runs of this thread (its turns)."),
                                _time("created_after", "Only runs created at or after this time."),
                                _time("created_before", "Only runs created before this time."),
                                _PAGE_SIZE, _RUNS_PAGE_TOKEN],

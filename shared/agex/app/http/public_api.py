@@ -41,6 +41,7 @@ from agex.app.http.views import (
     RunView,
     ScheduleList,
     ScheduleView,
+    ThreadView,
     VersionList,
     VersionView,
 )
@@ -57,12 +58,14 @@ from agex.core.errors import (
 from agex.core.run import RunStatus
 from agex.engine.approvals import ApprovalService, DecideRequest
 from agex.engine.reports import EvalSubmission, Reports
-from agex.engine.runs import CreateRunRequest, RunService
+from agex.engine.runs import CreateRunRequest, RunService, Started
 from agex.engine.schedules import ScheduleService
+from agex.engine.threads import CreateThreadRequest, ThreadService
 from agex.obs import logging as log
 from agex.obs import tracing
 from agex.ports.auth import Authenticator, Caller
 from agex.ports.checkpoint_store import RunFilter
+from agex.ports.live_text import LiveTexts
 
 MAX_PAGE_SIZE = 1000
 _log = log.get("api")
@@ -81,6 +84,9 @@ _routes = Map([
     Rule("/v1/agents/<id:agent>", endpoint="get_agent", methods=["GET"]),
     Rule("/v1/agents/<id:agent>/runs", endpoint="start_run", methods=["POST"]),
     Rule("/v1/agents/<id:agent>/versions", endpoint="agent_versions", methods=["GET"]),
+    Rule("/v1/agents/<id:agent>/threads", endpoint="create_thread", methods=["POST"]),
+    Rule("/v1/threads/<id:thread_id>", endpoint="get_thread", methods=["GET"]),
+    Rule("/v1/threads/<id:thread_id>/runs", endpoint="post_to_thread", methods=["POST"]),
     Rule("/v1/runs", endpoint="list_runs", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>", endpoint="get_run", methods=["GET"]),
     Rule("/v1/runs/<id:run_id>/events", endpoint="list_events", methods=["GET"]),
@@ -105,9 +111,12 @@ class PublicApi:
     def __init__(self, *, service: RunService, approvals: ApprovalService, agents: AgentRegistry,
                  authenticator: Authenticator, max_body_bytes: int, base_url: str = "",
                  reports: Reports | None = None, max_wait_s: float = 50.0, stream_max_s: float = 3300.0,
-                 schedules: Callable[[], ScheduleService] | None = None) -> None:
+                 schedules: Callable[[], ScheduleService] | None = None,
+                 threads: Callable[[], ThreadService] | None = None,
+                 live_texts: Callable[[], LiveTexts] | None = None) -> None:
         self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
-        self.schedules = schedules
+        self.live_texts = live_texts
+        self.schedules, self.threads = schedules, threads
         self.max_wait_s, self.stream_max_s = max_wait_s, stream_max_s
         self.reports = reports
         self.max_body_bytes = max_body_bytes
@@ -169,21 +178,65 @@ class PublicApi:
         self.agents.get(agent)  # an unknown agent is a 404 before the body is even read
         wait = live.wait_seconds(request.args.get("wait"), self.max_wait_s)
         key = idempotency_key(request)
+        create = self._run_request(request)
+        started = self.service.start(caller, agent, create, idempotency_key=key,
+                                     traceparent=tracing.current_traceparent())
+        return self._started(caller, started, wait)
+
+    def _run_request(self, request: Request) -> CreateRunRequest:
         body = self._json_body(request)
         check_text(body, ("input",), ("metadata",))
         try:
-            create = CreateRunRequest.model_validate(body)
+            return CreateRunRequest.model_validate(body)
         except ValidationError as e:
             raise RequestError(f"invalid run request: {_describe(e, CreateRunRequest)}") from e
-        started = self.service.start(caller, agent, create, idempotency_key=key,
-                                     traceparent=tracing.current_traceparent())
+
+    def _threads(self) -> ThreadService:
+        if self.threads is None:
+            raise NotFound("this deployment serves no threads")
+        return self.threads()
+
+    def _create_thread(self, request: Request, caller: Caller, agent: str) -> Response:
+        self.agents.get(agent)
+        key = idempotency_key(request)
+        # the body is optional: none at all (no length, not chunked) is every default
+        empty = request.content_length == 0 or (request.content_length is None
+                                                 and "chunked" not in request.headers.get("Transfer-Encoding", ""))
+        body = {} if empty else self._json_body(request)
+        check_text(body, (), ("metadata",))
+        try:
+            create = CreateThreadRequest.model_validate(body)
+        except ValidationError as e:
+            raise RequestError(f"invalid thread request: {_describe(e, CreateThreadRequest)}") from e
+        thread, replayed = self._threads().create(caller, agent, create, idempotency_key=key)
+        view = ThreadView.of(thread, self.base_url)
+        log.info(_log, "thread created" if not replayed else "thread request replayed", thread=thread.thread_id,
+                 agent=agent)
+        headers = {"Location": view.links.self, **({"Idempotent-Replayed": "true"} if replayed else {})}
+        return json_response(view.model_dump(mode="json"), 200 if replayed else 201, headers)
+
+    def _get_thread(self, request: Request, caller: Caller, thread_id: str) -> Response:
+        return json_response(ThreadView.of(self._threads().get(caller, thread_id), self.base_url).model_dump(mode="json"))
+
+    def _post_to_thread(self, request: Request, caller: Caller, thread_id: str) -> Response:
+        threads = self._threads()
+        threads.get(caller, thread_id)  # an unknown thread is a 404 before the body is even read
+        wait = live.wait_seconds(request.args.get("wait"), self.max_wait_s)
+        key = idempotency_key(request)
+        create = self._run_request(request)
+        started = threads.post(caller, thread_id, create, idempotency_key=key,
+                               traceparent=tracing.current_traceparent())
+        return self._started(caller, started, wait)
+
+    def _started(self, caller: Caller, started: Started, wait: float | None) -> Response:
         run = started.run
         if wait:
             run = live.wait_for_end(lambda: self.service.get(caller, started.run.run_id), wait)
         view = RunView.of(run, self.base_url)
+        agent = run.agent
         log.annotate_request(run=started.run.run_id, agent=agent)
         log.info(_log, "run started" if not started.replayed else "run request replayed",
-                 run=started.run.run_id, agent=agent)
+                 run=started.run.run_id, agent=agent, thread=run.thread_id)
         headers = {"Location": view.links.self, **({"Idempotent-Replayed": "true"} if started.replayed else {})}
         # 200 when the wait saw it end, 202 otherwise
         return json_response(view.model_dump(mode="json"), 200 if wait and run.status.terminal else 202, headers)
@@ -204,6 +257,7 @@ class PublicApi:
                                f"(or absent for all), got {raw_status[:40]!r}")
         status = RunStatus(raw_status) if raw_status is not None else None
         where = RunFilter(agent=_text_param(request, "agent"), status=status, principal=_text_param(request, "principal"),
+                          thread=_text_param(request, "thread"),
                           created_after=_time_param(request, "created_after"),
                           created_before=_time_param(request, "created_before"))
         runs = self.service.list(caller, where, limit=size + 1, after=after)
@@ -234,10 +288,13 @@ class PublicApi:
                 raise RequestError(f"header Last-Event-ID must be the id of an event of this stream, got {resumed[:40]!r}")
             after = max(after, int(resumed))
         self.service.get(caller, run_id)  # an unknown run is a 404, not an empty stream
+        texts = self.live_texts() if self.live_texts is not None else None
         stream = live.event_stream(
             lambda seq: self.service.events_of_checked(caller, run_id, after_seq=seq, limit=MAX_PAGE_SIZE),
             lambda: self.service.get(caller, run_id), after,
-            lambda e: EventView.of(e).model_dump(mode="json"), max_seconds=self.stream_max_s)
+            lambda e: EventView.of(e).model_dump(mode="json"), max_seconds=self.stream_max_s,
+            text=(lambda: texts.get(caller.tenant, run_id)) if texts is not None else None,
+            watch=(lambda: self.service.watch(caller, run_id, live.WATCHED_FOR)) if texts is not None else None)
         return Response(stream, mimetype="text/event-stream", direct_passthrough=True,
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -1,5 +1,5 @@
 """The endpoint Cloud Tasks calls: ``POST /`` runs one step, ``POST /approval-expiry`` expires an approval
-nobody decided, ``POST /sweep`` runs the sweep and ``POST /schedules/{name}:fire`` a schedule's firing (both
+nobody decided, ``POST /webhook`` delivers a webhook, ``POST /thread`` moves a thread on past a run that ended, ``POST /sweep`` runs the sweep and ``POST /schedules/{name}:fire`` a schedule's firing (both
 called by Cloud Scheduler in the cloud, by ``agex dev`` locally). All demand the expected OIDC token.
 
 Status codes are the retry protocol with Cloud Tasks: 2xx acknowledges (done, or nothing to do);
@@ -30,6 +30,7 @@ from agex.engine.decisions import Delivery
 from agex.engine.runs import RunService
 from agex.engine.schedules import ScheduleService
 from agex.engine.stepper import StepRunner
+from agex.engine.threads import ThreadService
 from agex.engine.webhooks import WebhookSender
 from agex.obs import logging as log
 from agex.obs import tracing
@@ -64,13 +65,23 @@ class WebhookTaskBody(BaseModel):
     webhook: str
 
 
+class ThreadTaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    run_id: str
+    thread_id: str
+
+
 class StepEndpoint:
     def __init__(self, *, runner: StepRunner, service: RunService, approvals: ApprovalApplier,
                  verify: Callable[[Mapping[str, str]], None], instance: str,
                  schedules: Callable[[], ScheduleService] | None = None,
-                 webhooks: Callable[[], WebhookSender] | None = None) -> None:
+                 webhooks: Callable[[], WebhookSender] | None = None,
+                 threads: Callable[[], ThreadService] | None = None) -> None:
         self.runner, self.service, self.approvals = runner, service, approvals
         self.verify, self.instance, self.schedules, self.webhooks = verify, instance, schedules, webhooks
+        self.threads = threads
 
     def __call__(self, request: Request) -> Response:
         # the task's trace context covers the whole request, so that its closing entry joins the trace
@@ -89,7 +100,9 @@ class StepEndpoint:
             if path == "/sweep":
                 report = self.service.sweep()
                 expired = self.approvals.sweep(self.service.sweep_after)
-                return json_response({"outcome": "swept", **report.__dict__, "approvals_expired": expired})
+                threads = self.threads().sweep(self.service.sweep_after) if self.threads is not None else 0
+                return json_response({"outcome": "swept", **report.__dict__, "approvals_expired": expired,
+                                      "threads_repaired": threads})
             fired = _FIRE.fullmatch(path)
             if fired is not None and self.schedules is not None:
                 due = _due(request.headers.get("X-CloudScheduler-ScheduleTime"))
@@ -104,6 +117,11 @@ class StepEndpoint:
                 log.annotate_request(run=hook.run_id, tenant=hook.tenant)
                 delivered = self.webhooks().deliver(hook.tenant, hook.run_id, hook.webhook)
                 return json_response({"outcome": "delivered", "status": delivered.status, "detail": delivered.detail})
+            if path == "/thread" and self.threads is not None:
+                moved = _parse(request, ThreadTaskBody)
+                log.annotate_request(run=moved.run_id, tenant=moved.tenant)
+                advanced = self.threads().advance(moved.tenant, moved.thread_id, moved.run_id)
+                return json_response({"outcome": advanced, "thread_id": moved.thread_id})
             if path == "/approval-expiry":
                 body = _parse(request, ExpiryTaskBody)
                 log.annotate_request(run=body.run_id, tenant=body.tenant, approval=body.approval_id)

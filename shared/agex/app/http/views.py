@@ -11,6 +11,7 @@ from agex.core.agent import Agent
 from agex.core.approval import Approval, ApprovalPolicy, ApprovalStatus, Decision, redact
 from agex.core.errors import AgexError
 from agex.core.run import Event, RunHead, RunStatus
+from agex.core.thread import Thread, ThreadPolicy
 from agex.core.tool import Tool
 from agex.engine import guarding
 from agex.engine.schedules import ScheduleView as ScheduledView
@@ -52,6 +53,7 @@ class RunView(_View):
     usage: UsageView
     result: str | None = Field(description="The agent's final answer, once the run succeeded.")
     error: ErrorView | None = Field(description="Why the run failed, was cancelled or expired.")
+    thread_id: str | None = Field(default=None, description="The thread the run is a turn of (docs/threads.md).")
     created_at: datetime
     updated_at: datetime
     expire_at: datetime
@@ -61,7 +63,7 @@ class RunView(_View):
     def of(cls, head: RunHead, base: str = "") -> RunView:
         self_link = f"{base}/v1/runs/{head.run_id}"
         return cls(run_id=head.run_id, agent=head.agent, agent_version=head.agent_version, status=head.status,
-                   step=head.step, input=head.input, metadata=head.metadata,
+                   step=head.step, input=head.input, metadata=head.metadata, thread_id=head.thread_id,
                    usage=UsageView(**head.usage.model_dump()), result=head.result,
                    error=ErrorView(**head.error.model_dump()) if head.error else None,
                    created_at=head.created_at, updated_at=head.updated_at, expire_at=head.expire_at,
@@ -206,6 +208,49 @@ class AgentView(_View):
 
 class AgentList(_View):
     agents: list[AgentView]
+
+
+class TurnView(_View):
+    run_id: str
+    input: str = Field(description="What the user said, as the model saw it (cut to 4,000 characters).")
+    answer: str = Field(description="The run's answer, or what became of a run that did not succeed.")
+    at: datetime
+
+
+class ThreadLinks(_View):
+    self: str
+    runs: str = Field(description="POST a message here: the thread's next turn.")
+    history: str = Field(description="The thread's runs, newest first (GET /v1/runs?thread=).")
+
+
+class ThreadView(_View):
+    thread_id: str
+    agent: str
+    principal: str = Field(description="Who created the thread.")
+    policy: ThreadPolicy = Field(description="What a message sent while a run is going does.")
+    metadata: dict[str, str]
+    active_run: str | None = Field(description="The run of the turn under way.")
+    pending_runs: list[str] = Field(description="Runs waiting their turn, oldest first (policy queue).")
+    turns: int = Field(description="Turns ended so far.")
+    summary: str = Field(description="What the model wrote of the turns older than the kept ones.")
+    summarized_turns: int
+    recent_turns: list[TurnView] = Field(description="The last turns, kept whole; the next turn sees them.")
+    created_at: datetime
+    updated_at: datetime
+    expire_at: datetime = Field(description="The thread is deleted 30 days after its last turn.")
+    links: ThreadLinks
+
+    @classmethod
+    def of(cls, thread: Thread, base: str = "") -> ThreadView:
+        self_link = f"{base}/v1/threads/{thread.thread_id}"
+        ctx = thread.context
+        return cls(thread_id=thread.thread_id, agent=thread.agent, principal=thread.principal, policy=thread.policy,
+                   metadata=thread.metadata, active_run=thread.active_run, pending_runs=list(thread.pending),
+                   turns=thread.turns, summary=ctx.summary, summarized_turns=ctx.summarized_turns,
+                   recent_turns=[TurnView(**t.model_dump()) for t in ctx.turns], created_at=thread.created_at,
+                   updated_at=thread.updated_at, expire_at=thread.expire_at,
+                   links=ThreadLinks(self=self_link, runs=f"{self_link}/runs",
+                                     history=f"{base}/v1/runs?thread={thread.thread_id}"))
 
 
 class VersionView(_View):

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
@@ -170,7 +171,11 @@ class EmulatorApp(ScriptedModelApp):
         delay = [self.latency_ms]
         try:
             payload = self._answer(request, model, entry, delay)
-            response = self._stream_response(request, payload) if stream else _json(payload)
+            if stream:
+                # the answer's delay is spread over its chunks, as a model writes
+                response, delay[0] = self._stream_response(request, payload, delay[0]), 0
+            else:
+                response = _json(payload)
         except ApiError as exc:
             entry["status"] = exc.code
             entry["error"] = exc.message
@@ -242,13 +247,41 @@ class EmulatorApp(ScriptedModelApp):
             message = _FAULT_MESSAGES.get(effect.status, f"Simulated HTTP {effect.status}.")
             raise ApiError(effect.status, f"{message} ({what} from the Gemini emulator)")
 
-    @staticmethod
-    def _stream_response(request: Request, payload: dict[str, Any]) -> Response:
-        # One chunk carries the whole answer; the client concatenates chunks anyway.
-        if request.args.get("alt") == "sse":
-            body = f"data: {json.dumps(payload, ensure_ascii=False)}\r\n\r\n"
-            return Response(body, mimetype="text/event-stream")
-        return _json([payload])
+    def _stream_response(self, request: Request, payload: dict[str, Any], delay_ms: int) -> Response:
+        chunks = stream_chunks(payload)
+        if request.args.get("alt") != "sse":
+            return _json(chunks)
+        pause = delay_ms / 1000 / len(chunks)
+
+        def events() -> Iterator[bytes]:
+            for chunk in chunks:
+                if pause:
+                    self._stopping.wait(pause)
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\r\n\r\n".encode()
+
+        return Response(events(), mimetype="text/event-stream", direct_passthrough=True)
+
+
+STREAM_CHUNK_WORDS = 3
+
+
+def stream_chunks(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """A streamed answer as the real API sends it: the text a few words per chunk, then a last chunk with the
+    calls, the usage and the finish reason."""
+    candidate = (payload.get("candidates") or [None])[0]
+    if not candidate or not candidate.get("content"):
+        return [payload]
+    parts = candidate["content"].get("parts") or []
+    words = re.findall(r"\S+\s*", "".join(p.get("text", "") for p in parts if "text" in p))
+    pieces = ["".join(words[i:i + STREAM_CHUNK_WORDS]) for i in range(0, len(words), STREAM_CHUNK_WORDS)]
+    calls = [p for p in parts if "text" not in p]
+    if len(pieces) <= 1:
+        return [payload]
+    head = {k: v for k, v in payload.items() if k not in ("candidates", "usageMetadata")}
+    chunks = [{**head, "candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}]}
+              for piece in pieces[:-1]]
+    last = {**candidate, "content": {"role": "model", "parts": [{"text": pieces[-1]}, *calls]}}
+    return [*chunks, {**payload, "candidates": [last]}]
 
 
 def _clip(text: str, limit: int = 200) -> str:

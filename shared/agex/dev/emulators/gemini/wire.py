@@ -104,6 +104,9 @@ def part_chars(part: dict[str, Any]) -> int:
 HISTORY_NOTE = re.compile(r"^\(The (\d+) earlier steps of this run are not shown\.\)$")
 """Agent Executor shows long runs to the model through a window and says how many steps it hides;
 those steps each had one model turn, so they count towards the turn index of scripted scenarios."""
+THREAD_NOTE = re.compile(r"^\(Conversation so far: (\d+) earlier turns follow\..*\)$", re.DOTALL)
+"""A turn of an Agent Executor thread opens with the turns before it (a user and a model content each): a
+scenario answers the run's own conversation, after them, as if it were alone."""
 
 
 @dataclass(frozen=True)
@@ -213,15 +216,21 @@ def parse_generate_data(model: str, data: dict[str, Any], cached_tokens: int = 0
     first_user_text: str | None = None
     roles: list[str] = []
     kinds_per_content: list[list[str]] = []
+    own = 0  # where the run's own conversation starts, after a thread's earlier turns
     for i, content in enumerate(contents):
         role, parts, kinds = validate_content(content, f"contents[{i}]", role_required=True)
         roles.append(role)
         kinds_per_content.append(kinds)
-        for part, kind in zip(parts, kinds, strict=True):
+        for j, (part, kind) in enumerate(zip(parts, kinds, strict=True)):
             chars += part_chars(part)
+            if i == 0 and j == 0 and kind == "text" and (thread := THREAD_NOTE.match(part["text"])):
+                own = 2 * int(thread.group(1))
+                continue
+            if i < own:
+                continue
             if role == "user" and kind == "text" and first_user_text is None:
                 first_user_text = part["text"]
-            elif i == 0 and kind == "text" and (note := HISTORY_NOTE.match(part["text"])):
+            elif i == own and kind == "text" and (note := HISTORY_NOTE.match(part["text"])):
                 omitted = int(note.group(1))
     check_function_turns(roles, kinds_per_content)
 
@@ -249,7 +258,7 @@ def parse_generate_data(model: str, data: dict[str, Any], cached_tokens: int = 0
         model=model,
         system_text=system_text,
         first_user_text=first_user_text or "",
-        model_turns=roles.count("model") + omitted,
+        model_turns=roles[own:].count("model") + omitted,
         prompt_tokens=count_tokens(chars),
         digest=digest,
         cached_tokens=cached_tokens,

@@ -20,6 +20,9 @@ _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The engine opens a windowed history with this note after the input; joined to the input as one string.
 _TRAILING_NOTE = re.compile(r"\n\n(\(The \d+ earlier steps of this run are not shown\.\))$")
+_THREAD_OPENING = re.compile(r"^\(Conversation so far: (\d+) earlier turns follow\..*?\)(?:\n\n|$)", re.DOTALL)
+"""A thread's turn opens with the turns before it (the gemini emulator's ``THREAD_NOTE``), the note joined to the
+first user message's other parts: a scenario answers the run's own conversation after them."""
 
 
 class OpenAIError(Exception):
@@ -141,6 +144,8 @@ def parse_chat_request(body: bytes) -> GenerateRequest:
     assistants = 0
     pending: list[str] = []  # ids of the last assistant message's tool calls not answered yet
     after_calls = False  # in the run of tool messages that follows an assistant's tool calls
+    conversation = -1  # index among user and assistant messages
+    own = 0  # where the run's own conversation starts, after a thread's earlier turns
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -167,8 +172,10 @@ def parse_chat_request(body: bytes) -> GenerateRequest:
             chars += sum(map(len, _texts(m.get("content"), f"{where}.content", required=True)))
             continue
         after_calls = False
+        if role in ("user", "assistant"):
+            conversation += 1
         if role == "assistant":
-            assistants += 1
+            assistants += conversation >= own
             texts = _texts(m.get("content"), f"{where}.content", required="tool_calls" not in m)
             if m.get("tool_calls"):
                 pending = _tool_calls(m["tool_calls"], f"{where}.tool_calls")
@@ -178,7 +185,11 @@ def parse_chat_request(body: bytes) -> GenerateRequest:
             texts = _texts(m.get("content"), f"{where}.content", required=True)
             if role in ("system", "developer"):
                 system.extend(texts)
-            elif role == "user" and first_user is None:
+            elif role == "user" and conversation == 0 and texts and (thread := _THREAD_OPENING.match(texts[0])):
+                own = 2 * int(thread.group(1))
+                if own == 0:
+                    first_user = [texts[0][thread.end():], *texts[1:]]
+            elif role == "user" and first_user is None and conversation >= own:
                 first_user = list(texts)
         chars += sum(map(len, texts))
     if pending:
