@@ -218,16 +218,18 @@ class Follower:
         if run["status"] in statuses or run["status"] in TERMINAL:
             self._print(self.client.events(self.run_id, self.after))
             return run
+        waiting = [s for s in statuses if s not in TERMINAL]
         for event in self.client.follow(self.run_id, self.after, deadline, text=self.text):
             self._print([event])
-            if event["kind"] in _STATUS_CHANGES:
+            if event["kind"] == "approval_requested" and not self._hinted:
+                self._hinted = True
+                print("          (waiting for a human: see `agex approvals`, then `agex approve ID` or "
+                      "`agex reject ID --reason ...`)", file=self.out, flush=True)
+            if waiting and event["kind"] in _STATUS_CHANGES:
+                # a run that ended is followed to its last event: the stream ends by itself then
                 run = self.client.run(self.run_id)
-                if run["status"] in statuses:
+                if run["status"] in waiting:
                     return run
-                if run["status"] == "waiting_approval" and not self._hinted:
-                    self._hinted = True
-                    print("          (waiting for a human: see `agex approvals`, then `agex approve ID` or "
-                          "`agex reject ID --reason ...`)", file=self.out, flush=True)
         run = self.client.run(self.run_id)
         if run["status"] not in TERMINAL and run["status"] not in statuses:
             print(f"still {run['status']} after {timeout:.0f} s; follow it with `agex events {self.run_id} --follow`",
