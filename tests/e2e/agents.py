@@ -254,3 +254,18 @@ def look_up(args: Note, ctx: ToolContext) -> dict[str, Any]:
 
 storyteller = Agent(name="storyteller", instructions="You tell stories, slowly.", tools=(look_up,))
 """Its answer is long and written slowly (tests/e2e/scenarios/storyteller.yaml): followers see it stream."""
+
+
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+"""Markup a console must show as text (tests/e2e/test_console.py)."""
+
+
+@tool
+def fetch_page(args: Note, ctx: ToolContext) -> dict[str, Any]:
+    """Fetch a page: its content comes back as it is, markup and all."""
+    return {"title": f"Page {XSS}", "body": f"<b>bold</b> {XSS}"}
+
+
+echo = Agent(name="echo", instructions="You echo pages back.", tools=(fetch_page,), guards=())
+"""Its tool output and its answer carry markup (tests/e2e/scenarios/echo.yaml); no guards, so nothing is redacted
+before a console shows it."""

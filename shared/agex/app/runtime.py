@@ -56,6 +56,7 @@ from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import TaskQueue
 
 if TYPE_CHECKING:
+    from agex.app.console.server import Console
     from agex.app.http.drift_endpoint import DriftEndpoint
     from agex.engine.watching import DriftService
 
@@ -280,11 +281,32 @@ class Runtime:
                          schedules=lambda: self.schedules, threads=lambda: self.threads,
                          live_texts=(self.backends.live if any(a.stream_text for a in self.agents.every_version())
                                      else None),
+                         console=self.console,
                          authenticator=self.authenticator,
                          max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
                          base_url=self.settings.public_url,
                          reports=Reports(metrics=lambda: self.metrics, agents=self.agents, clock=self.clock,
                                          ids=self.ids))
+
+    @functools.cached_property
+    def console(self) -> Console | None:
+        """The browser console under ``/console`` (docs/console.md); its sessions are signed with a key derived
+        from the API's decision signing key, read on the first console request."""
+        if not self.settings.console:
+            return None
+        from agex.app.console.server import Console
+        from agex.app.console.session import Sessions
+
+        s = self.settings
+        sessions = functools.cache(lambda: Sessions.derived(self.backends.signing_key().encode()))
+        iap = None
+        if s.console_iap_audience:
+            from agex.adapters.gcp.oidc import IapAssertions, parse_tenants
+
+            iap = IapAssertions(audience=s.console_iap_audience, tenants=parse_tenants(s.tenants),
+                                certs_url=s.console_iap_certs_url)
+        return Console(sessions=sessions, authenticator=self.authenticator, service=self.service,
+                       project=s.project if s.authenticator == "google" else "", log_dir=s.console_log_dir, iap=iap)
 
     @functools.cached_property
     def authenticator(self) -> Authenticator:

@@ -111,6 +111,16 @@ class Settings(BaseSettings):
     socket, never a worker thread: ``agex.app.http.limits``)."""
     public_url: str = ""
     """Base URL put in links of API responses; empty for relative links."""
+    console: bool = True
+    """Serve the browser console under ``/console`` (docs/console.md)."""
+    console_iap_audience: str = ""
+    """When Identity-Aware Proxy fronts the API (docs/console.md): the audience of its signed header
+    (``/projects/NUMBER/global/backendServices/ID``). People then sign in to the console with Google through IAP,
+    mapped to tenants by ``AGEX_TENANTS``."""
+    console_iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key"
+    console_log_dir: str = ""
+    """A directory of the functions' JSON log files (the local stack's): the console shows a run's log lines from
+    it. Empty in the cloud, where the console links to Cloud Trace and Cloud Logging instead."""
 
     failpoints_file: str = ""
     """Chaos drills: the file that arms failpoints (``agex.adapters.failpoints``); empty in production."""

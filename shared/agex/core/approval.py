@@ -348,10 +348,13 @@ class ApprovalRequested(_Doc):
     expires_at: datetime
     decide_url: str = ""
     """``POST`` here to decide, when the deployment knows its public URL."""
+    review_url: str = ""
+    """The approval's page in the console (docs/console.md): where a person decides it, signed in."""
 
     @classmethod
     def of(cls, approval: Approval, base_url: str = "") -> ApprovalRequested:
         return cls(tenant=approval.tenant, approval_id=approval.approval_id, kind=approval.kind, run_id=approval.run_id,
                    agent=approval.agent, tool=approval.tool, arguments=approval.arguments, reason=approval.reason,
                    approvers=approval.approvers, expires_at=approval.expires_at,
-                   decide_url=f"{base_url.rstrip('/')}/v1/approvals/{approval.approval_id}" if base_url else "")
+                   decide_url=f"{base_url.rstrip('/')}/v1/approvals/{approval.approval_id}" if base_url else "",
+                   review_url=f"{base_url.rstrip('/')}/console/approvals/{approval.approval_id}" if base_url else "")

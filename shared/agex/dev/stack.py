@@ -166,6 +166,7 @@ class Stack:
                 "AGEX_STEP_LEASE_SECONDS": str(c.step_lease_seconds),
                 "AGEX_SWEEP_AFTER_SECONDS": str(c.sweep_after_seconds),
                 "AGEX_PUBLIC_URL": self.api_url,
+                "AGEX_CONSOLE_LOG_DIR": str((c.workdir / "logs").resolve()),
                 "AGEX_EXAMPLE_LEDGER": str((c.workdir / "refunds.sqlite").resolve()),
                 "AGEX_DECISIONS_PUSH_SERVICE_ACCOUNT": PUSH_IDENTITY,
                 "AGEX_DECISIONS_PUSH_AUDIENCE": self.approvals_url,

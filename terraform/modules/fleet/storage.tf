@@ -54,7 +54,7 @@ locals {
       "fleet.yaml"       = var.fleet_file
     },
     { for f in fileset("${local.repo_root}/functions", "*/main.py") : "functions/${f}" => "${local.repo_root}/functions/${f}" },
-    { for f in fileset("${local.repo_root}/shared", "agex/**/*.{py,json,yaml,pem}") : f => "${local.repo_root}/shared/${f}" },
+    { for f in fileset("${local.repo_root}/shared", "agex/**/*.{py,json,yaml,pem,html,js,css,svg}") : f => "${local.repo_root}/shared/${f}" },
     merge([for pkg in var.agent_packages :
       { for f in fileset(local.repo_root, "${pkg}/**/*.{py,json,yaml}") : f => "${local.repo_root}/${f}" }
     ]...),

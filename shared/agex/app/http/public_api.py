@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
@@ -18,6 +18,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from agex.app.console.session import COOKIE
 from agex.app.http import live, openapi
 from agex.app.http.responses import (
     error_response,
@@ -52,6 +53,7 @@ from agex.core.errors import (
     NotFound,
     PayloadTooLarge,
     RequestError,
+    Unauthenticated,
     UnsupportedMediaType,
     validation_problems,
 )
@@ -66,6 +68,9 @@ from agex.obs import tracing
 from agex.ports.auth import Authenticator, Caller
 from agex.ports.checkpoint_store import RunFilter
 from agex.ports.live_text import LiveTexts
+
+if TYPE_CHECKING:
+    from agex.app.console.server import Console
 
 MAX_PAGE_SIZE = 1000
 _log = log.get("api")
@@ -113,9 +118,9 @@ class PublicApi:
                  reports: Reports | None = None, max_wait_s: float = 50.0, stream_max_s: float = 3300.0,
                  schedules: Callable[[], ScheduleService] | None = None,
                  threads: Callable[[], ThreadService] | None = None,
-                 live_texts: Callable[[], LiveTexts] | None = None) -> None:
+                 live_texts: Callable[[], LiveTexts] | None = None, console: Console | None = None) -> None:
         self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
-        self.live_texts = live_texts
+        self.live_texts, self.console = live_texts, console
         self.schedules, self.threads = schedules, threads
         self.max_wait_s, self.stream_max_s = max_wait_s, stream_max_s
         self.reports = reports
@@ -127,9 +132,11 @@ class PublicApi:
             f"{request.method} {request.path}", kind=SpanKind.SERVER, context=tracing.extract(dict(request.headers))))
 
     def _serve(self, request: Request) -> Response:
+        if self.console is not None and (request.path == "/console" or request.path.startswith("/console/")):
+            return self.console(request)
         try:
             endpoint, params = _routes.bind("", path_info=request.path).match(method=request.method)
-            caller = None if endpoint in _PUBLIC else self.auth.authenticate(dict(request.headers))
+            caller = None if endpoint in _PUBLIC else self._authenticate(request)
             log.annotate_request(run=params.get("run_id"))
             with log.labels(tenant=caller.tenant if caller else None):
                 return getattr(self, f"_{endpoint}")(request, caller, **params)
@@ -147,6 +154,19 @@ class PublicApi:
         except Exception:
             _log.exception("request crashed")
             return error_response(internal_error())
+
+    def _authenticate(self, request: Request) -> Caller:
+        """The bearer token's caller; without one, the console's signed-in session, whose CSRF token must come
+        with any request that changes something (a page of another origin can make a browser send the cookie,
+        not the header)."""
+        if self.console is not None and "Authorization" not in request.headers and COOKIE in request.cookies:
+            if request.method in ("GET", "HEAD"):
+                session = self.console.session_of(request)
+                if session is None:
+                    raise Unauthenticated("the console session expired or is not valid: sign in again")
+                return session.caller
+            return self.console.checked(request).caller
+        return self.auth.authenticate(dict(request.headers))
 
     # --- endpoints -----------------------------------------------------------------------------------
 
