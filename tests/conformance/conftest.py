@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,6 +65,39 @@ def firestore_client(firestore_emulator: str) -> Any:
     client = firestore.Client(project=PROJECT)
     yield client
     client.close()
+
+
+def at_once(n_threads: int, write: Callable[[int, int], None], per_thread: int = 1, attempts: int = 5) -> None:
+    """``write(worker, i)`` for ``i`` in ``range(per_thread)`` from ``n_threads`` threads started together. A store
+    may give up under contention (``TransientError``, as the ports allow); each write is then tried again, as
+    Cloud Tasks would, so what a test checks after is that no update was lost or doubled. Raises what any writer
+    raised in the end."""
+    from agex.core.errors import TransientError
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def worker(w: int) -> None:
+        try:
+            start.wait()
+            for i in range(per_thread):
+                for attempt in range(attempts):
+                    try:
+                        write(w, i)
+                        break
+                    except TransientError:
+                        if attempt == attempts - 1:
+                            raise
+                        time.sleep(0.2 * (w + 1))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=worker, args=(w,)) for w in range(n_threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    assert not errors, errors
 
 
 def unique(prefix: str = "") -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -16,7 +14,7 @@ from agex.core.errors import AlreadyExists, ConfigurationError, DocumentTooLarge
 from agex.core.run import Event, EventKind, Lease, Limits, RunError, RunHead, RunStatus, Usage
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 
-from .conftest import unique
+from .conftest import at_once, unique
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 
@@ -217,33 +215,9 @@ def test_concurrent_updates_serialize(store: CheckpointStore) -> None:
         # (firebase/firebase-tools#6758); two writers prove the retry without minutes of waiting.
         n_threads, k = 2, 1
     head = create(store, make_head(), n_events=0)
-    errors: list[BaseException] = []
-    start = threading.Barrier(n_threads)
 
-    def worker(w: int) -> None:
-        try:
-            start.wait()
-            for i in range(k):
-                # a store may give up under contention (TransientError, as the port allows); the caller then
-                # tries again, as Cloud Tasks would: what must hold is that no update is lost or doubled
-                for attempt in range(5):
-                    try:
-                        store.update_run(head.tenant, head.run_id,
-                                         lambda h, i=i: append(h, make_event(h.seq + 1, h.step, worker=w, i=i)))
-                        break
-                    except TransientError:
-                        if attempt == 4:
-                            raise
-                        time.sleep(0.2 * (w + 1))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    at_once(n_threads, lambda w, i: store.update_run(head.tenant, head.run_id, lambda h: append(
+        h, make_event(h.seq + 1, h.step, worker=w, i=i))), per_thread=k)
     final = store.get_run(head.tenant, head.run_id)
     assert final is not None and final.seq == n_threads * k
     events = store.list_events(head.tenant, head.run_id, limit=1000)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
@@ -16,7 +14,7 @@ from agex.core.thread import THREAD_RETENTION, Thread, ThreadContext, ThreadPoli
 from agex.ports.rules import MAX_DOCUMENT_BYTES
 from agex.ports.threads import ThreadStore
 
-from .conftest import unique
+from .conftest import at_once, unique
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 
@@ -180,32 +178,8 @@ def test_concurrent_updates_all_land(threads: ThreadStore) -> None:
         # (firebase/firebase-tools#6758): 8 writers take some 10 s there; two prove the retry.
         n_threads = 2
     thread = threads.create_thread(make_thread())
-    errors: list[BaseException] = []
-    start = threading.Barrier(n_threads)
-
-    def worker(w: int) -> None:
-        try:
-            start.wait()
-            # a store may give up under contention (TransientError, as the port allows); the caller then tries
-            # again: what must hold is that no update is lost or doubled
-            for attempt in range(5):
-                try:
-                    threads.update_thread(thread.tenant, thread.thread_id, lambda t: (
-                        t.model_copy(update={"pending": [*t.pending, f"run_{w}"]}), None))
-                    break
-                except TransientError:
-                    if attempt == 4:
-                        raise
-                    time.sleep(0.2 * (w + 1))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    workers = [threading.Thread(target=worker, args=(w,)) for w in range(n_threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(timeout=120)
-    assert not errors, errors
+    at_once(n_threads, lambda w, _: threads.update_thread(thread.tenant, thread.thread_id, lambda t: (
+        t.model_copy(update={"pending": [*t.pending, f"run_{w}"]}), None)))
     final = threads.get_thread(thread.tenant, thread.thread_id)
     assert final is not None
     assert sorted(final.pending) == sorted(f"run_{w}" for w in range(n_threads))

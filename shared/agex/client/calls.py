@@ -163,8 +163,13 @@ def versions(agent: str) -> Call[VersionList]:
 
 def start_run(agent: str, input: str, metadata: Mapping[str, str] | None, idempotency_key: str | None,
               wait: float | None) -> Call[RunView]:
-    return Call("POST", f"/v1/agents/{_seg(agent)}/runs", RunView,
-                params={"wait": seconds(wait)} if wait is not None else {},
+    return _new_run(f"/v1/agents/{_seg(agent)}/runs", input, metadata, idempotency_key, wait)
+
+
+def _new_run(path: str, input: str, metadata: Mapping[str, str] | None, idempotency_key: str | None,
+             wait: float | None) -> Call[RunView]:
+    """A request that starts a run (of an agent, or a thread's next turn): keyed, optionally waited for."""
+    return Call("POST", path, RunView, params={"wait": seconds(wait)} if wait is not None else {},
                 body={"input": input, "metadata": dict(metadata or {})}, headers=key(idempotency_key),
                 wait_s=wait or 0.0)
 
@@ -181,10 +186,7 @@ def thread(thread_id: str) -> Call[ThreadView]:
 
 def send(thread_id: str, input: str, metadata: Mapping[str, str] | None, idempotency_key: str | None,
          wait: float | None) -> Call[RunView]:
-    return Call("POST", f"/v1/threads/{_seg(thread_id)}/runs", RunView,
-                params={"wait": seconds(wait)} if wait is not None else {},
-                body={"input": input, "metadata": dict(metadata or {})}, headers=key(idempotency_key),
-                wait_s=wait or 0.0)
+    return _new_run(f"/v1/threads/{_seg(thread_id)}/runs", input, metadata, idempotency_key, wait)
 
 
 def run(run_id: str, wait: float | None = None) -> Call[RunView]:

@@ -166,14 +166,23 @@ resource "google_firestore_index" "run_metrics" {
   }
 }
 
-# Every agent's runs' metrics across tenants (the drift function's collector): single-field indexes are
-# automatic at collection scope only, so ended_at declares its collection-group one (and keeps the
-# collection-scope one a tenant's query uses).
-resource "google_firestore_field" "run_metrics_ended_at" {
+# Single-field indexes in both scopes: Firestore keeps them at collection scope only by default, and these
+# fields are also queried across every tenant (a collection group).
+# - run_metrics.ended_at: every agent's runs' metrics across tenants (the drift function's collector), and a
+#   tenant's own query;
+# - runs.status: unfinished runs per agent version (FirestoreCheckpointStore.unfinished_versions), `status in
+#   [...]` across every tenant for the deploy's retire-check, and within a tenant with `agent ==` for
+#   GET /v1/agents/{agent}/versions (docs/versions.md).
+resource "google_firestore_field" "both_scopes" {
+  for_each = {
+    "run_metrics.ended_at" = { collection = "run_metrics", field = "ended_at" }
+    "runs.status"          = { collection = "runs", field = "status" }
+  }
+
   project    = var.project
   database   = google_firestore_database.main.name
-  collection = "run_metrics"
-  field      = "ended_at"
+  collection = each.value.collection
+  field      = each.value.field
 
   index_config {
     indexes {
@@ -187,25 +196,9 @@ resource "google_firestore_field" "run_metrics_ended_at" {
   }
 }
 
-# Unfinished runs per agent version (FirestoreCheckpointStore.unfinished_versions): `status in [...]` across
-# every tenant for the deploy's retire-check (a collection-group index, which Firestore does not keep by
-# default), and within a tenant with `agent ==` for GET /v1/agents/{agent}/versions (docs/versions.md).
-resource "google_firestore_field" "runs_status" {
-  project    = var.project
-  database   = google_firestore_database.main.name
-  collection = "runs"
-  field      = "status"
-
-  index_config {
-    indexes {
-      order       = "ASCENDING"
-      query_scope = "COLLECTION"
-    }
-    indexes {
-      order       = "ASCENDING"
-      query_scope = "COLLECTION_GROUP"
-    }
-  }
+moved {
+  from = google_firestore_field.run_metrics_ended_at
+  to   = google_firestore_field.both_scopes["run_metrics.ended_at"]
 }
 
 # Drift alerts of one agent, newest first (FirestoreMetricsStore.list_alerts).
