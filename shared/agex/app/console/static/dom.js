@@ -40,6 +40,12 @@ export function s(tag, props = null, ...children) {
   return el;
 }
 
+/** Append children, leaving out null, undefined and false (Element.append would write "null"). */
+export function append(el, ...children) {
+  add(el, children);
+  return el;
+}
+
 /** Replace an element's children. */
 export function fill(el, ...children) {
   el.replaceChildren();
