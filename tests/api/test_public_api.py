@@ -15,6 +15,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from werkzeug.test import TestResponse
 
+from agex.core.guard import DEFAULT_GUARDS
 from agex.core.run import EventKind, RunStatus
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
@@ -78,7 +79,8 @@ def test_get_agent_shows_tools_with_json_schema_parameters_and_no_secrets(client
     assert response.status_code == 200
     view = response.get_json()
     assert set(view) == {"name", "version", "description", "model", "identity", "tools", "limits", "approvals",
-                         "operators", "fingerprint", "watch", "fallbacks"}
+                         "operators", "fingerprint", "watch", "fallbacks", "guards"}
+    assert [g["name"] for g in view["guards"]] == [g.use for g in DEFAULT_GUARDS]
     assert view["fingerprint"].startswith("sha256:") and view["watch"] == ["issue_refund.amount_usd", "refund_share"]
     assert view["fallbacks"] == ["gemini-2.5-flash-lite"]
     assert view["identity"] == "agent-support@test"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agex.core.agent import Agent
 from agex.core.approval import Approval, ApprovalPolicy, ApprovalStatus, Decision, redact
 from agex.core.errors import AgexError
+from agex.core.guard import Guard, GuardSpec
 from agex.core.run import Event, RunHead, RunStatus
 from agex.core.thread import Thread, ThreadPolicy
 from agex.core.tool import Tool
@@ -179,6 +180,19 @@ class ApprovalPolicyView(_View):
                    reason=policy.reason)
 
 
+class GuardView(_View):
+    name: str = Field(description="A built-in guard (`pii`, `prompt_injection`, ...) or the agent's own.")
+    channels: list[str] | None = Field(description="Where it looks; null: the guard's own default.")
+    action: str | None = Field(description="What it does when it fires; null: the guard's own default.")
+
+    @classmethod
+    def of(cls, guard: GuardSpec | Guard) -> GuardView:
+        if isinstance(guard, GuardSpec):
+            return cls(name=guard.use, channels=[c.value for c in guard.channels] if guard.channels else None,
+                       action=guard.action.value if guard.action else None)
+        return cls(name=guard.name, channels=sorted(c.value for c in guard.channels), action=None)
+
+
 class AgentView(_View):
     name: str
     version: str
@@ -194,6 +208,8 @@ class AgentView(_View):
                                              "(docs/models.md).")
     fingerprint: str = Field(description="Digest of what shapes the version's behaviour (docs/observability.md).")
     watch: list[str] = Field(description="The watched values recorded as behavioural metrics.")
+    guards: list[GuardView] = Field(default_factory=list, description="The guardrail chain, in order "
+                                                                      "(docs/guardrails.md); empty: no guarding.")
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
@@ -203,7 +219,7 @@ class AgentView(_View):
                    identity=agent.identity, tools=[ToolView.of(t) for t in agent.tools],
                    limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals],
                    operators=list(agent.operators), fallbacks=list(agent.fallbacks), fingerprint=fingerprint(agent),
-                   watch=[w.metric for w in agent.watch])
+                   watch=[w.metric for w in agent.watch], guards=[GuardView.of(g) for g in agent.guards])
 
 
 class AgentList(_View):
