@@ -37,6 +37,7 @@ module "fleet" {
   agent_packages              = var.agent_packages
   source_object               = var.source_object
   api_invokers                = var.api_invokers
+  console_iap                 = var.console_iap
   tenants                     = var.tenants
   api_audience                = var.api_audience
   public_url                  = var.public_url

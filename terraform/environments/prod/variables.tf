@@ -147,3 +147,13 @@ variable "budget_alert_subscribers" {
   type        = list(string)
   default     = []
 }
+
+variable "console_iap" {
+  description = "The console behind Identity-Aware Proxy: its domain, the members IAP lets through, and (second apply) the audience of IAP's header (docs/console.md). null: none."
+  type = object({
+    domain   = string
+    members  = list(string)
+    audience = optional(string, "")
+  })
+  default = null
+}

@@ -1,7 +1,7 @@
 # The Google APIs the fleet uses. disable_on_destroy = false: destroying the fleet must not switch off an
 # API another workload of the project may use.
 locals {
-  services = toset([
+  services = toset(concat([
     "firestore.googleapis.com",
     "cloudtasks.googleapis.com",
     "pubsub.googleapis.com",
@@ -20,7 +20,10 @@ locals {
     "eventarc.googleapis.com",
     "storage.googleapis.com",
     "cloudresourcemanager.googleapis.com",
-  ])
+    ],
+    # the console's load balancer and Identity-Aware Proxy (console.tf), only when it is set up
+    var.console_iap == null ? [] : ["compute.googleapis.com", "iap.googleapis.com"],
+  ))
 }
 
 resource "google_project_service" "apis" {

@@ -81,8 +81,9 @@ resource "google_cloudfunctions2_function" "api" {
     # a thread per request, streams included (?follow=true holds one for up to the request timeout), and a
     # stream closes a minute before Cloud Run would cut it: the client reconnects with Last-Event-ID
     environment_variables = merge(local.function_env, {
-      THREADS                 = tostring(var.functions.api.concurrency)
-      AGEX_STREAM_MAX_SECONDS = tostring(max(var.functions.api.timeout_seconds - 60, 30))
+      THREADS                   = tostring(var.functions.api.concurrency)
+      AGEX_STREAM_MAX_SECONDS   = tostring(max(var.functions.api.timeout_seconds - 60, 30))
+      AGEX_CONSOLE_IAP_AUDIENCE = try(var.console_iap.audience, "")
     })
   }
 

@@ -115,3 +115,18 @@ output "firestore_database" {
   description = "The Firestore database name."
   value       = google_firestore_database.main.name
 }
+
+output "console_iap_audience" {
+  description = "The audience of IAP's signed header for the console (console.tf): set console_iap.audience to it and apply again."
+  value       = var.console_iap == null ? null : "/projects/${data.google_project.this.number}/global/backendServices/${google_compute_backend_service.console["main"].generated_id}"
+}
+
+output "console_url" {
+  description = "The console behind IAP, once its domain points at console_ip and the certificate is active."
+  value       = var.console_iap == null ? null : "https://${var.console_iap.domain}/console/"
+}
+
+output "console_ip" {
+  description = "The address to point the console's domain at (an A record)."
+  value       = var.console_iap == null ? null : google_compute_global_address.console["main"].address
+}

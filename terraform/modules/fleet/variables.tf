@@ -99,6 +99,21 @@ variable "internal_ingress" {
   }
 }
 
+variable "console_iap" {
+  description = "The console behind Identity-Aware Proxy (console.tf, docs/console.md): the domain of its HTTPS load balancer, the members IAP lets through (user:, group:, domain:), and, from the second apply, the audience of IAP's header (terraform output console_iap_audience). null: no load balancer; the console then needs a token."
+  type = object({
+    domain   = string
+    members  = list(string)
+    audience = optional(string, "")
+  })
+  default = null
+
+  validation {
+    condition     = var.console_iap == null || alltrue([for m in try(var.console_iap.members, []) : can(regex("^(user|group|domain|serviceAccount|principal|principalSet):.+", m))])
+    error_message = "console_iap.members must be named members (user:, group:, domain:, serviceAccount:, principal:, principalSet:); the public members are refused."
+  }
+}
+
 variable "api_ingress" {
   description = "Ingress of the api function (callers still need roles/run.invoker and a valid ID token)."
   type        = string
