@@ -1060,3 +1060,22 @@ def test_a_step_through_the_pure_core_writes_a_gapless_history() -> None:
         K.step_started, K.tool_intent, K.tool_result, K.step_completed]
     with pytest.raises(StaleDelivery):
         decisions.claim(h, A, NOW, LEASE)
+
+
+def test_the_last_result_and_the_commit_are_one_write_equal_to_the_two() -> None:
+    """``record_last_result`` is ``record_tool_result`` then ``complete_step``, as one mutation: the same head and
+    the same events, in the same order, fenced the same way."""
+    call = FunctionCall(id="c1", name="tick", args={"n": 1})
+    message = Message(role="model", parts=[Part(function_call=call)])
+    now = NOW + timedelta(seconds=5)
+    head = running()
+    owner = A.owner
+    one = decisions.record_last_result(head, owner, 1, call, True, {"n": 1}, now, None, message, None)
+    first = decisions.record_tool_result(head, owner, 1, call, True, {"n": 1}, None, now)
+    assert first.head is not None
+    two = decisions.complete_step(first.head, owner, 1, message, now)
+    assert one.head == two.head and [e.kind for e in one.events] == [*(e.kind for e in first.events),
+                                                                     *(e.kind for e in two.events)]
+    assert [e.seq for e in one.events] == list(range(head.seq + 1, head.seq + 1 + len(one.events)))
+    with pytest.raises(LeaseLost):
+        decisions.record_last_result(head, "someone-else", 1, call, True, {"n": 1}, now, None, message, None)

@@ -292,6 +292,20 @@ def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall,
     return Mutation(_advance(head, now, events), events)
 
 
+def record_last_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
+                       now: datetime, continue_at: datetime | None, message: Message, wake_at: datetime | None, *,
+                       stored: dict[str, Any] | None = None, verdict: dict[str, Any] | None = None,
+                       shown: str | None = None) -> Mutation[Claim]:
+    """The step's last result and the step's commit in one write: nothing happens between them that a crash
+    could split, so one commit does what two did (``record_tool_result`` then ``complete_step``). ``wake_at``:
+    the latest time a tool of the step asked to continue at, this one's included."""
+    recorded = record_tool_result(head, owner, step, call, ok, output, None, now, continue_at, stored=stored,
+                                  verdict=verdict)
+    assert recorded.head is not None
+    completed = complete_step(recorded.head, owner, step, message, now, wake_at, shown=shown)
+    return Mutation(completed.head, [*recorded.events, *completed.events], completed.value)
+
+
 def record_intent(head: RunHead, owner: str, step: int, call: FunctionCall, now: datetime) -> Mutation[None]:
     """The intent of a call whose predecessor's result was written by an earlier attempt."""
     check_fence(head, owner, step)

@@ -521,16 +521,27 @@ class StepRunner:
             following = pending[i + 1] if i + 1 < len(pending) else None
             announce = (following if following and _may_announce(agent, following, progress.settled, progress.held)
                         else None)
+            blocked = guarded.blocked() if guarded is not None else None
+            # the step's last result commits the step with it (docs/architecture.md, "The step protocol")
+            last = following is None and blocked is None
+            mutate: Callable[[RunHead], Mutation[Any]] = functools.partial(
+                _record_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
+                next_call=announce, continue_at=continue_at, clock=self.clock, guarded=guarded)
+            if last:
+                wake = max(filter(None, (progress.continue_at, continue_at)), default=None)
+                mutate = functools.partial(
+                    _record_last_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
+                    continue_at=continue_at, clock=self.clock, guarded=guarded, message=response.message,
+                    wake_at=wake, shown=progress.shown_answer)
             try:
-                recorded = self.store.update_run(d.tenant, d.run_id, functools.partial(
-                    _record_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
-                    next_call=announce, continue_at=continue_at, clock=self.clock, guarded=guarded))
+                recorded = self.store.update_run(d.tenant, d.run_id, mutate)
             except LeaseLost as e:
                 if called:
                     self._report_late(d, call, ok, output, continue_at, progress, e.message, guarded)
                 raise
             self._alert(agent, head, d, recorded.events)
-            blocked = guarded.blocked() if guarded is not None else None
+            if last:
+                return self._committed(agent, d, recorded)
             if blocked is not None:
                 return self._fail(d, blocked)
             _note_intents(progress, recorded)
@@ -735,9 +746,14 @@ class StepRunner:
 
     def _commit(self, agent: Agent, d: Delivery, response: ModelResponse, continue_at: datetime | None,
                 shown: str | None) -> StepResult:
-        """``shown``: the answer as events show it, when it differs (personal data redacted)."""
+        """Commit a step whose calls all have their results (or that has none: the final answer). ``shown``: the
+        answer as events show it, when it differs (personal data redacted)."""
         committed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.complete_step(
             h, d.owner, d.step, response.message, self.clock.now(), continue_at, shown=shown))
+        return self._committed(agent, d, committed)
+
+    def _committed(self, agent: Agent, d: Delivery, committed: Mutation[Any]) -> StepResult:
+        """After the step's commit: its hooks, then the run's end or its next step's task."""
         new = committed.head
         assert new is not None
         self.failpoints.hit("step.after_commit")
@@ -900,6 +916,14 @@ def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, 
     return decisions.record_tool_result(head, owner, step, call, ok, output, next_call, clock.now(), continue_at,
                                         stored=guarded.stored("output") if guarded is not None else None,
                                         verdict=guarded.verdict if guarded is not None else None)
+
+
+def _record_last_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
+                        continue_at: datetime | None, clock: Clock, guarded: guarding.Guarded | None,
+                        message: Message, wake_at: datetime | None, shown: str | None) -> Mutation[Claim]:
+    return decisions.record_last_result(head, owner, step, call, ok, output, clock.now(), continue_at, message, wake_at,
+                                        stored=guarded.stored("output") if guarded is not None else None,
+                                        verdict=guarded.verdict if guarded is not None else None, shown=shown)
 
 
 def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, clock: Clock) -> Mutation[None]:
