@@ -82,6 +82,16 @@ def trend(per_step: list[dict[str, Any]], key: str, bucket: int = 50) -> dict[st
             "overall_median": statistics.median(r[key] for r in rows) if rows else None}
 
 
+def dist_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def percentile(values: Sequence[float], q: int) -> float | None:
     """The ``q``-th percentile (1-99), by linear interpolation between the closest ranks."""
     if not values:

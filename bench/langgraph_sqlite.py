@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from bench.common import STEPS, final_text, tick_args, trend, window_means
+from bench.langgraph_postgres import ticker_graph
 
 
 def run(steps: int = STEPS, *, warmup_steps: int = 5, delta: bool = False,
@@ -33,13 +34,9 @@ def run(steps: int = STEPS, *, warmup_steps: int = 5, delta: bool = False,
     import functools
 
     import langgraph
-    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.messages import HumanMessage
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.graph import END, START, StateGraph
     from langgraph.graph.message import add_messages
-
-    from agex.tools import ToolContext
-    from examples.ticker_agent import tick
 
     if delta:
         from langgraph.channels.delta import DeltaChannel
@@ -58,39 +55,8 @@ def run(steps: int = STEPS, *, warmup_steps: int = 5, delta: bool = False,
 
         State = PlainState
 
-    target = {"steps": steps}
-
-    def model(state: Any) -> dict[str, Any]:
-        steps = target["steps"]
-        last = 0
-        for message in reversed(state["messages"]):
-            if isinstance(message, ToolMessage):
-                last = int(json.loads(str(message.content))["n"])
-                break
-        n = last + 1
-        if n > steps:
-            return {"messages": [AIMessage(content=final_text(steps))]}
-        return {"messages": [AIMessage(content="", tool_calls=[
-            {"name": "tick", "args": tick_args(n), "id": f"call-{n}", "type": "tool_call"}])]}
-
-    def tools(state: Any) -> dict[str, Any]:
-        out = []
-        for call in state["messages"][-1].tool_calls:
-            step = int(call["args"]["n"])
-            outcome = tick.call(call["args"], ToolContext(tenant="bench", run_id="lg", step=step, call_id=call["id"],
-                                                          idempotency_key=f"lg:{step}:{call['id']}"))
-            out.append(ToolMessage(content=json.dumps(outcome.output), tool_call_id=call["id"], name=call["name"]))
-        return {"messages": out}
-
-    def route(state: Any) -> str:
-        return "tools" if state["messages"][-1].tool_calls else END
-
-    builder = StateGraph(State)
-    builder.add_node("model", model)
-    builder.add_node("tools", tools)
-    builder.add_edge(START, "model")
-    builder.add_conditional_edges("model", route, ["tools", END])
-    builder.add_edge("tools", "model")
+    builder, target = ticker_graph(State)
+    target["steps"] = steps
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="agex-bench-lg-") as tmp:

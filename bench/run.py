@@ -6,7 +6,10 @@
 2. the same loop on LangGraph with SqliteSaver;
 3. the runtime's overhead per step on the full local stack (emulators + functions, over HTTP);
 4. cold start of the function entry points;
-5. the model layer: routing with circuit breakers, and budgets over the spend ledger, per step (Firestore emulator).
+5. the model layer: routing with circuit breakers, and budgets over the spend ledger, per step (Firestore emulator);
+6. the peers on a real Postgres (a throwaway server the bench starts): the loop of part 2 on LangGraph with
+   PostgresSaver, and as a DBOS durable workflow;
+7. the platform floor: one hop of Cloud Tasks dispatch + one Firestore commit + one enqueue, on the emulators.
 
 Prints a report and writes JSON to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
@@ -120,6 +123,7 @@ def report(res: dict[str, Any]) -> str:
     for key in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta"):
         if "error" in res.get(key, {}):
             add(f"\n{key}: FAILED: {res[key]['error']}")
+    add(peers_report(res))
 
     st = res.get("stack_overhead", {})
     if "single" in st:
@@ -168,6 +172,93 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PEERS = (
+    # (results key, label, key of the documents or rows it writes per step)
+    ("agex_firestore", "Agent Executor / Firestore emulator", "writes"),
+    ("langgraph_sqlite", "LangGraph / SqliteSaver", "rows_written"),
+    ("langgraph_postgres", "LangGraph / PostgresSaver", "rows_written"),
+    ("dbos_postgres", "DBOS workflow / Postgres", "rows_written"),
+)
+
+
+def peers_report(res: dict[str, Any]) -> str:
+    """The same loop on each system side by side, per step at the first and the last 10 steps; and the floor of
+    one serverless hop."""
+    lines: list[str] = []
+    add = lines.append
+    have = [(k, label, ops) for k, label, ops in PEERS if "summary" in res.get(k, {})]
+    if have and any(k in ("langgraph_postgres", "dbos_postgres") for k, *_ in have):
+        steps = res[have[0][0]]["steps"]
+        add(f"\nThe same {steps}-step loop on each system (per step; steps 1-10 -> {steps - 9}-{steps})")
+        add(f"{'':38}{'bytes written':>24}{'rows | docs written':>22}{'wall ms, mean':>20}{'wall ms, median':>20}")
+        for key, label, ops in have:
+            sm = res[key]["summary"]
+            f, la, fm, lm = sm["first"], sm["last"], sm["first_median"], sm["last_median"]
+            add(f"{label:38}{_f(f['bytes_written']) + ' -> ' + _f(la['bytes_written']):>24}"
+                f"{_f(f[ops], '.1f') + ' -> ' + _f(la[ops], '.1f'):>22}"
+                f"{_f(f['wall_ms'], '.1f') + ' -> ' + _f(la['wall_ms'], '.1f'):>20}"
+                f"{_f(fm['wall_ms'], '.1f') + ' -> ' + _f(lm['wall_ms'], '.1f'):>20}")
+        add("  Written: Firestore documents (Agent Executor), rows added (the others). Bytes: the serialized "
+            "payload each system sends (Firestore's document size formula; blob, JSON and text lengths on SQLite "
+            "and Postgres).")
+        if "summary" in res.get("agex_firestore", {}):
+            a = res["agex_firestore"]["summary"]["last"]
+            add(f"  Agent Executor also reads {a['reads']:.0f} documents per step (its context window) in "
+                f"{a['commits']:.0f} commits and {a['queries']:.0f} query; the others read their state in process.")
+        lp, dp = res.get("langgraph_postgres", {}), res.get("dbos_postgres", {})
+        if "summary" in lp:
+            s = lp["summary"]
+            add(f"  LangGraph/Postgres stored after TOAST compression: {_f(s['first']['stored_bytes'])} -> "
+                f"{_f(s['last']['stored_bytes'])} bytes/step; WAL {lp['run']['wal_bytes'] / max(lp['steps'], 1):,.0f} "
+                f"bytes/step and {_f(lp['run'].get('transactions_per_step'), '.1f')} transactions/step over the run; "
+                f"{lp['run']['seconds']:.1f}s, {lp['run']['messages_in_state']} messages in the state at the end")
+        if "summary" in dp:
+            s = dp["summary"]
+            add(f"  DBOS: {s['last']['rows_written']:.0f} operation_outputs rows/step (model + tool), "
+                f"{_f(s['last']['stored_bytes'])} bytes/step stored with keys; workflow status/input/output rows "
+                f"once per run; WAL {dp['run']['wal_bytes'] / max(dp['steps'], 1):,.0f} bytes/step and "
+                f"{_f(dp['run'].get('transactions_per_step'), '.1f')} transactions/step over the run (its background "
+                f"polling taken out); {dp['run']['seconds']:.1f}s, status {dp['run']['status']}")
+    fl = res.get("floor", {})
+    if "per_hop_ms" in fl:
+        h, c, r = fl["per_hop_ms"], fl["commit_ms"], fl["commit_to_next_ms"]
+        add(f"\nPlatform floor, one serverless hop on the emulators ({fl['intervals']} hops: Cloud Tasks dispatch "
+            f"-> function -> 1 Firestore commit -> enqueue the next)")
+        add(f"  per hop: median {_f(h['median'], '.1f')} ms, p90 {_f(h['p90'], '.1f')} ms, mean {_f(h['mean'], '.1f')} "
+            f"ms (commit median {_f(c['median'], '.1f')} ms; commit -> next hop's entry median {_f(r['median'], '.1f')}"
+            f" ms, of which the enqueue's round trip {_f(fl['enqueue_ms']['median'], '.1f')} ms)")
+        ag = res.get("agex_firestore", {})
+        st = res.get("stack_overhead", {}).get("single", {})
+        if ag.get("summary") and h["median"]:
+            add(f"  for scale: an Agent Executor step is {ag['summary']['last_median']['wall_ms']:.1f} ms (median, "
+                f"steps {ag['steps'] - 9}-{ag['steps']}) in process on the Firestore emulator"
+                + (f", {st['mean_ms_per_step']:.1f} ms on the full stack" if st.get("mean_ms_per_step") else "")
+                + f"; the in-process step is {ag['summary']['last_median']['wall_ms'] / h['median']:.1f}x the "
+                  "floor's median hop")
+    for key in ("langgraph_postgres", "dbos_postgres", "floor"):
+        if "error" in res.get(key, {}):
+            add(f"\n{key}: FAILED: {res[key]['error']}")
+    return "\n".join(lines)
+
+
+def source_state() -> dict[str, Any]:
+    """The commit the bench ran on and the tracked files that differed from it: results taken on a work tree
+    with changes in progress say so."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20,
+                              check=True).stdout.rstrip("\n")
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "modified": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=STEPS, help="steps of the long runs (default 500)")
@@ -176,12 +267,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrent-steps", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5, help="cold-start repetitions (best of)")
     ap.add_argument("--model-steps", type=int, default=200, help="steps of each variant of the model-layer part")
-    ap.add_argument("--skip", action="append", default=[], choices=["agex", "langgraph", "stack", "model", "cold"],
+    ap.add_argument("--floor-hops", type=int, default=200, help="hops of the platform floor's chain")
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=["agex", "langgraph", "langgraph-postgres", "dbos", "floor", "stack", "model", "cold"],
                     help="leave a part out (repeatable)")
     ap.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = ap.parse_args(argv)
 
-    from bench import agex_firestore, cold_start, langgraph_sqlite, model_layer, stack_overhead
+    from bench import (
+        agex_firestore,
+        cold_start,
+        dbos_postgres,
+        floor,
+        langgraph_postgres,
+        langgraph_sqlite,
+        model_layer,
+        stack_overhead,
+    )
 
     if args.steps < STEPS:
         _say(f"note: --steps {args.steps} is below {STEPS}; the results are not those of docs/performance.md")
@@ -192,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "load_avg_at_start": list(os.getloadavg())},
+        "source": source_state(),
         "parameters": {"steps": args.steps, "stack_steps": args.stack_steps, "concurrent": args.concurrent,
                        "concurrent_steps": args.concurrent_steps, "cold_start_repeat": args.repeat,
-                       "model_layer_steps": args.model_steps,
+                       "model_layer_steps": args.model_steps, "floor_hops": args.floor_hops,
                        "target_ratio": TARGET_RATIO},
     }
     if "agex" not in args.skip:
@@ -202,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     if "langgraph" not in args.skip:
         _part("langgraph_sqlite", lambda: langgraph_sqlite.run(args.steps, progress=_say), results)
         _part("langgraph_sqlite_delta", lambda: langgraph_sqlite.run(args.steps, delta=True, progress=_say), results)
+    if "langgraph-postgres" not in args.skip:
+        _part("langgraph_postgres", lambda: langgraph_postgres.run(args.steps, progress=_say), results)
+    if "dbos" not in args.skip:
+        _part("dbos_postgres", lambda: dbos_postgres.run(args.steps, progress=_say), results)
+    if "floor" not in args.skip:
+        _part("floor", lambda: floor.run(args.floor_hops, progress=_say), results)
     if "stack" not in args.skip:
         _part("stack_overhead", lambda: stack_overhead.run(
             single_steps=args.stack_steps, concurrent_runs=args.concurrent,
@@ -224,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_text(text)
             tmp.replace(target)
         _say(f"wrote {RESULTS / name} and {RESULTS / 'latest.json'}")
-    failed = [k for k in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta", "stack_overhead",
-                          "model_layer", "cold_start") if "error" in results.get(k, {})]
+    failed = [k for k in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta", "langgraph_postgres",
+                          "dbos_postgres", "floor", "stack_overhead", "model_layer", "cold_start")
+              if "error" in results.get(k, {})]
     if "model_layer" in results and not model_layer.ok(results["model_layer"]):
         failed.append("model_layer")
     return 1 if failed else 0
