@@ -566,3 +566,28 @@ def test_an_expired_run_says_why_before_and_after_the_sweep(client: ApiClient, r
     after = client.get(f"/v1/runs/{run_id}").get_json()
     assert after["status"] == RunStatus.expired and after["error"]["code"] == "expired"
     assert before["error"] == after["error"]
+
+
+def test_an_agent_whose_mcp_server_is_down_is_still_listed(checker: Any) -> None:
+    """The listing, an agent and its versions answer while an MCP server cannot be reached: the tool without its
+    schema, the fingerprint (which covers the schema) unknown."""
+    import socket
+
+    from agex.core.agent import Agent
+    from agex.tools.mcp import HttpServer, mcp_tools
+    from tests.api.conftest import ApiClient, make_api
+
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]  # closed again: nothing listens there
+    notes = Agent(name="notes", instructions="You keep notes.",
+                  tools=mcp_tools(HttpServer(f"http://127.0.0.1:{port}/mcp"), ["add_note"], timeout_s=2))
+    rt = InMemoryRuntime([support_agent, notes], lambda request: "ok")  # type: ignore[arg-type]
+    client = ApiClient(make_api(rt), checker)
+    listed = client.get("/v1/agents")
+    assert listed.status_code == 200
+    view = next(a for a in listed.get_json()["agents"] if a["name"] == "notes")
+    assert view["fingerprint"] is None and view["tools"][0]["parameters"] == {}
+    assert client.get("/v1/agents/notes").status_code == 200
+    (version,) = client.get("/v1/agents/notes/versions").get_json()["versions"]
+    assert version["fingerprint"] is None and version["served"]

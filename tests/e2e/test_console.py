@@ -1,12 +1,16 @@
 """The browser console on the local stack, driven in Debian's Chromium by Playwright: a refund followed live,
 refused to its own requester under four eyes and approved by a manager from the inbox; markup in a tool's
 output and an answer shown as text; the model's text as it is written; another tenant seeing nothing; a
-timeline of 500 steps staying quick. The test writes the screenshots of docs/images/console-*.png."""
+timeline of 500 steps staying quick. The test takes the screenshots of the main pages; with
+AGEX_CONSOLE_SCREENSHOTS=docs/images it writes them there (docs/images/console-*.png), else in a temporary
+directory, so a test run leaves the repository as it was."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +35,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
-IMAGES = REPO / "docs" / "images"
+IMAGES = (REPO / os.environ["AGEX_CONSOLE_SCREENSHOTS"] if os.environ.get("AGEX_CONSOLE_SCREENSHOTS")
+          else Path(tempfile.gettempdir()) / "agex-console-screenshots")
 FIRST_LOAD_BUDGET_S = 3.0
 """Loose on purpose (shared CI machines): locally the sign-in page shows in well under a second."""
 

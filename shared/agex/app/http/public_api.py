@@ -45,6 +45,7 @@ from agex.app.http.views import (
     ThreadView,
     VersionList,
     VersionView,
+    fingerprint_of,
 )
 from agex.core.agent import AgentRegistry
 from agex.core.approval import Approval, ApprovalStatus
@@ -183,13 +184,11 @@ class PublicApi:
         return json_response(AgentView.of(self.agents.get(agent)).model_dump(mode="json"))
 
     def _agent_versions(self, request: Request, caller: Caller, agent: str) -> Response:
-        from agex.core.fingerprint import fingerprint
-
         served = self.agents.versions(agent)
         counts = self.service.unfinished_versions(caller, agent)
         named = [v for (_, v) in sorted(counts) if self.agents.version(agent, v) is None]
         versions = [VersionView(version=v, current=i == 0, served=a is not None,
-                                fingerprint=fingerprint(a) if a is not None else None,
+                                fingerprint=fingerprint_of(a) if a is not None else None,
                                 unfinished_runs=counts.get((agent, v), 0), migrates_to=self.agents.migration(agent, v))
                     for i, (v, a) in enumerate([*((a.version, a) for a in served), *((v, None) for v in named)])]
         return json_response(VersionList(agent=agent, versions=versions).model_dump(mode="json"))

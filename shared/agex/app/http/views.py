@@ -206,20 +206,31 @@ class AgentView(_View):
                                  "or anyone in the tenant).")
     fallbacks: list[str] = Field(description="Models tried in order when the one before cannot answer "
                                              "(docs/models.md).")
-    fingerprint: str = Field(description="Digest of what shapes the version's behaviour (docs/observability.md).")
+    fingerprint: str | None = Field(description="Digest of what shapes the version's behaviour "
+                                                "(docs/observability.md); null while a tool's server (MCP) cannot "
+                                                "be asked for its schema, which the digest covers.")
     watch: list[str] = Field(description="The watched values recorded as behavioural metrics.")
     guards: list[GuardView] = Field(default_factory=list, description="The guardrail chain, in order "
                                                                       "(docs/guardrails.md); empty: no guarding.")
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
-        from agex.core.fingerprint import fingerprint
-
         return cls(name=agent.name, version=agent.version, description=agent.description, model=agent.model,
                    identity=agent.identity, tools=[ToolView.of(t) for t in agent.tools],
                    limits=agent.limits.model_dump(), approvals=[ApprovalPolicyView.of(p) for p in agent.approvals],
-                   operators=list(agent.operators), fallbacks=list(agent.fallbacks), fingerprint=fingerprint(agent),
+                   operators=list(agent.operators), fallbacks=list(agent.fallbacks), fingerprint=fingerprint_of(agent),
                    watch=[w.metric for w in agent.watch], guards=[GuardView.of(g) for g in agent.guards])
+
+
+def fingerprint_of(agent: Agent) -> str | None:
+    """The agent's fingerprint, or None while an MCP server it names cannot be asked for its tools' schemas: a
+    listing of agents must not fail because one tool's server is down."""
+    from agex.core.fingerprint import fingerprint
+
+    try:
+        return fingerprint(agent)
+    except AgexError:
+        return None
 
 
 class AgentList(_View):

@@ -52,7 +52,7 @@ export async function render({root, params, signal, setTitle}) {
       h("a", {href: "/console/approvals"}, "Approvals")),
     section("overview-title", "Overview", facts([
       ["Version", agent.version],
-      ["Fingerprint", h("code", null, agent.fingerprint)],
+      ["Fingerprint", agent.fingerprint ? h("code", null, agent.fingerprint) : "unknown: a tool's server cannot be reached"],
       ["Model", agent.model],
       ["Fallbacks", agent.fallbacks?.length ? agent.fallbacks.join(", ") : "none"],
       ["Identity", agent.identity ? h("code", null, agent.identity) : null],
