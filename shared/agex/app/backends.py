@@ -33,6 +33,7 @@ from agex.ports.task_queue import TaskQueue
 from agex.ports.threads import ThreadStore
 
 if TYPE_CHECKING:
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
     from agex.adapters.inmemory.secret_store import InMemorySecretStore
 
 T = TypeVar("T")
@@ -152,61 +153,50 @@ class Backends:
             clients = emulator_clients(s.secrets_emulator_host) if s.secrets_emulator_host else own_clients()
             return SecretManagerStore(s.project, clients).access(s.api_service_account, s.decision_signing_key_secret)
 
-        def metrics() -> MetricsStore:
-            from agex.adapters.gcp.firestore_metrics import FirestoreMetricsStore
+        def shared() -> FirestoreCheckpointStore:
+            """The checkpoint store, whose one Firestore client (and collection prefix) every other Firestore
+            adapter of the process uses."""
             from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
-            store = firestore()  # one Firestore client per process: the checkpoint store's
+            store = firestore()
             assert isinstance(store, FirestoreCheckpointStore)
-            return FirestoreMetricsStore(store.client)
+            return store
+
+        def metrics() -> MetricsStore:
+            from agex.adapters.gcp.firestore_metrics import FirestoreMetricsStore
+
+            return FirestoreMetricsStore(shared().client)
 
         def breakers() -> Breakers:
             from agex.adapters.gcp.firestore_breakers import FirestoreBreakers
-            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
-            store = firestore()
-            assert isinstance(store, FirestoreCheckpointStore)
-            return FirestoreBreakers(store.client)
+            return FirestoreBreakers(shared().client)
 
         def degradations() -> DegradationStore:
             from agex.adapters.gcp.firestore_degradations import FirestoreDegradations
-            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
-            store = firestore()
-            assert isinstance(store, FirestoreCheckpointStore)
-            return FirestoreDegradations(store.client, prefix=store.prefix)
+            return FirestoreDegradations(shared().client, prefix=shared().prefix)
 
         def schedules() -> ScheduleStore:
             from agex.adapters.gcp.firestore_schedules import FirestoreSchedules
-            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
-            store = firestore()
-            assert isinstance(store, FirestoreCheckpointStore)
-            return FirestoreSchedules(store.client, prefix=store.prefix)
+            return FirestoreSchedules(shared().client, prefix=shared().prefix)
 
         def threads() -> ThreadStore:
-            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
             from agex.adapters.gcp.firestore_threads import FirestoreThreads
 
-            store = firestore()
-            assert isinstance(store, FirestoreCheckpointStore)
+            store = shared()
             return FirestoreThreads(store.client, prefix=store.prefix, concurrency=store.concurrency)
 
         def live() -> LiveTexts:
             from agex.adapters.gcp.firestore_live_text import FirestoreLiveTexts
-            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
-            store = firestore()
-            assert isinstance(store, FirestoreCheckpointStore)
-            return FirestoreLiveTexts(store.client, prefix=store.prefix)
+            return FirestoreLiveTexts(shared().client, prefix=shared().prefix)
 
         def spend() -> SpendLedger:
             from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
-            from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
-            store = firestore()
-            assert isinstance(store, FirestoreCheckpointStore)
-            return FirestoreSpendLedger(store.client, prefix=store.prefix)
+            return FirestoreSpendLedger(shared().client, prefix=shared().prefix)
 
         return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
                    signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules), own_secret=own_secret,
