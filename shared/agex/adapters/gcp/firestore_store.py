@@ -77,6 +77,7 @@ from agex.ports.rules import (
     check_late_decision,
     check_size,
     check_update,
+    document_size,
     valid_document_id,
 )
 
@@ -112,6 +113,8 @@ class _Writes(NamedTuple):
     """Set, created or replaced whole: approvals, and spend entries (whose id is the event's, so writing one
     again writes the same document)."""
     size: int
+    """Of every document whole."""
+    head_size: int
 
     @property
     def n(self) -> int:
@@ -137,7 +140,8 @@ class FirestoreCheckpointStore(CheckpointStore):
     ``max_attempts``: attempts of one ``update_run`` before contention becomes ``TransientError``.
 
     ``stats`` counts operations for benchmarks: ``reads`` (documents read, as billed: a miss or an empty
-    query counts one), ``writes`` (documents written), ``bytes_written`` (by :func:`document_size`),
+    query counts one), ``writes`` (documents written), ``bytes_written`` (by :func:`document_size`; of a head
+    updated, the fields sent: those that changed),
     ``commits`` (commit attempts), ``queries``, ``retries`` (transaction attempts after the first).
     """
 
@@ -258,8 +262,9 @@ class FirestoreCheckpointStore(CheckpointStore):
         sets = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
         sets += [(self._client.collection(self._spend).document(e.entry_id), _plain(e.model_dump(mode="python")))
                  for e in result.spend]
-        size = sum(_checked_size(r, doc) for r, doc in [head_write, *events, *sets])
-        return result, _Writes(head_write, events, sets, size)
+        head_size = _checked_size(*head_write)
+        size = head_size + sum(_checked_size(r, doc) for r, doc in [*events, *sets])
+        return result, _Writes(head_write, events, sets, size, head_size)
 
     def _update_optimistic(
         self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
@@ -276,12 +281,11 @@ class FirestoreCheckpointStore(CheckpointStore):
             result, writes = self._prepare(ref, snap, run_id, mutate)
             if writes is None:
                 return result
-            head_doc = writes.head[1]
-            stale = {k: firestore.DELETE_FIELD for k in (snap.to_dict() or {}) if k not in head_doc}
+            changes = _head_changes(snap.to_dict() or {}, writes.head[1])
             batch = self._client.batch()
-            # update() of every top-level field (and deletion of the others) replaces the document, and
-            # unlike set() it takes a precondition.
-            batch.update(ref, {**head_doc, **stale}, option=self._client.write_option(last_update_time=snap.update_time))
+            # update() of the top-level fields that changed (and deletion of those gone) leaves the document
+            # equal to the new head, sends only what changed, and unlike set() takes a precondition.
+            batch.update(ref, changes, option=self._client.write_option(last_update_time=snap.update_time))
             for r, doc in writes.events:
                 batch.create(r, doc)  # an event is never overwritten
             for r, doc in writes.sets:
@@ -304,7 +308,8 @@ class FirestoreCheckpointStore(CheckpointStore):
                 ) from e
             except gexc.GoogleAPIError as e:
                 raise _translate(e, f"updating run {run_id}") from e
-            self._count(writes=writes.n, bytes_written=writes.size)
+            sent = document_size(ref.path, {k: None if v is firestore.DELETE_FIELD else v for k, v in changes.items()})
+            self._count(writes=writes.n, bytes_written=writes.size - writes.head_size + sent)
             return result
         raise TransientError(f"updating run {run_id}: too much contention, gave up after {self._max_attempts} attempts")
 
@@ -593,6 +598,15 @@ def _check_write_count(run_id: str, n: int) -> None:
             f"run {run_id}: one update may write at most {MAX_WRITES_PER_COMMIT} documents (the head, its "
             f"events and approvals), not {n}: Firestore's limit of writes per commit"
         )
+
+
+def _head_changes(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``new`` whose values differ from ``stored``, and the deletion of those ``new`` has not: what
+    an update must send to turn the stored head into the new one. Never empty: the update carries the head's
+    precondition, so an unchanged head sends its ``seq`` again."""
+    changes: dict[str, Any] = {k: v for k, v in new.items() if k not in stored or stored[k] != v}
+    changes.update({k: firestore.DELETE_FIELD for k in stored if k not in new})
+    return changes or {"seq": new["seq"]}
 
 
 def _checked_size(ref: firestore.DocumentReference, doc: dict[str, Any]) -> int:
