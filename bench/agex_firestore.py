@@ -112,8 +112,7 @@ def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str],
                 store.reset_stats()
                 t = time.perf_counter()
                 try:
-                    result = runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
-                                                 task_name=task.name, attempt=attempt, instance="bench"))
+                    result = runner.run(Delivery.of(task, attempt, "bench"))
                 except Exception as e:  # a retried delivery would be a different measurement: note it
                     failures.append(f"step {task.step} attempt {attempt}: {type(e).__name__}: {e}")
                     return attempt >= 3

@@ -178,8 +178,7 @@ def _interleaved(variants: list[_Variant], steps: int, label: str, progress: Cal
             v.tally.reset()
             t = time.perf_counter()
             try:
-                result = v.runtime.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
-                                                       task_name=task.name, attempt=attempt, instance="bench"))
+                result = v.runtime.runner.run(Delivery.of(task, attempt, "bench"))
             except Exception as e:  # a retried delivery would be a different measurement: note it
                 v.failures.append(f"step {task.step} attempt {attempt}: {type(e).__name__}: {e}")
                 return attempt >= 3

@@ -887,3 +887,12 @@ def test_sigterm_exits_cleanly_with_dispatch_in_flight(target: Target) -> None:
     finally:
         if emu.proc.poll() is None:
             emu.proc.kill()
+
+
+def test_a_task_over_one_mebibyte_is_refused_and_one_under_is_taken(client: tasks_v2.CloudTasksClient,
+                                                                      target: Target) -> None:
+    queue = make_queue(client, "big", paused=True)
+    with pytest.raises(api_exceptions.InvalidArgument, match="Task size too large"):
+        client.create_task(parent=queue, task=http_task(target.url("/big"), body=b"x" * (1024 * 1024)))
+    created = client.create_task(parent=queue, task=http_task(target.url("/big"), body=b"x" * (512 * 1024)))
+    assert created.name.startswith(queue)

@@ -329,6 +329,7 @@ class Runtime:
         return StepRunner(store=self.store, queue=self.queue, bus=_LazyBus(lambda: self.bus), agents=self.agents,
                           models=self.model_for, pricing=self.pricing, clock=self.clock,
                           settings=StepSettings(lease_seconds=s.step_lease_seconds, public_url=s.public_url,
+                                                issue_lease=s.step_issue_lease,
                                                 breaker=BreakerPolicy(failures=s.breaker_failures,
                                                                       window_s=s.breaker_window_seconds,
                                                                       cooldown_s=s.breaker_cooldown_seconds)),

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     step_lease_seconds: float = 60.0
     """How long a step's lease outlives its last renewal (a working attempt renews it every third of this):
     how long a dead attempt blocks its step before another takes it over."""
+    step_issue_lease: bool = True
+    """A step's commit issues the next step's lease to its task, whose first delivery then starts without a claim
+    write: two commits a step instead of three. Off, every delivery claims its step before calling the model, so a
+    duplicate delivery of a step's first attempt never pays for a model call (docs/architecture.md, "Issued
+    leases")."""
     sweep_after_seconds: float = 300.0
     """An active run with no write for this long and no live task is re-enqueued by the sweep."""
 

@@ -88,6 +88,10 @@ class Limits(_Doc):
 CALLS_SEEN_KEPT = 8
 
 
+ISSUED = -1
+"""``Lease.attempt`` of a lease the last step's commit issued to the next step's task, no attempt holding it yet."""
+
+
 class Lease(_Doc):
     """Who may write the step in progress. Fencing: every write of a step checks the owner.
 
@@ -97,12 +101,18 @@ class Lease(_Doc):
     the lease may be taken over. See docs/architecture.md, "The lease"."""
 
     owner: str
-    """``{task name}#{retry count}@{instance}``: unique per delivery attempt."""
+    """``{task name}#{retry count}@{instance}``: unique per delivery attempt; ``{task name}#issued`` for a lease
+    the last step's commit issued to the next step's task (``attempt`` ``ISSUED``)."""
     task: str
     attempt: int
     step: int
     until: datetime
     """Expiry: pushed forward by every renewal; passed, the lease may be taken over."""
+
+    @property
+    def issued(self) -> bool:
+        """Issued by the last commit to the next step's first delivery, which takes it with its first write."""
+        return self.attempt == ISSUED
 
 
 class RunError(_Doc):
@@ -168,6 +178,10 @@ class RunHead(_Doc):
     context: ThreadContext | None = None
     """The conversation before this turn, as the thread had it when the run started: bounded (a summary and the
     last turns), and fixed for the run's life."""
+    window: str | None = None
+    """``"{seq}:{sha256}"``: the context window the last step's commit handed to the next step's task, as of event
+    ``seq``, and the digest of its text. The next step uses the window its task carries only if it has this
+    digest, so a task body is never trusted for what the model sees (``agex.engine.window``)."""
 
 
 class EventKind(StrEnum):

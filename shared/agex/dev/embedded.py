@@ -374,8 +374,7 @@ class Dispatcher:
             elif isinstance(task, ThreadTask):
                 rt.threads.advance(task.tenant, task.thread_id, task.run_id)
             else:
-                rt.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step, task_name=task.name,
-                                       attempt=attempt, instance=self.instance))
+                rt.runner.run(Delivery.of(task, attempt, self.instance))
             return True
         except (LeaseHeld, NotDue, TransientError) as e:
             _log.info("task %s: %s; retried later", task.name, e.message)

@@ -33,10 +33,12 @@ from agex.core.approval import (
 )
 from agex.core.errors import Conflict, LeaseHeld, LeaseLost, NotDue, StaleDelivery
 from agex.core.messages import FunctionCall, Message, ModelResponse
-from agex.core.run import CALLS_SEEN_KEPT, Event, EventKind, Lease, RunError, RunHead, RunStatus
+from agex.core.run import CALLS_SEEN_KEPT, ISSUED, Event, EventKind, Lease, RunError, RunHead, RunStatus
 from agex.core.spend import LEDGER_RETENTION, SpendEntry
 from agex.engine.conversation import Uncertainty
+from agex.engine.window import Carried
 from agex.ports.checkpoint_store import Mutation
+from agex.ports.task_queue import StepTask
 
 TIMER_TOLERANCE = timedelta(seconds=1)
 """A timer task may arrive this much before ``wake_at`` (clocks of machines differ) and still run."""
@@ -55,10 +57,19 @@ class Delivery:
     task again while an attempt is still running (``RunTask``, or a retry after the dispatch deadline),
     so a higher attempt is refused like any other delivery while the lease is live."""
     instance: str
+    carried: Carried | None = None
+    """The context window the task carries, if it does (``agex.engine.window``): used only if the head sealed it."""
 
     @property
     def owner(self) -> str:
         return f"{self.task_name}#{self.attempt}@{self.instance}"
+
+    @classmethod
+    def of(cls, task: StepTask, attempt: int, instance: str, task_name: str | None = None) -> Delivery:
+        """The delivery of ``task`` (``task_name``: the queue's name for it, if it says)."""
+        carried = Carried(task.window_through, task.window) if task.window_through is not None and task.window else None
+        return cls(tenant=task.tenant, run_id=task.run_id, step=task.step, task_name=task_name or task.name,
+                   attempt=attempt, instance=instance, carried=carried)
 
 
 class Claim(StrEnum):
@@ -131,7 +142,9 @@ def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float,
         return finish(head, now, RunStatus.failed, error=RunError(
             code="max_wall_time", message=f"the run exceeded its wall-time limit of {head.limits.max_wall_time_s} s"))
     lease = head.lease
-    if lease and lease.step == d.step and lease.until > now:
+    # An issued lease is taken by a claim whatever its expiry: nothing was written under it, and a first delivery
+    # that may be working under it (calling the model) fails its first write's fence and stops.
+    if lease and lease.step == d.step and lease.until > now and not lease.issued:
         # A live lease is never taken over, whoever asks: its holder renews it while it works, so it is
         # alive or only just died. Not even a later attempt of the same task: Cloud Tasks dispatches a
         # task again while an attempt still runs (RunTask; a retry after the dispatch deadline).
@@ -139,14 +152,20 @@ def claim(head: RunHead, d: Delivery, now: datetime, lease_seconds: float,
             raise LeaseHeld(f"step {d.step} of run {head.run_id}: this delivery is already in progress")
         raise LeaseHeld(f"step {d.step} of run {head.run_id} is being worked by {lease.owner}, whose lease runs "
                         f"until {lease.until.isoformat()} and is renewed while it works; try again later")
-    resumed = lease is not None and lease.step == d.step
+    # an issued lease nobody wrote under is no takeover: nothing of the step was written
+    resumed = lease is not None and lease.step == d.step and not lease.issued
+    # a lease issued to a task whose first delivery may not be this one (a retry, another task, or a lease that ran
+    # out): that delivery may have called the model and died, or be calling it still, without a trace; the run's
+    # metrics count it as a possible lost call (an upper bound, as for every attempt that left no response)
+    after_issued = (lease is not None and lease.step == d.step and lease.issued
+                    and (d.attempt > 0 or lease.task != d.task_name or lease.until <= now))
     moved = () if migrate_to is None or migrate_to == head.agent_version else (
         (EventKind.run_migrated, {"from_version": head.agent_version, "to_version": migrate_to,
                                   "rule": "fleet file migrate"}),)
     events = _events(head, now, d.step, *moved, (EventKind.step_started, {
         "attempt": d.attempt, "task": d.task_name, "owner": d.owner, "resumed": resumed,
         **({"previous_owner": lease.owner, "previous_until": lease.until.isoformat()}
-           if resumed and lease else {})}))
+           if resumed and lease else {}), **({"issued_to": lease.task} if after_issued and lease else {})}))
     new_lease = Lease(owner=d.owner, task=d.task_name, attempt=d.attempt, step=d.step,
                       until=now + timedelta(seconds=lease_seconds))
     version = migrate_to if moved else head.agent_version
@@ -166,6 +185,32 @@ def renew_lease(head: RunHead, owner: str, step: int, now: datetime, lease_secon
         return Mutation(None, value=False)
     until = max(lease.until, now + timedelta(seconds=lease_seconds))
     return Mutation(head.model_copy(update={"lease": lease.model_copy(update={"until": until})}), value=True)
+
+
+def adopts(head: RunHead, d: Delivery, now: datetime, lease_seconds: float, migrate_to: str | None = None) -> bool:
+    """Whether ``d`` may work its step without a claim of its own: the first delivery of the task the last commit
+    issued the step's lease to, with most of that lease left, and nothing for a claim to decide (no expiry, wall
+    time or migration). Its first write takes the lease (``take_issued``); until then it writes nothing."""
+    lease = head.lease
+    return (lease is not None and lease.issued and lease.task == d.task_name and lease.step == d.step
+            and d.attempt == 0 and head.status == RunStatus.running and head.step + 1 == d.step
+            and (lease.until - now).total_seconds() >= lease_seconds * 2 / 3
+            and now < head.expire_at and now - head.created_at <= timedelta(seconds=head.limits.max_wall_time_s)
+            and (migrate_to is None or migrate_to == head.agent_version))
+
+
+def take_issued(head: RunHead, d: Delivery, now: datetime, lease_seconds: float) -> tuple[RunHead, list[Event]]:
+    """The head with the issued lease taken by ``d`` and the ``step_started`` event that records it, for the first
+    write of a delivery that ``adopts`` its step; the head unchanged when the lease is not issued to ``d``'s task
+    (taken already, by ``d`` or by a claim: the write's fence decides)."""
+    lease = head.lease
+    if lease is None or not lease.issued or lease.task != d.task_name or lease.step != d.step:
+        return head, []
+    events = _events(head, now, d.step, (EventKind.step_started, {
+        "attempt": d.attempt, "task": d.task_name, "owner": d.owner, "resumed": False, "issued": True}))
+    taken = Lease(owner=d.owner, task=d.task_name, attempt=d.attempt, step=d.step,
+                  until=max(lease.until, now + timedelta(seconds=lease_seconds)))
+    return _advance(head, now, events, lease=taken), events
 
 
 def check_fence(head: RunHead, owner: str, step: int) -> None:
@@ -295,14 +340,14 @@ def record_tool_result(head: RunHead, owner: str, step: int, call: FunctionCall,
 def record_last_result(head: RunHead, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
                        now: datetime, continue_at: datetime | None, message: Message, wake_at: datetime | None, *,
                        stored: dict[str, Any] | None = None, verdict: dict[str, Any] | None = None,
-                       shown: str | None = None) -> Mutation[Claim]:
+                       shown: str | None = None, issue_seconds: float | None = None) -> Mutation[Claim]:
     """The step's last result and the step's commit in one write: nothing happens between them that a crash
     could split, so one commit does what two did (``record_tool_result`` then ``complete_step``). ``wake_at``:
     the latest time a tool of the step asked to continue at, this one's included."""
     recorded = record_tool_result(head, owner, step, call, ok, output, None, now, continue_at, stored=stored,
                                   verdict=verdict)
     assert recorded.head is not None
-    completed = complete_step(recorded.head, owner, step, message, now, wake_at, shown=shown)
+    completed = complete_step(recorded.head, owner, step, message, now, wake_at, shown=shown, issue_seconds=issue_seconds)
     return Mutation(completed.head, [*recorded.events, *completed.events], completed.value)
 
 
@@ -322,9 +367,11 @@ def fail_step(head: RunHead, owner: str, step: int, error: RunError, now: dateti
 
 
 def complete_step(head: RunHead, owner: str, step: int, message: Message, now: datetime,
-                  wake_at: datetime | None = None, shown: str | None = None) -> Mutation[Claim]:
+                  wake_at: datetime | None = None, shown: str | None = None,
+                  issue_seconds: float | None = None) -> Mutation[Claim]:
     """Evaluate the step and commit it: done, over the step limit, or on to the next step (at
-    ``wake_at`` when a tool asked to continue later). ``shown``: the answer as events may show it."""
+    ``wake_at`` when a tool asked to continue later). ``shown``: the answer as events may show it.
+    ``issue_seconds``: a next step due now gets its lease, this long, issued to its task (``adopts``)."""
     check_fence(head, owner, step)
     calls = message.function_calls
     evaluation = {"tool_calls": len(calls), "done": not calls}
@@ -351,7 +398,12 @@ def complete_step(head: RunHead, owner: str, step: int, message: Message, now: d
         return Mutation(_advance(committed, now, events, lease=None, status=RunStatus.waiting_timer, wake_at=wake_at),
                         events, Claim.work)
     events = _events(committed, now, step, (EventKind.step_completed, evaluation))
-    return Mutation(_advance(committed, now, events, lease=None), events, Claim.work)
+    issued = None
+    if issue_seconds is not None:
+        task = StepTask.next_of(committed).name
+        issued = Lease(owner=f"{task}#issued", task=task, attempt=ISSUED, step=step + 1,
+                       until=now + timedelta(seconds=issue_seconds))
+    return Mutation(_advance(committed, now, events, lease=issued), events, Claim.work)
 
 
 def _step_rate(head: RunHead, now: datetime) -> tuple[float, datetime | None]:

@@ -20,10 +20,11 @@ from types import TracebackType
 
 from agex.core.clock import Clock
 from agex.core.errors import AgexError, LeaseLost, NotFound
+from agex.core.run import RunHead
 from agex.engine import decisions
 from agex.engine.decisions import Delivery
 from agex.obs import logging as log
-from agex.ports.checkpoint_store import CheckpointStore
+from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.failpoints import NO_FAILPOINTS, Failpoints
 
 _log = log.get("step")
@@ -34,8 +35,10 @@ RENEWALS_PER_LEASE = 3
 
 class LeaseKeeper:
     def __init__(self, store: CheckpointStore, clock: Clock, d: Delivery, lease_seconds: float,
-                 every_seconds: float | None = None, failpoints: Failpoints = NO_FAILPOINTS) -> None:
+                 every_seconds: float | None = None, failpoints: Failpoints = NO_FAILPOINTS, adopted: bool = False) -> None:
         self.store, self.clock, self.d, self.lease_seconds = store, clock, d, lease_seconds
+        self.adopted = adopted
+        """The attempt works under the lease the last commit issued to its task: a renewal takes it, if no write has."""
         self.failpoints = failpoints
         self.every_seconds = every_seconds if every_seconds is not None else max(0.05, lease_seconds / RENEWALS_PER_LEASE)
         self.lost: str | None = None
@@ -60,9 +63,15 @@ class LeaseKeeper:
     def renew(self) -> bool:
         """One renewal; False once the lease has ended or is lost (then the keeper stops)."""
         d = self.d
+
+        def renew(head: RunHead) -> Mutation[bool]:
+            now = self.clock.now()
+            taken, started = decisions.take_issued(head, d, now, self.lease_seconds) if self.adopted else (head, [])
+            renewed = decisions.renew_lease(taken, d.owner, d.step, now, self.lease_seconds)
+            return Mutation(renewed.head or taken, started, renewed.value) if started else renewed
+
         try:
-            renewed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.renew_lease(
-                h, d.owner, d.step, self.clock.now(), self.lease_seconds))
+            renewed = self.store.update_run(d.tenant, d.run_id, renew)
         except LeaseLost as e:
             self.lost = e.message
             return False

@@ -54,7 +54,8 @@ def summarize(head: RunHead, events: Sequence[Event], agent: Agent | None, now: 
         if e.kind == EventKind.run_created:
             fingerprint = str(d.get("fingerprint", ""))
         elif e.kind == EventKind.step_started:
-            starts.setdefault(e.step, []).append(e.seq)
+            # a claim after a lease issued to another delivery stands for that delivery too, which left no event
+            starts.setdefault(e.step, []).extend([e.seq] * (2 if d.get("issued_to") else 1))
         elif e.kind == EventKind.model_response:
             usage = d.get("usage", {})
             m = models.setdefault(str(d.get("model", "")), {"calls": 0, "in": 0, "out": 0, "cost": 0.0, "cached": 0})

@@ -8,6 +8,8 @@ call still records what the call did, as a late result.
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import functools
 import json
 import time
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from agex.core.agent import Agent, AgentRegistry, VersionNotServed
 from agex.core.approval import Approval, ApprovalKind, ApprovalPolicy, changed_paths
@@ -40,7 +42,7 @@ from agex.core.run import ACTIVE_STATUSES, Event, EventKind, RunError, RunHead, 
 from agex.core.spend import Degrade, Spent
 from agex.core.tool import Tool, ToolContext, ToolOutcome
 from agex.core.webhook import Webhook
-from agex.engine import conversation, decisions, guarding, notify, routing
+from agex.engine import conversation, decisions, guarding, notify, routing, window
 from agex.engine.budgets import Budgets
 from agex.engine.conversation import LateResult, Settled
 from agex.engine.decisions import Claim, Delivery, Late
@@ -58,6 +60,22 @@ from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import StepTask, TaskQueue
 
 _log = log.get("step")
+T = TypeVar("T")
+
+
+@dataclass
+class _Seen:
+    """What this delivery knows of its run's events, to seal the next step's window: every event of the window it
+    read, complete up to seq ``through``, and each one it wrote since; and the window its commit sealed."""
+
+    events: dict[int, Event]
+    through: int
+    carried: window.Carried | None = None
+    adopted: bool = False
+    """The delivery works under the lease the last commit issued to its task: its first write takes it."""
+
+
+_seen: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar("agex_step_seen", default=None)
 
 RUN_EVENTS_TOPIC = notify.RUN_EVENTS_TOPIC
 
@@ -95,6 +113,10 @@ class StepSettings:
     which the next delivery takes over (and only then may a call it left uncertain be reconciled)."""
     public_url: str = ""
     """Base URL of the API, for the decide link in ``approval.requested`` messages."""
+    issue_lease: bool = True
+    """The commit of a step issues the next step's lease to its task, so that task's first delivery starts without
+    a claim of its own: two commits a step instead of three (docs/architecture.md, "Issued leases"). Off, every
+    delivery claims its step with a write before it calls the model."""
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     """When a model's circuit opens (failures in a window) and for how long every instance skips it for
     the agents' fallbacks."""
@@ -142,6 +164,25 @@ class StepRunner:
                 return meter.ended(StepResult(Outcome.lease_lost, e.message))
 
     def _run(self, d: Delivery) -> StepResult:
+        # what this delivery knows is its own, even when another delivery runs within it (a test's model, a hook)
+        token = _seen.set(_Seen({}, 0))
+        try:
+            return self._deliver(d)
+        finally:
+            _seen.reset(token)
+
+    def _deliver(self, d: Delivery) -> StepResult:
+        seen = _seen.get()
+        assert seen is not None
+        if self.settings.issue_lease and d.attempt == 0:
+            head = self.store.get_run(d.tenant, d.run_id)
+            if head is None:
+                raise NotFound(f"run {d.run_id} not found")
+            if decisions.adopts(head, d, self.clock.now(), self.settings.lease_seconds, self._version_of(head)):
+                seen.adopted = True
+                with LeaseKeeper(self.store, self.clock, d, self.settings.lease_seconds, failpoints=self.failpoints,
+                                 adopted=True) as keeper:
+                    return self._work(head, d, keeper)
         claimed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.claim(
             h, d, self.clock.now(), self.settings.lease_seconds, self._version_of(h)))
         head = claimed.head
@@ -151,7 +192,7 @@ class StepRunner:
         # a delivery that took over an expired lease follows an attempt that may have died at any line
         took_over = any(e.kind == EventKind.step_started and e.data.get("resumed") for e in claimed.events)
         with LeaseKeeper(self.store, self.clock, d, self.settings.lease_seconds, failpoints=self.failpoints) as keeper:
-            return self._work(head, d, keeper, took_over)
+            return self._work(head, d, keeper, took_over, claimed.events)
 
     def _version_of(self, head: RunHead) -> str | None:
         """The version the run goes on with, checked before anything is written: a version this deployment
@@ -169,7 +210,63 @@ class StepRunner:
             return None
         return agent.version
 
-    def _work(self, head: RunHead, d: Delivery, keeper: LeaseKeeper, took_over: bool = False) -> StepResult:
+    def _update(self, d: Delivery, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
+        """Every write of the step after its claim: what it writes is known, for the window it seals. The first write
+        of a delivery that adopted its step takes the issued lease with it (``decisions.take_issued``)."""
+        seen = _seen.get()
+        if seen is not None and seen.adopted:
+            mutate = _taking(mutate, d, self.clock.now(), self.settings.lease_seconds)
+        written = self.store.update_run(d.tenant, d.run_id, mutate)
+        if seen is not None:
+            seen.events.update((e.seq, e) for e in written.events)
+        return written
+
+    def _events(self, head: RunHead, d: Delivery, first: int, claimed: Sequence[Event]) -> list[Event]:
+        """The events of steps ``>= first``: the window the task carries if the head sealed it, and what was written
+        after it (the claim's own events, known); else read from the store."""
+        carried = window.opened(head, d.carried, first)
+        if carried is not None and d.carried is not None:
+            after = d.carried.through
+            if head.seq == after:
+                later = []
+            elif claimed and claimed[0].seq == after + 1 and claimed[-1].seq == head.seq:
+                later = list(claimed)
+            else:
+                later = self._events_after(d, after)
+            events = carried + [e for e in later if e.step >= first]
+        else:
+            events = self.store.events_since_step(d.tenant, d.run_id, first)
+        seen = _seen.get()
+        if seen is not None:
+            seen.events = {e.seq: e for e in events}
+            seen.through = max([head.seq, *(e.seq for e in events)])
+        return events
+
+    def _events_after(self, d: Delivery, seq: int) -> list[Event]:
+        events: list[Event] = []
+        while page := self.store.list_events(d.tenant, d.run_id, after_seq=seq, limit=500):
+            events += page
+            seq = page[-1].seq
+        return events
+
+    def _sealing(self, agent: Agent, d: Delivery, mutate: Callable[[RunHead], Mutation[T]]) -> Callable[[RunHead], Mutation[T]]:
+        """``mutate``, the step's commit, sealing the next step's window on the head it writes."""
+        seen = _seen.get()
+        if seen is None:
+            return mutate
+        first = conversation.window_start(d.step + 1, agent.context_window_steps)
+
+        def sealed(h: RunHead) -> Mutation[T]:
+            decided = mutate(h)
+            if decided.value == Claim.finished:
+                return decided
+            decided, seen.carried = window.seal(decided, h, seen.events.values(), seen.through, first)
+            return decided
+
+        return sealed
+
+    def _work(self, head: RunHead, d: Delivery, keeper: LeaseKeeper, took_over: bool = False,
+              claimed: Sequence[Event] = ()) -> StepResult:
         try:
             agent, _ = self.agents.for_run(head.agent, head.agent_version)
         except NotFound:
@@ -181,7 +278,7 @@ class StepRunner:
             log.info(_log, f"step {d.step} started (attempt {d.attempt})", attempt=d.attempt)
             self.failpoints.hit("step.after_claim")
             first = conversation.window_start(d.step, agent.context_window_steps)
-            events = self.store.events_since_step(d.tenant, d.run_id, first)
+            events = self._events(head, d, first, claimed)
             shown = head.input_view if head.input_view is not None else head.input
             messages, progress = conversation.rebuild(shown, events, d.step, first, head.context)
             earlier_intents = frozenset(progress.intents)
@@ -247,7 +344,7 @@ class StepRunner:
                 verdicts.append(seen.verdict)
             blocked = seen.blocked()
             if blocked is not None:
-                ended = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.fail_step(
+                ended = self._update(d, lambda h: decisions.fail_step(
                     h, d.owner, d.step, blocked, self.clock.now(), verdicts=tuple(verdicts)))
                 self._alert(agent, head, d, ended.events)
                 return None
@@ -290,7 +387,7 @@ class StepRunner:
             verdicts += guarded.verdicts
         calls = response.message.function_calls
         announce = calls[0] if calls and _may_announce(agent, calls[0], {}, progress.held) else None
-        recorded = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.record_model_response(
+        recorded = self._update(d, lambda h: decisions.record_model_response(
             h, d.owner, d.step, response, model, cost, self.clock.now(), announce,
             message=guarded.stored if guarded else None, verdicts=tuple(verdicts),
             blocked=guarded.blocked if guarded else None, input_view=input_view, route=route))
@@ -532,9 +629,9 @@ class StepRunner:
                 mutate = functools.partial(
                     _record_last_result, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
                     continue_at=continue_at, clock=self.clock, guarded=guarded, message=response.message,
-                    wake_at=wake, shown=progress.shown_answer)
+                    wake_at=wake, shown=progress.shown_answer, issue_seconds=self._issued_seconds())
             try:
-                recorded = self.store.update_run(d.tenant, d.run_id, mutate)
+                recorded = self._update(d, self._sealing(agent, d, mutate) if last else mutate)
             except LeaseLost as e:
                 if called:
                     self._report_late(d, call, ok, output, continue_at, progress, e.message, guarded)
@@ -589,7 +686,7 @@ class StepRunner:
         if call.id not in progress.intents:
             # not announced yet: it waited for approval, or an earlier attempt recorded the previous result
             # but died before writing this intent
-            announced = self.store.update_run(d.tenant, d.run_id, functools.partial(
+            announced = self._update(d, functools.partial(
                 _record_intent, owner=d.owner, step=d.step, call=call, clock=self.clock))
             _note_intents(progress, announced)
         args = settled.arguments if settled is not None and settled.arguments is not None else call.args
@@ -649,7 +746,7 @@ class StepRunner:
         for attempt in range(8):
             try:
                 approval = self.store.get_approval(d.tenant, expected)
-                recorded = self.store.update_run(d.tenant, d.run_id, functools.partial(
+                recorded = self._update(d, functools.partial(
                     _late, owner=d.owner, step=d.step, call=call, ok=ok, output=output,
                     intent_seq=progress.intent_seq.get(call.id), round=round, approval=approval,
                     continue_at=continue_at, clock=self.clock,
@@ -677,7 +774,7 @@ class StepRunner:
     def _request_approval(self, d: Delivery, call: FunctionCall, policy: ApprovalPolicy,
                           kind: ApprovalKind = "approval", round: int = 0,
                           seen_seq: int | None = None, personal: tuple[str, ...] = ()) -> StepResult:
-        requested = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.request_approval(
+        requested = self._update(d, lambda h: decisions.request_approval(
             h, d.owner, d.step, call, policy, self.clock.now(), kind, round, seen_seq, personal))
         approval = requested.value
         assert approval is not None
@@ -691,7 +788,7 @@ class StepRunner:
         assert outcome.retry_after_s is not None
         retry_at = self.clock.now() + timedelta(seconds=outcome.retry_after_s)
         reason = str(outcome.output.get("error", ""))
-        deferred = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.defer_call(
+        deferred = self._update(d, lambda h: decisions.defer_call(
             h, d.owner, d.step, call, retry_at, reason, self.clock.now()))
         assert deferred.head is not None
         self.enqueue_next(deferred.head, at=retry_at)
@@ -748,9 +845,13 @@ class StepRunner:
                 shown: str | None) -> StepResult:
         """Commit a step whose calls all have their results (or that has none: the final answer). ``shown``: the
         answer as events show it, when it differs (personal data redacted)."""
-        committed = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.complete_step(
-            h, d.owner, d.step, response.message, self.clock.now(), continue_at, shown=shown))
+        committed = self._update(d, self._sealing(agent, d, lambda h: decisions.complete_step(
+            h, d.owner, d.step, response.message, self.clock.now(), continue_at, shown=shown,
+            issue_seconds=self._issued_seconds())))
         return self._committed(agent, d, committed)
+
+    def _issued_seconds(self) -> float | None:
+        return self.settings.lease_seconds if self.settings.issue_lease else None
 
     def _committed(self, agent: Agent, d: Delivery, committed: Mutation[Any]) -> StepResult:
         """After the step's commit: its hooks, then the run's end or its next step's task."""
@@ -761,7 +862,9 @@ class StepRunner:
             _observe(hook, "after_step", new, committed.events)
         if committed.value == Claim.finished:
             return self._finished(new)
-        self.enqueue_next(new, at=new.wake_at)
+        seen = _seen.get()
+        carried = seen.carried if seen is not None and seen.carried is not None and seen.carried.through == new.seq else None
+        self.enqueue_next(new, at=new.wake_at, carried=carried)
         if new.status == RunStatus.waiting_timer:
             log.info(_log, f"step {d.step} committed; the run continues at {new.wake_at}", outcome="waiting")
             return StepResult(Outcome.waiting, f"continues at {new.wake_at}")
@@ -782,11 +885,12 @@ class StepRunner:
             if approval is not None:
                 notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
 
-    def enqueue_next(self, head: RunHead, at: datetime | None = None) -> None:
-        self.queue.enqueue(StepTask.next_of(head, schedule_at=at, traceparent=tracing.current_traceparent()))
+    def enqueue_next(self, head: RunHead, at: datetime | None = None, carried: window.Carried | None = None) -> None:
+        self.queue.enqueue(StepTask.next_of(head, schedule_at=at, traceparent=tracing.current_traceparent(),
+                                            window=(carried.through, carried.text) if carried is not None else None))
 
     def _fail(self, d: Delivery, error: RunError) -> StepResult:
-        ended = self.store.update_run(d.tenant, d.run_id, lambda h: decisions.fail_step(
+        ended = self._update(d, lambda h: decisions.fail_step(
             h, d.owner, d.step, error, self.clock.now()))
         assert ended.head is not None
         return self._finished(ended.head)
@@ -920,10 +1024,26 @@ def _record_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, 
 
 def _record_last_result(head: RunHead, *, owner: str, step: int, call: FunctionCall, ok: bool, output: dict[str, Any],
                         continue_at: datetime | None, clock: Clock, guarded: guarding.Guarded | None,
-                        message: Message, wake_at: datetime | None, shown: str | None) -> Mutation[Claim]:
+                        message: Message, wake_at: datetime | None, shown: str | None,
+                        issue_seconds: float | None) -> Mutation[Claim]:
     return decisions.record_last_result(head, owner, step, call, ok, output, clock.now(), continue_at, message, wake_at,
                                         stored=guarded.stored("output") if guarded is not None else None,
-                                        verdict=guarded.verdict if guarded is not None else None, shown=shown)
+                                        verdict=guarded.verdict if guarded is not None else None, shown=shown,
+                                        issue_seconds=issue_seconds)
+
+
+def _taking(mutate: Callable[[RunHead], Mutation[T]], d: Delivery, now: datetime,
+            lease_seconds: float) -> Callable[[RunHead], Mutation[T]]:
+    """``mutate`` on the head with the issued lease taken, the ``step_started`` that records it written first."""
+
+    def taking(head: RunHead) -> Mutation[T]:
+        taken, started = decisions.take_issued(head, d, now, lease_seconds)
+        decided = mutate(taken)
+        if decided.head is None or not started:
+            return decided
+        return dataclasses.replace(decided, events=[*started, *decided.events])
+
+    return taking
 
 
 def _record_intent(head: RunHead, *, owner: str, step: int, call: FunctionCall, clock: Clock) -> Mutation[None]:

@@ -30,12 +30,18 @@ class StepTask(_RunTask):
 
     step: int
     generation: int = 0
+    window_through: int | None = None
+    window: str | None = None
+    """The context window the step before sealed for this one, as of event ``window_through``
+    (``agex.engine.window``): it spares the step reading it. The step trusts it only if the head has its digest."""
 
     @classmethod
-    def next_of(cls, head: RunHead, *, schedule_at: datetime | None = None, traceparent: str = "") -> StepTask:
-        """The task of the run's next step, in its current generation."""
+    def next_of(cls, head: RunHead, *, schedule_at: datetime | None = None, traceparent: str = "",
+                window: tuple[int, str] | None = None) -> StepTask:
+        """The task of the run's next step, in its current generation; ``window``: ``(through, text)``."""
         return cls(tenant=head.tenant, run_id=head.run_id, step=head.step + 1, generation=head.generation,
-                   agent=head.agent, schedule_at=schedule_at, traceparent=traceparent or head.trace)
+                   agent=head.agent, schedule_at=schedule_at, traceparent=traceparent or head.trace,
+                   window_through=window[0] if window else None, window=window[1] if window else None)
 
     @property
     def name(self) -> str:
@@ -46,7 +52,9 @@ class StepTask(_RunTask):
     """Where on the step function's URL the task is delivered."""
 
     def body(self) -> dict[str, object]:
-        return {"tenant": self.tenant, "run_id": self.run_id, "step": self.step, "generation": self.generation}
+        carried = {"window_through": self.window_through, "window": self.window} if self.window else {}
+        return {"tenant": self.tenant, "run_id": self.run_id, "step": self.step, "generation": self.generation,
+                **carried}
 
 
 class ApprovalExpiryTask(_RunTask):

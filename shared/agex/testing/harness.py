@@ -92,8 +92,7 @@ class InMemoryRuntime:
             return self.runtime.webhooks.deliver(task.tenant, task.run_id, task.webhook)
         if isinstance(task, ThreadTask):
             return self.runtime.threads.advance(task.tenant, task.thread_id, task.run_id)
-        result = self.runner.run(Delivery(tenant=task.tenant, run_id=task.run_id, step=task.step,
-                                          task_name=task.name, attempt=attempt, instance=instance))
+        result = self.runner.run(Delivery.of(task, attempt, instance))
         self.results.append(result)
         return result
 

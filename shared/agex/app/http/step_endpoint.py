@@ -47,6 +47,8 @@ class StepTaskBody(BaseModel):
     run_id: str
     step: int
     generation: int = 0
+    window_through: int | None = None
+    window: str | None = None
 
 
 class ExpiryTaskBody(BaseModel):
@@ -144,11 +146,10 @@ class StepEndpoint:
 
     def _step(self, request: Request) -> Response:
         body = _parse(request, StepTaskBody)
-        task_name = request.headers.get("X-CloudTasks-TaskName") or StepTask(
-            tenant=body.tenant, run_id=body.run_id, step=body.step, generation=body.generation).name
-        delivery = Delivery(tenant=body.tenant, run_id=body.run_id, step=body.step, task_name=task_name,
-                            attempt=int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0),
-                            instance=self.instance)
+        task = StepTask(tenant=body.tenant, run_id=body.run_id, step=body.step, generation=body.generation,
+                        window_through=body.window_through, window=body.window)
+        delivery = Delivery.of(task, int(request.headers.get("X-CloudTasks-TaskRetryCount", "0") or 0), self.instance,
+                               task_name=request.headers.get("X-CloudTasks-TaskName"))
         log.annotate_request(run=body.run_id, tenant=body.tenant, step=body.step)
         result = self.runner.run(delivery)
         return json_response({"outcome": result.outcome.value, "detail": result.detail})

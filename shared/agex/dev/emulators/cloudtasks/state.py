@@ -46,6 +46,10 @@ _STATE_FILTER_RE = re.compile(r'\s*state\s*[:=]\s*"?([A-Za-z_]+)"?\s*')
 _sequence = itertools.count(1)
 
 
+MAX_TASK_BYTES = 1024 * 1024
+"""Cloud Tasks refuses a task over 1 MiB (its quotas and limits page), the step window carried in a body included."""
+
+
 @dataclass
 class TaskState:
     task_id: str
@@ -333,6 +337,8 @@ class Store:
 
     def create_task(self, parent: str, task: protos.TaskMsg, view: int) -> protos.TaskMsg:
         self._queue_name(parent)
+        if task.ByteSize() > MAX_TASK_BYTES:
+            raise invalid_argument(f"Task size too large: {task.ByteSize()} bytes, over the limit of {MAX_TASK_BYTES}.")
         msg = protos.Task()
         msg.CopyFrom(task)
         task_id: str | None = None
