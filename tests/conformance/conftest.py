@@ -59,6 +59,22 @@ def pubsub_emulator() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a ``redis-server`` started for the session (no persistence, a
+    temporary directory), stopped at its end. Tests isolate themselves by key prefixes."""
+    from agex.dev.emulators import redis_server
+
+    try:
+        server = redis_server.start_redis()
+    except gcloud.EmulatorNotInstalled as e:
+        pytest.fail(str(e), pytrace=False)  # never a skip, as for the emulators
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def firestore_client(firestore_emulator: str) -> Any:
     from google.cloud import firestore
 
@@ -177,3 +193,77 @@ def event_bus(request: pytest.FixtureRequest) -> BusUnderTest:
         return received[:n]
 
     return BusUnderTest(PubSubEventBus(PROJECT, publisher), topic, read_pubsub)
+
+
+# --- Postgres ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """DSN of a throwaway Postgres 18 with pgvector (``agex.dev.emulators.postgres_server``) started for the
+    session on a loopback port and stopped at its end; ``AGEX_TEST_POSTGRES_DSN`` names a running server
+    instead. Tests isolate themselves by schema."""
+    existing = os.environ.get("AGEX_TEST_POSTGRES_DSN")
+    if existing:
+        yield existing
+        return
+    from agex.dev.emulators import postgres_server
+
+    try:
+        server = postgres_server.start_postgres()
+    except gcloud.EmulatorNotInstalled as e:
+        pytest.fail(str(e), pytrace=False)  # never a skip, as for the emulators
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_pool(postgres_dsn: str) -> Iterator[Any]:
+    """One pool for the session's Postgres stores, each in a schema of its own."""
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(postgres_dsn, min_size=1, max_size=12, open=True)
+    yield pool
+    pool.close()
+
+
+CHECKPOINT_STORES = ["memory", "firestore", "firestore-txn", "postgres"]
+"""What the checkpoint store suites run on: the ``store`` fixture's and Postgres."""
+
+
+def checkpoint_store(request: pytest.FixtureRequest) -> CheckpointStore:
+    """A fresh store of the kind ``request.param`` names (one of :data:`CHECKPOINT_STORES`): Firestore on a
+    unique collection prefix, Postgres in a unique schema, each its own empty database."""
+    if request.param == "postgres":
+        from agex.adapters.postgres.checkpoint_store import PostgresCheckpointStore
+
+        return PostgresCheckpointStore(request.getfixturevalue("postgres_pool"), schema=unique("t_"))
+    if request.param == "memory":
+        return InMemoryCheckpointStore()
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+    client = request.getfixturevalue("firestore_client")
+    mode = "transaction" if request.param == "firestore-txn" else "optimistic"
+    return FirestoreCheckpointStore(client, prefix=unique("t") + "_", concurrency=mode)
+
+
+def fail_commits(store: Any, times: int) -> None:
+    """Make the next ``times`` commits of ``update_run`` in a Postgres store's schema fail as contention makes
+    them fail (a serialization failure), after ``mutate`` ran and every write was sent: a deferred constraint
+    trigger on the head raises at COMMIT. Its counter is a sequence, which a rollback does not undo."""
+    s = store.schema
+    with store.pool.connection() as conn:
+        conn.execute(f"""
+            CREATE SEQUENCE "{s}".commits_failed;
+            CREATE FUNCTION "{s}".fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('"{s}".commits_failed') <= {int(times)} THEN
+                    RAISE EXCEPTION 'commit refused by the test' USING ERRCODE = 'serialization_failure';
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE CONSTRAINT TRIGGER fail_commit AFTER UPDATE ON "{s}".runs DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION "{s}".fail_commit();
+        """)

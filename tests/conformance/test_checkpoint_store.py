@@ -1,4 +1,5 @@
-"""Conformance of CheckpointStore implementations: the in-memory store and Firestore (on the emulator)."""
+"""Conformance of CheckpointStore implementations: the in-memory store, Firestore (on the emulator) and Postgres
+(on a throwaway server)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from typing import Any
 import pytest
 
 from agex.adapters.inmemory.checkpoint_store import InMemoryCheckpointStore
+from agex.adapters.postgres.checkpoint_store import PostgresCheckpointStore
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, ConfigurationError, DocumentTooLarge, NotFound, TransientError
 from agex.core.run import Event, EventKind, Lease, Limits, RunError, RunHead, RunStatus, Usage
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 
-from .conftest import at_once, unique
+from .conftest import CHECKPOINT_STORES, at_once, checkpoint_store, fail_commits, unique
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(params=CHECKPOINT_STORES)
+def store(request: pytest.FixtureRequest) -> CheckpointStore:
+    return checkpoint_store(request)
 
 
 def make_head(tenant: str | None = None, run_id: str | None = None, **changes: Any) -> RunHead:
@@ -441,9 +448,12 @@ def lose_first_commit(store: CheckpointStore, monkeypatch: pytest.MonkeyPatch) -
     The memory store serializes updates under its lock: nothing can get in between. Optimistic Firestore:
     a raw write to the head invalidates the batch's update-time precondition. Transaction mode: the emulator
     blocks any other writer of a document the transaction read until its lock timeout, so the first commit
-    is made to abort, as contention does."""
+    is made to abort, as contention does. Postgres holds the head's row lock, so no writer can get in either:
+    the server refuses the first commit as a serialization failure, as it would under contention."""
     calls = 0
     mode = getattr(store, "concurrency", None)
+    if isinstance(store, PostgresCheckpointStore):
+        fail_commits(store, 1)
     if mode == "transaction":
         from google.api_core import exceptions as gexc
         from google.cloud.firestore_v1.transaction import Transaction

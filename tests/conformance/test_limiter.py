@@ -1,13 +1,15 @@
-"""Conformance of Limiter implementations: the in-memory limiter and Firestore (on the emulator).
+"""Conformance of Limiter implementations: the in-memory limiter, Firestore (on the emulator) and Redis (on a
+``redis-server`` started for the session).
 
 ``limiters()`` hands out limiters that share one state: the same object in memory, and new instances on
-the same collection prefix for Firestore, like separate processes of the step function."""
+the same collection or key prefix for Firestore and Redis (each Redis one with its own connections), like
+separate processes of the step function."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,16 +28,30 @@ SLOTS_1 = ToolLimits(max_concurrent=1)
 Factory = Callable[[], Limiter]
 
 
-@pytest.fixture(params=["memory", "firestore"])
-def limiters(request: pytest.FixtureRequest) -> Factory:
+@pytest.fixture(params=["memory", "firestore", "redis"])
+def limiters(request: pytest.FixtureRequest) -> Iterator[Factory]:
     if request.param == "memory":
         shared = InMemoryLimiter()
-        return lambda: shared
-    from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
+        yield lambda: shared
+    elif request.param == "firestore":
+        from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
 
-    client = request.getfixturevalue("firestore_client")
-    prefix = unique("l") + "_"
-    return lambda: FirestoreLimiter(client, prefix=prefix)
+        client = request.getfixturevalue("firestore_client")
+        prefix = unique("l") + "_"
+        yield lambda: FirestoreLimiter(client, prefix=prefix)
+    else:
+        from agex.adapters.redis.limiter import RedisLimiter
+
+        url, prefix = request.getfixturevalue("redis_url"), unique("l") + ":"
+        made: list[RedisLimiter] = []
+
+        def make() -> Limiter:
+            made.append(RedisLimiter.from_url(url, prefix=prefix))
+            return made[-1]
+
+        yield make
+        for limiter in made:
+            limiter.close()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The Firestore limiter holds its limits across processes, not only across threads: two separate Python
-processes (as two step-function instances would be) contend for one tool's single slot."""
+"""The shared limiters hold their limits across processes, not only across threads: two separate Python
+processes (as two step-function instances would be) contend for one tool's single slot, in Firestore and
+in Redis."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ import sys
 import textwrap
 import uuid
 
+import pytest
+
 _WORKER = textwrap.dedent("""
     import json, sys, time
     from datetime import UTC, datetime
-    from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
     from agex.ports.limiter import Permit
     from agex.tools import ToolLimits
 
-    prefix, me, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    limiter = FirestoreLimiter(project="agex-test", prefix=prefix)
+    backend, where, prefix, me, calls = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    if backend == "redis":
+        from agex.adapters.redis.limiter import RedisLimiter
+        limiter = RedisLimiter.from_url(where, prefix=prefix)
+    else:
+        from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
+        limiter = FirestoreLimiter(project="agex-test", prefix=prefix)
     limits = ToolLimits(max_concurrent=1)
     held, waits = [], 0
     while len(held) < calls:
@@ -35,11 +42,13 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def test_one_slot_is_never_held_by_two_processes_at_once(firestore_emulator: str) -> None:
+@pytest.mark.parametrize("backend", ["firestore", "redis"])
+def test_one_slot_is_never_held_by_two_processes_at_once(backend: str, request: pytest.FixtureRequest) -> None:
+    where = request.getfixturevalue("redis_url" if backend == "redis" else "firestore_emulator")
     prefix = f"p{uuid.uuid4().hex[:8]}_"
-    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_emulator}
-    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, prefix, name, "8"], env=env, stdout=subprocess.PIPE,
-                                text=True) for name in ("a", "b")]
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": where} if backend == "firestore" else None
+    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, backend, where, prefix, name, "8"], env=env,
+                                stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
     results = []
     for worker in workers:
         out, _ = worker.communicate(timeout=120)

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from agex.core.run import RunHead, RunStatus
 from agex.ports.checkpoint_store import CheckpointStore, Mutation, RunFilter
 
-from .conftest import unique
+from .conftest import CHECKPOINT_STORES, checkpoint_store, unique
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.fixture(params=CHECKPOINT_STORES)
+def store(request: pytest.FixtureRequest) -> CheckpointStore:
+    return checkpoint_store(request)
 
 
 def _run(store: CheckpointStore, tenant: str, i: int, *, agent: str = "support", principal: str = "alice",

@@ -1,5 +1,5 @@
 """Conformance of SpendLedger implementations, each over the checkpoint store that writes its entries: in
-memory, and Firestore on the emulator (optimistic commits and transactions).
+memory, Firestore on the emulator (optimistic commits and transactions), and Postgres.
 
 Entries go in the way the step writes them, in a ``Mutation`` of ``update_run``; the ledger sums what its
 members spent in a window, lists the oldest entries, and lets exactly one caller claim each alert."""
@@ -18,15 +18,26 @@ from agex.core.spend import LEDGER_RETENTION, SpendEntry, Spent
 from agex.ports.checkpoint_store import CheckpointStore, Mutation
 from agex.ports.spend_ledger import Member, SpendLedger
 
-from .conftest import unique
+from .conftest import CHECKPOINT_STORES, checkpoint_store, unique
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.fixture(params=CHECKPOINT_STORES)
+def store(request: pytest.FixtureRequest) -> CheckpointStore:
+    return checkpoint_store(request)
 
 
 @pytest.fixture
 def ledger(store: CheckpointStore) -> SpendLedger:
     if isinstance(store, InMemoryCheckpointStore):
         return InMemorySpendLedger(store)
+    from agex.adapters.postgres.checkpoint_store import PostgresCheckpointStore
+
+    if isinstance(store, PostgresCheckpointStore):
+        from agex.adapters.postgres.spend_ledger import PostgresSpendLedger
+
+        return PostgresSpendLedger(store.pool, schema=store.schema)
     from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
     from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 

@@ -17,6 +17,7 @@ from agex.app.settings import Settings
 from agex.core.agent import Agent
 from agex.core.clock import Clock, Ids, RandomIds, SystemClock
 from agex.core.decision_signing import new_key_pair
+from agex.core.errors import ConfigurationError
 from agex.core.messages import ModelRequest, ModelResponse
 from agex.ports.breakers import Breakers
 from agex.ports.checkpoint_store import CheckpointStore
@@ -35,6 +36,7 @@ from agex.ports.threads import ThreadStore
 if TYPE_CHECKING:
     from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
     from agex.adapters.inmemory.secret_store import InMemorySecretStore
+    from agex.adapters.postgres.checkpoint_store import PostgresCheckpointStore
 
 T = TypeVar("T")
 Models = Callable[[Agent], Model]
@@ -89,6 +91,18 @@ class Backends:
 
             return FirestoreCheckpointStore(project=s.project)
 
+        @_once
+        def postgres() -> PostgresCheckpointStore:
+            """The run state on Postgres (``AGEX_STORE``), whose connection pool the spend ledger shares."""
+            from agex.adapters.postgres.checkpoint_store import PostgresCheckpointStore
+
+            if not s.store.startswith(("postgresql://", "postgres://")):
+                raise ConfigurationError("AGEX_STORE must be empty (Firestore) or a postgresql:// DSN")
+            return PostgresCheckpointStore(s.store, schema=s.store_schema)
+
+        def store() -> CheckpointStore:
+            return postgres() if s.store else firestore()
+
         def queue() -> TaskQueue:
             from agex.adapters.gcp.cloud_tasks import CloudTasksQueue
 
@@ -139,6 +153,10 @@ class Backends:
             return CachedSecrets(SecretManagerStore(s.project, clients), ttl_s=s.secret_cache_seconds)
 
         def limiter() -> Limiter:
+            if s.limiter != "firestore":
+                from agex.adapters.redis.limiter import RedisLimiter
+
+                return RedisLimiter.from_url(s.limiter)
             from agex.adapters.gcp.firestore_limiter import FirestoreLimiter
             from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
 
@@ -194,11 +212,15 @@ class Backends:
             return FirestoreLiveTexts(shared().client, prefix=shared().prefix)
 
         def spend() -> SpendLedger:
+            if s.store:  # the ledger reads the rows the checkpoint store's commits write
+                from agex.adapters.postgres.spend_ledger import PostgresSpendLedger
+
+                return PostgresSpendLedger(postgres().pool, schema=postgres().schema)
             from agex.adapters.gcp.firestore_spend import FirestoreSpendLedger
 
             return FirestoreSpendLedger(shared().client, prefix=shared().prefix)
 
-        return cls(store=firestore, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
+        return cls(store=store, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
                    signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules), own_secret=own_secret,
                    degradations=_once(degradations), threads=_once(threads), live=_once(live))
 

@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGEX_", extra="ignore")
 
     project: str = "agex-local"
+    store: str = ""
+    """Where run state (heads, events, approvals, the spend ledger) lives: empty for Firestore, or a Postgres DSN,
+    ``postgresql://user:password@host:5432/database`` (docs/storage.md, "Run state on Postgres")."""
+    store_schema: str = "agex"
+    """The Postgres schema of the run state, with a Postgres ``store``."""
+    limiter: str = "firestore"
+    """Where tools' limits are held across instances: ``firestore``, or a Redis URL ``redis://host:port/db``
+    (``rediss://`` for TLS) that every instance reaches (docs/storage.md)."""
     location: str = "us-central1"
     agents: str = ""
     """Comma-separated ``module:attribute`` specs of the agents this deployment runs (without a fleet file).

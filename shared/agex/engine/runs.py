@@ -81,6 +81,8 @@ class SweepReport:
     examined: int = 0
     reenqueued: int = 0
     expired: int = 0
+    deleted: int = 0
+    """Rows past their retention deleted, by a store without TTL policies (Postgres)."""
 
 
 class RunService:
@@ -253,6 +255,8 @@ class RunService:
                 log.info(_log, "re-enqueued a run that lost its step task", run=head.run_id,
                          step=bumped.head.step + 1, generation=bumped.value)
                 report.reenqueued += 1
+        # in batches of a transaction each, so deleting never holds many rows locked at once
+        report.deleted = sum(self.store.delete_expired(now, batch=500).values())
         return report
 
 

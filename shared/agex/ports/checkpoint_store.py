@@ -111,6 +111,11 @@ class CheckpointStore(abc.ABC):
         """A tenant's approvals (of one status, or all) ordered by ``(created_at, approval_id)``, starting
         after the ``after`` position."""
 
+    def delete_expired(self, now: datetime, *, batch: int = 1000) -> dict[str, int]:
+        """Delete what passed its ``expire_at``, for a store without TTL policies (Postgres); the rows deleted per
+        table. Firestore's TTL policies delete expired documents themselves: nothing to do (the default)."""
+        return {}
+
     @abc.abstractmethod
     def add_late_decision(self, tenant: str, approval_id: str, entry: dict[str, Any]) -> None:
         """Append ``entry`` to the approval's ``late_decisions`` unless an equal entry is there already
