@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-steps", type=int, default=200, help="steps of each variant of the model-layer part")
     ap.add_argument("--floor-hops", type=int, default=200, help="hops of the platform floor's chain")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=["agex", "langgraph", "langgraph-postgres", "dbos", "floor", "stack", "model", "cold"],
+                    choices=["agex", "langgraph", "langgraph-postgres", "dbos", "floor", "stack", "model", "cold",
+                             "memory-recall"],
                     help="leave a part out (repeatable)")
     ap.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = ap.parse_args(argv)
@@ -319,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         _part("model_layer", lambda: model_layer.run(args.model_steps, progress=_say), results)
     if "cold" not in args.skip:
         _part("cold_start", lambda: cold_start.run(args.repeat), results)
+    if "memory-recall" not in args.skip:
+        from bench import memory_recall
+
+        _part("memory_recall", lambda: memory_recall.run(progress=_say), results)
+        _say(memory_recall.report(results["memory_recall"]))
     results["seconds_total"] = time.perf_counter() - t0
     results["machine"]["load_avg_at_end"] = list(os.getloadavg())
 
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp.replace(target)
         _say(f"wrote {RESULTS / name} and {RESULTS / 'latest.json'}")
     failed = [k for k in ("agex_firestore", "langgraph_sqlite", "langgraph_sqlite_delta", "langgraph_postgres",
-                          "dbos_postgres", "floor", "stack_overhead", "model_layer", "cold_start")
+                          "dbos_postgres", "floor", "stack_overhead", "model_layer", "cold_start", "memory_recall")
               if "error" in results.get(k, {})]
     if "model_layer" in results and not model_layer.ok(results["model_layer"]):
         failed.append("model_layer")

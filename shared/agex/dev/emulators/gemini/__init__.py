@@ -1,4 +1,5 @@
-"""Local emulator of the Gemini ``generateContent`` REST API, with its ``cachedContents`` (context caches).
+"""Local emulator of the Gemini ``generateContent`` REST API, with its ``cachedContents`` (context caches) and its
+embeddings (``embedContent``, ``batchEmbedContents``: the local model's vectors, see ``embeddings``).
 
 It lets the real ``google-genai`` client run offline against scripted, deterministic
 scenarios (see ``scenarios/README.md``), with injectable faults for resilience tests.

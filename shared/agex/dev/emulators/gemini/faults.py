@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Method = Literal["generateContent", "cachedContents.create", "cachedContents.get", "cachedContents.list",
-                 "cachedContents.update", "cachedContents.delete"]
+                 "cachedContents.update", "cachedContents.delete", "embedContent", "batchEmbedContents"]
 """The API methods a fault can be aimed at (the Gemini emulator's; the OpenAI emulator's requests are all
 ``generateContent``)."""
 
@@ -31,7 +31,8 @@ class FaultRequest(BaseModel):
     retry_after_s: int | None = Field(default=None, ge=0)
     """The ``Retry-After`` header to answer the fault with (the OpenAI-compatible emulator sends it)."""
     method: Method = "generateContent"
-    """Which requests it fails: generation (streamed or not) unless it names a ``cachedContents`` method."""
+    """Which requests it fails: generation (streamed or not) unless it names a ``cachedContents`` or an
+    embedding method."""
 
     @model_validator(mode="after")
     def _needs_effect(self) -> FaultRequest:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wrappers import Request, Response
 
 from agex.dev.emulators.scripted import ScriptedModelApp, json_response
+from agex.ports.embeddings import EmbeddingKind
 
+from . import embeddings
 from .caches import CacheStore
 from .faults import FaultEffect, normalize_model
 from .scenario import ScenarioSet
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 _MODEL_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
 _CACHES_PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/cachedContents(?:/([^/:]+))?$")
 _GENERATE_METHODS = ("generateContent", "streamGenerateContent")
+_EMBED_METHODS = ("embedContent", "batchEmbedContents")
 
 # Messages the real API uses for these statuses, so logs read the same as in production.
 _FAULT_MESSAGES: dict[int, str] = {
@@ -89,13 +92,16 @@ class EmulatorApp(ScriptedModelApp):
         if m is None:
             raise ApiError(404, f"Path {path!r} is not served by the Gemini emulator.")
         model, rpc = m.group(1), m.group(2)
-        if rpc not in _GENERATE_METHODS:
+        if rpc not in _GENERATE_METHODS + _EMBED_METHODS:
             raise ApiError(
                 404,
-                f"Method {rpc!r} is not supported by the Gemini emulator (only {', '.join(_GENERATE_METHODS)}).",
+                f"Method {rpc!r} is not supported by the Gemini emulator "
+                f"(only {', '.join(_GENERATE_METHODS + _EMBED_METHODS)}).",
             )
         if method != "POST":
             raise ApiError(405, f"{rpc} requires POST, got {method}.")
+        if rpc in _EMBED_METHODS:
+            return self._embed(request, normalize_model(model), rpc)
         return self._generate(request, normalize_model(model), stream=rpc == "streamGenerateContent")
 
     def _admin_more(self, request: Request, name: str, method: str) -> Response | None:
@@ -153,6 +159,53 @@ class EmulatorApp(ScriptedModelApp):
             if injected.delay_ms:
                 self._stopping.wait(injected.delay_ms / 1000)
             self._apply(injected, {}, [0], what=f"injected {method} fault")
+
+    # -- embedContent, batchEmbedContents ----------------------------------------------
+
+    def _embed(self, request: Request, model: str, rpc: str) -> Response:
+        entry: dict[str, Any] = {"model": model, "method": rpc, "texts": None, "task_types": None,
+                                 "output_dimensionality": None, "status": 200, "at": time.time(), "fault": None,
+                                 "error": None}
+        delay = [self.latency_ms]
+        try:
+            if not _has_credentials(request):
+                raise ApiError(403, _MISSING_KEY_MESSAGE, "PERMISSION_DENIED")
+            raw = request.get_data(cache=False)
+            if self.keep_bodies:
+                entry["body"] = raw.decode("utf-8", "replace")
+            data = embeddings.load_body(raw)
+            batch = rpc == "batchEmbedContents"
+            parsed = embeddings.parse_batch(model, data) if batch else \
+                [embeddings.parse_embed(model, data, "EmbedContentRequest")]
+            entry.update(texts=len(parsed), task_types=sorted({p.task_type for p in parsed}),
+                         output_dimensionality=sorted({p.dimensions for p in parsed}))
+            injected = self.faults.take(model, rpc)
+            if injected is not None:
+                self._apply(injected, entry, delay, what=f"injected {rpc} fault")
+            vectors = self._vectors(parsed)
+            response = _json({"embeddings": [{"values": v} for v in vectors]} if batch
+                             else {"embedding": {"values": vectors[0]}})
+        except ApiError as exc:
+            entry["status"], entry["error"] = exc.code, exc.message
+            response = _error(exc)
+        if delay[0] > 0:
+            self._stopping.wait(delay[0] / 1000)
+        self.log.append(entry)
+        return response
+
+    def _vectors(self, parsed: list[embeddings.EmbedRequest]) -> list[list[float]]:
+        # the local model is loaded on the first embedding request: an emulator that only generates never does
+        from agex.adapters.local_embeddings import LocalEmbedder
+
+        out: list[list[float]] = [[] for _ in parsed]
+        kinds: tuple[EmbeddingKind, ...] = ("document", "query")
+        for kind in kinds:
+            at = [i for i, p in enumerate(parsed) if p.kind == kind]
+            if at:
+                found = LocalEmbedder().embed([parsed[i].text for i in at], kind=kind)
+                for i, vector in zip(at, found, strict=True):
+                    out[i] = embeddings.sized(vector, parsed[i].dimensions)
+        return out
 
     # -- generateContent ------------------------------------------------------------
 

@@ -1,0 +1,253 @@
+"""Long-term memory as stored: records recalled by similarity, and a graph of entities and their relations.
+
+Every memory belongs to a :class:`Scope` of one tenant: a user's memories with one agent, a user's across the
+tenant's agents (``agent`` None), an agent's shared memories (``user`` None), or the tenant's (both None). A
+search names the scopes it may read (:func:`visible_scopes` gives the usual four); nothing ever crosses tenants.
+
+Facts change, so memories are never edited into something else: a fact that stops being true gets ``valid_to``
+(and, when a newer fact replaces it, ``superseded_by`` and status ``superseded``), and a search can ask what was
+current at any instant (``at=``). Each memory keeps where it was learned (:class:`MemorySource`), including
+whether its source was trusted: a memory learned from a tool's output may carry a prompt injection, and recall
+treats it accordingly.
+
+The stores (``agex.ports.memory``) enforce the rules that need more than one record: dimensions, sizes,
+supersession. The models here hold what one record alone must satisfy. docs/memory.md describes the whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from enum import StrEnum
+from typing import Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FORMAT_VERSION = 1
+"""Bumped when the stored shape changes incompatibly; every record, entity and relation carries it."""
+
+MAX_DIMENSIONS = 2048
+"""Largest embedding a store takes: Firestore's limit for a vector index."""
+MAX_METADATA_KEYS = 16
+METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+"""Metadata keys are identifiers: usable unquoted as Firestore field paths and as SQL JSON keys."""
+MAX_METADATA_STRING = 256
+
+Scalar = str | int | float | bool
+"""A metadata value: what a filter compares for equality."""
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scope(_Doc):
+    """Whose memories: ``agent`` and ``user`` None mean "every agent" and "no user" (shared)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(min_length=1)
+    agent: str | None = Field(default=None, min_length=1)
+    user: str | None = Field(default=None, min_length=1)
+
+    @property
+    def key(self) -> str:
+        """One string per scope within its tenant, for equality queries (``["agent","user"]`` as JSON)."""
+        return _json_pair(self.agent, self.user)
+
+    def __str__(self) -> str:
+        return f"{self.tenant}/agent={self.agent or '*'}/user={self.user or '-'}"
+
+
+def _json_pair(a: str | None, b: str | None) -> str:
+    return json.dumps([a, b], ensure_ascii=False, separators=(",", ":"))
+
+
+def visible_scopes(tenant: str, agent: str | None, user: str | None) -> list[Scope]:
+    """The scopes a run of ``agent`` for ``user`` may read, narrowest first: the user's memories with this agent,
+    the user's across agents, the agent's shared memories, the tenant's. Without a user, the last two only."""
+    pairs: list[tuple[str | None, str | None]] = [(agent, user), (None, user), (agent, None), (None, None)]
+    seen: list[Scope] = []
+    for a, u in pairs:
+        if (u is None or user is not None) and (a is None or agent is not None):
+            scope = Scope(tenant=tenant, agent=a, user=u)
+            if scope not in seen:
+                seen.append(scope)
+    return seen
+
+
+class MemoryKind(StrEnum):
+    fact = "fact"
+    preference = "preference"
+    entity = "entity"
+    """A description of something the graph names (its record carries the entity's id in ``metadata``)."""
+    note = "note"
+
+
+class MemoryStatus(StrEnum):
+    active = "active"
+    superseded = "superseded"
+    """Replaced by a newer record (``superseded_by``); ``valid_to`` says since when."""
+    flagged = "flagged"
+    """Held back for review (a guard or a person doubted it): current, but recall should leave it out."""
+
+
+class MemorySource(_Doc):
+    """Where a memory (or an entity, or a relation) was learned."""
+
+    run_id: str | None = None
+    thread_id: str | None = None
+    events: list[int] = Field(default_factory=list)
+    """Sequence numbers of the run's events it was learned from."""
+    user: str | None = None
+    """The user whose conversation it came from, whatever the scope it was stored in: erasing that user's data
+    (``forget_user``) erases it too, also from shared scopes."""
+    trusted: bool
+    """False when learned from a tool's output (or anything else a third party wrote), which may carry an
+    injected instruction; True for what the user or the agent's own configuration said."""
+
+
+def _check_metadata(metadata: dict[str, Scalar]) -> dict[str, Scalar]:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ValueError(f"at most {MAX_METADATA_KEYS} metadata keys, not {len(metadata)}")
+    for k, v in metadata.items():
+        if not METADATA_KEY.match(k):
+            raise ValueError(f"metadata key {k!r}: letters, digits and '_', not starting with a digit, at most 64")
+        if isinstance(v, str) and len(v) > MAX_METADATA_STRING:
+            raise ValueError(f"metadata {k!r}: at most {MAX_METADATA_STRING} characters")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"metadata {k!r}: not a finite number")
+    return metadata
+
+
+def check_vector(vector: list[float]) -> list[float]:
+    """A vector cosine similarity is defined for: finite values, not all zero."""
+    if not 1 <= len(vector) <= MAX_DIMENSIONS:
+        raise ValueError(f"a vector has 1 to {MAX_DIMENSIONS} dimensions, not {len(vector)}")
+    if not all(math.isfinite(x) for x in vector):
+        raise ValueError("a vector's values must be finite")
+    if not any(vector):
+        raise ValueError("a vector of zeros has no direction: cosine similarity is undefined for it")
+    return vector
+
+
+class MemoryRecord(_Doc):
+    """One memory: a short text, its embedding, and what is known of its truth and origin."""
+
+    format: int = FORMAT_VERSION
+    id: str = Field(min_length=1)
+    """Unique in its tenant; storing a record again under its id replaces it (idempotent retries)."""
+    scope: Scope
+    text: str = Field(min_length=1)
+    vector: list[float]
+    kind: MemoryKind = MemoryKind.fact
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    source: MemorySource
+    status: MemoryStatus = MemoryStatus.active
+    created_at: AwareDatetime
+    valid_from: AwareDatetime
+    """Since when it is true (often ``created_at``; earlier when the user said "since March")."""
+    valid_to: AwareDatetime | None = None
+    """Until when it was true (exclusive); None while it is current."""
+    superseded_by: str | None = None
+    """The record that replaced it (status ``superseded``)."""
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    """Small and flat, for filters: at most 16 identifier keys."""
+    expire_at: AwareDatetime | None = None
+    """Retention: the store deletes the record after this (Firestore TTL), None to keep it until erased."""
+    embedding_model: str = Field(min_length=1)
+    """The model that made ``vector``: vectors of different models are not comparable, even of one size."""
+    dimensions: int = Field(ge=1, le=MAX_DIMENSIONS)
+
+    @field_validator("vector")
+    @classmethod
+    def _vector(cls, vector: list[float]) -> list[float]:
+        return check_vector(vector)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, metadata: dict[str, Scalar]) -> dict[str, Scalar]:
+        return _check_metadata(metadata)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(self.vector) != self.dimensions:
+            raise ValueError(f"vector has {len(self.vector)} dimensions, the record says {self.dimensions}")
+        if self.valid_to is not None and self.valid_to < self.valid_from:
+            raise ValueError("valid_to is before valid_from")
+        superseded = self.status is MemoryStatus.superseded
+        if superseded != (self.superseded_by is not None) or (superseded and self.valid_to is None):
+            raise ValueError("a superseded record has superseded_by and valid_to; another has no superseded_by")
+        return self
+
+    @property
+    def current(self) -> bool:
+        """True until the record's validity ends (``valid_to``)."""
+        return self.valid_to is None
+
+    def valid_at(self, at: AwareDatetime) -> bool:
+        return self.valid_from <= at and (self.valid_to is None or at < self.valid_to)
+
+
+class Entity(_Doc):
+    """Something memories are about: a person, an organisation, a product, a place."""
+
+    format: int = FORMAT_VERSION
+    id: str = Field(min_length=1)
+    """Unique in its tenant; upserting it again under its id replaces it."""
+    scope: Scope
+    name: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    """Free-form but stable: ``person``, ``organization``, ``product``, ``place``..."""
+    aliases: list[str] = Field(default_factory=list)
+    source: MemorySource
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    expire_at: AwareDatetime | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, metadata: dict[str, Scalar]) -> dict[str, Scalar]:
+        return _check_metadata(metadata)
+
+
+class Relation(_Doc):
+    """``subject`` ``predicate`` ``object`` between two entities of the tenant, true from ``valid_from`` until
+    ``valid_to`` (exclusive; None while current)."""
+
+    format: int = FORMAT_VERSION
+    id: str = Field(min_length=1)
+    scope: Scope
+    subject: str = Field(min_length=1)
+    """An entity id."""
+    predicate: str = Field(min_length=1)
+    """Lower snake case by convention: ``works_at``, ``prefers``, ``manages``."""
+    object: str = Field(min_length=1)
+    """An entity id."""
+    source: MemorySource
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    created_at: AwareDatetime
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime | None = None
+    expire_at: AwareDatetime | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, metadata: dict[str, Scalar]) -> dict[str, Scalar]:
+        return _check_metadata(metadata)
+
+    @model_validator(mode="after")
+    def _interval(self) -> Self:
+        if self.valid_to is not None and self.valid_to < self.valid_from:
+            raise ValueError("valid_to is before valid_from")
+        return self
+
+    def valid_at(self, at: AwareDatetime | None) -> bool:
+        """Current at ``at``; with None, current now (not closed)."""
+        if at is None:
+            return self.valid_to is None
+        return self.valid_from <= at and (self.valid_to is None or at < self.valid_to)
