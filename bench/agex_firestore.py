@@ -26,7 +26,7 @@ from bench.common import (
     window_means,
 )
 
-STAT_KEYS = ("reads", "writes", "bytes_written", "commits", "queries", "retries")
+STAT_KEYS = ("reads", "writes", "bytes_written", "bytes_head", "bytes_events", "commits", "queries", "retries")
 
 
 def script(steps: int, seen: list[dict[str, Any]]) -> Callable[[Any], Any]:
@@ -121,6 +121,8 @@ def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str],
                 prompt = seen[before_seen] if len(seen) > before_seen else {"messages": 0, "bytes": 0}
                 rows.append({"step": task.step, "wall_ms": wall * 1000, **{k: delta[k] for k in STAT_KEYS},
                              "doc_ops": delta["reads"] + delta["writes"], "outcome": result.outcome.value,
+                             # what Cloud Tasks holds for the step: its task's body, the carried window included
+                             "task_bytes": len(json.dumps(task.body())),
                              "model_input_messages": prompt["messages"], "model_input_bytes": prompt["bytes"]})
                 if len(rows) % 100 == 0:
                     progress(f"  {label}: {len(rows)} steps, {time.perf_counter() - t0:.1f}s")
@@ -145,8 +147,8 @@ def run(steps: int = STEPS, *, warmup_steps: int = 50, progress: Callable[[str],
         measured = one_run(steps, "agex")
 
     tool_steps = [r for r in measured["per_step"] if r["step"] <= steps]
-    keys = ("wall_ms", "bytes_written", "doc_ops", "reads", "writes", "commits", "queries", "retries",
-            "model_input_messages", "model_input_bytes")
+    keys = ("wall_ms", "bytes_written", "bytes_head", "bytes_events", "doc_ops", "reads", "writes", "commits", "queries", "retries",
+            "model_input_messages", "model_input_bytes", "task_bytes")
     summary = window_means(tool_steps, keys, steps)
     # Steps 1-10 run with a context window still filling (step k reads the events of steps 1..k-1);
     # from step w+1 on it holds w whole steps. Compare the last steps with the first full-window ones too.

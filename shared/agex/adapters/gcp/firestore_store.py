@@ -115,6 +115,7 @@ class _Writes(NamedTuple):
     size: int
     """Of every document whole."""
     head_size: int
+    events_size: int
 
     @property
     def n(self) -> int:
@@ -141,7 +142,8 @@ class FirestoreCheckpointStore(CheckpointStore):
 
     ``stats`` counts operations for benchmarks: ``reads`` (documents read, as billed: a miss or an empty
     query counts one), ``writes`` (documents written), ``bytes_written`` (by :func:`document_size`; of a head
-    updated, the fields sent: those that changed),
+    updated, the fields sent: those that changed; of them ``bytes_head`` and ``bytes_events``, the rest being
+    approvals and spend entries),
     ``commits`` (commit attempts), ``queries``, ``retries`` (transaction attempts after the first).
     """
 
@@ -181,7 +183,8 @@ class FirestoreCheckpointStore(CheckpointStore):
         """Zero the counters; return their values before."""
         with self._stats_lock:
             before = dict(self.stats)
-            self.stats.update(reads=0, writes=0, bytes_written=0, commits=0, queries=0, retries=0)
+            self.stats.update(reads=0, writes=0, bytes_written=0, commits=0, queries=0, retries=0, bytes_head=0,
+                              bytes_events=0)
             return before
 
     def _count(self, **deltas: int) -> None:
@@ -263,8 +266,9 @@ class FirestoreCheckpointStore(CheckpointStore):
         sets += [(self._client.collection(self._spend).document(e.entry_id), _plain(e.model_dump(mode="python")))
                  for e in result.spend]
         head_size = _checked_size(*head_write)
-        size = head_size + sum(_checked_size(r, doc) for r, doc in [*events, *sets])
-        return result, _Writes(head_write, events, sets, size, head_size)
+        events_size = sum(_checked_size(r, doc) for r, doc in events)
+        size = head_size + events_size + sum(_checked_size(r, doc) for r, doc in sets)
+        return result, _Writes(head_write, events, sets, size, head_size, events_size)
 
     def _update_optimistic(
         self, ref: firestore.DocumentReference, run_id: str, mutate: Callable[[RunHead], Mutation[T]]
@@ -309,7 +313,8 @@ class FirestoreCheckpointStore(CheckpointStore):
             except gexc.GoogleAPIError as e:
                 raise _translate(e, f"updating run {run_id}") from e
             sent = document_size(ref.path, {k: None if v is firestore.DELETE_FIELD else v for k, v in changes.items()})
-            self._count(writes=writes.n, bytes_written=writes.size - writes.head_size + sent)
+            self._count(writes=writes.n, bytes_written=writes.size - writes.head_size + sent, bytes_head=sent,
+                        bytes_events=writes.events_size)
             return result
         raise TransientError(f"updating run {run_id}: too much contention, gave up after {self._max_attempts} attempts")
 
