@@ -114,6 +114,11 @@ class VectorStore(abc.ABC):
         """Delete every record of ``user``'s scopes, with every agent, and every record learned from their
         conversations in a shared scope; how many were deleted."""
 
+    def delete_expired(self, now: datetime, *, batch: int = 1000) -> dict[str, int]:
+        """Delete what passed its ``expire_at``, for a store without TTL policies (Postgres); the rows deleted per
+        table. Firestore's TTL policies do it themselves (the default: nothing to do)."""
+        return {}
+
     @abc.abstractmethod
     def list_records(self, scope: Scope, *, page_size: int = 50, cursor: str | None = None) -> MemoryPage:
         """Every record of exactly ``scope``, superseded and flagged ones included, newest first (by
@@ -147,6 +152,10 @@ class GraphStore(abc.ABC):
         relations current at ``at`` (None: not closed) whose predicate is one of ``predicates`` (None: any). Only
         relations and entities of ``scopes`` are seen; a relation to an entity outside them is left out.
         ``NotFound`` if the entity is not in ``scopes``."""
+
+    def delete_expired(self, now: datetime, *, batch: int = 1000) -> dict[str, int]:
+        """As ``VectorStore.delete_expired``."""
+        return {}
 
     @abc.abstractmethod
     def forget_user(self, tenant: str, user: str) -> int:

@@ -39,13 +39,28 @@ def _firestore_graph(request: pytest.FixtureRequest) -> GraphStore:
     return FirestoreGraphStore(request.getfixturevalue("firestore_client"), prefix=unique("g") + "_")
 
 
+def _postgres_vectors(request: pytest.FixtureRequest, embedding_model: str | None) -> VectorStore:
+    from agex.adapters.postgres.memory import PostgresVectorStore
+
+    return PostgresVectorStore(request.getfixturevalue("postgres_pool"), schema=unique("m_"), dimensions=DIMS,
+                               embedding_model=embedding_model)
+
+
+def _postgres_graph(request: pytest.FixtureRequest) -> GraphStore:
+    from agex.adapters.postgres.memory import PostgresGraphStore
+
+    return PostgresGraphStore(request.getfixturevalue("postgres_pool"), schema=unique("g_"))
+
+
 VECTOR_STORES: dict[str, Callable[[pytest.FixtureRequest, str | None], VectorStore]] = {
     "memory": lambda request, embedding_model: InMemoryVectorStore(DIMS, embedding_model=embedding_model),
     "firestore": _firestore_vectors,
+    "postgres": _postgres_vectors,
 }
 GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest], GraphStore]] = {
     "memory": lambda request: InMemoryGraphStore(),
     "firestore": _firestore_graph,
+    "postgres": _postgres_graph,
 }
 
 
