@@ -13,9 +13,11 @@ from jsonschema import ValidationError
 from openapi_spec_validator import validate
 
 from agex.app.http.public_api import _routes
+from agex.core.agent import Agent
 from agex.core.errors import RequestError
+from agex.core.memory import MemoryPolicy
 from agex.core.spend import Budget
-from agex.testing import FunctionModel
+from agex.testing import FunctionModel, TestModel
 from agex.testing.harness import InMemoryRuntime
 from examples.support_agent import agent as support_agent
 from tests.api.conftest import (
@@ -23,6 +25,7 @@ from tests.api.conftest import (
     HTTP_METHODS,
     LEAD_TOKEN,
     MAX_BODY_BYTES,
+    UNGUARDED,
     ApiClient,
     OpenApiChecker,
     make_api,
@@ -245,6 +248,19 @@ def test_every_documented_response_happens_and_matches_its_schema(
     client.get("/v1/agents/support/evals?accepted=maybe")
     client.get("/v1/agents/support/evals", token=None)
     client.get("/v1/agents/nope/evals")
+
+    client.get("/v1/memory?user=dev@example.com")  # no agent here keeps memory: 404
+    client.open("DELETE", "/v1/memory?user=dev@example.com")
+    remembering = InMemoryRuntime([UNGUARDED, Agent(name="concierge", instructions="help", memory=MemoryPolicy())],
+                                  TestModel("noted"))
+    memory = ApiClient(make_api(remembering), checker)
+    memory.get("/v1/memory?user=dev@example.com")
+    memory.get("/v1/memory?user=dev@example.com&agent=*&page_size=5")
+    memory.get("/v1/memory")  # no user: 400
+    memory.get("/v1/memory?user=dev@example.com", token=None)
+    memory.open("DELETE", "/v1/memory?user=dev@example.com")
+    memory.open("DELETE", "/v1/memory?user=a%20b")
+    memory.open("DELETE", "/v1/memory?user=dev@example.com", token=None)
 
     client.get("/v1/nope")  # undocumented route and method: ErrorBody, 404 and 405
     client.open("DELETE", f"/v1/runs/{run}")

@@ -25,6 +25,11 @@ def test_the_settings_put_run_state_on_postgres_and_tool_limits_on_redis(postgre
     assert isinstance(spend, PostgresSpendLedger) and isinstance(limiter, RedisLimiter)
     head = store.create_run(make_head(), [])
     assert store.get_run(head.tenant, head.run_id) == head
+    # long-term memory follows the run state, in the same database and schema, unless told otherwise
+    from agex.adapters.postgres.memory import PostgresGraphStore, PostgresVectorStore
+
+    assert isinstance(backends.vectors(), PostgresVectorStore) and isinstance(backends.graph(), PostgresGraphStore)
+    assert backends.vectors().dimensions == backends.embedder().dimensions == 384
     permit = limiter.acquire(f"t{uuid.uuid4().hex[:6]}", ToolLimits(max_concurrent=1), "h", head.created_at, 10)
     limiter.release(permit)  # type: ignore[arg-type]
 

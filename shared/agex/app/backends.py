@@ -22,9 +22,11 @@ from agex.core.messages import ModelRequest, ModelResponse
 from agex.ports.breakers import Breakers
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.degradations import DegradationStore
+from agex.ports.embeddings import Embedder
 from agex.ports.event_bus import EventBus
 from agex.ports.limiter import Limiter
 from agex.ports.live_text import LiveTexts
+from agex.ports.memory import GraphStore, VectorStore
 from agex.ports.metrics_store import MetricsStore
 from agex.ports.model import Model, TextSink
 from agex.ports.schedules import ScheduleStore
@@ -73,6 +75,12 @@ class Backends:
     """Conversations: which run of each is under way, and what the next turn is given of the ones before."""
     spend: Callable[[], SpendLedger]
     """The ledger the checkpoint store writes model spend to, summed for budgets."""
+    embedder: Callable[[], Embedder]
+    """Texts to vectors, for long-term memory (docs/memory.md, "Embeddings")."""
+    vectors: Callable[[], VectorStore]
+    """Long-term memories, searched by similarity (vectors of the embedder's size and model)."""
+    graph: Callable[[], GraphStore]
+    """Entities and their relations, beside the memories (erased with them)."""
     clock: Clock = field(default_factory=SystemClock)
     ids: Ids = field(default_factory=RandomIds)
     decision_sources: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -211,6 +219,53 @@ class Backends:
 
             return FirestoreLiveTexts(shared().client, prefix=shared().prefix)
 
+        @_once
+        def embedder() -> Embedder:
+            if s.embeddings == "local":
+                from agex.adapters.local_embeddings import LocalEmbedder
+
+                return LocalEmbedder()
+            if not s.embeddings.startswith("gemini:"):
+                raise ConfigurationError(f"AGEX_EMBEDDINGS is local or gemini:MODEL, not {s.embeddings!r}")
+            from agex.adapters.gcp.gemini_embeddings import GeminiEmbedder
+
+            key = own_secret(s.gemini_api_key_secret) if s.gemini_api_key_secret else s.gemini_api_key
+            return GeminiEmbedder(s.embeddings.removeprefix("gemini:"), dimensions=s.embedding_dimensions, api_key=key,
+                                  base_url=s.gemini_base_url, vertex=s.vertex, project=s.project, location=s.location,
+                                  timeout_seconds=s.model_timeout_seconds)
+
+        def memory_dsn() -> str:
+            """Where memory lives: AGEX_MEMORY_STORE, else beside the run state (Postgres when AGEX_STORE is)."""
+            where = s.memory_store or s.store
+            if where in ("", "firestore"):
+                return ""
+            if not where.startswith(("postgresql://", "postgres://")):
+                raise ConfigurationError("AGEX_MEMORY_STORE must be empty, firestore, or a postgresql:// DSN")
+            return where
+
+        @_once
+        def vectors() -> VectorStore:
+            e = embedder()
+            if dsn := memory_dsn():
+                from agex.adapters.postgres.memory import PostgresVectorStore
+
+                pool = postgres().pool if dsn == s.store else dsn
+                return PostgresVectorStore(pool, schema=s.store_schema, dimensions=e.dimensions, embedding_model=e.name)
+            from agex.adapters.gcp.firestore_memory import FirestoreVectorStore
+
+            return FirestoreVectorStore(shared().client, dimensions=e.dimensions, embedding_model=e.name,
+                                        prefix=shared().prefix)
+
+        @_once
+        def graph() -> GraphStore:
+            if dsn := memory_dsn():
+                from agex.adapters.postgres.memory import PostgresGraphStore
+
+                return PostgresGraphStore(postgres().pool if dsn == s.store else dsn, schema=s.store_schema)
+            from agex.adapters.gcp.firestore_memory import FirestoreGraphStore
+
+            return FirestoreGraphStore(shared().client, prefix=shared().prefix)
+
         def spend() -> SpendLedger:
             if s.store:  # the ledger reads the rows the checkpoint store's commits write
                 from agex.adapters.postgres.spend_ledger import PostgresSpendLedger
@@ -222,7 +277,8 @@ class Backends:
 
         return cls(store=store, queue=queue, bus=bus, models=models, secrets=secrets, limiter=limiter,
                    signing_key=signing_key, metrics=_once(metrics), breakers=_once(breakers), spend=_once(spend), schedules=_once(schedules), own_secret=own_secret,
-                   degradations=_once(degradations), threads=_once(threads), live=_once(live))
+                   degradations=_once(degradations), threads=_once(threads), live=_once(live), embedder=embedder,
+                   vectors=vectors, graph=graph)
 
     @classmethod
     def in_memory(cls, models: Models, *, clock: Clock | None = None, ids: Ids | None = None,
@@ -235,12 +291,24 @@ class Backends:
         from agex.adapters.inmemory.event_bus import InMemoryEventBus
         from agex.adapters.inmemory.limiter import InMemoryLimiter
         from agex.adapters.inmemory.live_text import InMemoryLiveTexts
+        from agex.adapters.inmemory.memory import InMemoryGraphStore, InMemoryVectorStore
         from agex.adapters.inmemory.metrics_store import InMemoryMetricsStore
         from agex.adapters.inmemory.schedules import InMemorySchedules
         from agex.adapters.inmemory.secret_store import InMemorySecretStore
         from agex.adapters.inmemory.spend_ledger import InMemorySpendLedger
         from agex.adapters.inmemory.task_queue import InMemoryTaskQueue
         from agex.adapters.inmemory.threads import InMemoryThreads
+
+        @_once
+        def embedder() -> Embedder:
+            # the real model, offline (loaded on the first memory an agent recalls or learns, once per process)
+            from agex.adapters.local_embeddings import LocalEmbedder
+
+            return LocalEmbedder()
+
+        @_once
+        def vectors() -> VectorStore:
+            return InMemoryVectorStore(embedder().dimensions, embedding_model=embedder().name)
 
         store, queue, bus = InMemoryCheckpointStore(), InMemoryTaskQueue(), InMemoryEventBus()
         secret_store, limiter = secrets or InMemorySecretStore(), InMemoryLimiter()
@@ -250,7 +318,8 @@ class Backends:
                    secrets=lambda: secret_store, limiter=lambda: limiter, signing_key=lambda: private,
                    metrics=lambda: metrics, breakers=lambda: breakers, spend=_once(lambda: InMemorySpendLedger(store)),
                    degradations=lambda: degradations, schedules=_once(InMemorySchedules),
-                   threads=_once(InMemoryThreads), live=_once(InMemoryLiveTexts),
+                   threads=_once(InMemoryThreads), live=_once(InMemoryLiveTexts), embedder=embedder,
+                   vectors=vectors, graph=_once(InMemoryGraphStore),
                    own_secret=lambda name: secret_store.access(OWN_IDENTITY, name),
                    clock=clock or SystemClock(), ids=ids or RandomIds(), decision_sources={"api": [public]})
 

@@ -33,6 +33,7 @@ from agex.core.spend import Budget
 from agex.core.webhook import Webhook
 from agex.engine.approvals import ApprovalApplier, ApprovalService
 from agex.engine.budgets import Budgets
+from agex.engine.memory import MemoryService
 from agex.engine.metrics import Recorder, Versions
 from agex.engine.reports import Reports
 from agex.engine.runs import RunService
@@ -256,6 +257,27 @@ class Runtime:
                              pricing=self.pricing, ledger=self.backends.spend())
 
     @functools.cached_property
+    def memory(self) -> MemoryService | None:
+        """Long-term memory (docs/memory.md), when an agent of the deployment declares it; its embedder, stores and
+        the injection detector that screens what enters it load on first use."""
+        if not any(a.memory is not None for a in self.agents.every_version()):
+            return None
+        from agex.engine import notify
+        from agex.guards.injection import detector
+
+        b = self.backends
+        return MemoryService(vectors=b.vectors, embedder=b.embedder, store=self.store, agents=self.agents,
+                             models=self.model_for, pricing=self.pricing, clock=self.clock,
+                             screen=lambda text: detector().score(text),
+                             graph=b.graph,
+                             notify_approval=lambda approval: notify.approval_waiting(
+                                 self.queue, _LazyBus(lambda: self.bus), approval, self.settings.public_url))
+
+    def _memory(self) -> Callable[[], MemoryService] | None:
+        memory = self.memory
+        return (lambda: memory) if memory is not None else None
+
+    @functools.cached_property
     def approval_service(self) -> ApprovalService:
         # the API publishes only when a decision is made: the Pub/Sub client and the signing key load then,
         # not at cold start
@@ -281,7 +303,7 @@ class Runtime:
                          schedules=lambda: self.schedules, threads=lambda: self.threads,
                          live_texts=(self.backends.live if any(a.stream_text for a in self.agents.every_version())
                                      else None),
-                         console=self.console,
+                         console=self.console, memory=self._memory(),
                          authenticator=self.authenticator,
                          max_body_bytes=limits.body_limit(self.settings.max_input_bytes),
                          base_url=self.settings.public_url,
@@ -338,7 +360,8 @@ class Runtime:
                           breakers=self.backends.breakers() if self._has_fallbacks() else None,
                           budgets=self.budgets, webhooks=self._declared_webhooks(),
                           live=self.backends.live() if any(a.stream_text for a in self.agents.every_version()) else None,
-                          degradation=reader(self.degradations) if any(a.slo for a in self.agents.all()) else None)
+                          degradation=reader(self.degradations) if any(a.slo for a in self.agents.all()) else None,
+                          memory=self._memory())
 
     @functools.cached_property
     def step_endpoint(self) -> StepEndpoint:
@@ -348,7 +371,7 @@ class Runtime:
         verify = OidcVerifier(GoogleIdTokens(audience=s.audience, certs_url=s.oidc_certs_url), s.step_service_account)
         return StepEndpoint(runner=self.runner, service=self.service, approvals=self.applier, verify=verify,
                             instance=f"{socket.gethostname()}-{os.getpid()}", schedules=lambda: self.schedules,
-                            webhooks=lambda: self.webhooks, threads=lambda: self.threads)
+                            webhooks=lambda: self.webhooks, threads=lambda: self.threads, memory=self._memory())
 
     @functools.cached_property
     def drift_endpoint(self) -> DriftEndpoint:
@@ -366,7 +389,8 @@ class Runtime:
     @functools.cached_property
     def applier(self) -> ApprovalApplier:
         return ApprovalApplier(store=self.store, queue=self.queue, bus=_LazyBus(lambda: self.bus), clock=self.clock,
-                               agents=self.agents, verifier=self.decision_verifier, webhooks=self._declared_webhooks())
+                               agents=self.agents, verifier=self.decision_verifier, webhooks=self._declared_webhooks(),
+                               memory=self._memory())
 
     @functools.cached_property
     def decision_push(self) -> DecisionPush:

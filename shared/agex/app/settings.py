@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     ``postgresql://user:password@host:5432/database`` (docs/storage.md, "Run state on Postgres")."""
     store_schema: str = "agex"
     """The Postgres schema of the run state, with a Postgres ``store``."""
+    memory_store: str = ""
+    """Where long-term memory lives (docs/memory.md): empty, beside the run state (Postgres with pgvector when
+    ``AGEX_STORE`` is a DSN, else Firestore); ``firestore``; or a Postgres DSN of its own."""
+    embeddings: str = "local"
+    """How long-term memory turns text into vectors (docs/memory.md, "Embeddings"): ``local`` (all-MiniLM-L6-v2 on
+    the instance's CPU, offline) or ``gemini:MODEL`` (``gemini:gemini-embedding-001``, with the model's settings)."""
+    embedding_dimensions: int = 768
+    """The size of Gemini embeddings (``outputDimensionality``); the local model's is 384 whatever this says. The
+    Firestore vector index must be declared with the same size (Terraform ``memory_embedding_dimensions``)."""
     limiter: str = "firestore"
     """Where tools' limits are held across instances: ``firestore``, or a Redis URL ``redis://host:port/db``
     (``rediss://`` for TLS) that every instance reaches (docs/storage.md)."""

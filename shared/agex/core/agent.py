@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agex.core.approval import ApprovalPolicy
 from agex.core.errors import ConfigurationError, FallbackReason, NotFound, TransientError
 from agex.core.guard import DEFAULT_GUARDS, Guard, GuardSpec, Hook
+from agex.core.memory import MemoryPolicy
 from agex.core.metrics import Evaluator, Watch
 from agex.core.run import Limits
 from agex.core.spend import SLO
@@ -94,6 +95,9 @@ class Agent(BaseModel):
     stream_text: bool = True
     """While someone follows a run (``?follow=true``), its model's answer streams to them as the provider writes
     it, where the provider streams (Gemini). Off: followers see each answer once it is recorded."""
+    memory: MemoryPolicy | None = None
+    """Long-term memory (docs/memory.md): recall into the context, learning after each run, and conflicts between
+    what is learned. None: the agent remembers nothing beyond its run (and its thread)."""
     operators: tuple[str, ...] = ()
     """Who may reconcile a non-idempotent call an attempt may have made before crashing (say it happened,
     retry it, or fail the run). Empty: the approvers of the tool's policy, or else anyone in the tenant."""

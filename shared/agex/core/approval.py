@@ -158,8 +158,9 @@ class Decision(StrEnum):
 
 DECISIONS_BY_KIND = {"approval": (Decision.approve, Decision.reject),
                      "reconcile": (Decision.retry, Decision.done, Decision.fail),
-                     "budget": (Decision.approve, Decision.reject)}
-ApprovalKind = Literal["approval", "reconcile", "budget"]
+                     "budget": (Decision.approve, Decision.reject),
+                     "memory": (Decision.approve, Decision.reject)}
+ApprovalKind = Literal["approval", "reconcile", "budget", "memory"]
 
 
 class Approval(_Doc):
@@ -169,7 +170,10 @@ class Approval(_Doc):
     """``approval``: a call a policy holds for sign-off (approve or reject). ``reconcile``: a non-idempotent
     call an attempt may have made before it crashed; a human says what happened (retry, done or fail).
     ``budget``: a budget with ``action: approve`` is spent; a human lets the run go on (approve) or not (its
-    ``tool`` is ``budget:{name}``, its ``arguments`` where the budget stands; docs/budgets.md)."""
+    ``tool`` is ``budget:{name}``, its ``arguments`` where the budget stands; docs/budgets.md). ``memory``: a fact
+    learned from the run contradicts one remembered; a human says whether the new one is true (approve) or not
+    (reject) (its ``tool`` is ``memory:{key}``, its ``arguments`` the two facts; docs/memory.md). The run has
+    ended: the decision changes the memory, not the run."""
     tenant: str
     run_id: str
     agent: str

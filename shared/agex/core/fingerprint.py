@@ -43,6 +43,8 @@ def parts(agent: Agent) -> dict[str, str]:
         "guards": digest(guards),
         "limits": digest({**agent.limits.model_dump(mode="json"), "context_window_steps": agent.context_window_steps}),
         "behaviour": digest(agent.behaviour),
+        # only when declared, so the fingerprints of agents without memory stay what they were
+        **({"memory": digest(agent.memory.model_dump(mode="json"))} if agent.memory is not None else {}),
     }
 
 

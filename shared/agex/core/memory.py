@@ -251,3 +251,93 @@ class Relation(_Doc):
         if at is None:
             return self.valid_to is None
         return self.valid_from <= at and (self.valid_to is None or at < self.valid_to)
+
+
+# --- what an agent declares, and what it learns ------------------------------------------------------------------
+
+
+class Conflicts(StrEnum):
+    """What becomes of a fact learned when one stored says otherwise about the same thing (the same ``key``)."""
+
+    newest = "newest"
+    """The new fact wins; the old one is kept as superseded (its validity ends when the new one begins)."""
+    confidence = "confidence"
+    """The more confident fact wins (the new one on a tie); the other is kept as superseded."""
+    keep_both = "keep_both"
+    """Both are kept current and flagged: recall leaves them out until someone settles it (or ``forget``)."""
+    ask = "ask"
+    """Both are kept, the new one flagged, and an approval of kind ``memory`` asks a person which is true:
+    approved, the new fact supersedes the old; rejected, the new one is dropped (superseded by the old)."""
+
+
+class MemoryPolicy(_Doc):
+    """How an agent remembers (docs/memory.md, "Learning and recall")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recall: bool = True
+    """Before the run's first model call, the memories nearest its input are put in its context."""
+    recall_k: int = Field(default=5, ge=1, le=50)
+    recall_tokens: int = Field(default=400, ge=50, le=8000)
+    """At most this many tokens (about 4 characters each) of recalled memories in the context."""
+    min_score: float = Field(default=0.1, ge=-1.0, le=1.0)
+    """Memories less similar to the input than this (cosine) are not recalled. A user's memories are few, and a
+    preference bears on requests that share few words with it, so the bar is low: the local model's cosine of
+    unrelated sentences is about 0 to 0.1 (Gemini embeddings score higher across the board: raise it for them)."""
+    learn: bool = True
+    """After each run that ends, a background task asks the agent's model what is worth remembering."""
+    conflicts: Conflicts = Conflicts.newest
+    approvers: tuple[str, ...] = ()
+    """Who settles a conflict with ``conflicts="ask"`` (principals or ``*@domain`` patterns)."""
+    ask_expires_after_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long such an approval waits; unanswered, the stored fact stands and the new one is dropped."""
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Facts the model is less sure of are not stored."""
+    retention_days: int = Field(default=365, ge=1, le=3650)
+    """Memories are deleted this long after they were learned (sooner if erased)."""
+    shared: bool = False
+    """Also learn facts about the agent's domain (not about the user) into the agent's shared scope; off, only
+    what concerns the user is kept, in the user's scope with this agent."""
+
+    @model_validator(mode="after")
+    def _ask_needs_approvers(self) -> Self:
+        if self.conflicts is Conflicts.ask and not self.approvers:
+            raise ValueError('conflicts="ask" needs approvers: someone must be able to settle a conflict')
+        return self
+
+
+FACT_KEY = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,95}\Z")
+"""What a fact is about, as a stable key (``contact_channel``, ``address:shipping``): two facts with one key in one
+scope say different things about the same thing when their values differ."""
+
+
+class Fact(_Doc):
+    """One thing worth remembering, as the extraction (or the ``remember`` tool) gives it."""
+
+    key: str
+    """What it is about: facts are compared by it for conflicts."""
+    value: str = Field(min_length=1, max_length=500)
+    """What it says of that, shortly: two facts of one key conflict when their values differ."""
+    text: str = Field(min_length=1, max_length=1000)
+    """The memory as a sentence, what recall shows the model."""
+    kind: MemoryKind = MemoryKind.fact
+    confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    about: str = "user"
+    """``user`` (the user's scope) or ``domain`` (the agent's shared scope, with ``MemoryPolicy.shared``)."""
+    sources: list[int] = Field(default_factory=list)
+    """Sequence numbers of the run's events it was learned from."""
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        key = key.strip().lower().replace(" ", "_")
+        if not FACT_KEY.match(key):
+            raise ValueError(f"fact key {key!r}: lower case letters, digits and _ . : -, at most 96")
+        return key
+
+    @field_validator("about")
+    @classmethod
+    def _about(cls, about: str) -> str:
+        if about not in ("user", "domain"):
+            raise ValueError(f"about is 'user' or 'domain', not {about!r}")
+        return about

@@ -178,6 +178,9 @@ class RunHead(_Doc):
     context: ThreadContext | None = None
     """The conversation before this turn, as the thread had it when the run started: bounded (a summary and the
     last turns), and fixed for the run's life."""
+    recalled: str | None = None
+    """The memories recalled for the run (docs/memory.md), as the note its first message shows the model: fixed at
+    the first model call, so every step and redelivery shows the same."""
     window: str | None = None
     """``"{seq}:{sha256}"``: the context window the last step's commit handed to the next step's task, as of event
     ``seq``, and the digest of its text. The next step uses the window its task carries only if it has this
@@ -210,6 +213,12 @@ class EventKind(StrEnum):
     tool_late_result = "tool_late_result"
     """What a call returned, reported by an attempt that had lost its lease meanwhile: a fact, recorded
     whatever became of the run; it settles the call's reconciliation (see docs/tools.md)."""
+    memory_recalled = "memory_recalled"
+    """The memories put in the run's context before its first model call (``memories``: id, text, score,
+    trusted), written with that call's response: every later step and redelivery shows the model the same."""
+    memory_learned = "memory_learned"
+    """What was learned from the run after it ended (docs/memory.md): the facts kept (with their record ids and
+    what became of conflicts), those left out and why, and the extraction's model and cost."""
 
 
 class Event(_Doc):

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, get_type_hints, overload
+from typing import Any, ClassVar, Protocol, get_type_hints, overload
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -44,6 +44,25 @@ class ToolContext:
     secrets: Mapping[str, str] = field(default_factory=dict)
     """The values of the secrets the tool declared, read with the agent's identity. Never log or return
     them: anything the tool returns is scrubbed of them anyway."""
+    memory: Memory | None = None
+    """The run's long-term memory, for an agent that declares one (``Agent.memory``; the tools of
+    ``agex.tools.memory``): the user's and the agent's memories, nobody else's."""
+
+
+class Memory(Protocol):
+    """Long-term memory as a tool of one run sees it (docs/memory.md, "The memory tools")."""
+
+    def remember(self, key: str, value: str, text: str, kind: str = "fact") -> dict[str, Any]:
+        """Keep a fact about the run's user (screened, and kept as the agent's conflict policy says)."""
+        ...
+
+    def recall(self, query: str, k: int = 5) -> list[dict[str, Any]]:
+        """The memories nearest ``query`` in the scopes the run may read."""
+        ...
+
+    def forget(self, memory_id: str) -> bool:
+        """Delete one of the user's memories; False if there is none of that id in their scopes."""
+        ...
 
 
 class RetryLater(Exception):  # noqa: N818 - a request to the runtime, not an error of the tool

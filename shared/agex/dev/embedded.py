@@ -362,7 +362,7 @@ class Dispatcher:
         from agex.core.errors import LeaseHeld, NotDue, NotFound, TransientError
         from agex.engine.decisions import Delivery
         from agex.obs import tracing
-        from agex.ports.task_queue import ApprovalExpiryTask, ThreadTask, WebhookTask
+        from agex.ports.task_queue import ApprovalExpiryTask, MemoryTask, ThreadTask, WebhookTask
 
         rt = self.runtime
         token = context.attach(tracing.extract({"traceparent": task.traceparent} if task.traceparent else {}))
@@ -373,6 +373,9 @@ class Dispatcher:
                 rt.webhooks.deliver(task.tenant, task.run_id, task.webhook)
             elif isinstance(task, ThreadTask):
                 rt.threads.advance(task.tenant, task.thread_id, task.run_id)
+            elif isinstance(task, MemoryTask):
+                if rt.memory is not None:
+                    rt.memory.learn(task.tenant, task.run_id)
             else:
                 rt.runner.run(Delivery.of(task, attempt, self.instance))
             return True

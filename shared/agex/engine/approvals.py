@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,7 +29,7 @@ from agex.core.agent import AgentRegistry
 from agex.core.approval import DECISIONS_TOPIC, Approval, ApprovalStatus, Decision, DecisionMessage, unredact
 from agex.core.clock import Clock, Ids, derived_id
 from agex.core.decision_signing import DecisionRefused, DecisionSigner, DecisionVerifier
-from agex.core.errors import Conflict, NotFound, RequestError, validation_problems
+from agex.core.errors import Conflict, NotDue, NotFound, RequestError, validation_problems
 from agex.core.run import RunHead, RunStatus
 from agex.core.webhook import Webhook
 from agex.engine import decisions, notify
@@ -40,6 +40,9 @@ from agex.ports.auth import Caller
 from agex.ports.checkpoint_store import CheckpointStore
 from agex.ports.event_bus import EventBus
 from agex.ports.task_queue import StepTask, TaskQueue
+
+if TYPE_CHECKING:
+    from agex.engine.memory import MemoryService
 
 _log = log.get("approvals")
 
@@ -108,10 +111,13 @@ def edited_arguments(approval: Approval, agents: AgentRegistry, arguments: dict[
 
 class ApprovalApplier:
     def __init__(self, *, store: CheckpointStore, queue: TaskQueue, bus: EventBus, clock: Clock,
-                 agents: AgentRegistry, verifier: DecisionVerifier, webhooks: Sequence[Webhook] = ()) -> None:
+                 agents: AgentRegistry, verifier: DecisionVerifier, webhooks: Sequence[Webhook] = (),
+                 memory: Callable[[], MemoryService] | None = None) -> None:
         self.store, self.queue, self.bus, self.clock = store, queue, bus, clock
         self.webhooks = tuple(webhooks)
         self.agents, self.verifier = agents, verifier
+        self.memory = memory
+        """Where a ``memory`` approval's decision goes: the conflict it asked about is settled in memory."""
 
     def apply(self, message: DecisionMessage) -> Outcome:
         with log.labels(tenant=message.tenant), tracing.tracer().start_as_current_span(
@@ -150,6 +156,12 @@ class ApprovalApplier:
                                 why=f"decided at {message.decided_at.isoformat()}, outside the approval's lifetime")
             if message.arguments is not None and message.decision != Decision.approve:
                 return Outcome(Applied.refused, "arguments can only be edited when approving")
+            if approval.kind == "memory":
+                settled = self._settle_memory(approval, message.decision.value, message.principal, message.comment,
+                                              message.decision_id)
+                if settled is None:
+                    continue  # the run moved: read the approval again
+                return Outcome(Applied.applied, f"memory conflict {approval.tool}: {settled}")
             if message.arguments is not None:
                 try:
                     message = message.model_copy(update={
@@ -165,7 +177,32 @@ class ApprovalApplier:
             # the run stopped waiting for it between the two reads: answer from the approval as it is now
         return Outcome(Applied.not_pending, f"run {message.approval_id} kept changing; decision not applied")
 
+    def _settle_memory(self, approval: Approval, decision: str, by: str | None, comment: str,
+                       decision_id: str | None) -> str | None:
+        """Record the decision of a ``memory`` approval on its (ended) run, then apply it to memory; None when the
+        run changed since the approval was read."""
+        head = self.store.get_run(approval.tenant, approval.run_id)
+        if head is None:
+            return "the run is gone; nothing to settle"
+        now = self.clock.now()
+        try:
+            self.store.update_run(approval.tenant, approval.run_id, lambda h: decisions.settle_memory(
+                h, approval, head.seq, now, decision, by, comment, decision_id))
+        except decisions.EventsMoved:
+            return None
+        return self._remember(approval, decision)
+
+    def _remember(self, approval: Approval, decision: str) -> str:
+        if self.memory is None:
+            return f"{decision}; this deployment keeps no memory to change"
+        outcome = self.memory().settle(approval, Decision.approve if decision == "approve" else Decision.reject,
+                                       self.clock.now())
+        return f"{decision}: {'the learned fact is remembered' if outcome == 'learned' else 'the remembered fact stands'}"
+
     def _settled_already(self, approval: Approval, message: DecisionMessage) -> Outcome:
+        if approval.decision_id == message.decision_id and approval.kind == "memory":
+            # a redelivery: the decision was recorded, its change to memory may not have been made (idempotent)
+            return Outcome(Applied.duplicate, self._remember(approval, message.decision.value))
         if approval.decision_id == message.decision_id:
             # a redelivery: the commit happened, but the enqueue after it may not have
             head = self.store.get_run(approval.tenant, approval.run_id)
@@ -187,6 +224,12 @@ class ApprovalApplier:
         if approval.status != ApprovalStatus.pending:
             return Outcome(Applied.not_pending, f"approval is {approval.status.value}")
         now = self.clock.now()
+        if approval.kind == "memory":
+            if now < approval.expires_at - decisions.TIMER_TOLERANCE:
+                raise NotDue(f"approval {approval_id} expires at {approval.expires_at.isoformat()}")
+            settled = self._settle_memory(approval, "expired", None, f"nobody decided before "
+                                          f"{approval.expires_at.isoformat()}", None)
+            return Outcome(Applied.applied if settled else Applied.not_pending, f"expired: {settled}")
         result = self.store.update_run(tenant, run_id, lambda h: decisions.expire_approval(h, approval, now))
         if result.head is None or result.value is None:
             return Outcome(Applied.not_pending, "the run no longer waits for it")
@@ -290,7 +333,8 @@ class ApprovalService:
         run = self.store.get_run(caller.tenant, approval.run_id)
         # as readers see it: a run past its retention is over even before the sweep recorded so
         run = decisions.as_seen(run, self.clock.now()) if run is not None else None
-        if run is None or run.status.terminal:
+        # a memory conflict is asked about after its run ended: the decision changes memory, not the run
+        if run is None or (run.status.terminal and approval.kind != "memory"):
             raise Conflict(f"run {approval.run_id} is {run.status.value if run else 'gone'}; its approval can no "
                            "longer be decided")
         if self.clock.now() >= approval.expires_at:

@@ -138,11 +138,14 @@ def history(context: ThreadContext | None) -> list[Message]:
 
 
 def rebuild(run_input: str, events: list[Event], current_step: int,
-            first_step: int = 1, context: ThreadContext | None = None) -> tuple[list[Message], StepProgress]:
+            first_step: int = 1, context: ThreadContext | None = None,
+            recalled: str | None = None) -> tuple[list[Message], StepProgress]:
     """Messages of the committed steps in ``events`` (after the thread's history in ``context``, if any, and the
-    user's input), and the progress of ``current_step``. Events must be ordered by seq and cover whole steps
-    from ``first_step``."""
+    user's input, followed by what was ``recalled`` of earlier runs), and the progress of ``current_step``. Events
+    must be ordered by seq and cover whole steps from ``first_step``."""
     opening = [Part(text=run_input)]
+    if recalled:
+        opening.append(Part(text=recalled))
     if first_step > 1:
         opening.append(Part(text=HISTORY_NOTE.format(omitted=first_step - 1)))
     before = history(context)

@@ -240,7 +240,8 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
                           cost_usd: float, now: datetime, announce: FunctionCall | None = None, *,
                           message: dict[str, Any] | None = None, verdicts: tuple[dict[str, Any], ...] = (),
                           blocked: RunError | None = None, input_view: str | None = None,
-                          route: dict[str, Any] | None = None) -> Mutation[Claim]:
+                          route: dict[str, Any] | None = None,
+                          recalled: tuple[str, list[dict[str, Any]]] | None = None) -> Mutation[Claim]:
     """Record what the model said (so a retry reuses it), its usage, and the intent of ``announce`` (the
     first tool call, unless it must wait for approval); or end the run if the usage went over a limit.
 
@@ -248,7 +249,8 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
     restricted views, ``guarding.Guarded.stored``); ``verdicts``, the ``guard_verdict`` events of the
     step's input, answer and calls, written first; ``blocked``: a guard blocked the run, which ends here;
     ``input_view``: what the model is shown of the run's input from now on. ``route``: why ``model`` answered
-    and not the agent's own (the models that could not, and why), when it is a fallback."""
+    and not the agent's own (the models that could not, and why), when it is a fallback. ``recalled``: the note of
+    memories the model was shown and what they were, fixed on the head and recorded (``memory_recalled``) first."""
     check_fence(head, owner, step)
     tokens = response.usage.input_tokens + response.usage.output_tokens
     usage = head.usage.add(response.usage.input_tokens, response.usage.output_tokens, cost_usd)
@@ -258,7 +260,10 @@ def record_model_response(head: RunHead, owner: str, step: int, response: ModelR
         "usage": {**response.usage.model_dump(exclude={"cached_input_tokens"} if not response.usage.cached_input_tokens
                                               else set()), "cost_usd": cost_usd}, **({"route": route} if route else {})})
     guarded = tuple((EventKind.guard_verdict, v) for v in verdicts)
-    head = head.model_copy(update={"usage": usage, **({"input_view": input_view} if input_view is not None else {})})
+    if recalled is not None:
+        guarded = ((EventKind.memory_recalled, {"memories": recalled[1]}), *guarded)
+    head = head.model_copy(update={"usage": usage, **({"input_view": input_view} if input_view is not None else {}),
+                                   **({"recalled": recalled[0]} if recalled is not None else {})})
     limits = head.limits
     over = None
     seen, repeated = _count_calls(head.calls_seen, response.message.function_calls)
@@ -546,6 +551,23 @@ def decide_approval(head: RunHead, approval: Approval, message: DecisionMessage,
         "comment": message.comment, "updated_at": now,
         "edited_arguments": redact(arguments, approval.redact) if arguments is not None else None})
     return _settle(head, settled, now, outcome, message.principal, message.comment, message.decision_id, arguments)
+
+
+def settle_memory(head: RunHead, approval: Approval, seen_seq: int, now: datetime, decision: str, by: str | None,
+                  comment: str, decision_id: str | None) -> Mutation[Approval]:
+    """Settle a ``memory`` approval (a conflict between a fact learned and one remembered, after the run ended):
+    the approval and its ``approval_decided`` event, on the run as it is. ``seen_seq``: the head's seq when the
+    approval was read as pending; ``EventsMoved`` if the run changed since (another decision may have settled it),
+    so two decisions never both apply."""
+    if head.seq != seen_seq:
+        raise EventsMoved(f"run {head.run_id} has events after {seen_seq}")
+    status = {"approve": ApprovalStatus.approved, "reject": ApprovalStatus.rejected}.get(decision, ApprovalStatus.expired)
+    settled = approval.model_copy(update={"status": status, "decision_id": decision_id, "decided_by": by,
+                                          "decided_at": now, "comment": comment, "updated_at": now})
+    events = _events(head, now, head.step, (EventKind.approval_decided, {
+        "approval_id": approval.approval_id, "kind": approval.kind, "call_id": approval.call_id, "decision": decision,
+        "by": by, "comment": comment, "decision_id": decision_id, "arguments": None}))
+    return Mutation(_advance(head, now, events), events, settled, approvals=[settled])
 
 
 def expire_approval(head: RunHead, approval: Approval, now: datetime) -> Mutation[Claim]:

@@ -47,6 +47,7 @@ from agex.engine.budgets import Budgets
 from agex.engine.conversation import LateResult, Settled
 from agex.engine.decisions import Claim, Delivery, Late
 from agex.engine.lease import LeaseKeeper
+from agex.engine.memory import MemoryService, Recalled, RunMemory
 from agex.obs import logging as log
 from agex.obs import metrics, tracing
 from agex.ports.breakers import BreakerPolicy, Breakers
@@ -57,7 +58,7 @@ from agex.ports.limiter import Limiter, Permit, Wait
 from agex.ports.live_text import LiveText, LiveTexts
 from agex.ports.model import Model
 from agex.ports.secret_store import SecretStore
-from agex.ports.task_queue import StepTask, TaskQueue
+from agex.ports.task_queue import MemoryTask, StepTask, TaskQueue
 
 _log = log.get("step")
 T = TypeVar("T")
@@ -131,7 +132,10 @@ class StepRunner:
                  record: Callable[[RunHead], object] | None = None, breakers: Breakers | None = None,
                  budgets: Budgets | None = None, webhooks: Sequence[Webhook] = (),
                  degradation: Callable[[str, datetime], Degrade | None] | None = None,
-                 live: LiveTexts | None = None) -> None:
+                 live: LiveTexts | None = None, memory: Callable[[], MemoryService] | None = None) -> None:
+        self.memory = memory
+        """Long-term memory (docs/memory.md): recall before a run's first model call, the memory tools, learning
+        after the run (a task). None: this deployment keeps no memory."""
         self.store, self.queue, self.bus, self.agents = store, queue, bus, agents
         self.live = live
         """Where a model's text goes as it is written, for a run someone follows (advice: never fails a step)."""
@@ -280,7 +284,7 @@ class StepRunner:
             first = conversation.window_start(d.step, agent.context_window_steps)
             events = self._events(head, d, first, claimed)
             shown = head.input_view if head.input_view is not None else head.input
-            messages, progress = conversation.rebuild(shown, events, d.step, first, head.context)
+            messages, progress = conversation.rebuild(shown, events, d.step, first, head.context, head.recalled)
             earlier_intents = frozenset(progress.intents)
             response = progress.response
             if response is None:
@@ -357,6 +361,13 @@ class StepRunner:
                 parts = list(opening.parts)
                 parts[texts[-1] if texts else -1] = Part(text=input_view)
                 messages = [*messages[:at], Message(role="user", parts=parts), *messages[at + 1:]]
+        recalled = self._recall(agent, head)
+        if recalled is not None:
+            # after the run's own input (and the thread's history), in the message that opens the run
+            at = len(conversation.history(head.context)) // 2 * 2
+            opening = messages[at]
+            messages = [*messages[:at], Message(role="user", parts=[*opening.parts, Part(text=recalled.note)]),
+                        *messages[at + 1:]]
         tokens: dict[str, str] = {}
         if chain is not None and chain.tokenizes:
             # the model gets personal data as tokens stable for the run; its answer gets the values back, so
@@ -390,7 +401,8 @@ class StepRunner:
         recorded = self._update(d, lambda h: decisions.record_model_response(
             h, d.owner, d.step, response, model, cost, self.clock.now(), announce,
             message=guarded.stored if guarded else None, verdicts=tuple(verdicts),
-            blocked=guarded.blocked if guarded else None, input_view=input_view, route=route))
+            blocked=guarded.blocked if guarded else None, input_view=input_view, route=route,
+            recalled=(recalled.note, recalled.memories) if recalled is not None else None))
         self._alert(agent, head, d, recorded.events)
         if self.budgets is not None:
             self.budgets.spent_here(head.tenant, agent.name, head.principal, Spent(
@@ -399,6 +411,19 @@ class StepRunner:
             return None
         _note_intents(progress, recorded)
         return response
+
+    def _recall(self, agent: Agent, head: RunHead) -> Recalled | None:
+        """What the agent remembers that bears on the run, before its first model call; fixed on the head with that
+        call's response. Advice: memory that cannot answer now leaves the run without it, never fails it."""
+        if (self.memory is None or agent.memory is None or not agent.memory.recall or head.recalled is not None
+                or head.usage.model_calls > 0):
+            return None
+        try:
+            return self.memory().recall(agent, head)
+        except Exception as e:
+            _log.warning("could not recall memories for run %s; it goes on without them: %s", head.run_id, e,
+                         extra={"fields": {"outcome": "recall_failed"}})
+            return None
 
     def _steer(self, agent: Agent, head: RunHead, d: Delivery) -> tuple[Degrade, tuple[str, ...]] | StepResult | None:
         """What the agent's objective and the run's budgets say about this step's model call: how to degrade it
@@ -803,8 +828,9 @@ class StepRunner:
             known = ", ".join(t.name for t in agent.tools) or "none"
             return ToolOutcome(False, {"error": f"unknown tool {call.name!r}; available tools: {known}"})
         values = self._secrets_of(agent, tool)
+        key = decisions.idempotency_key(head, d.step, call)
         ctx = ToolContext(tenant=d.tenant, run_id=d.run_id, step=d.step, call_id=call.id,
-                          idempotency_key=decisions.idempotency_key(head, d.step, call), secrets=values)
+                          idempotency_key=key, secrets=values, memory=self._run_memory(agent, head, d, key))
         with tracing.tool_call(call.name, call_id=call.id, agent=agent.name, agent_version=agent.version) as span:
             permit = self._permit(tool, ctx)
             if isinstance(permit, Wait):
@@ -817,6 +843,23 @@ class StepRunner:
                     self.limiter.release(permit)
         log.info(_log, f"tool {call.name} {'succeeded' if outcome.ok else 'failed'}", tool=call.name, ok=outcome.ok)
         return outcome  # scrubbed of the secrets in ctx by Tool.call
+
+    def _run_memory(self, agent: Agent, head: RunHead, d: Delivery, key: str) -> RunMemory | None:
+        if self.memory is None or agent.memory is None:
+            return None
+        seen = _seen.get()
+        outputs = [e for e in (seen.events.values() if seen is not None else ())
+                   if e.kind in (EventKind.tool_result, EventKind.tool_late_result)]
+        tainted = seen is None or bool(outputs)
+        read = max((float(((e.data.get("guard") or {}).get("scores") or {}).get("prompt_injection", 0.0))
+                    for e in outputs), default=0.0)
+
+        def approve(approval: Approval) -> None:
+            # the conflict's approval joins the run's other approvals (the run does not wait for it)
+            self.store.update_run(d.tenant, d.run_id, lambda h: Mutation(h, approvals=[approval]))
+            notify.approval_waiting(self.queue, self.bus, approval, self.settings.public_url)
+
+        return RunMemory(self.memory(), agent, head, key, tainted=tainted, approve=approve, read_injection=read)
 
     def _personal(self, agent: Agent, call: FunctionCall) -> tuple[str, ...]:
         """The argument paths of ``call`` that hold personal data: an approval shows them redacted."""
@@ -911,6 +954,13 @@ class StepRunner:
                 # the drift function's collector records the run later: a metrics record never fails a run
                 _log.exception("could not record the metrics of run %s; the collector will", head.run_id)
         agent = self.agents.version(head.agent, head.agent_version)
+        if (self.memory is not None and agent is not None and agent.memory is not None and agent.memory.learn
+                and head.status in (RunStatus.succeeded, RunStatus.failed)):
+            try:  # learning never holds the run's end up: a task, named by the run (enqueued once)
+                self.queue.enqueue(MemoryTask(tenant=head.tenant, run_id=head.run_id, agent=head.agent,
+                                              traceparent=head.trace))
+            except Exception:
+                _log.exception("could not enqueue the memory task of run %s; nothing is learned from it", head.run_id)
         hooks = agent.hooks if agent is not None else ()
         for hook in hooks:
             _observe(hook, "after_run", head)
@@ -959,7 +1009,8 @@ def _window(head: RunHead, events: Sequence[Event], step: int, steps: int) -> li
     """The conversation with only the last ``steps`` steps in context."""
     first = conversation.window_start(step, steps)
     shown = head.input_view if head.input_view is not None else head.input
-    messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], step, first, head.context)
+    messages, _ = conversation.rebuild(shown, [e for e in events if e.step >= first], step, first, head.context,
+                                       head.recalled)
     return messages
 
 

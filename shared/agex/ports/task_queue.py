@@ -106,7 +106,21 @@ class ThreadTask(_RunTask):
         return {"tenant": self.tenant, "run_id": self.run_id, "thread_id": self.thread_id}
 
 
-Task = StepTask | ApprovalExpiryTask | WebhookTask | ThreadTask
+class MemoryTask(_RunTask):
+    """Learns from a run that ended, for an agent that remembers (docs/memory.md): asks the agent's model what is
+    worth remembering and keeps it. Idempotent: what was learned is recorded on the run once, and re-applied as is."""
+
+    path: ClassVar[str] = "/memory"
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant}--{self.run_id}--memory"
+
+    def body(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "run_id": self.run_id}
+
+
+Task = StepTask | ApprovalExpiryTask | WebhookTask | ThreadTask | MemoryTask
 
 
 class TaskQueue(abc.ABC):

@@ -32,7 +32,7 @@ from agex.engine.stepper import StepResult
 from agex.engine.webhooks import Delivered
 from agex.ports.auth import Caller
 from agex.ports.model import Model
-from agex.ports.task_queue import ApprovalExpiryTask, Task, ThreadTask, WebhookTask
+from agex.ports.task_queue import ApprovalExpiryTask, MemoryTask, Task, ThreadTask, WebhookTask
 
 DEFAULT_CALLER = Caller("dev", "dev@example.com")
 
@@ -92,6 +92,9 @@ class InMemoryRuntime:
             return self.runtime.webhooks.deliver(task.tenant, task.run_id, task.webhook)
         if isinstance(task, ThreadTask):
             return self.runtime.threads.advance(task.tenant, task.thread_id, task.run_id)
+        if isinstance(task, MemoryTask):
+            memory = self.runtime.memory
+            return memory.learn(task.tenant, task.run_id) if memory is not None else "off"
         result = self.runner.run(Delivery.of(task, attempt, instance))
         self.results.append(result)
         return result

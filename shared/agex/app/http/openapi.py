@@ -23,6 +23,8 @@ from agex.app.http.views import (
     DecisionView,
     ErrorBody,
     EventsPage,
+    MemoryErased,
+    MemoryList,
     RunsPage,
     RunView,
     ScheduleList,
@@ -47,7 +49,7 @@ from agex.engine.threads import CreateThreadRequest
 
 _MODELS: list[type[BaseModel]] = [RunView, RunsPage, EventsPage, ScheduleView, ScheduleList, AgentView, AgentList, VersionList, ThreadView, CreateThreadRequest, ApprovalView, ApprovalsPage,
                                   DecisionView, ErrorBody, CreateRunRequest, DecideRequest, AgentMetrics, UsageReport,
-                                  AlertsPage, EvalsPage, EvalSubmission, EvalView]
+                                  AlertsPage, EvalsPage, EvalSubmission, EvalView, MemoryList, MemoryErased]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -100,6 +102,10 @@ def _time(name: str, description: str) -> dict[str, Any]:
 def _text(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": {"type": "string", "pattern": _TEXT_PARAM}}
+
+
+def _required(name: str, description: str) -> dict[str, Any]:
+    return {**_text(name, description), "required": True}
 
 
 _PERIOD = [_time("from", "Start of the period (runs that ended at or after it); default: `to` less 7 days."),
@@ -359,6 +365,29 @@ def _document() -> dict[str, Any]:
                                _PAGE_SIZE],
                 "responses": {"200": _json(AlertsPage, "Drift alerts (example runs of the caller's tenant only)."),
                               **_errors(400, 401, 404)}}},
+            "/v1/memory": {
+                "get": {
+                    "operationId": "list_memory",
+                    "summary": "What is remembered about a user (docs/memory.md): every scope of theirs, a page each, "
+                               "or one scope paged on",
+                    "parameters": [_required("user", "The user: a run's `metadata.user`, else its principal."),
+                                   {"name": "agent", "in": "query", "required": False,
+                                    "schema": {"type": "string", "pattern": r"^(\*|[A-Za-z0-9_.@:+-]{1,128})$"},
+                                    "description": "One scope: the user's memories with this agent, or `*` for across "
+                                                   "agents."},
+                                   {"name": "page_size", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                                    "description": "Memories per scope."},
+                                   {"name": "page_token", "in": "query", "required": False, "schema": {"type": "string"},
+                                    "description": "`next_page_token` of a scope, with that scope's `agent`."}],
+                    "responses": {"200": _json(MemoryList, "The user's memories, per scope."),
+                                  **_errors(400, 401, 404)}},
+                "delete": {
+                    "operationId": "erase_memory",
+                    "summary": "Erase everything remembered about a user: their scopes with every agent, and what "
+                               "was learned from their conversations into shared scopes, in every store",
+                    "parameters": [_required("user", "The user whose memories are erased.")],
+                    "responses": {"200": _json(MemoryErased, "What was deleted."), **_errors(400, 401, 404)}}},
             "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                                          "responses": {"200": {"description": "OpenAPI 3.1 document."}}}},
             "/healthz": {"get": {"operationId": "health", "summary": "Liveness", "security": [],

@@ -38,6 +38,10 @@ from agex.app.http.views import (
     DecisionView,
     EventsPage,
     EventView,
+    MemoryErased,
+    MemoryList,
+    MemoryScopeView,
+    MemoryView,
     RunsPage,
     RunView,
     ScheduleList,
@@ -58,8 +62,10 @@ from agex.core.errors import (
     UnsupportedMediaType,
     validation_problems,
 )
+from agex.core.memory import Scope
 from agex.core.run import RunStatus
 from agex.engine.approvals import ApprovalService, DecideRequest
+from agex.engine.memory import MemoryService
 from agex.engine.reports import EvalSubmission, Reports
 from agex.engine.runs import CreateRunRequest, RunService, Started
 from agex.engine.schedules import ScheduleService
@@ -108,6 +114,8 @@ _routes = Map([
     Rule("/v1/schedules/<id:name>:pause", endpoint="pause_schedule", methods=["POST"]),
     Rule("/v1/schedules/<id:name>:resume", endpoint="resume_schedule", methods=["POST"]),
     Rule("/v1/alerts", endpoint="list_alerts", methods=["GET"]),
+    Rule("/v1/memory", endpoint="list_memory", methods=["GET"]),
+    Rule("/v1/memory", endpoint="erase_memory", methods=["DELETE"]),
 ], converters={"id": _IdConverter}, strict_slashes=False)
 
 _PUBLIC = {"health", "openapi"}
@@ -119,8 +127,10 @@ class PublicApi:
                  reports: Reports | None = None, max_wait_s: float = 50.0, stream_max_s: float = 3300.0,
                  schedules: Callable[[], ScheduleService] | None = None,
                  threads: Callable[[], ThreadService] | None = None,
-                 live_texts: Callable[[], LiveTexts] | None = None, console: Console | None = None) -> None:
+                 live_texts: Callable[[], LiveTexts] | None = None, console: Console | None = None,
+                 memory: Callable[[], MemoryService] | None = None) -> None:
         self.service, self.approvals, self.agents, self.auth = service, approvals, agents, authenticator
+        self.memory = memory
         self.live_texts, self.console = live_texts, console
         self.schedules, self.threads = schedules, threads
         self.max_wait_s, self.stream_max_s = max_wait_s, stream_max_s
@@ -285,6 +295,42 @@ class PublicApi:
         page = RunsPage(runs=[RunView.of(r, self.base_url) for r in runs[:size]],
                         next_page_token=_encode(last.created_at, last.run_id) if last is not None else None)
         return json_response(page.model_dump(mode="json"))
+
+    def _memories(self) -> MemoryService:
+        if self.memory is None:
+            raise NotFound("this deployment keeps no long-term memory (no agent declares Agent.memory)")
+        return self.memory()
+
+    def _list_memory(self, request: Request, caller: Caller) -> Response:
+        """What is remembered about a user (docs/memory.md, "A user's memories"): every scope of theirs, a page each,
+        or one scope (``agent``: an agent's name, or ``*`` for across agents) paged on."""
+        memory = self._memories()
+        user = _required_text(request, "user")
+        agent = request.args.get("agent")
+        size = _int_param(request, "page_size", 50, 1, 500)
+        token = request.args.get("page_token")
+        if token is not None and agent is None:
+            raise RequestError("query parameter page_token needs agent: a page token continues one scope")
+        if agent is None:
+            scopes = memory.scopes_of(caller.tenant, user)
+        else:
+            name = None if agent == "*" else _text_param(request, "agent")
+            scopes = [Scope(tenant=caller.tenant, agent=name, user=user)]
+        views = []
+        for scope in scopes:
+            try:
+                page = memory.view(caller.tenant, user, scope.agent, cursor=token, page_size=size)
+            except ValueError as e:
+                raise RequestError(f"query parameter page_token is not a token this endpoint gave: {e}") from e
+            views.append(MemoryScopeView(agent=scope.agent, memories=[MemoryView.of(r) for r in page.records],
+                                         next_page_token=page.next_cursor))
+        return json_response(MemoryList(user=user, scopes=views).model_dump(mode="json"))
+
+    def _erase_memory(self, request: Request, caller: Caller) -> Response:
+        """Erase everything remembered about a user, in every backend the deployment keeps memory in."""
+        user = _required_text(request, "user")
+        deleted = self._memories().erase(caller.tenant, user)
+        return json_response(MemoryErased(user=user, deleted=deleted).model_dump(mode="json"))
 
     def _list_events(self, request: Request, caller: Caller, run_id: str) -> Response:
         after = _int_param(request, "page_token", 0, 0, 10**18, _EVENTS_TOKEN)
@@ -459,6 +505,13 @@ def _text_param(request: Request, name: str) -> str | None:
     if not _TEXT_PARAM.fullmatch(raw):
         raise RequestError(f"query parameter {name} must be 1-128 letters, digits or _.@:+-, got {raw[:40]!r}")
     return raw
+
+
+def _required_text(request: Request, name: str) -> str:
+    value = _text_param(request, name)
+    if value is None:
+        raise RequestError(f"query parameter {name} is required")
+    return value
 
 
 def _time_param(request: Request, name: str) -> datetime | None:

@@ -27,6 +27,7 @@ from agex.app.http.responses import error_response, json_response, served
 from agex.core.errors import AgexError, InvalidJson, NotFound, RequestError, StepControl, validation_problems
 from agex.engine.approvals import ApprovalApplier
 from agex.engine.decisions import Delivery
+from agex.engine.memory import MemoryService
 from agex.engine.runs import RunService
 from agex.engine.schedules import ScheduleService
 from agex.engine.stepper import StepRunner
@@ -75,15 +76,23 @@ class ThreadTaskBody(BaseModel):
     thread_id: str
 
 
+class MemoryTaskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    run_id: str
+
+
 class StepEndpoint:
     def __init__(self, *, runner: StepRunner, service: RunService, approvals: ApprovalApplier,
                  verify: Callable[[Mapping[str, str]], None], instance: str,
                  schedules: Callable[[], ScheduleService] | None = None,
                  webhooks: Callable[[], WebhookSender] | None = None,
-                 threads: Callable[[], ThreadService] | None = None) -> None:
+                 threads: Callable[[], ThreadService] | None = None,
+                 memory: Callable[[], MemoryService] | None = None) -> None:
         self.runner, self.service, self.approvals = runner, service, approvals
         self.verify, self.instance, self.schedules, self.webhooks = verify, instance, schedules, webhooks
-        self.threads = threads
+        self.threads, self.memory = threads, memory
 
     def __call__(self, request: Request) -> Response:
         # the task's trace context covers the whole request, so that its closing entry joins the trace
@@ -103,8 +112,9 @@ class StepEndpoint:
                 report = self.service.sweep()
                 expired = self.approvals.sweep(self.service.sweep_after)
                 threads = self.threads().sweep(self.service.sweep_after) if self.threads is not None else 0
+                memories = self.memory().delete_expired(self.service.clock.now()) if self.memory is not None else 0
                 return json_response({"outcome": "swept", **report.__dict__, "approvals_expired": expired,
-                                      "threads_repaired": threads})
+                                      "threads_repaired": threads, "memories_deleted": memories})
             fired = _FIRE.fullmatch(path)
             if fired is not None and self.schedules is not None:
                 due = _due(request.headers.get("X-CloudScheduler-ScheduleTime"))
@@ -124,6 +134,10 @@ class StepEndpoint:
                 log.annotate_request(run=moved.run_id, tenant=moved.tenant)
                 advanced = self.threads().advance(moved.tenant, moved.thread_id, moved.run_id)
                 return json_response({"outcome": advanced, "thread_id": moved.thread_id})
+            if path == "/memory" and self.memory is not None:
+                learn = _parse(request, MemoryTaskBody)
+                log.annotate_request(run=learn.run_id, tenant=learn.tenant)
+                return json_response({"outcome": self.memory().learn(learn.tenant, learn.run_id)})
             if path == "/approval-expiry":
                 body = _parse(request, ExpiryTaskBody)
                 log.annotate_request(run=body.run_id, tenant=body.tenant, approval=body.approval_id)

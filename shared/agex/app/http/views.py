@@ -11,6 +11,7 @@ from agex.core.agent import Agent
 from agex.core.approval import Approval, ApprovalPolicy, ApprovalStatus, Decision, redact
 from agex.core.errors import AgexError
 from agex.core.guard import Guard, GuardSpec
+from agex.core.memory import MemoryRecord
 from agex.core.run import Event, RunHead, RunStatus
 from agex.core.thread import Thread, ThreadPolicy
 from agex.core.tool import Tool
@@ -309,10 +310,12 @@ class ApprovalView(_View):
     """An approval as approvers see it. The call's unredacted arguments are never part of it."""
 
     approval_id: str
-    kind: Literal["approval", "reconcile", "budget"] = Field(
+    kind: Literal["approval", "reconcile", "budget", "memory"] = Field(
         description="`approval`: a call held for sign-off (`approve`/`reject`). `reconcile`: a non-idempotent call "
         "an attempt may have made before it stopped reporting (`retry`/`done`/`fail`). `budget`: a spent budget "
-        "whose runs wait for a human to let them go on (`approve`/`reject`); `tool` is `budget:{name}`.")
+        "whose runs wait for a human to let them go on (`approve`/`reject`); `tool` is `budget:{name}`. `memory`: a "
+        "fact learned contradicts one remembered (`approve` the learned one, `reject` to keep the remembered); "
+        "`tool` is `memory:{key}`, the run has ended.")
     run_id: str
     agent: str
     step: int = Field(description="The step whose tool call waits.")
@@ -376,3 +379,51 @@ class DecisionView(_View):
         description="`submitted`: the decision is queued and applied shortly (the run resumes then); "
         "`already_applied`: this Idempotency-Key's decision was applied before.")
     approval: ApprovalView = Field(description="The approval as it is now; still `pending` when `submitted`.")
+
+
+class MemoryView(_View):
+    """One memory, as its user may see it (docs/memory.md): what it says and where it came from, not its vector."""
+
+    memory_id: str
+    text: str
+    kind: str = Field(description="`fact`, `preference`, `entity` or `note`.")
+    key: str | None = Field(default=None, description="What it is about: facts of one key are compared for conflicts.")
+    value: str | None = None
+    status: str = Field(description="`active`; `superseded` (a newer fact replaced it: `superseded_by`); `flagged` "
+                        "(held back from recall: a conflict waits for review).")
+    confidence: float
+    trusted: bool = Field(description="False when learned from a tool's output.")
+    run_id: str | None = Field(default=None, description="The run it was learned from.")
+    thread_id: str | None = None
+    created_at: datetime
+    valid_from: datetime
+    valid_to: datetime | None = None
+    superseded_by: str | None = None
+    expire_at: datetime | None = Field(default=None, description="When it is deleted (retention).")
+
+    @classmethod
+    def of(cls, record: MemoryRecord) -> MemoryView:
+        key, value = record.metadata.get("key"), record.metadata.get("value")
+        return cls(memory_id=record.id, text=record.text, kind=record.kind.value,
+                   key=str(key) if key is not None else None, value=str(value) if value is not None else None,
+                   status=record.status.value, confidence=record.confidence, trusted=record.source.trusted,
+                   run_id=record.source.run_id, thread_id=record.source.thread_id, created_at=record.created_at,
+                   valid_from=record.valid_from, valid_to=record.valid_to, superseded_by=record.superseded_by,
+                   expire_at=record.expire_at)
+
+
+class MemoryScopeView(_View):
+    agent: str | None = Field(description="The agent these memories are with; null: the user's memories across "
+                              "agents (`agent=*` in the query).")
+    memories: list[MemoryView] = Field(description="Newest first, superseded and flagged ones included.")
+    next_page_token: str | None = Field(default=None, description="Pass with `agent` for the next page of this scope.")
+
+
+class MemoryList(_View):
+    user: str
+    scopes: list[MemoryScopeView]
+
+
+class MemoryErased(_View):
+    user: str
+    deleted: dict[str, int] = Field(description="How many items were deleted, per store (`memories`, `graph`).")
