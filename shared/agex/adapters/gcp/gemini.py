@@ -74,6 +74,21 @@ class _Cache:
     expires: float  # epoch seconds
 
 
+
+def genai_client(*, api_key: str, base_url: str, vertex: bool, project: str, location: str,
+                 timeout_seconds: float) -> Any:
+    """A google-genai client as the runtime uses it (the model and the embeddings alike): the Gemini API with a key
+    or Vertex AI with the service's credentials, the emulator's base URL locally, and no retries of its own: a
+    failed call raises, and Cloud Tasks retries the step with the queue's backoff."""
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(timeout=int(timeout_seconds * 1000), retry_options=types.HttpRetryOptions(attempts=1),
+                                base_url=base_url or None)
+    if vertex:
+        return genai.Client(vertexai=True, project=project, location=location, http_options=options)
+    return genai.Client(api_key=api_key, http_options=options)
+
 class GeminiModel(Model):
     def __init__(self, *, api_key: str = "", base_url: str = "", vertex: bool = False, project: str = "",
                  location: str = "", timeout_seconds: float = 60.0, cache: str = "auto",
@@ -97,17 +112,9 @@ class GeminiModel(Model):
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                from google import genai
-                from google.genai import types
-
-                options = types.HttpOptions(timeout=int(self.timeout_seconds * 1000),
-                                            retry_options=types.HttpRetryOptions(attempts=1),
-                                            base_url=self.base_url or None)
-                if self.vertex:
-                    self._client = genai.Client(vertexai=True, project=self.project, location=self.location,
-                                                http_options=options)
-                else:
-                    self._client = genai.Client(api_key=self.api_key, http_options=options)
+                self._client = genai_client(api_key=self.api_key, base_url=self.base_url, vertex=self.vertex,
+                                            project=self.project, location=self.location,
+                                            timeout_seconds=self.timeout_seconds)
             return self._client
 
     def request(self, request: ModelRequest) -> ModelResponse:

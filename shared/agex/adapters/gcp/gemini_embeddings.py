@@ -60,17 +60,11 @@ class GeminiEmbedder(Embedder):
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                from google import genai
-                from google.genai import types
+                from agex.adapters.gcp.gemini import genai_client
 
-                options = types.HttpOptions(timeout=int(self.timeout_seconds * 1000),
-                                            retry_options=types.HttpRetryOptions(attempts=1),
-                                            base_url=self.base_url or None)
-                if self.vertex:
-                    self._client = genai.Client(vertexai=True, project=self.project, location=self.location,
-                                                http_options=options)
-                else:
-                    self._client = genai.Client(api_key=self.api_key, http_options=options)
+                self._client = genai_client(api_key=self.api_key, base_url=self.base_url, vertex=self.vertex,
+                                            project=self.project, location=self.location,
+                                            timeout_seconds=self.timeout_seconds)
             return self._client
 
     def embed(self, texts: Sequence[str], *, kind: EmbeddingKind) -> list[list[float]]:

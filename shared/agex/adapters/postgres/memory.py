@@ -45,13 +45,8 @@ from agex.ports.metrics_rules import utc
 from agex.ports.rules import valid_document_id
 
 from .connections import calling, check_schema, open_pool
-from .memory_schema import (
-    GRAPH_TABLES,
-    VECTOR_TABLES,
-    delete_expired,
-    ensure_graph_tables,
-    ensure_vector_tables,
-)
+from .memory_schema import GRAPH_TABLES, VECTOR_TABLES, ensure_graph_tables, ensure_vector_tables
+from .retention import delete_expired
 
 T = TypeVar("T")
 
@@ -287,7 +282,7 @@ class PostgresVectorStore(VectorStore):
 
     def delete_expired(self, now: datetime | None = None, *, batch: int = 1000) -> dict[str, int]:
         """Delete the records whose ``expire_at`` has passed (Firestore's TTL policy): run it periodically."""
-        return delete_expired(self.pool, self.schema, VECTOR_TABLES, now or datetime.now(UTC), batch=batch)
+        return delete_expired(self.pool, self.schema, now or datetime.now(UTC), batch=batch, tables=VECTOR_TABLES)
 
 
 def _conditions(tenant: str, scopes: Sequence[Scope], filters: MemoryFilter | None, include_superseded: bool,
@@ -459,7 +454,7 @@ class PostgresGraphStore(GraphStore):
 
     def delete_expired(self, now: datetime | None = None, *, batch: int = 1000) -> dict[str, int]:
         """Delete the entities and relations whose ``expire_at`` has passed: run it periodically."""
-        return delete_expired(self.pool, self.schema, GRAPH_TABLES, now or datetime.now(UTC), batch=batch)
+        return delete_expired(self.pool, self.schema, now or datetime.now(UTC), batch=batch, tables=GRAPH_TABLES)
 
 
 def _relation_columns(relation: Relation) -> tuple[Any, ...]:

@@ -13,7 +13,7 @@ The vector store and the graph store may share a schema, with each other and wit
 table names differ); a schema holds vectors of one size, since ``embedding`` is declared with it. Ids and scope
 keys are ``COLLATE "C"`` (code point order, as the other backends compare them). ``scope_user`` and
 ``source_user`` (the scope's user, the user it was learned from) serve erasure, through partial indexes;
-``expire_at`` (indexed where set) serves :func:`delete_expired`. Payloads are ``json``, not ``jsonb``: ``json``
+``expire_at`` (indexed where set) serves the stores' ``delete_expired`` (:mod:`.retention`). Payloads are ``json``, not ``jsonb``: ``json``
 keeps them exactly (a float's digits, a NUL character), and only ``metadata`` is ``jsonb``, for the filters'
 containment test.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -33,11 +32,10 @@ from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
 from agex.core.errors import ConfigurationError
-from agex.ports.metrics_rules import utc
 
 from .connections import calling, check_schema
 
-__all__ = ["GRAPH_TABLES", "HNSW_INDEX", "MEMORY_SCHEMA_VERSION", "VECTOR_TABLES", "delete_expired",
+__all__ = ["GRAPH_TABLES", "HNSW_INDEX", "MEMORY_SCHEMA_VERSION", "VECTOR_TABLES",
            "ensure_graph_tables", "ensure_vector_tables"]
 
 MEMORY_SCHEMA_VERSION = 1
@@ -164,27 +162,6 @@ def ensure_graph_tables(pool: ConnectionPool, schema: str, *, create: bool = Tru
             if _version(conn, schema, "graph") is None:
                 conn.execute(sql.SQL(_VERSIONS + _GRAPH_DDL).format(s=sql.Identifier(schema)))
                 _set_version(conn, schema, "graph")
-
-
-def delete_expired(pool: ConnectionPool, schema: str, tables: tuple[str, ...], now: datetime, *, batch: int = 1000,
-                   max_batches: int | None = None) -> dict[str, int]:
-    """Delete the rows of ``tables`` whose ``expire_at`` has passed, ``batch`` rows per transaction (as
-    :func:`agex.adapters.postgres.retention.delete_expired` does for run state); the rows deleted per table. A row
-    without ``expire_at`` is kept until it is erased."""
-    check_schema(schema)
-    deleted: dict[str, int] = {}
-    for table in tables:
-        query = sql.SQL("DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE expire_at < %s "
-                        "LIMIT %s FOR UPDATE SKIP LOCKED))").format(t=sql.Identifier(schema, table))
-        deleted[table] = n = 0
-        while max_batches is None or n < max_batches:
-            with calling(f"deleting expired rows of {schema}.{table}"), pool.connection() as conn:
-                count = conn.execute(query, (utc(now), batch)).rowcount
-            deleted[table] += count
-            n += 1
-            if count < batch:
-                break
-    return deleted
 
 
 # --- what is there ---------------------------------------------------------------------------------------------

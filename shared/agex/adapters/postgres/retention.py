@@ -23,13 +23,13 @@ TABLES = ("runs", "events", "approvals", "spend", "budget_alerts")
 
 
 def delete_expired(pool: ConnectionPool, schema: str, now: datetime, *, batch: int = 1000,
-                   max_batches: int | None = None) -> dict[str, int]:
-    """Delete the rows of every table with ``expire_at < now``, ``batch`` rows per transaction, until none is
-    left (or ``max_batches`` per table were deleted: a job that runs again later finishes the rest). Returns
-    the rows deleted per table."""
+                   max_batches: int | None = None, tables: tuple[str, ...] = TABLES) -> dict[str, int]:
+    """Delete the rows of ``tables`` (the run state's, by default; memory's pass theirs) with ``expire_at < now``,
+    ``batch`` rows per transaction, until none is left (or ``max_batches`` per table were deleted: a job that runs
+    again later finishes the rest). A row without ``expire_at`` is kept. Returns the rows deleted per table."""
     check_schema(schema)
     deleted: dict[str, int] = {}
-    for table in TABLES:
+    for table in tables:
         # ctid: the rows the subquery picked, whatever the table's key
         query = sql.SQL("DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE expire_at < %s "
                         "LIMIT %s FOR UPDATE SKIP LOCKED))").format(t=sql.Identifier(schema, table))
