@@ -16,10 +16,12 @@ from werkzeug.wrappers import Request
 
 from agex.app.console.session import COOKIE, Sessions
 from agex.app.http.public_api import PublicApi
+from agex.core.agent import Agent
+from agex.core.memory import MemoryPolicy, MemoryRecord, MemorySource, Scope
 from agex.ports.auth import Caller
-from agex.testing import InMemoryRuntime
+from agex.testing import InMemoryRuntime, TestModel
 
-from .conftest import ACME_TOKEN, DEV_TOKEN, LEAD_TOKEN, make_api
+from .conftest import ACME_TOKEN, DEV_TOKEN, LEAD_TOKEN, UNGUARDED, make_api
 
 
 @pytest.fixture
@@ -168,3 +170,43 @@ def test_behind_identity_aware_proxy_people_sign_in_with_google(rt: InMemoryRunt
                             (assertion(email="someone@else.test"), 403)]:
         fresh = Client(Request.application(api))
         assert fresh.post("/console/session", json={"iap": True}, headers=headers).status_code == status, headers
+
+
+def _remembering() -> tuple[InMemoryRuntime, Client]:
+    """A deployment whose concierge agent keeps memory, with one memory of Alice's in it."""
+    rt = InMemoryRuntime([UNGUARDED, Agent(name="concierge", instructions="Help.", memory=MemoryPolicy())],
+                         TestModel("noted"))
+    memory = rt.runtime.memory
+    assert memory is not None
+    vectors, now = memory.vectors, rt.clock.now()
+    vectors.upsert([MemoryRecord(
+        id="mem_alice_1", scope=Scope(tenant="dev", agent="concierge", user="alice@example.com"),
+        text="Prefers to be contacted by email.", vector=[1.0] + [0.0] * (vectors.dimensions - 1),
+        source=MemorySource(run_id="run_1", user="alice@example.com", trusted=True), created_at=now, valid_from=now,
+        embedding_model=memory.embedder.name, dimensions=vectors.dimensions)])
+    return rt, Client(Request.application(make_api(rt)))
+
+
+def test_a_users_memories_are_erased_through_the_session_only_with_its_csrf_token() -> None:
+    rt, client = _remembering()
+    csrf = _sign_in(client)
+    listed = client.get("/v1/memory?user=alice@example.com")
+    assert listed.status_code == 200
+    assert [m["memory_id"] for s in listed.get_json()["scopes"] for m in s["memories"]] == ["mem_alice_1"]
+    for headers in ({}, {"X-CSRF-Token": "0" * 32}):
+        refused = client.delete("/v1/memory?user=alice@example.com", headers=headers)
+        assert refused.status_code == 403 and "X-CSRF-Token" in refused.get_json()["error"]["message"]
+    assert client.get("/v1/memory?user=alice@example.com").get_json()["scopes"][0]["memories"] != []
+    erased = client.delete("/v1/memory?user=alice@example.com", headers={"X-CSRF-Token": csrf})
+    assert erased.status_code == 200 and erased.get_json() == {"user": "alice@example.com",
+                                                               "deleted": {"memories": 1, "graph": 0}}
+    assert all(s["memories"] == [] for s in client.get("/v1/memory?user=alice@example.com").get_json()["scopes"])
+    # without a session, no cookie: the API's own 401, whatever the header
+    assert Client(Request.application(make_api(rt))).delete(
+        "/v1/memory?user=alice@example.com", headers={"X-CSRF-Token": csrf}).status_code == 401
+
+
+def test_a_deployment_without_memory_answers_the_console_404(console: Client) -> None:
+    csrf = _sign_in(console)
+    assert console.get("/v1/memory?user=dev@example.com").status_code == 404
+    assert console.delete("/v1/memory?user=dev@example.com", headers={"X-CSRF-Token": csrf}).status_code == 404

@@ -1,9 +1,10 @@
 """The browser console on the local stack, driven in Debian's Chromium by Playwright: a refund followed live,
 refused to its own requester under four eyes and approved by a manager from the inbox; markup in a tool's
 output and an answer shown as text; the model's text as it is written; another tenant seeing nothing; a
-timeline of 500 steps staying quick. The test takes the screenshots of the main pages; with
-AGEX_CONSOLE_SCREENSHOTS=docs/images it writes them there (docs/images/console-*.png), else in a temporary
-directory, so a test run leaves the repository as it was."""
+timeline of 500 steps staying quick; on an embedded system whose agent keeps memory, what a run recalled and
+learned, a memory conflict decided, and a user's memories listed and erased. The test takes the screenshots of
+the main pages; with AGEX_CONSOLE_SCREENSHOTS=docs/images it writes them there (docs/images/console-*.png), else in
+a temporary directory, so a test run leaves the repository as it was (the memory pages' only with the variable)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from agex.app.console.server import CSP
+from agex.core.agent import Agent
+from agex.core.memory import Conflicts, MemoryPolicy
 from agex.dev.stack import REPO
 
 from .agents import XSS
@@ -30,6 +33,11 @@ from .test_support_agent import REFUND, refunds_of
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
 
+    from agex.app.runtime import Runtime
+    from agex.core.memory import MemoryRecord
+    from agex.core.run import RunHead
+    from agex.dev.embedded import Embedded
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -37,6 +45,8 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 IMAGES = (REPO / os.environ["AGEX_CONSOLE_SCREENSHOTS"] if os.environ.get("AGEX_CONSOLE_SCREENSHOTS")
           else Path(tempfile.gettempdir()) / "agex-console-screenshots")
+DOC_SHOTS = bool(os.environ.get("AGEX_CONSOLE_SCREENSHOTS"))
+"""The memory page's screenshots are taken for the documentation only."""
 FIRST_LOAD_BUDGET_S = 3.0
 """Loose on purpose (shared CI machines): locally the sign-in page shows in well under a second."""
 
@@ -371,7 +381,20 @@ def test_every_kind_of_event_reads_in_the_timeline(e2e: E2E, browser: Browser) -
             event(2, "tool_deferred", {name: "pay", retry_at: at, reason: "rate limited"});
             event(2, "timer_set", {wake_at: at, reason: "poll later"});
             event(2, "a_kind_from_later", {x: 1});
+            event(1, "memory_recalled", {memories: [
+                {id: "mem_1", text: "Prefers to be contacted by email.", score: 0.83, trusted: true, kind: "preference"},
+                {id: "mem_2", text: '<img src=x onerror="window.__xss=3">Lives in Lyon.', score: 0.61, trusted: false,
+                 kind: "fact"}]});
             event(3, "run_cancelled", {by: "dev@example.com"});
+            const fact = {kind: "preference", about: "user", sources: [2], injection_score: 0.01};
+            event(3, "memory_learned", {model: "gemini-2.5-flash-lite",
+                facts: [{...fact, key: "contact_channel", value: "phone", text: "Prefers phone calls.", confidence: 0.9,
+                         trusted: false}],
+                left_out: [{...fact, key: "mood", value: "grumpy", text: "Was grumpy today.", confidence: 0.3,
+                            trusted: true, reason: "confidence 0.3 under 0.6"}],
+                usage: {input_tokens: 900, output_tokens: 60, cost_usd: 0.0001}});
+            event(3, "approval_decided", {approval_id: "apr_m", kind: "memory", decision: "reject",
+                                          by: "lead@example.com", comment: "the old number still works"});
             timeline.flush();
             for (const details of document.querySelectorAll(".step details")) details.open = true;
         }""")
@@ -379,9 +402,222 @@ def test_every_kind_of_event_reads_in_the_timeline(e2e: E2E, browser: Browser) -
         for text in ["Routed to gemini-2.5-flash-lite: fallback after gemini-2.5-flash (unavailable)", "guard redact",
                      "pii redact: an email address (score 0.9)", "resumes the step", "re-enqueued a lost step task",
                      "version 1 → 2 (v1-to-v2)", "may or may not have run", "done by ops@example.com", "it ran",
-                     "late result", "rate limited", "poll later", "a_kind_from_later", "cancelled by dev@example.com"]:
+                     "late result", "rate limited", "poll later", "a_kind_from_later", "cancelled by dev@example.com",
+                     "2 memories put in the run's context", "Prefers to be contacted by email.",
+                     '<img src=x onerror="window.__xss=3">Lives in Lyon.', "1 fact kept, 1 left out · by gemini-2.5",
+                     "contact_channel = phone", "Prefers phone calls.", "confidence 0.9", "Why: confidence 0.3 "
+                     "under 0.6", "mood = grumpy", "900 in · 60 out tokens", "reject by lead@example.com (memory "
+                     "conflict)", "the old number still works"]:
             expect(steps).to_contain_text(text)
+        recalled = page.locator('.ev-memory_recalled li[data-memory="mem_2"]')
+        expect(recalled.locator(".untrusted")).to_have_text("from a tool's output")
+        expect(page.locator('.ev-memory_recalled li[data-memory="mem_1"] .untrusted')).to_have_count(0)
+        expect(page.locator(".ev-memory_learned .facts-learned").first.locator(".untrusted")).to_have_count(1)
+        expect(page.locator('.step[data-step="3"] summary')).to_contain_text("learned 1")
+        assert page.locator(".steps img").count() == 0 and page.evaluate("typeof window.__xss") == "undefined"
         expect(page.locator('.step[data-step="1"]')).to_have_class(re.compile("has-retry"))
         expect(page.locator('.step[data-step="1"] summary')).to_contain_text("via gemini-2.5-flash-lite")
     finally:
         tab.close()
+
+
+CONCIERGE = Agent(name="concierge", instructions="Help the user.",
+                  memory=MemoryPolicy(conflicts=Conflicts.ask, approvers=("*@example.com",)))
+"""The memory page's agent, served by an embedded system of its own (the local stack's fleet keeps no memory): it
+remembers, and asks a person when a fact learned contradicts one remembered."""
+ALICE = "alice@example.com"
+
+
+@pytest.fixture
+def remembering() -> Iterator[Embedded]:
+    """``agex dev --backend memory`` in this process (the API and its deliveries, memory on the in-memory stores),
+    its one agent the concierge."""
+    from agex.dev.embedded import Embedded, EmbeddedConfig
+
+    with Embedded(EmbeddedConfig(api_port=0, fleet_file=None, agents="tests.e2e.test_console:CONCIERGE")) as system:
+        yield system
+
+
+def _memory(runtime: Runtime, memory_id: str, text: str, key: str, value: str, *, agent: str | None = "concierge",
+            trusted: bool = True, run_id: str = "run_earlier", flagged: bool = False) -> MemoryRecord:
+    from datetime import timedelta
+
+    from agex.core.memory import MemoryKind, MemoryRecord, MemorySource, MemoryStatus, Scope
+
+    memory = runtime.memory
+    assert memory is not None
+    dimensions, now = memory.vectors.dimensions, runtime.clock.now()
+    axis = sum(map(ord, memory_id)) % dimensions  # a vector of its own: no embedding model needed to store it
+    return MemoryRecord(
+        id=memory_id, scope=Scope(tenant="dev", agent=agent, user=ALICE), text=text,
+        vector=[1.0 if i == axis else 0.0 for i in range(dimensions)], kind=MemoryKind.preference, confidence=0.9,
+        source=MemorySource(run_id=run_id, user=ALICE, trusted=trusted), created_at=now, valid_from=now,
+        status=MemoryStatus.flagged if flagged else MemoryStatus.active, metadata={"key": key, "value": value},
+        expire_at=now + timedelta(days=365), embedding_model=memory.embedder.name, dimensions=dimensions)
+
+
+def _remembered_run(runtime: Runtime) -> RunHead:
+    """A run of Alice's with the concierge that ended after recalling two memories, written as the engine writes
+    them; what it teaches comes later (``_learned``)."""
+    from datetime import timedelta
+
+    from agex.core.run import Event, EventKind, RunHead, RunStatus
+
+    memory = runtime.memory
+    assert memory is not None
+    memory.vectors.upsert([
+        _memory(runtime, "mem_phone", "Prefers to be called on the phone.", "contact_channel", "phone"),
+        _memory(runtime, "mem_city", "Lives in Lyon.", "city", "Lyon", agent=None, trusted=False)])
+    now, agent = runtime.clock.now(), runtime.agents.get("concierge")
+    head = RunHead(run_id="run_remembers", tenant="dev", agent="concierge", agent_version=agent.version,
+                   principal="dev@example.com", input="Please email me from now on.", metadata={"user": ALICE},
+                   status=RunStatus.succeeded, step=1, seq=6, result="Noted: we will email you.", created_at=now,
+                   updated_at=now, expire_at=now + timedelta(days=7))
+    recalled = [{"id": "mem_phone", "text": "Prefers to be called on the phone.", "score": 0.42, "trusted": True,
+                 "kind": "preference"},
+                {"id": "mem_city", "text": "Lives in Lyon.", "score": 0.31, "trusted": False, "kind": "preference"}]
+    events = [(0, EventKind.run_created, {"agent": "concierge", "agent_version": agent.version,
+                                          "principal": head.principal, "input": head.input, "metadata": head.metadata}),
+              (1, EventKind.step_started, {"attempt": 0, "resumed": False}),
+              (1, EventKind.memory_recalled, {"memories": recalled}),
+              (1, EventKind.model_response, {"model": agent.model, "message": {"role": "model", "parts": [
+                  {"text": head.result}]}, "usage": {"input_tokens": 120, "output_tokens": 8, "cost_usd": 0.00002}}),
+              (1, EventKind.step_completed, {"tool_calls": 0, "done": True}),
+              (1, EventKind.run_finished, {"status": "succeeded", "result": head.result})]
+    runtime.store.create_run(head, [Event(seq=i, step=step, kind=kind, at=now, expire_at=head.expire_at, data=data)
+                                    for i, (step, kind, data) in enumerate(events, start=1)])
+    return head
+
+
+def _learned(runtime: Runtime, head: RunHead) -> str:
+    """What the run taught, recorded after it ended as the memory task records it: a fact that contradicts the one
+    remembered, learned from a tool's output, so a person is asked (the approval); the id of the approval."""
+    import functools
+
+    from agex.core.memory import Fact, MemoryKind
+    from agex.engine.memory import Plan, record_learned
+
+    memory = runtime.memory
+    assert memory is not None
+    agent, now = runtime.agents.get("concierge"), runtime.clock.now()
+    fact = Fact(key="contact_channel", value="email", text="Prefers to be contacted by email.",
+                kind=MemoryKind.preference, confidence=0.9, sources=[1])
+    learned = _memory(runtime, "mem_email", fact.text, fact.key, fact.value, trusted=False, run_id=head.run_id,
+                      flagged=True)
+    (remembered,) = [r for r in memory.view("dev", ALICE, "concierge").records if r.id == "mem_phone"]
+    approval = memory.ask_approval(agent, head, Plan(fact, learned, contradicts=remembered), now)
+    assert approval is not None
+    data = {"facts": [{**fact.model_dump(mode="json"), "trusted": False, "injection_score": 0.02}],
+            "left_out": [{**fact.model_dump(mode="json"), "key": "mood", "value": "hurried", "text": "Was in a hurry.",
+                          "confidence": 0.3, "trusted": True, "injection_score": 0.0,
+                          "reason": "confidence 0.3 under 0.5"}],
+            "model": agent.model, "usage": {"input_tokens": 900, "output_tokens": 60, "cost_usd": 0.0001}}
+    runtime.store.update_run("dev", head.run_id, functools.partial(
+        record_learned, seen_seq=head.seq, data=data, approvals=[approval], now=now, model=agent.model,
+        cost_usd=0.0001, tokens=960))
+    memory.vectors.upsert([learned])  # held back from recall until a person decides
+    return approval.approval_id
+
+
+def test_a_users_memory_learned_decided_listed_and_erased(remembering: Embedded, browser: Browser) -> None:
+    runtime = remembering.runtime
+    assert runtime is not None and runtime.memory is not None
+    memory = runtime.memory
+    head = _remembered_run(runtime)
+    tab = Console(browser, remembering.api_url)
+    try:
+        page = tab.page
+        page.goto(f"/console/runs/{head.run_id}")
+        tab.sign_in("dev-token", "dev@example.com")
+
+        # the run page: what was recalled, then what is learned after the run's stream ended
+        step1 = page.locator('.step[data-step="1"]')
+        expect(step1.locator("summary")).to_contain_text("recalled 2")
+        expect(step1.locator(".ev-memory_recalled")).to_contain_text("2 memories put in the run's context")
+        expect(step1.locator('li[data-memory="mem_city"] .untrusted')).to_have_text("from a tool's output")
+        expect(page.locator(".stream-state")).to_have_text("Run ended")
+        approval_id = _learned(runtime, head)
+        learned = step1.locator(".ev-memory_learned")
+        expect(learned).to_contain_text("1 fact kept, 1 left out", timeout=15_000)  # the page looks again after the end
+        expect(learned).to_contain_text("contact_channel = email")
+        expect(learned).to_contain_text("Why: confidence 0.3 under 0.5")
+        if DOC_SHOTS:
+            learned.scroll_into_view_if_needed()
+            tab.shot("memory-run")
+
+        # the conflict in the inbox: remembered against learned; rejecting needs a comment; no arguments to edit
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Approvals").click()
+        card = page.locator(f'li[data-approval="{approval_id}"]')
+        expect(card).to_contain_text("Memory conflict")
+        expect(card.locator(".remembered")).to_contain_text("Prefers to be called on the phone.")
+        expect(card.locator(".learned")).to_contain_text("Learned from a tool's output")
+        card.get_by_role("link", name="Review and decide").click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text("memory:contact_channel")
+        expect(page.locator("main .learned")).to_contain_text("Prefers to be contacted by email.")
+        assert page.get_by_label("Arguments to run with (JSON)").count() == 0
+        page.get_by_role("button", name="Reject").click()
+        expect(page.get_by_role("alert")).to_contain_text("A rejection needs a comment")
+        page.get_by_label("Comment").fill("Alice asked for calls again last week.")
+        if DOC_SHOTS:
+            tab.shot("memory-approval")
+        page.get_by_role("button", name="Reject").click()
+        expect(page.get_by_role("status").filter(has_text="Decided: rejected by dev@example.com")).to_be_visible()
+
+        # the memory page: the signed-in principal's by default, then Alice's, per scope
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Memory").click()
+        expect(page.get_by_label("User", exact=True)).to_have_value("dev@example.com")
+        expect(page.locator("main")).to_contain_text("Nothing is remembered about dev@example.com.")
+        page.get_by_label("User", exact=True).fill(ALICE)
+        page.get_by_role("button", name="Show").click()
+        expect(page).to_have_url(re.compile(r"/console/memory\?user=alice%40example\.com$"))
+        concierge, across = page.locator('[data-scope="concierge"]'), page.locator('[data-scope="*"]')
+        expect(concierge.get_by_role("heading")).to_have_text("With concierge")
+        expect(concierge.locator('tr[data-memory="mem_phone"]')).to_contain_text("active")
+        expect(concierge.locator('tr[data-memory="mem_phone"]')).to_contain_text("current")
+        rejected = concierge.locator('tr[data-memory="mem_email"]')
+        expect(rejected).to_contain_text("superseded")  # the person kept the remembered fact
+        expect(rejected).to_contain_text("by mem_phone")
+        expect(rejected.locator(".untrusted")).to_have_text("a tool's output")
+        expect(across.get_by_role("heading")).to_have_text("Across agents")
+        expect(across.locator('tr[data-memory="mem_city"]')).to_contain_text("city = Lyon")
+        if DOC_SHOTS:
+            tab.shot("memory")
+            page.set_viewport_size(PHONE)
+            tab.shot("memory-phone")
+            page.set_viewport_size(DESKTOP)
+
+        # erasing asks first; cancelled, nothing is erased
+        erase = page.get_by_role("button", name="Erase everything about this user")
+        erase.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text(f"Everything remembered about {ALICE} is deleted")
+        dialog.get_by_role("button", name="Cancel").click()
+        expect(dialog).to_be_hidden()
+        assert len(memory.view("dev", ALICE, "concierge").records) == 2
+        erase.click()
+        dialog.get_by_role("button", name="Erase", exact=True).click()
+        expect(page.get_by_role("status").filter(has_text="Erased what was remembered")).to_contain_text(
+            "3 memories, 0 graph items")
+        expect(page.locator("main")).to_contain_text(f"Nothing is remembered about {ALICE}.")
+        assert page.locator(".memory-scope").count() == 0
+    finally:
+        tab.close()
+
+
+FORGETFUL = Agent(name="forgetful", instructions="Help the user.")
+"""An agent that keeps no memory: a deployment of it alone answers ``/v1/memory`` with 404."""
+
+
+def test_the_memory_page_says_when_the_deployment_keeps_no_memory(browser: Browser) -> None:
+    from agex.dev.embedded import Embedded, EmbeddedConfig
+
+    with Embedded(EmbeddedConfig(api_port=0, fleet_file=None, agents="tests.e2e.test_console:FORGETFUL")) as system:
+        tab = Console(browser, system.api_url)
+        try:
+            page = tab.page
+            page.goto(f"/console/memory?user={ALICE}")
+            tab.sign_in("dev-token", "dev@example.com")
+            expect(page.locator("main")).to_contain_text("This deployment keeps no long-term memory")
+            expect(page.get_by_role("button", name="Erase everything about this user")).to_be_hidden()
+        finally:
+            tab.close()

@@ -12,6 +12,7 @@ const ROUTES = [
   [/^\/console\/approvals\/([A-Za-z0-9_-]+)\/?$/, "approval", "approvals"],
   [/^\/console\/agents\/?$/, "agents", "agents"],
   [/^\/console\/agents\/([A-Za-z0-9_.@:+-]+)\/?$/, "agent", "agents"],
+  [/^\/console\/memory\/?$/, "memory", "memory"],
   [/^\/console\/signin\/?$/, "signin", null],
 ];
 
@@ -22,6 +23,7 @@ const PAGES = {
   approval: () => import("./approval.js"),
   agents: () => import("./agents.js"),
   agent: () => import("./agent.js"),
+  memory: () => import("./memory.js"),
   signin: () => import("./signin.js"),
 };
 
@@ -116,7 +118,8 @@ function renderHeader(section) {
     h("nav", {"aria-label": "Main"}, h("ul", null,
       h("li", null, link("/console/runs", "Runs", "runs")),
       h("li", null, link("/console/approvals", "Approvals", "approvals")),
-      h("li", null, link("/console/agents", "Agents", "agents")))),
+      h("li", null, link("/console/agents", "Agents", "agents")),
+      h("li", null, link("/console/memory", "Memory", "memory")))),
     h("div", {class: "who"},
       h("span", {class: "principal", title: "Signed in as"}, state.session.principal),
       h("span", {class: "tenant", title: "Tenant"}, state.session.tenant),

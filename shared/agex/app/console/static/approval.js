@@ -3,12 +3,18 @@
 
 import {api, ApiError, explain} from "./api.js";
 import {badge, facts, fill, h, json, notice, pre, title, when} from "./dom.js";
-import {kindLabel, standing} from "./approvals.js";
+import {conflict, kindLabel, standing} from "./approvals.js";
 
 const CHOICES = {
   approval: [["approve", "Approve", ""], ["reject", "Reject", "danger"]],
   budget: [["approve", "Let the run go on", ""], ["reject", "Reject", "danger"]],
   reconcile: [["retry", "Retry the call", ""], ["done", "It ran: mark done", "secondary"], ["fail", "Fail the run", "danger"]],
+  memory: [["approve", "Approve: remember the learned fact", ""], ["reject", "Reject: keep the remembered fact", "danger"]],
+};
+
+const HINTS = {
+  reconcile: "What you found out (optional).",
+  memory: "Required to reject: why the remembered fact stands.",
 };
 
 function refusal(error) {
@@ -44,23 +50,25 @@ export async function render({root, params, signal, setTitle, session}) {
   show();
 
   function show() {
+    const memory = approval.kind === "memory";
     fill(detail,
       h("section", {class: "card"},
         h("div", {class: "head-line"}, badge(approval.status), h("span", {class: "chip"}, kindLabel(approval.kind)), h("span", {class: "mono small"}, approval.approval_id)),
         approval.reason ? h("p", {class: "reason"}, approval.reason) : null,
-        h("h2", null, "Arguments"),
-        pre(approval.arguments),
+        memory ? [h("h2", null, "Remembered and learned"), conflict(approval),
+                  h("p", {class: "muted small"}, "The run has ended: the decision changes what is remembered, not the run.")]
+          : [h("h2", null, "Arguments"), pre(approval.arguments)],
         facts([
           ["Agent", h("a", {href: `/console/agents/${encodeURIComponent(approval.agent)}`}, approval.agent)],
           ["Run", h("a", {href: `/console/runs/${encodeURIComponent(approval.run_id)}`, class: "mono"}, approval.run_id)],
           ["Step", String(approval.step)],
           ["Requested by", approval.requested_by],
           ["Approvers", approval.approvers.length ? approval.approvers.join(", ") : "anyone in the tenant"],
-          ["Four eyes", approval.four_eyes ? "yes: the requester may not decide" : "no"],
-          ["Edits", approval.allow_edits ? "allowed" : "not allowed"],
+          ["Four eyes", memory ? null : approval.four_eyes ? "yes: the requester may not decide" : "no"],
+          ["Edits", memory ? null : approval.allow_edits ? "allowed" : "not allowed"],
           ["Requested", when(approval.created_at)],
           ["Expires", when(approval.expires_at)],
-          ["On expiry", approval.on_expiry === "fail" ? "the run fails" : "the call is rejected"],
+          ["On expiry", memory ? "the remembered fact is kept" : approval.on_expiry === "fail" ? "the run fails" : "the call is rejected"],
         ])),
       approval.status === "pending" ? form() : outcome());
   }
@@ -96,7 +104,7 @@ export async function render({root, params, signal, setTitle, session}) {
       h("div", {class: "field"},
         h("label", {for: "comment"}, "Comment"),
         comment,
-        h("p", {id: "comment-help", class: "hint"}, approval.kind === "reconcile" ? "What you found out (optional)." : "Required to reject: the agent is told why.")),
+        h("p", {id: "comment-help", class: "hint"}, HINTS[approval.kind] ?? "Required to reject: the agent is told why.")),
       argsField ? h("div", {class: "field"},
         h("label", {for: "arguments"}, "Arguments to run with (JSON)"),
         argsField,
@@ -112,7 +120,8 @@ export async function render({root, params, signal, setTitle, session}) {
       const body = {decision};
       if (comment.value.trim()) body.comment = comment.value;
       if (decision === "reject" && !comment.value.trim()) {
-        status.append(notice("error", "A rejection needs a comment: the agent is told why."));
+        status.append(notice("error", approval.kind === "memory" ? "A rejection needs a comment: say why the remembered fact stands."
+                                                                  : "A rejection needs a comment: the agent is told why."));
         comment.focus();
         return;
       }

@@ -45,7 +45,18 @@ export function standing(approval, principal) {
 }
 
 export function kindLabel(kind) {
-  return {approval: "Approval", reconcile: "Reconciliation", budget: "Budget"}[kind] ?? kind;
+  return {approval: "Approval", reconcile: "Reconciliation", budget: "Budget", memory: "Memory conflict"}[kind] ?? kind;
+}
+
+/** A memory conflict's question: the fact remembered against the one a run learned, each as text. */
+export function conflict(a) {
+  const args = a.arguments ?? {};
+  return h("div", {class: "conflict"},
+    h("div", {class: "conflict-side remembered"}, h("span", {class: "label"}, "Remembered"), h("div", {class: "said"}, String(args.remembered ?? "—"))),
+    h("div", {class: "conflict-side learned"},
+      h("span", {class: "label"}, "Learned", args.learned_from ? ` from ${args.learned_from}` : ""),
+      h("div", {class: ["said", args.learned_from === "a tool's output" ? "untrusted" : ""]}, String(args.learned ?? "—"))),
+    args.key ? h("p", {class: "muted small"}, "Key ", h("code", null, String(args.key))) : null);
 }
 
 export async function render({root, query, signal, navigate, setTitle, session}) {
@@ -76,7 +87,7 @@ export async function render({root, query, signal, navigate, setTitle, session})
     h("nav", {class: "tabs", "aria-label": "Kinds"}, h("ul", null, tabLink("approval", "Approvals"), tabLink("reconcile", "Reconciliations"))),
     h("p", {class: "muted"}, tab === "reconcile"
       ? "Calls of tools that are not idempotent whose attempt stopped reporting: did they run? Retry them, mark them done, or fail the run."
-      : "Tool calls (and spent budgets) waiting for a person's decision before the run goes on."),
+      : "Tool calls (and spent budgets) waiting for a person's decision before the run goes on, and memory conflicts: a fact a run learned that contradicts one remembered."),
     h("div", {class: "filters inline"}, h("div", {class: "field"}, h("label", {for: "a-status"}, "Status"), select)),
     status, list, h("div", {class: "more"}, more));
 
@@ -137,11 +148,11 @@ function card(a, principal) {
       h("h2", null, h("a", {href}, h("code", null, a.tool), ` · ${a.agent}`)),
       h("span", {class: "chip"}, kindLabel(a.kind)), badge(a.status)),
     a.reason ? h("p", {class: "reason"}, a.reason) : null,
-    h("div", {class: "value"}, h("span", {class: "label"}, "Arguments"), pre(a.arguments)),
+    a.kind === "memory" ? conflict(a) : h("div", {class: "value"}, h("span", {class: "label"}, "Arguments"), pre(a.arguments)),
     facts([
       ["Requested by", a.requested_by],
       ["Approvers", a.approvers.length ? a.approvers.join(", ") : "anyone in the tenant"],
-      ["Four eyes", a.four_eyes ? "yes: the requester may not decide" : "no"],
+      ["Four eyes", a.kind === "memory" ? null : a.four_eyes ? "yes: the requester may not decide" : "no"],
       ["Expires", when(a.expires_at)],
       ["Run", h("a", {href: `/console/runs/${encodeURIComponent(a.run_id)}`, class: "mono"}, a.run_id)],
       ["Decided by", a.decided_by],

@@ -9,7 +9,11 @@ import {Timeline} from "./timeline.js";
 // in the sequence are filled from the events listing once the stream ends
 const KINDS = ["run_created", "step_started", "model_response", "tool_intent", "tool_result", "step_completed",
                "run_finished", "run_cancelled", "sweep_reenqueued", "approval_requested", "approval_decided",
-               "tool_deferred", "timer_set", "guard_verdict", "run_migrated", "tool_late_result", "message"];
+               "tool_deferred", "timer_set", "guard_verdict", "run_migrated", "tool_late_result", "message",
+               "memory_recalled", "memory_learned"];
+/** How long after a run ended its page still looks for events written after the end: what was learned from it
+    (memory_learned) and the decisions of the memory conflicts it raised. */
+const AFTER_END_MS = 10 * 60 * 1000;
 const HEAD_CHANGES = new Set(["model_response", "step_completed", "run_finished", "run_cancelled", "approval_requested",
                               "approval_decided", "timer_set", "tool_deferred", "run_migrated", "step_started"]);
 
@@ -109,9 +113,11 @@ export async function render({root, params, signal, setTitle}) {
   showHead();
   loadLinks();
   follow();
-  // the stream says when something changed; this catches what it cannot (an approval decided elsewhere)
+  // the stream says when something changed; this catches what it cannot (an approval decided elsewhere), and
+  // what is written on a run after it ended, once its stream is over
   poll(async () => {
     if (!terminal(run.status)) await refreshHead();
+    else if (ended && Date.now() - Date.parse(run.updated_at) < AFTER_END_MS) await laterEvents();
   }, 5000, signal);
 
   function follow() {
@@ -160,6 +166,15 @@ export async function render({root, params, signal, setTitle}) {
       }
     });
     signal.addEventListener("abort", () => source.close());
+  }
+
+  async function laterEvents() {
+    let token = timeline.lastSeq ? String(timeline.lastSeq) : null;
+    do {
+      const page = await api(`/v1/runs/${encodeURIComponent(runId)}/events`, {query: {page_size: 1000, page_token: token}, signal});
+      for (const event of page.events) timeline.push(event);
+      token = page.next_page_token;
+    } while (token);
   }
 
   async function fillGaps() {

@@ -32,6 +32,52 @@ function usage(u) {
   return h("p", {class: "usage"}, `${count(u.input_tokens)} in${cached} · ${count(u.output_tokens)} out tokens · ${usd(u.cost_usd)}`);
 }
 
+/** Whether a memory may carry a third party's words: learned from a tool's output, not from the conversation. */
+function untrusted(item) {
+  return item.trusted === false ? h("span", {class: "chip chip-warn untrusted"}, "from a tool's output") : null;
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function list(value) {
+  return Array.isArray(value) ? value : [];
+}
+
+/** The memories put in the run's context before its first model call. */
+function recalled(d) {
+  const memories = list(d.memories);
+  return [line("recalled", `${plural(memories.length, "memory", "memories")} put in the run's context`),
+          h("ul", {class: "memories"}, memories.map((m) => h("li", {class: "memory", "data-memory": m.id ?? null},
+            h("span", {class: "memory-text"}, m.text ?? ""), " ",
+            h("span", {class: "muted small"}, [m.kind, typeof m.score === "number" ? `similarity ${m.score}` : null].filter(Boolean).join(" · ")),
+            " ", untrusted(m))))];
+}
+
+function fact(f, withReason) {
+  const seqs = list(f.sources);
+  const sources = seqs.length ? `from event${seqs.length === 1 ? "" : "s"} ${seqs.join(", ")}` : null;
+  return h("li", {class: "fact"},
+    h("p", null, h("code", null, f.key ?? "?"), " = ", h("span", {class: "fact-value"}, f.value ?? ""), " ", untrusted(f)),
+    f.text ? h("p", {class: "fact-text"}, f.text) : null,
+    h("p", {class: "muted small"}, [f.kind, typeof f.confidence === "number" ? `confidence ${f.confidence}` : null,
+      f.trusted === true ? "trusted" : null, f.about ? `about the ${f.about}` : null,
+      typeof f.injection_score === "number" ? `injection score ${f.injection_score}` : null, sources].filter(Boolean).join(" · ")),
+    withReason && f.reason ? h("p", {class: "reason"}, `Why: ${f.reason}`) : null);
+}
+
+/** What was learned from the run after it ended: the facts kept, those left out and why, and what it cost. */
+function learned(d) {
+  const kept = list(d.facts);
+  const left = list(d.left_out);
+  return [line("learned", `${plural(kept.length, "fact", "facts")} kept, ${left.length} left out`, d.model ? ` · by ${d.model}` : ""),
+          kept.length ? h("ul", {class: "facts-learned"}, kept.map((f) => fact(f, false))) : null,
+          left.length ? h("div", {class: "left-out"}, h("span", {class: "label"}, "Left out"),
+                          h("ul", {class: "facts-learned"}, left.map((f) => fact(f, true)))) : null,
+          usage(d.usage)];
+}
+
 function args(call) {
   return Object.keys(call.args ?? {}).length ? pre(call.args, "args") : h("p", {class: "muted small"}, "no arguments");
 }
@@ -77,7 +123,9 @@ export function describe(event) {
     case "approval_requested": {
       const approvers = (d.approvers ?? []).join(", ") || "?";
       const link = h("a", {href: `/console/approvals/${encodeURIComponent(d.approval_id)}`}, "Open the approval");
-      const headline = d.kind === "reconcile"
+      const headline = d.kind === "memory"
+        ? line("memory", h("code", null, d.name), ": a learned fact contradicts a remembered one; a person decides which stands")
+        : d.kind === "reconcile"
         ? line("uncertain", h("code", null, d.name), " may or may not have run before its attempt stopped: a person decides (retry, done or fail)")
         : d.kind === "budget"
           ? line("budget", `${d.name}: the run waits for a person to let it go on`)
@@ -86,7 +134,8 @@ export function describe(event) {
               h("p", {class: "small"}, `Approvers: ${approvers}`, d.expires_at ? " · expires " : "", d.expires_at ? when(d.expires_at) : null, " · ", link)];
     }
     case "approval_decided":
-      return [line(d.decision ?? "decided", d.by ? `by ${d.by}` : "", d.kind === "reconcile" ? " (reconciliation)" : ""),
+      return [line(d.decision ?? "decided", d.by ? `by ${d.by}` : "",
+                   {reconcile: " (reconciliation)", memory: " (memory conflict)"}[d.kind] ?? ""),
               d.comment ? h("blockquote", {class: "comment"}, d.comment) : null,
               d.arguments ? value("Edited arguments", d.arguments) : null];
     case "guard_verdict":
@@ -110,6 +159,10 @@ export function describe(event) {
               usage(d.usage)];
     case "run_cancelled":
       return [line("cancelled", `by ${d.by ?? "?"}`)];
+    case "memory_recalled":
+      return recalled(d);
+    case "memory_learned":
+      return learned(d);
     default:
       return [line(event.kind), value("Data", d)];
   }
@@ -318,7 +371,7 @@ export class Timeline {
         else if (texts(d).length) chips.push(h("span", {class: "chip chip-answer"}, `“${shorten(texts(d).map((p) => p.text).join(" "), 60)}”`));
         if (d.route) chips.push(h("span", {class: "chip chip-warn"}, `via ${d.route.model}`));
       }
-      if (e.kind === "approval_requested") chips.push(h("span", {class: "chip chip-warn"}, d.kind === "reconcile" ? "reconciliation" : "approval requested"));
+      if (e.kind === "approval_requested") chips.push(h("span", {class: "chip chip-warn"}, {reconcile: "reconciliation", memory: "memory conflict"}[d.kind] ?? "approval requested"));
       if (e.kind === "approval_decided") chips.push(h("span", {class: "chip"}, d.decision ?? "decided"));
       if (e.kind === "guard_verdict") chips.push(h("span", {class: "chip chip-warn"}, `guard ${d.action ?? ""}`));
       if ((e.kind === "step_started" && (d.resumed || d.attempt > 0)) || e.kind === "sweep_reenqueued") chips.push(h("span", {class: "chip chip-warn"}, "retry"));
@@ -326,6 +379,8 @@ export class Timeline {
       if (e.kind === "tool_result" && !d.ok) chips.push(h("span", {class: "chip chip-error"}, `${d.name} failed`));
       if (e.kind === "run_finished") chips.push(badge(d.status ?? "?"));
       if (e.kind === "run_cancelled") chips.push(badge("cancelled"));
+      if (e.kind === "memory_recalled") chips.push(h("span", {class: "chip"}, `recalled ${list(d.memories).length}`));
+      if (e.kind === "memory_learned") chips.push(h("span", {class: "chip"}, `learned ${list(d.facts).length}`));
     }
     if (step.live !== null) chips.push(h("span", {class: "chip chip-live"}, "writing…"));
     parts.push(" ", ...chips.flatMap((c) => [c, " "]));
