@@ -26,7 +26,11 @@ def test_the_function_requirements_pin_the_runtime_dependencies_exactly() -> Non
     locked = _pins((REPO / "requirements.lock").read_text().splitlines())
     assert {k: deployed.get(k) for k in runtime} == runtime, "keep src/requirements.txt in step with pyproject.toml"
     extra = set(deployed) - set(runtime)
-    assert extra <= {"opentelemetry-exporter-gcp-trace", "opentelemetry-exporter-gcp-monitoring"}, f"unexpected deployed-only dependencies: {extra}"
+    # long-term memory's default embedder (AGEX_EMBEDDINGS=local) runs in the functions: its extra, as pinned
+    embedder = _pins(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+                     ["local-embeddings"])
+    assert {k: deployed.get(k) for k in embedder} == embedder, "deploy the local-embeddings extra as pyproject pins it"
+    assert extra <= {"opentelemetry-exporter-gcp-trace", "opentelemetry-exporter-gcp-monitoring", *embedder}, f"unexpected deployed-only dependencies: {extra}"
     for name, version in runtime.items():
         assert locked.get(name) == version, f"{name}: pyproject pins {version}, the lock has {locked.get(name)}"
 

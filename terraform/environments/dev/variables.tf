@@ -157,3 +157,15 @@ variable "console_iap" {
   })
   default = null
 }
+
+variable "memory_embeddings" {
+  description = "How long-term memory embeds texts: \"local\" or \"gemini:MODEL\" (modules/fleet/variables.tf). null: the module's default, local."
+  type        = string
+  default     = null
+}
+
+variable "memory_embedding_dimensions" {
+  description = "The size of memory's vectors, the Firestore vector indexes' dimension (modules/fleet/variables.tf): 384 with local embeddings, 768 usually with Gemini's. null: the module's default, 384."
+  type        = number
+  default     = null
+}

@@ -53,6 +53,8 @@ module "fleet" {
   drift_min_runs              = var.drift.min_runs
   drift_alert_subscribers     = var.drift_alert_subscribers
   budget_alert_subscribers    = var.budget_alert_subscribers
+  memory_embeddings           = var.memory_embeddings
+  memory_embedding_dimensions = var.memory_embedding_dimensions
 }
 
 # One module per agent of the fleet file: its identity, its step queue agex-steps-{agent}, its secrets

@@ -278,16 +278,84 @@ resource "google_firestore_index" "spend" {
   }
 }
 
+# Long-term memory (tenants/{t}/memories, agex.adapters.gcp.firestore_memory, docs/memory.md "Indexes").
+# Memory exists only when an agent declares it (Agent.memory), but these indexes are created in every
+# deployment: an index over an empty collection costs nothing, and an agent that starts to remember must
+# not wait for a Terraform apply and an index build before its first search.
+#
+# Search: one nearest-neighbour query (COSINE) per scope named, over its current records (scope_key,
+# current) or over all of them (scope_key alone: at= and include_superseded). Other filters (kind, status,
+# model, metadata) are applied after the search, so these two serve every search. The vector index is
+# declared with the size of the vectors stored: a vector of another size is left out of it, silently, so
+# memory_embedding_dimensions must be the embedder's (the precondition holds it for the local model).
+# Changing it replaces both indexes; vectors already stored keep their old size and must be re-embedded.
+resource "google_firestore_index" "memories_vector" {
+  for_each = {
+    "current" = ["scope_key", "current"]
+    "all"     = ["scope_key"]
+  }
+
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "memories"
+  query_scope = "COLLECTION"
+
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "embedding"
+    vector_config {
+      dimension = var.memory_embedding_dimensions
+      flat {}
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.memory_embeddings != "local" || var.memory_embedding_dimensions == 384
+      error_message = "memory_embeddings = \"local\" stores vectors of 384 dimensions (all-MiniLM-L6-v2), not ${var.memory_embedding_dimensions}: set memory_embedding_dimensions = 384, or choose gemini:MODEL for vectors of another size."
+    }
+  }
+}
+
+# Listing a scope's memories newest first (FirestoreVectorStore.list_records), the page cursor on id.
+resource "google_firestore_index" "memories_listing" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "memories"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "scope_key"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "id"
+    order      = "DESCENDING"
+  }
+}
+
 # TTL policies: every run, event and approval document carries expire_at (creation + 7 days), rate permits
 # (limits/{tool}/seconds/...) carry it too, and runs' metrics records (end + METRICS_RETENTION_DAYS), spend
 # entries (LEDGER_RETENTION, a little over a month: the longest budget window), budget alert claims (two
-# months) and threads (THREAD_RETENTION after their last turn). Collection-group wide. TTL deletion lags (up
-# to about a day); the runtime enforces expiry itself as well (a budget sums only its window, a thread past
-# expire_at is not found). The expire_at fields are also exempted from single-field
+# months), threads (THREAD_RETENTION after their last turn), and long-term memory's records, entities and
+# relations (learned + the agent's MemoryPolicy.retention_days; without expire_at: kept until erased).
+# Collection-group wide. TTL deletion lags (up to about a day); the runtime enforces expiry itself as well
+# (a budget sums only its window, a thread past expire_at is not found), except memory: a record past its
+# expire_at is still recalled until deleted. The expire_at fields are also exempted from single-field
 # indexing (index_config {}): they are never queried, and a monotonically increasing indexed timestamp
 # would be a write hotspot.
 resource "google_firestore_field" "ttl" {
-  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics", "spend", "budget_alerts", "threads", "live"])
+  for_each = toset(["runs", "events", "approvals", "seconds", "run_metrics", "spend", "budget_alerts", "threads", "live", "memories", "memory_entities", "memory_relations"])
 
   project    = var.project
   database   = google_firestore_database.main.name
@@ -320,6 +388,18 @@ resource "google_firestore_field" "exempt" {
     "drift_alerts.alert_json"         = { collection = "drift_alerts", field = "alert_json" }
     "agex_state.value"                = { collection = "agex_state", field = "value" }
     "degradations.sources"            = { collection = "degradations", field = "sources" }
+    # long-term memory: the text, provenance and metadata are read back, never queried (metadata filters
+    # are applied after the vector search), and the embedding is searched through the vector indexes
+    # above alone. Exempting it is safe: an exemption governs the automatic single-field indexes only,
+    # and a vector index is a composite index, which indexes a field whatever its exemption says; left
+    # indexed, every write would also index a vector of up to 2048 numbers that no query orders by.
+    "memories.text"            = { collection = "memories", field = "text" }
+    "memories.source"          = { collection = "memories", field = "source" }
+    "memories.metadata"        = { collection = "memories", field = "metadata" }
+    "memories.embedding"       = { collection = "memories", field = "embedding" }
+    "memory_entities.source"   = { collection = "memory_entities", field = "source" }
+    "memory_entities.metadata" = { collection = "memory_entities", field = "metadata" }
+    "memory_relations.source"  = { collection = "memory_relations", field = "source" }
   }
 
   project    = var.project

@@ -28,6 +28,12 @@ locals {
     AGEX_DECISION_SOURCES               = jsonencode(local.decision_sources)
     AGEX_DECISION_SIGNING_KEY_SECRET    = google_secret_manager_secret.decision_signing_key.secret_id
     AGEX_API_SERVICE_ACCOUNT            = google_service_account.api.email
+    # long-term memory (docs/memory.md): the step function embeds (recall, learning); the api lists and
+    # erases, the approvals function settles conflicts, and a store refuses records of another embedder or
+    # size, so all three must agree. Gemini embeddings go through Vertex AI (AGEX_VERTEX) with the step
+    # function's identity, as the model does. Unused until an agent declares memory.
+    AGEX_EMBEDDINGS           = var.memory_embeddings
+    AGEX_EMBEDDING_DIMENSIONS = tostring(var.memory_embedding_dimensions)
   }
 
   # The drift function's own settings: it reads Firestore and publishes drift alerts, and needs nothing of

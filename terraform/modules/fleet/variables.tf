@@ -387,3 +387,29 @@ variable "cost_burn_usd_per_hour" {
     error_message = "cost_burn_usd_per_hour must be positive."
   }
 }
+
+# --- long-term memory (firestore.tf, functions.tf; docs/memory.md) -------------------------------------------
+
+variable "memory_embeddings" {
+  description = "AGEX_EMBEDDINGS of the api, step and approvals functions: how long-term memory turns text into vectors. \"local\" (all-MiniLM-L6-v2 on the instance's CPU, offline, 384 dimensions) or \"gemini:MODEL\" (e.g. gemini:gemini-embedding-001, through Vertex AI with the step function's identity, as the model). Changing it changes the vector space: memories stored before must be re-embedded."
+  type        = string
+  default     = "local"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^(local|gemini:[A-Za-z0-9][A-Za-z0-9._/-]*)$", var.memory_embeddings))
+    error_message = "memory_embeddings must be \"local\" or \"gemini:MODEL\", e.g. \"gemini:gemini-embedding-001\"."
+  }
+}
+
+variable "memory_embedding_dimensions" {
+  description = "The size of the vectors long-term memory stores: the dimension of the Firestore vector indexes on memories, and AGEX_EMBEDDING_DIMENSIONS (the outputDimensionality asked of Gemini). 384 with memory_embeddings = \"local\" (the local model's size: the plan refuses another); 768 is the usual size of Gemini's (memory_embeddings = \"gemini:MODEL\"). At most 2048, Firestore's limit. Changing it replaces the vector indexes."
+  type        = number
+  default     = 384
+  nullable    = false
+
+  validation {
+    condition     = var.memory_embedding_dimensions >= 1 && var.memory_embedding_dimensions <= 2048 && floor(var.memory_embedding_dimensions) == var.memory_embedding_dimensions
+    error_message = "memory_embedding_dimensions must be a whole number from 1 to 2048 (Firestore's largest vector index)."
+  }
+}
