@@ -73,6 +73,10 @@ class Neighbourhood(_Shape):
     """By id."""
 
 
+ABOUT_LIMIT = 100
+"""At most this many current records about one thing: one, usually; a few while conflicts wait for review."""
+
+
 class VectorStore(abc.ABC):
     """Memories of one embedding size, searched by cosine similarity within the scopes a caller may read."""
 
@@ -98,6 +102,13 @@ class VectorStore(abc.ABC):
         were valid: current ones (``valid_to`` None) by default; with ``at``, those valid at that instant
         (``valid_from <= at < valid_to``), superseded since or not; with ``include_superseded``, every one.
         ``at`` and ``include_superseded`` together are a ``ValueError``."""
+
+    @abc.abstractmethod
+    def about(self, scope: Scope, key: str, *, limit: int = ABOUT_LIMIT) -> list[MemoryRecord]:
+        """The current records of exactly ``scope`` whose ``metadata["key"]`` is ``key`` (what a fact is about:
+        ``agex.core.memory.Fact.key``), flagged ones included, newest first (``created_at``, then id), at most
+        ``limit``: what a new fact about that thing may repeat or contradict. An equality lookup, not a search: it
+        reads those records only, however large the scope."""
 
     @abc.abstractmethod
     def supersede(self, tenant: str, record_id: str, *, by: str, at: datetime) -> MemoryRecord:

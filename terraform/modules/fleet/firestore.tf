@@ -344,6 +344,28 @@ resource "google_firestore_index" "memories_listing" {
   }
 }
 
+# The current records about one thing in a scope (FirestoreVectorStore.about: what a fact learned may repeat or
+# contradict): equalities only, but metadata is exempt from single-field indexing, so a composite index.
+resource "google_firestore_index" "memories_about" {
+  project     = var.project
+  database    = google_firestore_database.main.name
+  collection  = "memories"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "scope_key"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "current"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "metadata.key"
+    order      = "ASCENDING"
+  }
+}
+
 # TTL policies: every run, event and approval document carries expire_at (creation + 7 days), rate permits
 # (limits/{tool}/seconds/...) carry it too, and runs' metrics records (end + METRICS_RETENTION_DAYS), spend
 # entries (LEDGER_RETENTION, a little over a month: the longest budget window), budget alert claims (two

@@ -262,3 +262,23 @@ def test_list_records_pages_newest_first_through_everything(vector_store: Vector
     with pytest.raises(ValueError, match="page_size"):
         vector_store.list_records(scope, page_size=0)
     assert vector_store.list_records(Scope(tenant=tenant, agent="nobody")).records == []
+
+
+def test_about_finds_a_scopes_current_records_of_one_key_newest_first(vector_store: VectorStore, tenant: str) -> None:
+    alice = Scope(tenant=tenant, agent="support", user="alice")
+    bob = Scope(tenant=tenant, agent="support", user="bob")
+    vector_store.upsert([
+        record(alice, "old", vec(1), metadata={"key": "contact_channel", "value": "phone"}),
+        record(alice, "new", vec(0, 1), metadata={"key": "contact_channel", "value": "email"}, created_at=at(5),
+               valid_from=at(5)),
+        record(alice, "flag", vec(0, 0, 1), metadata={"key": "contact_channel", "value": "fax"}, created_at=at(9),
+               valid_from=at(9), status=MemoryStatus.flagged),
+        record(alice, "other", vec(0, 0, 0, 1), metadata={"key": "address"}),
+        record(bob, "bobs", vec(1), metadata={"key": "contact_channel"}),
+    ])
+    vector_store.supersede(tenant, "old", by="new", at=at(5))
+    assert [r.id for r in vector_store.about(alice, "contact_channel")] == ["flag", "new"]
+    assert [r.id for r in vector_store.about(alice, "contact_channel", limit=1)] == ["flag"]
+    assert [r.id for r in vector_store.about(bob, "contact_channel")] == ["bobs"]
+    assert vector_store.about(alice, "nothing") == []
+    assert vector_store.about(Scope(tenant="other-tenant", agent="support", user="alice"), "contact_channel") == []

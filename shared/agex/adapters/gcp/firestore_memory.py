@@ -26,8 +26,8 @@ where such a vector is not in the index): the store refuses them at the write in
 
 Indexes (Terraform; the exact blocks are in docs/memory.md): vector indexes on ``memories`` (scope_key, current,
 embedding) and (scope_key, embedding) with the store's dimension; (scope_key ASC, created_at DESC, id DESC) for
-``list_records``; TTL on ``expire_at`` of the three collections; ``text``, ``source`` and ``metadata`` exempt from
-single-field indexing. Everything else is single-field equality, served by the automatic indexes.
+``list_records``; (scope_key, current, metadata.key) for ``about``; TTL on ``expire_at`` of the three collections;
+``text``, ``source``, ``metadata`` and ``embedding`` exempt from single-field indexing. Everything else is single-field equality, served by the automatic indexes.
 
 Writes that read first (upsert, supersede, add and close a relation) run in read-write transactions.
 """
@@ -42,7 +42,15 @@ from agex.adapters.gcp.firestore_calls import calling, native
 from agex.core.errors import NotFound, TransientError
 from agex.core.memory import Entity, MemoryRecord, Relation, Scope
 from agex.ports import memory_rules as rules
-from agex.ports.memory import GraphStore, MemoryFilter, MemoryPage, Neighbourhood, ScoredRecord, VectorStore
+from agex.ports.memory import (
+    ABOUT_LIMIT,
+    GraphStore,
+    MemoryFilter,
+    MemoryPage,
+    Neighbourhood,
+    ScoredRecord,
+    VectorStore,
+)
 from agex.ports.rules import check_collection_prefix, valid_document_id
 
 if TYPE_CHECKING:
@@ -147,6 +155,18 @@ class FirestoreVectorStore(VectorStore):
             if len(kept) >= k or len(docs) < limit or limit >= rules.MAX_K:
                 return kept
             limit = rules.MAX_K  # too few passed the conditions applied here, and Firestore had more
+
+    def about(self, scope: Scope, key: str, *, limit: int = ABOUT_LIMIT) -> list[MemoryRecord]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        # equalities only, served by the composite index (scope_key, current, metadata.key): ``metadata`` is exempt
+        # from single-field indexing
+        query = (self._memories.collection(scope.tenant).where(filter=FieldFilter("scope_key", "==", scope.key))
+                 .where(filter=FieldFilter("current", "==", True)).where(filter=FieldFilter("metadata.key", "==", key))
+                 .limit(limit))
+        with calling(f"reading the memories of {scope} about {key}"):
+            found = [_decode_record(snap.to_dict()) for snap in query.stream()]
+        return rules.newest_first(found)
 
     def supersede(self, tenant: str, record_id: str, *, by: str, at: datetime) -> MemoryRecord:
         if not (valid_document_id(tenant) and valid_document_id(record_id)):

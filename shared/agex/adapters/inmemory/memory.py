@@ -12,7 +12,15 @@ from datetime import datetime
 from agex.core.errors import NotFound
 from agex.core.memory import Entity, MemoryRecord, Relation, Scope
 from agex.ports import memory_rules as rules
-from agex.ports.memory import GraphStore, MemoryFilter, MemoryPage, Neighbourhood, ScoredRecord, VectorStore
+from agex.ports.memory import (
+    ABOUT_LIMIT,
+    GraphStore,
+    MemoryFilter,
+    MemoryPage,
+    Neighbourhood,
+    ScoredRecord,
+    VectorStore,
+)
 
 __all__ = ["InMemoryGraphStore", "InMemoryVectorStore"]
 
@@ -46,6 +54,12 @@ class InMemoryVectorStore(VectorStore):
                           if t == tenant and r.scope in readable and rules.in_time(r, include_superseded, at)
                           and rules.matches(r, filters)]
         return rules.best((ScoredRecord(record=r, score=rules.cosine(vector, r.vector)) for r in candidates), k)
+
+    def about(self, scope: Scope, key: str, *, limit: int = ABOUT_LIMIT) -> list[MemoryRecord]:
+        with self._lock:
+            found = [r.model_copy(deep=True) for (t, _), r in self._records.items()
+                     if t == scope.tenant and r.scope == scope and r.current and r.metadata.get("key") == key]
+        return rules.newest_first(found)[:limit]
 
     def supersede(self, tenant: str, record_id: str, *, by: str, at: datetime) -> MemoryRecord:
         with self._lock:

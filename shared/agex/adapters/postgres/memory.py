@@ -40,7 +40,15 @@ from psycopg_pool import ConnectionPool
 from agex.core.errors import NotFound, TransientError
 from agex.core.memory import Entity, MemoryRecord, Relation, Scope
 from agex.ports import memory_rules as rules
-from agex.ports.memory import GraphStore, MemoryFilter, MemoryPage, Neighbourhood, ScoredRecord, VectorStore
+from agex.ports.memory import (
+    ABOUT_LIMIT,
+    GraphStore,
+    MemoryFilter,
+    MemoryPage,
+    Neighbourhood,
+    ScoredRecord,
+    VectorStore,
+)
 from agex.ports.metrics_rules import utc
 from agex.ports.rules import valid_document_id
 
@@ -234,6 +242,16 @@ class PostgresVectorStore(VectorStore):
             rows = self._tables.rows(what, self._tables.q(_EXACT, ext=self._ext, where=where), params)
         found = (_record(row) for row in rows)
         return rules.best((ScoredRecord(record=r, score=rules.cosine(vector, r.vector)) for r in found), k)
+
+    def about(self, scope: Scope, key: str, *, limit: int = ABOUT_LIMIT) -> list[MemoryRecord]:
+        if not _valid(scope.tenant) or "\x00" in key:
+            return []  # nothing can be stored under these names
+        query = self._tables.q("SELECT record, vector FROM {s}.memories WHERE tenant = %s AND scope_key = %s "
+                               "AND valid_to IS NULL AND metadata ->> 'key' = %s "
+                               "ORDER BY created_at DESC, record_id DESC LIMIT %s")
+        rows = self._tables.rows(f"reading the memories of {scope} about {key}", query,
+                                 (scope.tenant, scope.key, key, limit))
+        return [_record(row) for row in rows]
 
     def supersede(self, tenant: str, record_id: str, *, by: str, at: datetime) -> MemoryRecord:
         if not _valid(tenant, record_id):
