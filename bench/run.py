@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor-hops", type=int, default=200, help="hops of the platform floor's chain")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["agex", "langgraph", "langgraph-postgres", "dbos", "floor", "stack", "model", "cold",
-                             "memory-recall"],
+                             "memory-recall", "memory-cost"],
                     help="leave a part out (repeatable)")
     ap.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = ap.parse_args(argv)
@@ -325,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
 
         _part("memory_recall", lambda: memory_recall.run(progress=_say), results)
         _say(memory_recall.report(results["memory_recall"]))
+    if "memory-cost" not in args.skip:
+        from bench import memory_cost
+
+        _part("memory_cost", lambda: memory_cost.run(progress=_say), results)
+        _say(memory_cost.report(results["memory_cost"]))
     results["seconds_total"] = time.perf_counter() - t0
     results["machine"]["load_avg_at_end"] = list(os.getloadavg())
 
@@ -344,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
               if "error" in results.get(k, {})]
     if "model_layer" in results and not model_layer.ok(results["model_layer"]):
         failed.append("model_layer")
+    if "memory_cost" in results and not memory_cost.ok(results["memory_cost"]):
+        failed.append("memory_cost")
     return 1 if failed else 0
 
 
