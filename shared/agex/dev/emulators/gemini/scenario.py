@@ -26,10 +26,11 @@ from .wire import GenerateRequest, invalid
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 EXHAUSTED_TEXT = "scenario exhausted"
 
-# `{input.N}`: regex group N of match.input_regex; `{turn}`: the model turn index k. An argument that is
-# exactly `{input.N:number}` is sent as a JSON number, as a model sends one (`amount_usd: 12.5`, not "12.5").
-_PLACEHOLDER = re.compile(r"\{(?:input\.(\d+)(?::number)?|turn)\}")
-_NUMBER = re.compile(r"^\{input\.(\d+):number\}$")
+# `{input.N}`: regex group N of match.input_regex; `{context.N}`: group N of match.context_regex; `{turn}`: the
+# model turn index k. An argument that is exactly `{input.N:number}` (or `{context.N:number}`) is sent as a JSON
+# number, as a model sends one (`amount_usd: 12.5`, not "12.5").
+_PLACEHOLDER = re.compile(r"\{(?:(input|context)\.(\d+)(?::number)?|turn)\}")
+_NUMBER = re.compile(r"^\{(?:input|context)\.(\d+):number\}$")
 
 
 class ScenarioError(Exception):
@@ -97,17 +98,23 @@ class MatchSpec(_Strict):
     """All given conditions must hold; an empty match accepts every request."""
 
     system_contains: str | None = None
+    # re.search on the first user text part: the run's input.
     input_regex: str | None = None
+    # re.search on every user text part joined with newlines: the input and what a runtime put beside it (the
+    # memories it recalled, a thread's earlier turns), so an answer can use what the run was reminded of.
+    context_regex: str | None = None
     # Exact model name (without "models/"), for scenarios that differ per model.
     model: str | None = None
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> MatchSpec:
-        if self.input_regex is not None:
-            try:
-                re.compile(self.input_regex)
-            except re.error as exc:
-                raise ValueError(f"match.input_regex does not compile: {exc}") from None
+        for name in ("input_regex", "context_regex"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"match.{name} does not compile: {exc}") from None
         return self
 
 
@@ -119,6 +126,7 @@ class Scenario(_Strict):
     loop: LoopSpec | None = None
 
     _regex: re.Pattern[str] | None = PrivateAttr(default=None)
+    _context: re.Pattern[str] | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
@@ -128,32 +136,41 @@ class Scenario(_Strict):
         if self.turns is not None and not self.turns:
             raise ValueError("`turns` must not be empty")
         self._regex = re.compile(self.match.input_regex) if self.match.input_regex is not None else None
-        groups = self._regex.groups if self._regex else 0
+        self._context = re.compile(self.match.context_regex) if self.match.context_regex is not None else None
+        groups = {"input": self._regex.groups if self._regex else 0,
+                  "context": self._context.groups if self._context else 0}
         for template in _template_strings(self):
             for m in _PLACEHOLDER.finditer(template):
-                if m.group(1) is not None and int(m.group(1)) > groups:
-                    raise ValueError(f"{m.group(0)!r} is used but match.input_regex has {groups} group(s)")
+                source = m.group(1)
+                if source == "context" and self._context is None:
+                    # even `{context.0}`: without the regex there is nothing the run was reminded of to use
+                    raise ValueError(f"{m.group(0)!r} is used but the scenario has no match.context_regex")
+                if source is not None and int(m.group(2)) > groups[source]:
+                    raise ValueError(f"{m.group(0)!r} is used but match.{source}_regex has {groups[source]} group(s)")
         return self
 
     @property
     def source(self) -> str:
         return self._source
 
-    def matches(self, request: GenerateRequest) -> re.Match[str] | None | bool:
-        """False if the scenario does not apply; otherwise the input regex match (or None)."""
+    def matches(self, request: GenerateRequest) -> Found | None:
+        """None if the scenario does not apply; otherwise what its regexes found, for the templates."""
         m = self.match
         if m.model is not None and m.model != request.model:
-            return False
+            return None
         if m.system_contains is not None and (
             request.system_text is None or m.system_contains not in request.system_text
         ):
-            return False
-        if self._regex is None:
             return None
-        found = self._regex.search(request.first_user_text)
-        return found if found is not None else False
+        found_input = self._regex.search(request.first_user_text) if self._regex is not None else None
+        if self._regex is not None and found_input is None:
+            return None
+        found_context = self._context.search(request.context_text) if self._context is not None else None
+        if self._context is not None and found_context is None:
+            return None
+        return Found(found_input, found_context)
 
-    def reply(self, request: GenerateRequest, found: re.Match[str] | None) -> Reply:
+    def reply(self, request: GenerateRequest, found: Found) -> Reply:
         k = request.model_turns
         ctx = _Context(found, k)
         if self.loop is not None:
@@ -189,6 +206,14 @@ class Scenario(_Strict):
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a matching scenario's regexes found: ``input`` for `{input.N}`, ``context`` for `{context.N}`."""
+
+    input: re.Match[str] | None = None
+    context: re.Match[str] | None = None
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str | None
     function_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -197,13 +222,14 @@ class Reply:
 
 @dataclass(frozen=True)
 class _Context:
-    found: re.Match[str] | None
+    found: Found
     turn: int
 
     def _sub(self, m: re.Match[str]) -> str:
         if m.group(1) is None:
             return str(self.turn)
-        group = self.found.group(int(m.group(1))) if self.found is not None else None
+        match = self.found.input if m.group(1) == "input" else self.found.context
+        group = match.group(int(m.group(2))) if match is not None else None
         return group or ""
 
     def render_text(self, template: str) -> str:
@@ -258,11 +284,11 @@ class ScenarioSet:
     directory: Path
     scenarios: tuple[Scenario, ...]
 
-    def find(self, request: GenerateRequest) -> tuple[Scenario, re.Match[str] | None] | None:
+    def find(self, request: GenerateRequest) -> tuple[Scenario, Found] | None:
         for scenario in self.scenarios:
             found = scenario.matches(request)
-            if found is not False:
-                return scenario, found if isinstance(found, re.Match) else None
+            if found is not None:
+                return scenario, found
         return None
 
 

@@ -124,6 +124,14 @@ class GenerateRequest:
     digest: str
     # The part of prompt_tokens a cachedContent supplied (reported as cachedContentTokenCount).
     cached_tokens: int = 0
+    # Every user text part of the request, in order (a thread's earlier turns and the notes a runtime adds
+    # after the input included): what `match.context_regex` reads.
+    user_texts: tuple[str, ...] = ()
+
+    @property
+    def context_text(self) -> str:
+        """The user text parts joined with newlines, as `match.context_regex` searches them."""
+        return "\n".join(self.user_texts)
 
 
 def _part_kind(part: Any, where: str) -> str:
@@ -214,6 +222,7 @@ def parse_generate_data(model: str, data: dict[str, Any], cached_tokens: int = 0
     chars = 0
     omitted = 0
     first_user_text: str | None = None
+    user_texts: list[str] = []
     roles: list[str] = []
     kinds_per_content: list[list[str]] = []
     own = 0  # where the run's own conversation starts, after a thread's earlier turns
@@ -223,6 +232,8 @@ def parse_generate_data(model: str, data: dict[str, Any], cached_tokens: int = 0
         kinds_per_content.append(kinds)
         for j, (part, kind) in enumerate(zip(parts, kinds, strict=True)):
             chars += part_chars(part)
+            if role == "user" and kind == "text":
+                user_texts.append(part["text"])
             if i == 0 and j == 0 and kind == "text" and (thread := THREAD_NOTE.match(part["text"])):
                 own = 2 * int(thread.group(1))
                 continue
@@ -262,6 +273,7 @@ def parse_generate_data(model: str, data: dict[str, Any], cached_tokens: int = 0
         prompt_tokens=count_tokens(chars),
         digest=digest,
         cached_tokens=cached_tokens,
+        user_texts=tuple(user_texts),
     )
 
 

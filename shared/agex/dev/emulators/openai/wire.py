@@ -20,6 +20,8 @@ _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The engine opens a windowed history with this note after the input; joined to the input as one string.
 _TRAILING_NOTE = re.compile(r"\n\n(\(The \d+ earlier steps of this run are not shown\.\))$")
+# The memories a runtime recalled for the run follow its input (before a history note): joined to the input too.
+_RECALL_NOTE = re.compile(r"\n\n(\(Remembered from earlier conversations with this user.*\))$", re.DOTALL)
 _THREAD_OPENING = re.compile(r"^\(Conversation so far: (\d+) earlier turns follow\..*?\)(?:\n\n|$)", re.DOTALL)
 """A thread's turn opens with the turns before it (the gemini emulator's ``THREAD_NOTE``), the note joined to the
 first user message's other parts: a scenario answers the run's own conversation after them."""
@@ -141,6 +143,7 @@ def parse_chat_request(body: bytes) -> GenerateRequest:
     chars = len(canonical_json(data["tools"])) if data.get("tools") else 0
     system: list[str] = []
     first_user: list[str] | None = None
+    user_texts: list[str] = []
     assistants = 0
     pending: list[str] = []  # ids of the last assistant message's tool calls not answered yet
     after_calls = False  # in the run of tool messages that follows an assistant's tool calls
@@ -183,6 +186,8 @@ def parse_chat_request(body: bytes) -> GenerateRequest:
                 chars += len(canonical_json(m["tool_calls"]))
         else:
             texts = _texts(m.get("content"), f"{where}.content", required=True)
+            if role == "user":
+                user_texts.extend(texts)
             if role in ("system", "developer"):
                 system.extend(texts)
             elif role == "user" and conversation == 0 and texts and (thread := _THREAD_OPENING.match(texts[0])):
@@ -199,7 +204,7 @@ def parse_chat_request(body: bytes) -> GenerateRequest:
     digest = hashlib.sha256(canonical_json({"model": model, "messages": messages}).encode("utf-8")).hexdigest()
     return GenerateRequest(model=model, system_text="\n".join(system) if system else None,
                            first_user_text=first_text, model_turns=assistants + omitted,
-                           prompt_tokens=count_tokens(chars), digest=digest)
+                           prompt_tokens=count_tokens(chars), digest=digest, user_texts=tuple(user_texts))
 
 
 def _unanswered(ids: list[str]) -> OpenAIError:
@@ -210,13 +215,17 @@ def _unanswered(ids: list[str]) -> OpenAIError:
 
 def _opening(texts: list[str]) -> tuple[str, int]:
     """The run's input and the number of steps the history window hides, from the first user message:
-    the note is its own text part, or the end of the one string an adapter joined the parts into."""
+    the note is its own text part, or the end of the one string an adapter joined the parts into (after the
+    recalled memories, which are not the input either: an input_regex sees what it would see on Gemini)."""
     if not texts:
         return "", 0
     first, omitted = texts[0], 0
     trailing = _TRAILING_NOTE.search(first)
     if trailing is not None:
         first, texts = first[:trailing.start()], [first[:trailing.start()], trailing.group(1)]
+    recalled = _RECALL_NOTE.search(first)
+    if recalled is not None:
+        first = first[:recalled.start()]
     for text in texts[1:]:
         note = HISTORY_NOTE.match(text)
         if note is not None:
