@@ -509,3 +509,37 @@ def test_the_backoff_grows_is_jittered_and_respects_retry_after() -> None:
         assert 0.5 <= first <= 1 and 1 <= second <= 2 and 2 <= third <= 4 and 2 <= fourth <= 4
     assert len({p[0] for p in pauses}) > 1
     assert policy.pause(1, retry_after=3.0) == 3.0
+
+
+# --- memory --------------------------------------------------------------------------------------------------
+
+
+def test_a_users_memories_are_listed_and_erased() -> None:
+    from agex.core.agent import Agent
+    from agex.core.memory import MemoryPolicy
+    from agex.testing import FunctionModel
+    from agex.tools.memory import memory_tools
+
+    def remembers(request: Any) -> Any:
+        if any(p.function_response for m in request.messages for p in m.parts):
+            return "noted"
+        return [("remember", {"key": "contact_channel", "value": "email", "text": "Prefers email."})]
+
+    rt = InMemoryRuntime([Agent(name="concierge", instructions="help", tools=memory_tools(),
+                                memory=MemoryPolicy(learn=False))], FunctionModel(remembers))
+    rt.run("concierge", "Please use email.")
+    settings = rt.runtime.settings.model_copy(update={"dev_tokens": TOKENS})
+    server = make_server("127.0.0.1", 0, Request.application(Runtime(settings, rt.runtime.backends,
+                                                                     agents=rt.agents).public_api), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        client = Client(f"http://127.0.0.1:{server.server_port}", "dev-token", retry=FAST)
+        listed = client.memory("dev@example.com")
+        (mine,) = [s for s in listed.scopes if s.agent == "concierge"]
+        assert [m.text for m in mine.memories] == ["Prefers email."] and mine.memories[0].trusted
+        assert client.erase_memory("dev@example.com").deleted["memories"] == 1
+        assert all(not s.memories for s in client.memory("dev@example.com", agent="concierge").scopes)
+    finally:
+        server.shutdown()
+        thread.join(5)

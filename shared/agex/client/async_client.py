@@ -18,6 +18,8 @@ from agex.app.http.views import (
     DecisionView,
     EventsPage,
     EventView,
+    MemoryErased,
+    MemoryList,
     RunsPage,
     RunView,
     ThreadView,
@@ -104,6 +106,16 @@ class AsyncClient:
         """A conversation with ``agent`` (docs/threads.md). ``policy``: what a message sent while a run of the
         thread is going does: ``reject`` (409 ``thread_busy``), ``queue`` or ``interrupt``."""
         return await self._send(calls.create_thread(agent, policy, metadata, idempotency_key))
+
+    async def memory(self, user: str, agent: str | None = None, page_size: int | None = None,
+                 page_token: str | None = None) -> MemoryList:
+        """What is remembered about ``user`` (docs/memory.md): every scope of theirs, or one (``agent``; ``*`` for
+        across agents) paged on with ``page_token``."""
+        return await self._send(calls.memory(user, agent, page_size, page_token))
+
+    async def erase_memory(self, user: str) -> MemoryErased:
+        """Erase everything remembered about ``user``, in every store."""
+        return await self._send(calls.erase_memory(user))
 
     async def thread(self, thread_id: str) -> ThreadView:
         return await self._send(calls.thread(thread_id))

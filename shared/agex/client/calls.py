@@ -21,6 +21,8 @@ from agex.app.http.views import (
     ApprovalView,
     DecisionView,
     EventsPage,
+    MemoryErased,
+    MemoryList,
     RunsPage,
     RunView,
     ThreadView,
@@ -187,6 +189,18 @@ def thread(thread_id: str) -> Call[ThreadView]:
 def send(thread_id: str, input: str, metadata: Mapping[str, str] | None, idempotency_key: str | None,
          wait: float | None) -> Call[RunView]:
     return _new_run(f"/v1/threads/{_seg(thread_id)}/runs", input, metadata, idempotency_key, wait)
+
+
+def memory(user: str, agent: str | None, page_size: int | None, page_token: str | None) -> Call[MemoryList]:
+    params = {"user": user, **({"agent": agent} if agent is not None else {}),
+              **({"page_size": str(page_size)} if page_size is not None else {}),
+              **({"page_token": page_token} if page_token is not None else {})}
+    return Call("GET", "/v1/memory", MemoryList, params=params)
+
+
+def erase_memory(user: str) -> Call[MemoryErased]:
+    # erasing twice erases what the first left: nothing (safe to send again)
+    return Call("DELETE", "/v1/memory", MemoryErased, params={"user": user})
 
 
 def run(run_id: str, wait: float | None = None) -> Call[RunView]:

@@ -17,6 +17,8 @@ from agex.app.http.views import (
     DecisionView,
     EventsPage,
     EventView,
+    MemoryErased,
+    MemoryList,
     RunsPage,
     RunView,
     ThreadView,
@@ -107,6 +109,16 @@ class Client:
         """A conversation with ``agent`` (docs/threads.md). ``policy``: what a message sent while a run of the
         thread is going does: ``reject`` (409 ``thread_busy``), ``queue`` or ``interrupt``."""
         return self._send(calls.create_thread(agent, policy, metadata, idempotency_key))
+
+    def memory(self, user: str, agent: str | None = None, page_size: int | None = None,
+                 page_token: str | None = None) -> MemoryList:
+        """What is remembered about ``user`` (docs/memory.md): every scope of theirs, or one (``agent``; ``*`` for
+        across agents) paged on with ``page_token``."""
+        return self._send(calls.memory(user, agent, page_size, page_token))
+
+    def erase_memory(self, user: str) -> MemoryErased:
+        """Erase everything remembered about ``user``, in every store."""
+        return self._send(calls.erase_memory(user))
 
     def thread(self, thread_id: str) -> ThreadView:
         return self._send(calls.thread(thread_id))
