@@ -266,3 +266,45 @@ def test_a_users_memories_are_erased_from_every_scope_and_another_users_stay() -
     assert len(memory.view("dev", "bob@example.com", "concierge").records) == 1
     assert other.principal == "bob@example.com"
     assert rt.runtime.backends.vectors().list_records(Scope(tenant="acme", agent="concierge", user=USER)).records == []
+
+
+def works_at(text: str) -> list[dict[str, Any]]:
+    return []  # no facts: the relations are the employer model's
+
+
+def employer_model(world: World) -> Callable[[ModelRequest], Any]:
+    """The extraction also answers relations: where the user works, citing the user's words."""
+
+    def answer(request: ModelRequest) -> Any:
+        if request.system != EXTRACT_SYSTEM:
+            return world(request)
+        text = request.messages[0].parts[0].text or ""
+        line = next(ln for ln in text.splitlines() if "] user:" in ln)
+        seq = int(re.search(r"\[event (\d+)\]", line).group(1))  # type: ignore[union-attr]
+        relations = []
+        if m := re.search(r"I work at (\w+)", line):
+            relations.append({"subject": "user", "predicate": "works_at", "object": m.group(1),
+                              "object_type": "organization", "confidence": 0.9, "sources": [seq]})
+        return json.dumps({"facts": [], "relations": relations})
+
+    return answer
+
+
+def test_relations_learned_go_to_the_graph_and_a_newer_one_ends_the_old() -> None:
+    world = World(works_at)
+    agent = Agent(name="concierge", instructions="Help.", memory=MemoryPolicy())
+    rt = InMemoryRuntime([agent], FunctionModel(employer_model(world)))
+    first = run(rt, "Hello, I work at Acme.")
+    rt.clock.advance(3600)
+    run(rt, "News: I work at Globex now.")
+    graph = rt.runtime.backends.graph()
+    scope = Scope(tenant="dev", agent="concierge", user=USER)
+    memory = rt.runtime.memory
+    assert memory is not None
+    user_id = memory._entity(graph, scope, USER, "person", None, first.created_at, first.expire_at).id  # type: ignore[arg-type]
+    now = graph.neighbours([scope], user_id, depth=1)
+    assert sorted(e.name for e in now.entities) == ["Globex", USER]
+    assert [r.predicate for r in now.relations] == ["works_at"]
+    then = graph.neighbours([scope], user_id, depth=1, at=first.created_at)
+    assert {e.name for e in then.entities} >= {"Acme"} and all(r.source.trusted for r in then.relations)
+    assert memory.erase("dev", USER)["graph"] >= 3

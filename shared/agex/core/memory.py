@@ -341,3 +341,17 @@ class Fact(_Doc):
         if about not in ("user", "domain"):
             raise ValueError(f"about is 'user' or 'domain', not {about!r}")
         return about
+
+
+class Link(_Doc):
+    """A relation worth remembering, as the extraction gives it: ``subject`` ``predicate`` ``object`` between named
+    things (``user`` names the run's user). Stored in the graph store as two entities and a relation."""
+
+    subject: str = Field(min_length=1, max_length=200)
+    subject_type: str = Field(default="person", min_length=1, max_length=64)
+    predicate: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    """Lower snake case: ``works_at``, ``owns``, ``prefers``."""
+    object: str = Field(min_length=1, max_length=200)
+    object_type: str = Field(default="thing", min_length=1, max_length=64)
+    confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    sources: list[int] = Field(default_factory=list)

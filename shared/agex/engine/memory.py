@@ -28,12 +28,15 @@ from agex.core.clock import Clock
 from agex.core.errors import Conflict, NotFound
 from agex.core.memory import (
     Conflicts,
+    Entity,
     Fact,
+    Link,
     MemoryKind,
     MemoryPolicy,
     MemoryRecord,
     MemorySource,
     MemoryStatus,
+    Relation,
     Scope,
     visible_scopes,
 )
@@ -338,7 +341,18 @@ class MemoryService:
                 left_out.append({**entry, "reason": "about the domain, and the agent keeps no shared memories"})
             else:
                 facts.append(entry)
-        return {"facts": facts, "left_out": left_out}
+        relations: list[dict[str, Any]] = []
+        for link in parsed.links:
+            score = learning.link_injection_score(link, seen, self.screen)
+            entry = {**link.model_dump(mode="json"), "trusted": learning.trusted(link, seen),
+                     "injection_score": round(score, 4)}
+            if score >= SCREEN_THRESHOLD:
+                left_out.append({**entry, "reason": f"the injection detector flagged it (score {score:.2f})"})
+            elif link.confidence < policy.min_confidence:
+                left_out.append({**entry, "reason": f"confidence {link.confidence} under {policy.min_confidence}"})
+            else:
+                relations.append(entry)
+        return {"facts": facts, "relations": relations, "left_out": left_out}
 
     def _plans(self, agent: Agent, head: RunHead, data: dict[str, Any], now: datetime) -> list[Plan]:
         facts = [Fact.model_validate({k: v for k, v in f.items() if k not in ("trusted", "injection_score")})
@@ -354,6 +368,7 @@ class MemoryService:
 
     def _apply(self, agent: Agent, head: RunHead, learned: Event) -> str:
         kept = [self.keep(agent, p) for p in self._plans(agent, head, learned.data, learned.at)]
+        linked = self._link(agent, head, learned.data.get("relations", []), learned.at)
         for k in kept:
             if k.outcome == "asked" and self.notify_approval is not None:
                 # again on a redelivery: the expiry task's name dedupes, approvers hear of it at least once
@@ -362,9 +377,54 @@ class MemoryService:
                     self.notify_approval(approval)
         outcomes = [k.outcome for k in kept]
         log.info(_log, f"learned from run {head.run_id}: {len(kept)} facts ({', '.join(outcomes) or 'none'}), "
-                 f"{len(learned.data.get('left_out', []))} left out", run=head.run_id, agent=agent.name,
-                 outcome="learned")
+                 f"{len(linked)} relations, {len(learned.data.get('left_out', []))} left out", run=head.run_id,
+                 agent=agent.name, outcome="learned")
         return "learned"
+
+    def _link(self, agent: Agent, head: RunHead, relations: list[dict[str, Any]], at: datetime) -> list[str]:
+        """Keep the relations learned in the graph store, between the user's entities: ``user`` is the run's user.
+        A relation already current is known; one with the same subject and predicate and another object replaces
+        it (its validity ends) under ``newest`` and ``confidence``, and stands beside it otherwise."""
+        if self.graph is None or not relations:
+            return []
+        graph = self.graph()
+        policy = agent.memory or MemoryPolicy()
+        user = user_of(head)
+        scope = Scope(tenant=head.tenant, agent=agent.name, user=user)
+        expire = at + timedelta(days=policy.retention_days)
+        kept: list[str] = []
+        for item in relations:
+            link = Link.model_validate({k: v for k, v in item.items() if k not in ("trusted", "injection_score")})
+            source = MemorySource(run_id=head.run_id, thread_id=head.thread_id, events=link.sources, user=user,
+                                  trusted=bool(item["trusted"]))
+            is_user = link.subject.strip().lower() in ("user", "the user")
+            subject = self._entity(graph, scope, user if is_user else link.subject,
+                                   "person" if is_user else link.subject_type, source, at, expire)
+            obj = self._entity(graph, scope, link.object, link.object_type, source, at, expire)
+            around = graph.neighbours([scope], subject.id, depth=1, predicates=[link.predicate]).relations
+            current = [r for r in around if r.subject == subject.id and r.valid_to is None]
+            if any(r.object == obj.id for r in current):
+                continue  # known
+            relation = Relation(id=_derived("rel_", scope.key, subject.id, link.predicate, obj.id, head.run_id),
+                                scope=scope, subject=subject.id, predicate=link.predicate, object=obj.id,
+                                source=source, confidence=link.confidence, created_at=at, valid_from=at,
+                                expire_at=expire)
+            graph.add_relation(relation)
+            if policy.conflicts in (Conflicts.newest, Conflicts.confidence):
+                for old in current:
+                    if policy.conflicts == Conflicts.newest or old.confidence <= link.confidence:
+                        graph.close_relation(head.tenant, old.id, max(at, old.valid_from))
+            kept.append(relation.id)
+        return kept
+
+    def _entity(self, graph: GraphStore, scope: Scope, name: str, kind: str, source: MemorySource, at: datetime,
+                expire: datetime) -> Entity:
+        entity_id = _derived("ent_", scope.key, " ".join(name.lower().split()))
+        stored = graph.get_entity(scope.tenant, entity_id)
+        if stored is not None:
+            return stored
+        return graph.upsert_entity(Entity(id=entity_id, scope=scope, name=name, type=kind, source=source,
+                                          created_at=at, updated_at=at, expire_at=expire))
 
     # --- a user's memories --------------------------------------------------------------------------------------
 
@@ -394,6 +454,10 @@ class MemoryService:
             deleted["graph"] = self.graph().forget_user(tenant, user)
         log.info(_log, f"erased what is remembered about a user: {deleted}", outcome="erased", tenant=tenant)
         return deleted
+
+
+def _derived(prefix: str, *parts: str) -> str:
+    return prefix + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
 def memory_approval_id(record: str) -> str:

@@ -68,13 +68,20 @@ function fact(f, withReason) {
 }
 
 /** What was learned from the run after it ended: the facts kept, those left out and why, and what it cost. */
+function relation(r, withReason = false) {
+  return h("li", {class: "fact"}, h("p", null, h("code", null, `${r.subject} ${r.predicate} ${r.object}`), " ", untrusted(r)),
+           withReason && r.reason ? h("p", {class: "reason"}, `Why: ${r.reason}`) : null);
+}
+
 function learned(d) {
   const kept = list(d.facts);
+  const related = list(d.relations);
   const left = list(d.left_out);
-  return [line("learned", `${plural(kept.length, "fact", "facts")} kept, ${left.length} left out`, d.model ? ` · by ${d.model}` : ""),
+  return [line("learned", `${plural(kept.length, "fact", "facts")}, ${plural(related.length, "relation", "relations")} kept, ${left.length} left out`, d.model ? ` · by ${d.model}` : ""),
           kept.length ? h("ul", {class: "facts-learned"}, kept.map((f) => fact(f, false))) : null,
+          related.length ? h("ul", {class: "facts-learned"}, related.map((r) => relation(r))) : null,
           left.length ? h("div", {class: "left-out"}, h("span", {class: "label"}, "Left out"),
-                          h("ul", {class: "facts-learned"}, left.map((f) => fact(f, true)))) : null,
+                          h("ul", {class: "facts-learned"}, left.map((f) => (f.predicate ? relation(f, true) : fact(f, true))))) : null,
           usage(d.usage)];
 }
 
