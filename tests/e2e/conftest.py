@@ -164,6 +164,12 @@ def mcp_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory, weather: tuple[WeatherApi, str], mcp_url: str) -> Iterator[E2E]:
+    yield from stack_of(tmp_path_factory, weather, mcp_url)
+
+
+def stack_of(tmp_path_factory: pytest.TempPathFactory, weather: tuple[WeatherApi, str], mcp_url: str,
+             env: dict[str, str] | None = None) -> Iterator[E2E]:
+    """The e2e stack, with ``env`` more settings of its functions (``AGEX_STORE``: run state on Postgres)."""
     workdir = tmp_path_factory.mktemp("stack")
     failpoints = workdir / "failpoints"
     failpoints.write_text("")
@@ -180,8 +186,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, weather: tuple[WeatherApi, str
                          extra_env={"AGEX_FAILPOINTS_FILE": str(failpoints),
                                     "AGEX_E2E_EFFECTS": str(workdir / "effects.sqlite"),
                                     "AGEX_SECRET_CACHE_SECONDS": "2", "AGEX_TRACE_EXPORTER": "console", "AGEX_E2E_HTTP_URL": weather[1],
-                                    "AGEX_E2E_MCP_URL": mcp_url})
+                                    "AGEX_E2E_MCP_URL": mcp_url, **(env or {})})
+    effects = os.environ.get("AGEX_E2E_EFFECTS")
     with Stack(config) as stack:
         e2e = E2E(stack, failpoints)
         e2e.weather = weather[0]
-        yield e2e
+        try:
+            yield e2e
+        finally:  # a second stack of the session points this process at its effects only while it runs
+            if effects is not None:
+                os.environ["AGEX_E2E_EFFECTS"] = effects
