@@ -326,32 +326,28 @@ class MemoryService:
 
     def _screened(self, agent: Agent, head: RunHead, parsed: learning.Parsed,
                   seen: learning.Transcript) -> dict[str, Any]:
+        """The facts and relations to keep, and those left out with why: flagged by the injection detector, less
+        confident than the policy asks, or about the domain of an agent that keeps no shared memories."""
         policy = agent.memory or MemoryPolicy()
-        facts: list[dict[str, Any]] = []
         left_out = list(parsed.dropped)
-        for fact in parsed.facts:
-            score = learning.injection_score(fact, seen, self.screen)
-            entry = {**fact.model_dump(mode="json"), "trusted": learning.trusted(fact, seen),
+
+        def kept(item: Fact | Link, score: float, why: str | None = None) -> dict[str, Any] | None:
+            entry = {**item.model_dump(mode="json"), "trusted": learning.trusted(item, seen),
                      "injection_score": round(score, 4)}
             if score >= SCREEN_THRESHOLD:
-                left_out.append({**entry, "reason": f"the injection detector flagged it (score {score:.2f})"})
-            elif fact.confidence < policy.min_confidence:
-                left_out.append({**entry, "reason": f"confidence {fact.confidence} under {policy.min_confidence}"})
-            elif fact.about == "domain" and not policy.shared:
-                left_out.append({**entry, "reason": "about the domain, and the agent keeps no shared memories"})
-            else:
-                facts.append(entry)
-        relations: list[dict[str, Any]] = []
-        for link in parsed.links:
-            score = learning.link_injection_score(link, seen, self.screen)
-            entry = {**link.model_dump(mode="json"), "trusted": learning.trusted(link, seen),
-                     "injection_score": round(score, 4)}
-            if score >= SCREEN_THRESHOLD:
-                left_out.append({**entry, "reason": f"the injection detector flagged it (score {score:.2f})"})
-            elif link.confidence < policy.min_confidence:
-                left_out.append({**entry, "reason": f"confidence {link.confidence} under {policy.min_confidence}"})
-            else:
-                relations.append(entry)
+                why = f"the injection detector flagged it (score {score:.2f})"
+            elif item.confidence < policy.min_confidence:
+                why = f"confidence {item.confidence} under {policy.min_confidence}"
+            if why is not None:
+                left_out.append({**entry, "reason": why})
+                return None
+            return entry
+
+        domain = "about the domain, and the agent keeps no shared memories"
+        facts = [e for f in parsed.facts if (e := kept(f, learning.injection_score(f, seen, self.screen),
+                                                       domain if f.about == "domain" and not policy.shared else None))]
+        relations = [e for link in parsed.links
+                     if (e := kept(link, learning.link_injection_score(link, seen, self.screen)))]
         return {"facts": facts, "relations": relations, "left_out": left_out}
 
     def _plans(self, agent: Agent, head: RunHead, data: dict[str, Any], now: datetime) -> list[Plan]:
