@@ -77,7 +77,8 @@ function learned(d) {
   const kept = list(d.facts);
   const related = list(d.relations);
   const left = list(d.left_out);
-  return [line("learned", `${plural(kept.length, "fact", "facts")}, ${plural(related.length, "relation", "relations")} kept, ${left.length} left out`, d.model ? ` · by ${d.model}` : ""),
+  const relations = related.length ? `, ${plural(related.length, "relation", "relations")}` : "";
+  return [line("learned", `${plural(kept.length, "fact", "facts")}${relations} kept, ${left.length} left out`, d.model ? ` · by ${d.model}` : ""),
           kept.length ? h("ul", {class: "facts-learned"}, kept.map((f) => fact(f, false))) : null,
           related.length ? h("ul", {class: "facts-learned"}, related.map((r) => relation(r))) : null,
           left.length ? h("div", {class: "left-out"}, h("span", {class: "label"}, "Left out"),
