@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,7 +92,6 @@ class Kept:
     """``stored``, ``known`` (the same fact was remembered), ``superseded`` (it replaced an older one: ``replaced``),
     ``outvoted`` (a more confident one stands), ``flagged`` (both kept, for review), ``asked`` (an approval)."""
     replaced: str | None = None
-    approval: Approval | None = None
 
 
 @dataclass
@@ -103,7 +102,6 @@ class Plan:
     record: MemoryRecord
     contradicts: MemoryRecord | None = None
     same: MemoryRecord | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MemoryService:
@@ -474,10 +472,6 @@ def record_learned(head: RunHead, seen_seq: int, data: dict[str, Any], approvals
                        expire_at=now + LEDGER_RETENTION)
     return Mutation(head.model_copy(update={"seq": event.seq}), [event],
                     approvals=[a for a in approvals if a.status == ApprovalStatus.pending], spend=[spend])
-
-
-def recalled_event(memories: list[dict[str, Any]]) -> tuple[EventKind, dict[str, Any]]:
-    return EventKind.memory_recalled, {"memories": memories}
 
 
 def _same_value(record: MemoryRecord, value: str) -> bool:
