@@ -799,6 +799,64 @@ def test_firestore_stats_count_operations(fs_store: Any) -> None:
     assert (s["reads"], s["writes"], s["commits"], s["queries"], s["retries"]) == (2 + 4, 3, 1, 1, 0)
 
 
+def test_firestore_a_step_reads_its_head_once(fs_store: Any) -> None:
+    """Read, commit, commit (a step): the commits decide on the version this store last saw, so the head
+    is read once, and the commits are proved by their precondition."""
+    head = create(fs_store, make_head())
+    fs_store.reset_stats()
+    assert fs_store.get_run(head.tenant, head.run_id) == head
+    fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(2, 1)))
+    fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(3, 1), make_event(4, 1)))
+    s = fs_store.stats
+    assert (s["reads"], s["commits"], s["retries"]) == (1, 2, 0)
+    assert fs_store.get_run(head.tenant, head.run_id).seq == 4
+
+
+def test_firestore_a_head_changed_elsewhere_is_decided_on_again(firestore_client: Any) -> None:
+    """Another process (another store) changes the head after this one saw it: the commit made on what this
+    one saw fails its precondition, and the update is decided again on the stored head. Nothing is lost."""
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+    prefix = unique("t") + "_"
+    here, there = (FirestoreCheckpointStore(firestore_client, prefix=prefix) for _ in range(2))
+    head = create(here, make_head())
+    here.get_run(head.tenant, head.run_id)
+    there.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(2, 1), metadata={"by": "there"}))
+    seen: list[dict[str, str]] = []
+    here.update_run(head.tenant, head.run_id,
+                    lambda h: seen.append(dict(h.metadata)) or append(h, make_event(h.seq + 1, 1)))
+    assert seen[-1] == {"by": "there"}
+    stored = here.get_run(head.tenant, head.run_id)
+    assert stored.seq == 3 and stored.metadata == {"by": "there"}
+    assert [e.seq for e in here.list_events(head.tenant, head.run_id)] == [1, 2, 3]
+
+
+def test_firestore_a_refusal_or_no_op_on_a_stale_head_is_not_trusted(firestore_client: Any) -> None:
+    """A decision that writes nothing, or raises, proves nothing about the stored head: it is taken again on a
+    fresh read. Here the head this store saw says "stop"; the stored one says "go"."""
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+    prefix = unique("t") + "_"
+    here, there = (FirestoreCheckpointStore(firestore_client, prefix=prefix) for _ in range(2))
+    head = create(here, make_head(metadata={"state": "stop"}))
+    here.get_run(head.tenant, head.run_id)
+    there.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(2, 1), metadata={"state": "go"}))
+
+    def no_op_unless_go(h: RunHead) -> Mutation[str]:
+        return append(h, make_event(h.seq + 1, 1)) if h.metadata["state"] == "go" else Mutation(None, (), "stop")
+
+    assert here.update_run(head.tenant, head.run_id, no_op_unless_go).value == "ok"
+    there.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(h.seq + 1, 1), metadata={"state": "x"}))
+
+    def refuse_unless_x(h: RunHead) -> Mutation[str]:
+        if h.metadata["state"] != "x":
+            raise ValueError("not x")
+        return append(h, make_event(h.seq + 1, 1))
+
+    assert here.update_run(head.tenant, head.run_id, refuse_unless_x).value == "ok"
+    assert here.get_run(head.tenant, head.run_id).seq == 5
+
+
 def test_firestore_oversized_document_raises_document_too_large(fs_store: Any) -> None:
     from agex.core.errors import DocumentTooLarge
     from agex.ports.rules import MAX_DOCUMENT_BYTES

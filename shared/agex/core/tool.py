@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import inspect
 import json
 import random
@@ -172,9 +173,9 @@ class Tool:
     still reads it."""
 
     def spec(self) -> ToolSpec:
-        schema = self.args_model.model_json_schema()
-        schema.pop("title", None)
-        return ToolSpec(name=self.name, description=self.description, parameters=schema)
+        # a fresh dict each time: callers (adapters translating the schema) may change what they get
+        return ToolSpec(name=self.name, description=self.description,
+                        parameters=json.loads(_arguments_schema(self.args_model)))
 
     def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
         assert self.fn is not None, f"tool {self.name} has no function"
@@ -306,6 +307,15 @@ def _as_dict(result: Any) -> dict[str, Any]:
         plain: dict[str, Any] = json.loads(json.dumps(result, default=str))
         return plain
     return {"result": json.loads(json.dumps(result, default=str))}
+
+
+@functools.lru_cache(maxsize=1024)
+def _arguments_schema(model: type[BaseModel]) -> str:
+    """The JSON schema of a tool's arguments, as text. Pydantic builds it anew on every call (3 ms a step for
+    two tools), and the tools a step offers are the same every step."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    return json.dumps(schema)
 
 
 def _truncate(output: dict[str, Any]) -> dict[str, Any]:

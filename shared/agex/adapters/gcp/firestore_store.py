@@ -52,11 +52,12 @@ Indexes the deployment must declare (Terraform):
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -169,6 +170,7 @@ class FirestoreCheckpointStore(CheckpointStore):
         self._approvals = f"{prefix}approvals"
         self._spend = f"{prefix}spend"
         self._max_attempts = max_attempts
+        self._known = _KnownHeads()
         self._stats_lock = threading.Lock()
         self.stats: dict[str, int] = {}
         self.reset_stats()
@@ -237,8 +239,12 @@ class FirestoreCheckpointStore(CheckpointStore):
     def get_run(self, tenant: str, run_id: str) -> RunHead | None:
         if not _valid_ids(tenant, run_id):
             return None  # no run can have this name: create_run refuses it
-        snap = self._get_snapshot(self._head_ref(tenant, run_id), run_id)
-        return _decode_head(snap.to_dict()) if snap.exists else None
+        ref = self._head_ref(tenant, run_id)
+        snap = self._get_snapshot(ref, run_id)
+        if not snap.exists:
+            return None
+        self._known.remember(ref.path, snap.to_dict() or {}, snap.update_time)
+        return _decode_head(snap.to_dict())
 
     def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
         if not _valid_ids(tenant, run_id):
@@ -276,14 +282,30 @@ class FirestoreCheckpointStore(CheckpointStore):
         """Read the head, decide, then commit head and events in one atomic batch on the precondition that
         the head is still the version read (its update time). A concurrent writer makes the commit fail
         with FAILED_PRECONDITION and the whole update is tried again: no locks, so no lock waits, and
-        2 RPCs (get, commit) per attempt instead of a transaction's 3."""
-        for attempt in range(1, self._max_attempts + 1):
-            if attempt > 1:
-                self._count(retries=1)
-                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # de-synchronize contenders
-            snap = self._get_snapshot(ref, run_id)
-            result, writes = self._prepare(ref, snap, run_id, mutate)
+        2 RPCs (get, commit) per attempt instead of a transaction's 3.
+
+        The first attempt skips the read when this store last saw the head (read it, or committed it) in
+        this process: the precondition proves at the commit that it is still that version, and a decision
+        that writes nothing, or refuses, is taken again on a fresh read, since nothing would prove it. A
+        step thus reads its head once, not once per commit."""
+        known = self._known.recall(ref.path)
+        attempt = 0
+        while attempt < self._max_attempts:
+            if known is None:
+                attempt += 1
+                if attempt > 1:
+                    self._count(retries=1)
+                    time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # de-synchronize contenders
+            snap, known = known or self._get_snapshot(ref, run_id), None
+            try:
+                result, writes = self._prepare(ref, snap, run_id, mutate)
+            except Exception:
+                if isinstance(snap, _KnownHead):
+                    continue  # decided on what this process last saw: decide again on what is stored
+                raise
             if writes is None:
+                if isinstance(snap, _KnownHead):
+                    continue
                 return result
             changes = _head_changes(snap.to_dict() or {}, writes.head[1])
             batch = self._client.batch()
@@ -296,13 +318,15 @@ class FirestoreCheckpointStore(CheckpointStore):
                 batch.set(r, doc)  # guarded by the head's precondition: the whole batch fails with it
             self._count(commits=1)
             try:
-                batch.commit()
+                written = batch.commit()
             except (gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):
+                self._known.forget(ref.path)
                 continue  # the head changed (or went) since it was read: decide again on the new one
             except gexc.Conflict as e:
                 # An event document exists already. If the head changed, a concurrent writer took these
                 # sequence numbers: decide again. If not, the events collection is out of step with
                 # the head: retrying cannot help.
+                self._known.forget(ref.path)
                 current = self._get_snapshot(ref, run_id)
                 if current.exists and current.update_time != snap.update_time:
                     continue
@@ -311,7 +335,10 @@ class FirestoreCheckpointStore(CheckpointStore):
                     f"although the head was not changed; the run's events are inconsistent with its head"
                 ) from e
             except gexc.GoogleAPIError as e:
+                self._known.forget(ref.path)
                 raise _translate(e, f"updating run {run_id}") from e
+            # the head's write comes first in the batch: its result carries the new version's update time
+            self._known.remember(ref.path, writes.head[1], written[0].update_time)
             sent = document_size(ref.path, {k: None if v is firestore.DELETE_FIELD else v for k, v in changes.items()})
             self._count(writes=writes.n, bytes_written=writes.size - writes.head_size + sent, bytes_head=sent,
                         bytes_events=writes.events_size)
@@ -603,6 +630,46 @@ def _check_write_count(run_id: str, n: int) -> None:
             f"run {run_id}: one update may write at most {MAX_WRITES_PER_COMMIT} documents (the head, its "
             f"events and approvals), not {n}: Firestore's limit of writes per commit"
         )
+
+
+class _KnownHead(NamedTuple):
+    """A head as this process last saw it, standing in for a snapshot: what an update decides on it commits
+    only if the stored head is still this version."""
+
+    doc: dict[str, Any]
+    update_time: Any
+    exists: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.doc)  # the decoder and the caller may keep or change what they get
+
+
+class _KnownHeads:
+    """The last version of each recently used head this process read or committed, by document path.
+    Bounded: a step function serves many runs, and a head not found here is read, as before."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heads: OrderedDict[str, _KnownHead] = OrderedDict()
+
+    def remember(self, path: str, doc: dict[str, Any], update_time: Any) -> None:
+        if update_time is None:
+            return
+        with self._lock:
+            self._heads[path] = _KnownHead(copy.deepcopy(doc), update_time)
+            self._heads.move_to_end(path)
+            while len(self._heads) > self.LIMIT:
+                self._heads.popitem(last=False)
+
+    def recall(self, path: str) -> _KnownHead | None:
+        with self._lock:
+            return self._heads.get(path)
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._heads.pop(path, None)
 
 
 def _head_changes(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -297,20 +297,21 @@ def _config(system: str, tools: list[Any] | None, cached: str | None) -> Any:
     return types.GenerateContentConfig(system_instruction=system, tools=tools, automatic_function_calling=off)
 
 
-def _content(message: Message) -> Any:
-    from google.genai import types
-
-    parts = []
+def _content(message: Message) -> dict[str, Any]:
+    """A message as the API's JSON. Dicts, not ``types.Content``: the SDK validates its parameters again
+    whatever it is given, and from its own model objects that costs 3.5x what it does from dicts (5.6 ms
+    against 1.6 ms for a full 10-step window)."""
+    parts: list[dict[str, Any]] = []
     for p in message.parts:
         if p.text is not None:
-            parts.append(types.Part(text=p.text))
+            parts.append({"text": p.text})
         elif p.function_call is not None:
             fc = p.function_call
-            parts.append(types.Part(function_call=types.FunctionCall(id=fc.id, name=fc.name, args=fc.args)))
+            parts.append({"function_call": {"id": fc.id, "name": fc.name, "args": fc.args}})
         elif p.function_response is not None:
             fr = p.function_response
-            parts.append(types.Part(function_response=types.FunctionResponse(id=fr.id, name=fr.name, response=fr.response)))
-    return types.Content(role=message.role, parts=parts)
+            parts.append({"function_response": {"id": fr.id, "name": fr.name, "response": fr.response}})
+    return {"role": message.role, "parts": parts}
 
 
 @contextlib.contextmanager
