@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -779,24 +780,45 @@ def test_firestore_layout_and_native_types(firestore_client: Any) -> None:
     assert raw["status"] == "running" and type(raw["status"]) is str
     assert head.lease is not None and raw["lease"]["until"] == head.lease.until
     assert raw["metadata"] == head.metadata
+    # the events of one commit share a document, named by the first one's seq
     ids = [d.id for d in firestore_client.collection(f"tenants/{head.tenant}/runs/{head.run_id}/events").stream()]
-    assert ids == ["0000000001", "0000000002"]
-    event = firestore_client.document(f"tenants/{head.tenant}/runs/{head.run_id}/events/0000000002").get().to_dict()
-    assert isinstance(event["expire_at"], datetime) and event["kind"] == "step_started" and event["seq"] == 2
-    assert isinstance(event["data_json"], str) and "data" not in event
+    assert ids == ["0000000001"]
+    doc = firestore_client.document(f"tenants/{head.tenant}/runs/{head.run_id}/events/0000000001").get().to_dict()
+    assert isinstance(doc["expire_at"], datetime)  # the TTL policy's field
+    assert (doc["seq"], doc["last_seq"], doc["step"], doc["last_step"]) == (1, 2, 0, 0)
+    items = json.loads(doc["events_json"])
+    assert [(i["seq"], i["kind"]) for i in items] == [(1, "run_created"), (2, "step_started")]
+    assert "expire_at" not in items[0] and "format" not in items[0]  # the document's
+
+
+def test_firestore_events_too_large_to_share_a_document_are_split_in_order(fs_store: Any) -> None:
+    """Three events of 400 KB in one commit: two documents (the third does not fit beside two), every event
+    read back in order, and pages across the documents' boundaries."""
+    head = create(fs_store, make_head())
+    big = [make_event(seq, 1, pad="x" * 400_000) for seq in (2, 3, 4)]
+    fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, *big))
+    fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(5, 2), make_event(6, 2)))
+    ref = fs_store.client.document(f"{fs_store.prefix}tenants/{head.tenant}/{fs_store.prefix}runs/{head.run_id}")
+    ids = [d.id for d in ref.collection(f"{fs_store.prefix}events").stream()]
+    assert ids == ["0000000001", "0000000002", "0000000004", "0000000005"]
+    assert [e.seq for e in fs_store.list_events(head.tenant, head.run_id)] == [1, 2, 3, 4, 5, 6]
+    assert [e.seq for e in fs_store.list_events(head.tenant, head.run_id, after_seq=2, limit=3)] == [3, 4, 5]
+    assert [e.seq for e in fs_store.list_events(head.tenant, head.run_id, after_seq=5, limit=3)] == [6]
+    assert [e.seq for e in fs_store.events_since_step(head.tenant, head.run_id, 2)] == [5, 6]
+    assert fs_store.list_events(head.tenant, head.run_id, after_seq=2, limit=1)[0].data["pad"] == "x" * 400_000
 
 
 def test_firestore_stats_count_operations(fs_store: Any) -> None:
     head = create(fs_store, make_head(), n_events=2)
-    assert fs_store.stats["writes"] == 3 and fs_store.stats["commits"] == 1
+    assert fs_store.stats["writes"] == 2 and fs_store.stats["commits"] == 1  # the head, its events' document
     assert fs_store.stats["bytes_written"] > len(head.input)
     before = fs_store.reset_stats()
-    assert before["writes"] == 3
+    assert before["writes"] == 2
     fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, make_event(3, 1), make_event(4, 1)))
-    fs_store.update_run(head.tenant, head.run_id, lambda h: Mutation(None))
+    fs_store.update_run(head.tenant, head.run_id, lambda h: Mutation(None))  # not trusted unread: read
     fs_store.list_events(head.tenant, head.run_id)
     s = fs_store.stats
-    assert (s["reads"], s["writes"], s["commits"], s["queries"], s["retries"]) == (2 + 4, 3, 1, 1, 0)
+    assert (s["reads"], s["writes"], s["commits"], s["queries"], s["retries"]) == (2 + 2, 2, 1, 1, 0)
 
 
 def test_firestore_a_step_reads_its_head_once(fs_store: Any) -> None:
@@ -947,10 +969,13 @@ def test_firestore_refuses_more_writes_than_one_commit_holds(fs_store: Any) -> N
     from agex.adapters.gcp.firestore_store import MAX_WRITES_PER_COMMIT
 
     head = create(fs_store, make_head())
-    too_many = [make_event(2 + i, 1) for i in range(MAX_WRITES_PER_COMMIT)]
+    many_events = [make_event(2 + i, 1) for i in range(MAX_WRITES_PER_COMMIT)]
+    fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, *many_events))  # one document holds them
+    before = fs_store.get_run(head.tenant, head.run_id)
+    too_many = [make_approval(before) for _ in range(MAX_WRITES_PER_COMMIT - 1)]  # and the head, an event
     with pytest.raises(ValueError, match="at most 500"):
-        fs_store.update_run(head.tenant, head.run_id, lambda h: append(h, *too_many))
-    assert fs_store.get_run(head.tenant, head.run_id) == head
+        fs_store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, *too_many))
+    assert fs_store.get_run(head.tenant, head.run_id) == before
 
 
 def test_firestore_approval_layout_and_encoding(firestore_client: Any) -> None:
@@ -980,16 +1005,16 @@ def test_firestore_counts_approvals_as_writes(fs_store: Any) -> None:
     fs_store.update_run(head.tenant, head.run_id, lambda h: wait_for(h, make_approval(h), make_approval(h)))
     assert fs_store.stats["writes"] == 4 and fs_store.stats["commits"] == 1  # head, event, two approvals
 
-    def with_events(n: int) -> Callable[[RunHead], Mutation[str]]:
+    def with_approvals(n: int) -> Callable[[RunHead], Mutation[str]]:
         def mutate(h: RunHead) -> Mutation[str]:
-            events = [make_event(h.seq + 1 + i, 1) for i in range(n)]
-            return Mutation(append(h, *events).head, events, approvals=[make_approval(h), make_approval(h)])
+            events = [make_event(h.seq + 1 + i, 1) for i in range(3)]  # one document
+            return Mutation(append(h, *events).head, events, approvals=[make_approval(h) for _ in range(n)])
         return mutate
 
-    fs_store.update_run(head.tenant, head.run_id, with_events(MAX_WRITES_PER_COMMIT - 3))  # exactly 500 writes
+    fs_store.update_run(head.tenant, head.run_id, with_approvals(MAX_WRITES_PER_COMMIT - 2))  # exactly 500 writes
     before = fs_store.get_run(head.tenant, head.run_id)
     with pytest.raises(ValueError, match="at most 500"):
-        fs_store.update_run(head.tenant, head.run_id, with_events(MAX_WRITES_PER_COMMIT - 2))
+        fs_store.update_run(head.tenant, head.run_id, with_approvals(MAX_WRITES_PER_COMMIT - 1))
     assert fs_store.get_run(head.tenant, head.run_id) == before
 
 

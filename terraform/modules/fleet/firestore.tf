@@ -392,7 +392,7 @@ resource "google_firestore_field" "ttl" {
 # queried. Saves index writes and keeps these fields clear of the 1500-byte index entry limit.
 resource "google_firestore_field" "exempt" {
   for_each = {
-    "events.data_json"                = { collection = "events", field = "data_json" }
+    "events.events_json"              = { collection = "events", field = "events_json" }
     "runs.input"                      = { collection = "runs", field = "input" }
     "runs.result"                     = { collection = "runs", field = "result" }
     "runs.context"                    = { collection = "runs", field = "context" } # the thread's, as the run started

@@ -3,7 +3,7 @@
 Layout (``prefix`` is empty in production)::
 
     {prefix}tenants/{tenant}/{prefix}runs/{run_id}                      the RunHead
-    {prefix}tenants/{tenant}/{prefix}runs/{run_id}/{prefix}events/{seq:010d}   one Event each
+    {prefix}tenants/{tenant}/{prefix}runs/{run_id}/{prefix}events/{seq:010d}   the Events of one commit
     {prefix}tenants/{tenant}/{prefix}approvals/{approval_id}            one Approval each
 
 Encoding:
@@ -11,10 +11,17 @@ Encoding:
 - Heads and events are stored as native Firestore documents (``model_dump(mode="python")``), so
   datetimes are Timestamps (the TTL policy on ``expire_at`` needs that) and ``status``/``kind`` are
   strings that queries can filter on.
+- The events one commit appends are stored together, in one document named by the first one's ``seq``:
+  ``seq`` and ``last_seq``, ``step`` and ``last_step`` (the ranges they cover, which the queries filter on),
+  ``expire_at`` (the latest of theirs: the TTL policy deletes the document whole) and ``events_json``, the
+  events as a JSON array (an event's ``expire_at`` and ``format`` only when they differ from the
+  document's). A step's commits write 2 event documents, not 5: Firestore bills per document written.
+  Events too large to share one document (their sum over :data:`MAX_DOCUMENT_BYTES`) are split over
+  several, each a contiguous range named by its first ``seq``; an event alone over the limit is refused.
 - ``Event.data`` is free-form JSON (model messages, tool arguments and outputs). Firestore cannot store
   every JSON value natively (no arrays of arrays, no ``__x__`` or empty field names, integers only up to
-  64 bits) and indexes every leaf of a map, so ``data`` is stored as one JSON string, ``data_json``.
-  Event data must therefore be JSON-compatible; anything else is refused with ``ValueError``.
+  64 bits) and indexes every leaf of a map, which is why events are kept as JSON text. Event data must
+  therefore be JSON-compatible; anything else is refused with ``ValueError``.
 - ``Approval.arguments``, ``call_arguments`` and ``edited_arguments`` are tool arguments, and
   ``late_result`` holds a tool's output: free-form JSON like event data, stored as JSON strings for the
   same reasons (``arguments_json``, ``call_arguments_json``, ``edited_arguments_json``,
@@ -37,9 +44,9 @@ on a settled approval; a whole-document write of that approval racing it would d
 Indexes the deployment must declare (Terraform):
 
 - ``find_runs``: a composite *collection-group* index on ``runs``: ``status`` ASC, ``updated_at`` ASC.
-- ``list_events`` / ``events_since_step`` need only the automatic single-field indexes on ``seq`` and
-  ``step``; exempt ``events.data_json`` and ``runs.input``/``runs.result`` from single-field indexing
-  (large strings, never queried) to save index writes.
+- ``list_events`` / ``events_since_step`` need only the automatic single-field indexes on ``last_seq`` and
+  ``last_step``; exempt ``events.events_json`` and ``runs.input``/``runs.result`` from single-field
+  indexing (large strings, never queried) to save index writes.
 - ``find_waiting``: a composite *collection-group* index on ``runs``: ``status`` ASC, ``wake_at`` ASC.
 - ``list_approvals``: composite indexes on ``approvals``: ``status`` ASC, ``created_at`` ASC,
   ``approval_id`` ASC (one status) and ``created_at`` ASC, ``approval_id`` ASC (all statuses).
@@ -52,7 +59,6 @@ Indexes the deployment must declare (Terraform):
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import threading
@@ -69,9 +75,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agex.core.approval import Approval, ApprovalStatus
 from agex.core.errors import AlreadyExists, ConfigurationError, NotFound, TransientError
-from agex.core.run import UNFINISHED_STATUSES, WAITING_STATUSES, Event, RunHead, RunStatus
+from agex.core.run import FORMAT_VERSION, UNFINISHED_STATUSES, WAITING_STATUSES, Event, RunHead, RunStatus
 from agex.ports.checkpoint_store import CheckpointStore, Mutation, RunFilter
 from agex.ports.rules import (
+    MAX_DOCUMENT_BYTES,
     RESERVED_NAME,
     check_collection_prefix,
     check_continues,
@@ -90,6 +97,10 @@ MAX_WRITES_PER_COMMIT = 500
 """Firestore commits (batches, transactions) write at most 500 documents."""
 
 _EVENT_ID_WIDTH = 10
+
+_EVENTS_BUDGET = MAX_DOCUMENT_BYTES - 4_096
+"""Bytes of events' JSON one event document takes: under the document limit by its other fields and its
+name, which are bounded (a path of ids of at most 1,500 bytes each would not fit; ours are short)."""
 _TRANSIENT = (
     gexc.Aborted,
     gexc.ServiceUnavailable,
@@ -204,6 +215,34 @@ class FirestoreCheckpointStore(CheckpointStore):
     def _event_ref(self, head_ref: firestore.DocumentReference, seq: int) -> firestore.DocumentReference:
         return head_ref.collection(self._events).document(f"{seq:0{_EVENT_ID_WIDTH}d}")
 
+    def _event_docs(self, head_ref: firestore.DocumentReference, events: Sequence[Event]) -> list[_Write]:
+        """The events of one commit in as few documents as fit under the size limit, each a contiguous range
+        named by its first seq."""
+        docs: list[_Write] = []
+        group: list[tuple[Event, str]] = []
+        size = 0
+        for e in events:
+            item = _event_json(e)
+            n = len(item.encode()) + 1  # and its comma
+            if group and size + n > _EVENTS_BUDGET:
+                docs.append(self._event_doc(head_ref, group))
+                group, size = [], 0
+            group.append((e, item))
+            size += n
+        if group:
+            docs.append(self._event_doc(head_ref, group))
+        return docs
+
+    def _event_doc(self, head_ref: firestore.DocumentReference, group: list[tuple[Event, str]]) -> _Write:
+        events = [e for e, _ in group]
+        expire_at = max(e.expire_at for e in events)
+        items = [item if e.expire_at == expire_at and e.format == FORMAT_VERSION
+                 else _event_json(e, with_expiry=True) for e, item in group]
+        doc = {"seq": events[0].seq, "last_seq": events[-1].seq, "step": min(e.step for e in events),
+               "last_step": max(e.step for e in events), "expire_at": expire_at, "format": FORMAT_VERSION,
+               "events_json": "[" + ",".join(items) + "]"}
+        return self._event_ref(head_ref, events[0].seq), doc
+
     def _approval_ref(self, tenant: str, approval_id: str) -> firestore.DocumentReference:
         _check_id("tenant", tenant)
         _check_id("approval id", approval_id)
@@ -214,8 +253,8 @@ class FirestoreCheckpointStore(CheckpointStore):
     def create_run(self, head: RunHead, events: Sequence[Event]) -> RunHead:
         check_continues(head.seq - len(events), events)
         ref = self._head_ref(head.tenant, head.run_id)
-        _check_write_count(head.run_id, 1 + len(events))
-        writes = [(ref, _encode_head(head))] + [(self._event_ref(ref, e.seq), _encode_event(e)) for e in events]
+        writes = [(ref, _encode_head(head))] + self._event_docs(ref, events)
+        _check_write_count(head.run_id, len(writes))
         sizes = [_checked_size(r, doc) for r, doc in writes]
         batch = self._client.batch()
         for r, doc in writes:
@@ -265,9 +304,9 @@ class FirestoreCheckpointStore(CheckpointStore):
         if result.head is None:
             return result, None
         check_update(head, result.events, result.approvals)
-        _check_write_count(run_id, 1 + len(result.events) + len(result.approvals) + len(result.spend))
         head_write = (ref, _encode_head(result.head))
-        events = [(self._event_ref(ref, e.seq), _encode_event(e)) for e in result.events]
+        events = self._event_docs(ref, result.events)
+        _check_write_count(run_id, 1 + len(events) + len(result.approvals) + len(result.spend))
         sets = [(self._approval_ref(a.tenant, a.approval_id), _encode_approval(a)) for a in result.approvals]
         sets += [(self._client.collection(self._spend).document(e.entry_id), _plain(e.model_dump(mode="python")))
                  for e in result.spend]
@@ -404,24 +443,28 @@ class FirestoreCheckpointStore(CheckpointStore):
     def list_events(self, tenant: str, run_id: str, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
         if limit <= 0 or not _valid_ids(tenant, run_id):
             return []
+        # a document holds one or more events: `limit` documents hold at least `limit` events past `after_seq`
+        # (the first may start before it); ranges do not overlap, so ordering by their ends orders them
         query = (
             self._head_ref(tenant, run_id)
             .collection(self._events)
-            .where(filter=FieldFilter("seq", ">", after_seq))
-            .order_by("seq")
+            .where(filter=FieldFilter("last_seq", ">", after_seq))
+            .order_by("last_seq")
             .limit(limit)
         )
-        return [_decode_event(d) for d in self._query(query, f"listing events of run {run_id}")]
+        docs = self._query(query, f"listing events of run {run_id}")
+        return [e for d in docs for e in _decode_events(d) if e.seq > after_seq][:limit]
 
     def events_since_step(self, tenant: str, run_id: str, step: int) -> list[Event]:
         # Inequality and (implicit) first order on the same field: served by the automatic single-field
-        # index on `step`; ties are broken by document id, the zero-padded seq. The sort by seq keeps
-        # the port's order even if a later event were ever recorded under an earlier step.
+        # index on `last_step`. The sort by seq keeps the port's order even if a later event were ever
+        # recorded under an earlier step.
         if not _valid_ids(tenant, run_id):
             return []
-        query = self._head_ref(tenant, run_id).collection(self._events).where(filter=FieldFilter("step", ">=", step))
-        docs = self._query(query.order_by("step"), f"reading events of run {run_id}")
-        return sorted((_decode_event(d) for d in docs), key=lambda e: e.seq)
+        query = (self._head_ref(tenant, run_id).collection(self._events)
+                 .where(filter=FieldFilter("last_step", ">=", step)))
+        docs = self._query(query.order_by("last_step"), f"reading events of run {run_id}")
+        return sorted((e for d in docs for e in _decode_events(d) if e.step >= step), key=lambda e: e.seq)
 
     def find_runs(self, statuses: Sequence[RunStatus], updated_before: datetime, limit: int = 100, *,
                   updated_after: datetime | None = None) -> list[RunHead]:
@@ -564,21 +607,22 @@ def _decode_head(doc: dict[str, Any] | None) -> RunHead:
     return RunHead.model_validate(doc)
 
 
-def _encode_event(event: Event) -> dict[str, Any]:
-    doc = _plain(event.model_dump(mode="python", exclude={"data"}))
+def _event_json(event: Event, *, with_expiry: bool = False) -> str:
+    """An event as JSON text, without the ``expire_at`` and ``format`` its document carries for it."""
+    # the envelope as JSON (datetimes as ISO text); the data as it is, so that what is not JSON is refused
+    doc = event.model_dump(mode="json", exclude={"data"} if with_expiry else {"data", "expire_at", "format"})
+    doc["data"] = event.data
     try:
-        doc["data_json"] = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise ValueError(f"event {event.seq} ({event.kind}): data must be JSON-compatible: {e}") from e
-    return doc
 
 
-def _decode_event(doc: dict[str, Any] | None) -> Event:
-    doc = _from_firestore(doc or {})
-    data = doc.pop("data_json", None)
-    if data is not None:
-        doc["data"] = json.loads(data)
-    return Event.model_validate(doc)
+def _decode_events(doc: dict[str, Any] | None) -> list[Event]:
+    doc = doc or {}
+    expire_at, version = _from_firestore(doc.get("expire_at")), doc.get("format", FORMAT_VERSION)
+    return [Event.model_validate({"expire_at": expire_at, "format": version, **item})
+            for item in json.loads(doc.get("events_json") or "[]")]
 
 
 def _encode_approval(approval: Approval) -> dict[str, Any]:
@@ -641,7 +685,9 @@ class _KnownHead(NamedTuple):
     exists: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self.doc)  # the decoder and the caller may keep or change what they get
+        # not a copy (a snapshot's to_dict is one, at 0.5 ms a head): its readers, the head's decoder (which
+        # builds new values) and _head_changes, only read it
+        return self.doc
 
 
 class _KnownHeads:
@@ -658,7 +704,7 @@ class _KnownHeads:
         if update_time is None:
             return
         with self._lock:
-            self._heads[path] = _KnownHead(copy.deepcopy(doc), update_time)
+            self._heads[path] = _KnownHead(doc, update_time)  # a snapshot's copy, or a head just encoded
             self._heads.move_to_end(path)
             while len(self._heads) > self.LIMIT:
                 self._heads.popitem(last=False)
