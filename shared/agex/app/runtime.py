@@ -13,14 +13,11 @@ import functools
 import os
 import socket
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from agex.adapters.inmemory.authenticator import StaticTokenAuthenticator
 from agex.app.backends import Backends, Models
-from agex.app.http import limits
-from agex.app.http.decision_push import DecisionPush
-from agex.app.http.public_api import PublicApi
 from agex.app.http.step_endpoint import StepEndpoint
 from agex.app.settings import Settings
 from agex.core.agent import Agent, AgentRegistry
@@ -35,10 +32,7 @@ from agex.engine.approvals import ApprovalApplier, ApprovalService
 from agex.engine.budgets import Budgets
 from agex.engine.memory import MemoryService
 from agex.engine.metrics import Recorder, Versions
-from agex.engine.reports import Reports
 from agex.engine.runs import RunService
-from agex.engine.schedules import ScheduleService
-from agex.engine.slo import SloService, reader
 from agex.engine.stepper import StepRunner, StepSettings
 from agex.engine.threads import ThreadService
 from agex.engine.webhooks import WebhookSender
@@ -57,8 +51,14 @@ from agex.ports.secret_store import SecretStore
 from agex.ports.task_queue import TaskQueue
 
 if TYPE_CHECKING:
+    # what only the API, the approvals function or an SLO loads: the step function's cold start skips them
     from agex.app.console.server import Console
+    from agex.app.http.decision_push import DecisionPush
     from agex.app.http.drift_endpoint import DriftEndpoint
+    from agex.app.http.public_api import PublicApi
+    from agex.core.spend import Degrade
+    from agex.engine.schedules import ScheduleService
+    from agex.engine.slo import SloService
     from agex.engine.watching import DriftService
 
 
@@ -186,6 +186,8 @@ class Runtime:
 
     @functools.cached_property
     def slo(self) -> SloService:
+        from agex.engine.slo import SloService
+
         return SloService(self.degradations, self.metrics, self.agents, self.clock, self.bus)
 
     @functools.cached_property
@@ -212,6 +214,8 @@ class Runtime:
     @functools.cached_property
     def schedules(self) -> ScheduleService:
         """The fleet file's schedules (checked with the agents)."""
+        from agex.engine.schedules import ScheduleService
+
         _ = self.agents
         return ScheduleService(self._schedules, self.backends.schedules(), self.service, self.clock)
 
@@ -298,6 +302,10 @@ class Runtime:
 
     @functools.cached_property
     def public_api(self) -> PublicApi:
+        from agex.app.http import limits
+        from agex.app.http.public_api import PublicApi
+        from agex.engine.reports import Reports
+
         return PublicApi(service=self.service, approvals=self.approval_service, agents=self.agents,
                          max_wait_s=self.settings.max_wait_seconds, stream_max_s=self.settings.stream_max_seconds,
                          schedules=lambda: self.schedules, threads=lambda: self.threads,
@@ -343,6 +351,14 @@ class Runtime:
         return GoogleIdTokenAuthenticator.parse(
             GoogleIdTokens(audience=s.api_audience, certs_url=s.oidc_certs_url), s.tenants)
 
+    def _degradation_reader(self) -> Callable[[str, datetime], Degrade | None] | None:
+        """What the step asks of an agent's SLO degradation, when some agent declares an SLO."""
+        if not any(a.slo for a in self.agents.all()):
+            return None
+        from agex.engine.slo import reader
+
+        return reader(self.degradations)
+
     @functools.cached_property
     def runner(self) -> StepRunner:
         s = self.settings
@@ -360,7 +376,7 @@ class Runtime:
                           breakers=self.backends.breakers() if self._has_fallbacks() else None,
                           budgets=self.budgets, webhooks=self._declared_webhooks(),
                           live=self.backends.live() if any(a.stream_text for a in self.agents.every_version()) else None,
-                          degradation=reader(self.degradations) if any(a.slo for a in self.agents.all()) else None,
+                          degradation=self._degradation_reader(),
                           memory=self._memory())
 
     @functools.cached_property
@@ -408,6 +424,8 @@ class Runtime:
                                      "decision sources (the API's); without it no decision can be applied")
         verify = OidcVerifier(GoogleIdTokens(audience=s.decisions_push_audience, certs_url=s.oidc_certs_url),
                               s.decisions_push_service_account)
+        from agex.app.http.decision_push import DecisionPush
+
         return DecisionPush(self.applier, verify)
 
 
