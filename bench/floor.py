@@ -10,6 +10,12 @@ the function commits its state to Firestore and enqueues the next hop. Here the 
   step function), on 127.0.0.1: on each delivery it commits one small document (one ``set``: one Commit
   RPC) and creates the task of the next hop.
 
+A second chain has the *shape of a step* (``--floor-hops`` hops too): each hop reads one document, makes two
+commits (of 2.5 KB each: a model response's and a tool result's size in the bench loop) and enqueues the next
+hop with a 37 KB body (the carried window's size at a full window). It is the I/O a step of Agent Executor
+does (one read, two commits, one enqueue), with nothing else: the least a step with that protocol can cost on
+these emulators, whatever the runtime.
+
 A chain of N hops runs after a warm-up chain. The function stamps each hop (entry, commit done, next task
 created) and keeps the stamps in memory; the bench reads them over HTTP after the chain. Per hop: the time
 between the entries of consecutive hops, split into the commit and the rest (commit done -> next entry: the
@@ -38,6 +44,8 @@ from bench.common import firestore_emulator, mean, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 HOPS = 200
+STEP_TASK_BYTES = 37_000
+"""The step-shaped chain's task body: the carried window at a full window of the bench loop."""
 SERVICE_ACCOUNT = "agex-step@agex-bench.iam.gserviceaccount.com"
 
 # --- the function (runs in the functions-framework process) --------------------------------------------
@@ -55,10 +63,11 @@ def _clients() -> tuple[Any, Any]:
     return firestore.Client(project=os.environ["FLOOR_PROJECT"]), make_client(os.environ["FLOOR_TASKS_HOST"])
 
 
-def _task(queue: str, url: str, chain: str, hop_no: int, hops: int) -> Any:
+def _task(queue: str, url: str, chain: str, hop_no: int, hops: int, shape: str = "hop", pad: int = 0) -> Any:
     from google.cloud import tasks_v2
 
-    body = json.dumps({"chain": chain, "hop": hop_no, "hops": hops}).encode()
+    body = json.dumps({"chain": chain, "hop": hop_no, "hops": hops, "shape": shape, "pad": pad,
+                       "window": "w" * pad}).encode()
     return tasks_v2.Task(name=f"{queue}/tasks/{chain}-{hop_no:05d}", http_request=tasks_v2.HttpRequest(
         http_method=tasks_v2.HttpMethod.POST, url=url, body=body, headers={"Content-Type": "application/json"},
         oidc_token=tasks_v2.OidcToken(service_account_email=SERVICE_ACCOUNT, audience=url)))
@@ -75,13 +84,19 @@ def hop(request: Any) -> Any:
             return {"stamps": list(_STAMPS.get(chain, []))}
     body = request.get_json(force=True)
     chain, k, hops = str(body["chain"]), int(body["hop"]), int(body["hops"])
+    shape, pad = str(body.get("shape", "hop")), int(body.get("pad", 0))
     db, tasks = _clients()
-    db.collection(os.environ["FLOOR_COLLECTION"]).document(f"{chain}-{k:05d}").set(
-        {"chain": chain, "hop": k, "at": t_in})
+    docs = db.collection(os.environ["FLOOR_COLLECTION"])
+    if shape == "step":  # a step's I/O: read the head, commit the response, commit the result
+        docs.document(f"{chain}-head").get()
+        docs.document(f"{chain}-{k:05d}-a").set({"chain": chain, "hop": k, "at": t_in, "pad": "r" * 2500})
+        docs.document(f"{chain}-{k:05d}-b").set({"chain": chain, "hop": k, "at": t_in, "pad": "t" * 2500})
+    else:
+        docs.document(f"{chain}-{k:05d}").set({"chain": chain, "hop": k, "at": t_in})
     t_commit = time.time()
     if k < hops:
         queue = os.environ["FLOOR_QUEUE"]
-        tasks.create_task(parent=queue, task=_task(queue, os.environ["FLOOR_URL"], chain, k + 1, hops))
+        tasks.create_task(parent=queue, task=_task(queue, os.environ["FLOOR_URL"], chain, k + 1, hops, shape, pad))
     t_enqueued = time.time()
     with _LOCK:
         _STAMPS.setdefault(chain, []).append({"hop": k, "in": t_in, "committed": t_commit, "enqueued": t_enqueued})
@@ -96,10 +111,11 @@ def _get_json(url: str) -> Any:
         return json.loads(r.read())
 
 
-def _chain(tasks: Any, queue: str, url: str, hops: int, timeout: float) -> dict[str, Any]:
+def _chain(tasks: Any, queue: str, url: str, hops: int, timeout: float, shape: str = "hop",
+           pad: int = 0) -> dict[str, Any]:
     chain = f"c{uuid.uuid4().hex[:10]}"
     t0 = time.time()
-    tasks.create_task(parent=queue, task=_task(queue, url, chain, 1, hops))
+    tasks.create_task(parent=queue, task=_task(queue, url, chain, 1, hops, shape, pad))
     deadline = time.monotonic() + timeout
     stamps: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -167,6 +183,10 @@ def run(hops: int = HOPS, *, warmup_hops: int = 20, progress: Callable[[str], No
             if not measured["complete"]:
                 tail = fn.log_tail(20)
                 raise RuntimeError(f"the chain stopped at hop {measured['hops_seen']} of {hops}; function log:\n{tail}")
+            progress(f"  step-shaped chain ({hops} hops: a read, two commits, a {STEP_TASK_BYTES:,}-byte task)")
+            _chain(tasks, queue, url, warmup_hops, 120, "step", STEP_TASK_BYTES)
+            step_shaped = _analyse(_chain(tasks, queue, url, hops, max(120.0, hops * 1.0), "step", STEP_TASK_BYTES),
+                                   hops)
     finally:
         for p in reversed(procs):
             p.stop(grace=3.0)
@@ -177,5 +197,9 @@ def run(hops: int = HOPS, *, warmup_hops: int = 20, progress: Callable[[str], No
                "commit (one small document, emulator) -> create the next named task",
         "warmup": {k: warm[k] for k in ("hops", "complete", "per_hop_ms")},
         **measured,
+        "step_shaped": {"hop": f"the same, but one read, two commits of 2.5 KB and a {STEP_TASK_BYTES:,}-byte task: "
+                               "a step's I/O with nothing else",
+                        **{k: step_shaped[k] for k in ("hops", "hops_seen", "complete", "per_hop_ms", "commit_ms",
+                                                        "enqueue_ms", "commit_to_next_ms")}},
         "seconds_total": time.perf_counter() - t_start,
     }

@@ -235,6 +235,13 @@ def peers_report(res: dict[str, Any]) -> str:
                 + (f", {st['mean_ms_per_step']:.1f} ms on the full stack" if st.get("mean_ms_per_step") else "")
                 + f"; the in-process step is {ag['summary']['last_median']['wall_ms'] / h['median']:.1f}x the "
                   "floor's median hop")
+        sh = fl.get("step_shaped", {}).get("per_hop_ms", {})
+        if sh.get("median"):
+            add(f"  a step's I/O alone (a read, two commits, a 37 KB task; nothing else): median "
+                f"{_f(sh['median'], '.1f')} ms, {sh['median'] / h['median']:.2f}x the floor's hop: the least a step "
+                "of this protocol costs here"
+                + (f"; the full-stack step is {st['mean_ms_per_step'] / sh['median']:.1f}x that"
+                   if st.get("mean_ms_per_step") else ""))
     for key in ("langgraph_postgres", "dbos_postgres", "floor"):
         if "error" in res.get(key, {}):
             add(f"\n{key}: FAILED: {res[key]['error']}")
