@@ -1,6 +1,7 @@
 """The durable state of a run: its head document and its append-only events.
 
-Stored as ``tenants/{tenant}/runs/{run}`` (the head) and ``tenants/{tenant}/runs/{run}/events/{seq}``.
+Stored as ``tenants/{tenant}/runs/{run}`` (the head) and ``tenants/{tenant}/runs/{run}/events/{seq}`` (on
+Firestore, one document holds the events of one commit).
 The head has a fixed shape whatever the run's length: history lives only in events, so a step writes
 its own delta and the head never approaches Firestore's 1 MiB document limit.
 """
