@@ -853,6 +853,25 @@ def test_firestore_a_head_changed_elsewhere_is_decided_on_again(firestore_client
     assert [e.seq for e in here.list_events(head.tenant, head.run_id)] == [1, 2, 3]
 
 
+def test_firestore_writers_in_several_processes_lose_nothing(firestore_client: Any) -> None:
+    """Four stores (four processes' worth of known heads) append at once, each deciding first on the head it
+    last saw: every stale decision fails its precondition and is taken again; no update is lost or doubled."""
+    from agex.adapters.gcp.firestore_store import FirestoreCheckpointStore
+
+    prefix = unique("t") + "_"
+    stores = [FirestoreCheckpointStore(firestore_client, prefix=prefix) for _ in range(4)]
+    head = create(stores[0], make_head(), n_events=0)
+    for s in stores:
+        s.get_run(head.tenant, head.run_id)  # each knows the head as created
+    at_once(8, lambda w, i: stores[w % 4].update_run(head.tenant, head.run_id, lambda h: append(
+        h, make_event(h.seq + 1, h.step, worker=w, i=i))), per_thread=3)
+    events = stores[1].list_events(head.tenant, head.run_id, limit=1000)
+    assert [e.seq for e in events] == list(range(1, 25))
+    assert sorted((e.data["worker"], e.data["i"]) for e in events) == sorted(
+        (w, i) for w in range(8) for i in range(3))
+    assert stores[2].get_run(head.tenant, head.run_id).seq == 24
+
+
 def test_firestore_a_refusal_or_no_op_on_a_stale_head_is_not_trusted(firestore_client: Any) -> None:
     """A decision that writes nothing, or raises, proves nothing about the stored head: it is taken again on a
     fresh read. Here the head this store saw says "stop"; the stored one says "go"."""

@@ -282,8 +282,9 @@ class FirestoreCheckpointStore(CheckpointStore):
         snap = self._get_snapshot(ref, run_id)
         if not snap.exists:
             return None
-        self._known.remember(ref.path, snap.to_dict() or {}, snap.update_time)
-        return _decode_head(snap.to_dict())
+        doc = snap.to_dict() or {}  # a copy, and the decoder builds new values: the known head can keep it
+        self._known.remember(ref.path, doc, snap.update_time)
+        return _decode_head(doc)
 
     def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
         if not _valid_ids(tenant, run_id):
