@@ -3,7 +3,7 @@
 ``agex.dev.stack.Stack`` starts the Firestore and Pub/Sub emulators, the Cloud Tasks and Gemini emulators
 and the ``api`` and ``step`` functions under functions-framework; the ``ticker`` agent runs through the
 public HTTP API. The Gemini emulator answers at once and ``tick`` does nothing, so the time per step is the
-runtime's own: Cloud Tasks dispatch, the step function, four Firestore transactions and one query per step,
+runtime's own: Cloud Tasks dispatch, the step function, two Firestore commits and one read per step,
 and the enqueue of the next step.
 
 Timings come from the events' ``at`` stamps (the step function's clock), so client polling does not
