@@ -853,6 +853,26 @@ def test_firestore_a_head_changed_elsewhere_is_decided_on_again(firestore_client
     assert [e.seq for e in here.list_events(head.tenant, head.run_id)] == [1, 2, 3]
 
 
+def test_firestore_known_heads_are_bounded_in_bytes_least_recently_used_first() -> None:
+    from agex.adapters.gcp.firestore_store import _KnownHeads
+
+    known = _KnownHeads()
+    size = known.MAX_BYTES // 16  # the largest head kept: 16 fill the budget
+    names = [f"h{i}" for i in range(16)]
+    for name in names:
+        known.remember(name, {"n": name}, update_time=1, size=size)
+    assert known.recall("h0") is not None  # now the most recently used
+    known.remember("new", {"n": "new"}, update_time=1, size=size)  # over the budget: the least recent goes
+    assert known.recall("h1") is None and all(known.recall(n) is not None for n in [*names[2:], "h0", "new"])
+    known.remember("h0", {"n": "again"}, update_time=2, size=size)  # replaced, not counted twice
+    assert known.recall("h0").doc == {"n": "again"} and known.recall("h2") is not None
+    known.remember("h2", {"n": "x"}, update_time=None, size=1)  # a version without its time: forgotten
+    known.remember("h3", {"n": "x"}, update_time=3, size=size + 1)  # too large to keep: forgotten
+    assert known.recall("h2") is None and known.recall("h3") is None
+    known.forget("h4")
+    assert known.recall("h4") is None and known.recall("new") is not None
+
+
 def test_firestore_writers_in_several_processes_lose_nothing(firestore_client: Any) -> None:
     """Four stores (four processes' worth of known heads) append at once, each deciding first on the head it
     last saw: every stale decision fails its precondition and is taken again; no update is lost or doubled."""

@@ -98,6 +98,9 @@ MAX_WRITES_PER_COMMIT = 500
 
 _EVENT_ID_WIDTH = 10
 
+_OWN_EXPIRY_BYTES = 64
+"""Upper bound of what an event's own ``expire_at`` and ``format`` add to its JSON in a shared document."""
+
 _EVENTS_BUDGET = MAX_DOCUMENT_BYTES - 4_096
 """Bytes of events' JSON one event document takes: under the document limit by its other fields and its
 name, which are bounded (a path of ids of at most 1,500 bytes each would not fit; ours are short)."""
@@ -223,7 +226,8 @@ class FirestoreCheckpointStore(CheckpointStore):
         size = 0
         for e in events:
             item = _event_json(e)
-            n = len(item.encode()) + 1  # and its comma
+            # and its comma, and room for its own expiry and format should they differ from the document's
+            n = len(item.encode()) + 1 + _OWN_EXPIRY_BYTES
             if group and size + n > _EVENTS_BUDGET:
                 docs.append(self._event_doc(head_ref, group))
                 group, size = [], 0
@@ -283,7 +287,7 @@ class FirestoreCheckpointStore(CheckpointStore):
         if not snap.exists:
             return None
         doc = snap.to_dict() or {}  # a copy, and the decoder builds new values: the known head can keep it
-        self._known.remember(ref.path, doc, snap.update_time)
+        self._known.remember(ref.path, doc, snap.update_time, document_size(ref.path, doc))
         return _decode_head(doc)
 
     def update_run(self, tenant: str, run_id: str, mutate: Callable[[RunHead], Mutation[T]]) -> Mutation[T]:
@@ -378,7 +382,7 @@ class FirestoreCheckpointStore(CheckpointStore):
                 self._known.forget(ref.path)
                 raise _translate(e, f"updating run {run_id}") from e
             # the head's write comes first in the batch: its result carries the new version's update time
-            self._known.remember(ref.path, writes.head[1], written[0].update_time)
+            self._known.remember(ref.path, writes.head[1], written[0].update_time, writes.head_size)
             sent = document_size(ref.path, {k: None if v is firestore.DELETE_FIELD else v for k, v in changes.items()})
             self._count(writes=writes.n, bytes_written=writes.size - writes.head_size + sent, bytes_head=sent,
                         bytes_events=writes.events_size)
@@ -692,31 +696,43 @@ class _KnownHead(NamedTuple):
 
 
 class _KnownHeads:
-    """The last version of each recently used head this process read or committed, by document path.
-    Bounded: a step function serves many runs, and a head not found here is read, as before."""
+    """The last version of each recently used head this process read or committed, by document path, the least
+    recently used dropped first. Bounded in bytes (a head is a few KB, a thread's turn's up to a few hundred): a
+    step function serves many runs, and a head not found here is read, as before."""
 
-    LIMIT = 1024
+    MAX_BYTES = 16 * 1024 * 1024
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._heads: OrderedDict[str, _KnownHead] = OrderedDict()
+        self._heads: OrderedDict[str, tuple[_KnownHead, int]] = OrderedDict()
+        self._bytes = 0
 
-    def remember(self, path: str, doc: dict[str, Any], update_time: Any) -> None:
-        if update_time is None:
-            return
+    def remember(self, path: str, doc: dict[str, Any], update_time: Any, size: int) -> None:
         with self._lock:
-            self._heads[path] = _KnownHead(doc, update_time)  # a snapshot's copy, or a head just encoded
-            self._heads.move_to_end(path)
-            while len(self._heads) > self.LIMIT:
-                self._heads.popitem(last=False)
+            self._drop(path)
+            if update_time is None or size > self.MAX_BYTES // 16:
+                return
+            self._heads[path] = (_KnownHead(doc, update_time), size)  # a snapshot's copy, or a head just encoded
+            self._bytes += size
+            while self._bytes > self.MAX_BYTES:
+                self._drop(next(iter(self._heads)))
 
     def recall(self, path: str) -> _KnownHead | None:
         with self._lock:
-            return self._heads.get(path)
+            known = self._heads.get(path)
+            if known is None:
+                return None
+            self._heads.move_to_end(path)
+            return known[0]
 
     def forget(self, path: str) -> None:
         with self._lock:
-            self._heads.pop(path, None)
+            self._drop(path)
+
+    def _drop(self, path: str) -> None:
+        known = self._heads.pop(path, None)
+        if known is not None:
+            self._bytes -= known[1]
 
 
 def _head_changes(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
