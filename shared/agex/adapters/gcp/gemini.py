@@ -61,7 +61,7 @@ class _Prefix:
     model: str
     digest: str
     system: str
-    tools: list[Any] | None  # google.genai Tool objects
+    tools: list[Any] | None  # the request's tools, as the API's JSON (dicts)
 
     @property
     def display_name(self) -> str:
@@ -277,24 +277,21 @@ def _reason(e: Exception) -> str:
     return f"{code}: {message}" if code else message
 
 
-def _tools(request: ModelRequest) -> list[Any] | None:
-    from google.genai import types
-
+def _tools(request: ModelRequest) -> list[dict[str, Any]] | None:
+    # plain dicts, as the messages (_content): the SDK validates them once, not a second time
     if not request.tools:
         return None
-    return [types.Tool(function_declarations=[
-        types.FunctionDeclaration(name=t.name, description=t.description, parameters_json_schema=t.parameters)
-        for t in request.tools])]
+    return [{"function_declarations": [
+        {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
+        for t in request.tools]}]
 
 
-def _config(system: str, tools: list[Any] | None, cached: str | None) -> Any:
-    from google.genai import types
-
-    off = types.AutomaticFunctionCallingConfig(disable=True)
+def _config(system: str, tools: list[dict[str, Any]] | None, cached: str | None) -> dict[str, Any]:
+    off = {"disable": True}  # the SDK calls no function itself: the step runs the tools
     if cached is not None:
         # the cache holds the instruction and the tools; the API refuses a request that repeats them
-        return types.GenerateContentConfig(cached_content=cached, automatic_function_calling=off)
-    return types.GenerateContentConfig(system_instruction=system, tools=tools, automatic_function_calling=off)
+        return {"cached_content": cached, "automatic_function_calling": off}
+    return {"system_instruction": system, "tools": tools, "automatic_function_calling": off}
 
 
 def _content(message: Message) -> dict[str, Any]:
