@@ -135,6 +135,10 @@ def report(res: dict[str, Any]) -> str:
         if "phases_ms_mean" in s:
             p = s["phases_ms_mean"]
             add("  between events (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()))
+        if s.get("cpu_ms_per_step"):
+            cpu = sorted(s["cpu_ms_per_step"].items(), key=lambda kv: -kv[1])
+            add(f"  CPU per step ({os.cpu_count()} cores, ms): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu if v >= 0.1)
+                + f"; {sum(v for _, v in cpu):.1f} in all")
         c = st.get("concurrent", {})
         if "throughput_steps_per_s" in c:
             add(f"  {c['runs']} concurrent runs x {c['steps_each']} steps: {c['throughput_steps_per_s']:.1f} steps/s "

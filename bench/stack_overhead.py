@@ -13,6 +13,7 @@ blur them: per step = (``step_completed`` of the last measured step - ``run_crea
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -97,6 +98,34 @@ def _analyse(client: Any, run_id: str, steps: int, watched: dict[str, Any]) -> d
     return out
 
 
+def _cpu_seconds(stack: Any) -> dict[str, float]:
+    """CPU time (user + system, seconds) each of the stack's processes has used, its children included, by
+    name, from ``/proc`` (Linux; empty elsewhere). On a small machine the emulators and the functions share
+    the cores: where a step's CPU goes says how much of its wall time is waiting for one."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[int, float] = {}
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    out: dict[str, float] = {}
+    for proc in stack.processes:
+        tree, frontier = {proc.popen.pid}, [proc.popen.pid]
+        while frontier:
+            kids = [pid for pid, parent in parents.items() if parent == frontier[-1]]
+            frontier.pop()
+            frontier += [k for k in kids if k not in tree]
+            tree.update(kids)
+        out[proc.name] = out.get(proc.name, 0.0) + sum(used.get(pid, 0.0) for pid in tree)
+    return out
+
+
 def _probe_gemini(base_url: str, n: int = 30) -> float:
     """Mean round trip of one small generateContent call to the Gemini emulator (raw HTTP, keep-alive):
     the model's share of a step on this stack."""
@@ -139,11 +168,16 @@ def run(*, single_steps: int = 100, concurrent_runs: int = 4, concurrent_steps: 
         _watch(client, warm["run_id"], 20, 120)
 
         progress(f"  single run: tick {single_steps}")
+        cpu_before = _cpu_seconds(stack)
         started = client.start_run("ticker", f"tick {single_steps}")
         t = time.perf_counter()
         watched = _watch(client, started["run_id"], single_steps, timeout)
+        cpu_after = _cpu_seconds(stack)
         single = _analyse(client, started["run_id"], single_steps, watched)
         single["client_seconds"] = time.perf_counter() - t
+        # over the whole single run (its answer step too), per measured step
+        single["cpu_ms_per_step"] = {name: round((cpu_after.get(name, 0.0) - spent) * 1000 / single_steps, 1)
+                                     for name, spent in cpu_before.items()}
         result["single"] = single
         progress(f"  single: {single.get('mean_ms_per_step', float('nan')):.1f} ms/step, status {single['status']}"
                  f"{' (cancelled by the bench after its last step)' if single['cancelled_by_bench'] else ''}")
