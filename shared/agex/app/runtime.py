@@ -414,6 +414,7 @@ class Runtime:
         handler checks again itself: the push's OIDC token, then each decision's signature and the
         decider's authority (docs/security.md)."""
         from agex.adapters.gcp.oidc import GoogleIdTokens, OidcVerifier
+        from agex.app.http.decision_push import DecisionPush
 
         s = self.settings
         if not s.decisions_push_audience:
@@ -424,8 +425,6 @@ class Runtime:
                                      "decision sources (the API's); without it no decision can be applied")
         verify = OidcVerifier(GoogleIdTokens(audience=s.decisions_push_audience, certs_url=s.oidc_certs_url),
                               s.decisions_push_service_account)
-        from agex.app.http.decision_push import DecisionPush
-
         return DecisionPush(self.applier, verify)
 
 

@@ -61,7 +61,7 @@ class _Prefix:
     model: str
     digest: str
     system: str
-    tools: list[Any] | None  # the request's tools, as the API's JSON (dicts)
+    tools: list[Any] | None  # the request's tools as the API's JSON (dicts; the SDK's types name them Tool)
 
     @property
     def display_name(self) -> str:
